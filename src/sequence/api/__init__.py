@@ -1,0 +1,1 @@
+"""The coordinator: one ASGI app serving /v1/* (REST and WebSocket)."""

@@ -1,0 +1,163 @@
+"""ASGI app factory for the coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sequence import __version__
+from sequence.api import errors
+from sequence.api.auth import Authenticator
+from sequence.api.notify import QUEUE, Notifier, strategy_topic
+from sequence.api.routes import keys, runners, strategies
+from sequence.api.state import Core
+from sequence.secrets import Keyring
+from sequence.settings import Settings
+from sequence.store.engine import Database
+from sequence.store.store import Store
+
+log = logging.getLogger("sequence.coordinator")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("sequence_http_requests_total", "HTTP requests", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("sequence_http_request_seconds", "HTTP request latency", ["route"],
+                                 registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
+        self.leases_expired = Counter("sequence_leases_expired_total", "Runs whose lease expired",
+                                      registry=self.registry)
+        self.strategies = Gauge("sequence_strategies", "Strategies by status", ["status"], registry=self.registry)
+
+
+class RequestMiddleware:
+    """Request ids and Prometheus metrics, as plain ASGI (cheap on hot paths)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for k, v in scope.get("headers", ()):
+            if k == b"x-request-id":
+                rid = v[:64]
+                break
+        rid = rid or uuid.uuid4().hex[:16].encode()
+        start = time.perf_counter()
+        status = [500]
+
+        async def _send(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+                msg.setdefault("headers", [])
+                msg["headers"] = [*msg["headers"], (b"x-request-id", rid)]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], path, str(status[0])).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+
+
+def build_core(settings: Settings, environ: Mapping[str, str] | None = None) -> Core:
+    db = Database(settings.effective_database_url)
+    db.migrate()
+    store = Store(db, lease_seconds=settings.lease_seconds)
+    keyring = Keyring.load(settings.data_dir, environ)
+    return Core(settings=settings, store=store, keyring=keyring, auth=Authenticator(store), notifier=Notifier())
+
+
+def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] | None = None,
+               core: Core | None = None, market: Any = None, with_market: bool = True) -> FastAPI:
+    settings = settings or Settings.from_env(environ)
+    core = core or build_core(settings, environ)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        core.notifier.bind(asyncio.get_running_loop())
+        if core.market is not None and hasattr(core.market, "start"):
+            await core.market.start()
+        task = asyncio.create_task(_reaper(core, metrics))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if core.market is not None and hasattr(core.market, "stop"):
+                await core.market.stop()
+
+    app = FastAPI(title="Sequence", version=__version__, lifespan=lifespan,
+                  description="Hosted Python strategies and the market API they call.")
+    app.state.core = core
+    app.state.auth = core.auth
+    app.state.metrics = metrics
+    errors.install(app)
+
+    @app.get("/v1/health", tags=["health"])
+    def health() -> dict[str, Any]:
+        return {"ok": True, "version": __version__}
+
+    @app.get("/metrics", include_in_schema=False)
+    def prom() -> Response:
+        for status in ("queued", "running", "stopping", "stopped", "failed"):
+            metrics.strategies.labels(status).set(0)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(strategies.router)
+    app.include_router(keys.router)
+    app.include_router(runners.router)
+    if with_market:
+        _attach_market(app, core, settings, market)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
+    return app
+
+
+def _attach_market(app: FastAPI, core: Core, settings: Settings, market: Any) -> None:
+    try:
+        from sequence.market import wiring
+    except ImportError:  # the market package is optional at this layer
+        return
+    wiring.attach(app, core, settings, market)
+
+
+async def _reaper(core: Core, metrics: Metrics) -> None:
+    """Expire lapsed leases once a second; lost runs fail and re-queue."""
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            lost = await anyio.to_thread.run_sync(core.store.expire_leases)
+        except Exception:  # keep the reaper alive through transient DB errors
+            log.exception("lease reaper failed")
+            continue
+        if lost:
+            metrics.leases_expired.inc(len(lost))
+            log.warning("runner lost: expired %d run(s): %s", len(lost), ", ".join(lost))
+            core.auth.invalidate()
+            core.notifier.notify(QUEUE)
+            for run_id in lost:
+                run = await anyio.to_thread.run_sync(core.store.get_run, run_id)
+                if run:
+                    core.notifier.notify(strategy_topic(run["strategy_id"]))

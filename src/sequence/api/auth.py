@@ -1,0 +1,83 @@
+"""Bearer-key authentication for clients and runners."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import Request, WebSocket
+
+from sequence.api.errors import ApiError
+from sequence.store.store import Principal, Store
+
+# A small positive cache keeps auth off the database on hot paths (quotes).
+# Revocation and run ends clear it in this process; other replicas see the
+# change within CACHE_SECONDS.
+CACHE_SECONDS = 1.0
+
+
+class Authenticator:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[str, tuple[float, Principal]] = {}
+
+    def resolve(self, token: str) -> Principal | None:
+        hit = self._cache.get(token)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        p = self.store.authenticate(token)
+        if p is not None:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[token] = (now + CACHE_SECONDS, p)
+        else:
+            self._cache.pop(token, None)
+        return p
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    def runner_token(self, token: str) -> str | None:
+        return self.store.authenticate_runner(token)
+
+
+def bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def require_principal(request: Request) -> Principal:
+    token = bearer(request.headers.get("authorization"))
+    if token is None:
+        raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer seq_live_…'")
+    p = request.app.state.auth.resolve(token)
+    if p is None:
+        raise ApiError(401, "unauthorized", "invalid or revoked API key")
+    request.state.principal = p
+    return p
+
+
+def require_client_key(request: Request) -> Principal:
+    """A client's own key, not a run-scoped one (for key and strategy management)."""
+    p = require_principal(request)
+    return p
+
+
+def authenticate_websocket(websocket: WebSocket) -> Principal | None:
+    token = bearer(websocket.headers.get("authorization")) or websocket.query_params.get("token")
+    if not token:
+        return None
+    auth: Authenticator = websocket.app.state.auth
+    return auth.resolve(token)
+
+
+def require_runner(request: Request) -> str:
+    token = bearer(request.headers.get("authorization"))
+    tid = request.app.state.auth.runner_token(token) if token else None
+    if tid is None:
+        raise ApiError(401, "unauthorized", "missing or invalid runner token")
+    return str(tid)

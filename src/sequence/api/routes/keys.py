@@ -1,0 +1,93 @@
+"""/v1/keys — a client's API keys; /v1/venues — sealed venue credentials."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from sequence.api import present
+from sequence.api.auth import require_principal
+from sequence.api.errors import ApiError, bad_request
+from sequence.api.state import core_of
+from sequence.store.store import Principal
+
+router = APIRouter(tags=["keys"])
+
+VENUES = ("kalshi", "polymarket", "coinbase")
+
+
+class NewKey(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    mode: Literal["live", "test"] = "live"
+    name: str = Field("", max_length=200)
+
+
+def _client_key(p: Principal) -> Principal:
+    if p.run_id is not None:
+        raise ApiError(403, "forbidden", "run-scoped keys cannot manage keys or credentials")
+    return p
+
+
+@router.post("/v1/keys", status_code=201)
+def create_key(request: Request, body: NewKey = Body(default_factory=NewKey),
+               p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    _client_key(p)
+    core = core_of(request.app)
+    row, plaintext = core.store.create_api_key(p.client_id, body.mode, body.name)
+    return {**present.api_key(row), "key": plaintext}
+
+
+@router.get("/v1/keys")
+def list_keys(request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    _client_key(p)
+    return {"keys": [present.api_key(r) for r in core_of(request.app).store.list_api_keys(p.client_id)]}
+
+
+@router.delete("/v1/keys/{key_id}")
+def revoke_key(key_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    _client_key(p)
+    core = core_of(request.app)
+    row = core.store.revoke_api_key(p.client_id, key_id)
+    core.auth.invalidate()
+    return {**present.api_key(row), "revoked": True}
+
+
+@router.get("/v1/me")
+def whoami(request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    return {"client_id": p.client_id, "key_id": p.key_id, "mode": p.mode, "is_sandbox": p.is_sandbox,
+            "run_id": p.run_id}
+
+
+@router.get("/v1/venues")
+def list_venues(request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    have = {r["venue"]: r for r in core_of(request.app).store.venue_credentials(p.client_id)}
+    return {"venues": [{"venue": v, "has_credentials": v in have,
+                        "credential_fields": have[v]["field_names"] if v in have else [],
+                        "updated_at": present.iso(have[v]["updated_at"]) if v in have else None} for v in VENUES]}
+
+
+@router.put("/v1/venues/{venue}/credentials")
+def put_credentials(venue: str, request: Request, body: dict[str, Any] = Body(...),
+                    p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    _client_key(p)
+    if venue not in VENUES:
+        raise bad_request(f"unknown venue '{venue}'; use one of: {', '.join(VENUES)}", "venue")
+    if not body or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in body.items()):
+        raise bad_request("credentials must be a non-empty JSON object of non-empty strings", "body")
+    if len(body) > 20 or sum(len(v) for v in body.values()) > 64 * 1024:
+        raise bad_request("credentials object is too large", "body")
+    core = core_of(request.app)
+    sealed = core.keyring.seal_json(body, f"venue:{p.client_id}:{venue}")
+    core.store.put_venue_credentials(p.client_id, venue, sealed.ciphertext, sealed.nonce, sealed.key_id, sorted(body))
+    return {"venue": venue, "has_credentials": True, "credential_fields": sorted(body)}
+
+
+@router.delete("/v1/venues/{venue}/credentials")
+def delete_credentials(venue: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    _client_key(p)
+    if venue not in VENUES:
+        raise bad_request(f"unknown venue '{venue}'", "venue")
+    core_of(request.app).store.delete_venue_credentials(p.client_id, venue)
+    return {"venue": venue, "has_credentials": False}

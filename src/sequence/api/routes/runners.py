@@ -1,0 +1,249 @@
+"""/v1/runners/* — the internal claim protocol between runners and the coordinator.
+
+See docs/runner-protocol.md.  Every write names (run_id, epoch); a write whose
+epoch is not the run's current one is rejected with 409 ``stale_run``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.engine import Connection
+
+from sequence.api.auth import require_runner
+from sequence.api.errors import ApiError, not_found
+from sequence.api.notify import QUEUE, logs_topic, runner_topic, strategy_topic
+from sequence.api.state import Core, core_of
+from sequence.secrets import Sealed, SealingError
+from sequence.store.store import ExitReport
+
+router = APIRouter(tags=["runners"], include_in_schema=True)
+
+
+class Register(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=200)
+    # One region, or several comma-separated (a local runner serves them all).
+    region: str = Field(max_length=200, min_length=1, pattern=r"^[A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*$")
+    capacity: int = Field(ge=1, le=10_000)
+    isolation: dict[str, Any] = Field(default_factory=dict)
+
+
+class Poll(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    free_slots: int = Field(ge=0, le=10_000)
+    stopping: list[str] = Field(default_factory=list)
+    wait_s: float = Field(20.0, ge=0, le=60)
+
+
+class RunRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run_id: str
+    epoch: int
+
+
+class Heartbeat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    runs: list[RunRef] = Field(default_factory=list)
+
+
+class EpochBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epoch: int
+
+
+class LogLine(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seq: int = Field(ge=1)
+    ts: float
+    stream: str = Field(pattern="^(stdout|stderr)$")
+    line: str
+    partial: bool = False
+
+
+class Logs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epoch: int
+    lines: list[LogLine] = Field(max_length=100_000)
+
+
+class Exit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epoch: int
+    code: int | None = None
+    signal: int | None = None
+    oom: bool = False
+    reason: str | None = Field(None, max_length=2000)
+    peak_rss_bytes: int | None = None
+    cpu_seconds: float | None = None
+
+
+def _runner(core: Core, runner_id: str, token_id: str) -> dict[str, Any]:
+    r = core.store.get_runner(runner_id)
+    if r is None or r["token_id"] != token_id:
+        raise not_found("runner")
+    return r
+
+
+@router.post("/v1/runners/register")
+def register(body: Register, request: Request, token_id: str = Depends(require_runner)) -> dict[str, Any]:
+    core = core_of(request.app)
+    rid = core.store.register_runner(token_id, body.name, body.region, body.capacity, body.isolation)
+    return {"runner_id": rid, "heartbeat_seconds": core.settings.heartbeat_seconds,
+            "lease_seconds": core.settings.lease_seconds, "api_url": core.settings.api_url}
+
+
+def _claim_spec(core: Core, row: dict[str, Any]) -> dict[str, Any]:
+    sid = row["strategy_id"]
+    secrets: dict[str, str] = {}
+    if row.get("secrets_ciphertext"):
+        secrets = core.keyring.unseal_json(
+            Sealed(row["secrets_ciphertext"], row["secrets_nonce"], row["secrets_key_id"]), f"strategy:{sid}:secrets")
+    return {
+        "run_id": row["run_id"],
+        "epoch": row["epoch"],
+        "strategy_id": sid,
+        "client_id": row["client_id"],
+        "name": row["name"],
+        "entrypoint": row["entrypoint"],
+        "env": row["env"],
+        "secrets": secrets,
+        "manifest": row["manifest"],
+        "memory_mb": row["memory_mb"],
+        "stop_timeout_s": row["stop_timeout_s"],
+        "is_sandbox": bool(row["is_sandbox"]),
+        "api_key": row["run_api_key"],
+        "api_url": core.settings.api_url,
+        "artifact_sha256": row["artifact_sha256"],
+        "artifact_size": row["artifact_size"],
+    }
+
+
+def _claim_once(core: Core, runner: dict[str, Any], free: int) -> dict[str, Any] | None:
+    store = core.store
+
+    def mint(conn: Connection, st: Any, run_id: str) -> str:
+        mode = "test" if st["is_sandbox"] else "live"
+        _row, plaintext = store.create_api_key(st["client_id"], mode, f"run {run_id}", run_id=run_id, conn=conn)
+        return plaintext
+
+    row = store.claim(runner["runner_id"], runner["region"].split(","), free, mint_key=mint)
+    if row is None:
+        return None
+    reason = None
+    if row.get("api_key_id") and not store.key_is_usable(row["api_key_id"]):
+        reason = "the strategy's API key was revoked; redeploy with a valid key"
+    else:
+        try:
+            return _claim_spec(core, row)
+        except SealingError as exc:
+            reason = f"cannot unseal the strategy's secrets: {exc}"
+    store.report_exit(row["run_id"], row["epoch"], runner["runner_id"], ExitReport(code=None, reason=reason))
+    return None
+
+
+@router.post("/v1/runners/{runner_id}/poll")
+async def poll(runner_id: str, body: Poll, request: Request, token_id: str = Depends(require_runner)) -> dict[str, Any]:
+    """Long-poll: returns as soon as there is a run to start or a run to stop."""
+    core = core_of(request.app)
+    runner = await anyio.to_thread.run_sync(_runner, core, runner_id, token_id)
+    deadline = time.monotonic() + body.wait_s
+    while True:
+        q_ev = core.notifier.waiter(QUEUE)
+        r_ev = core.notifier.waiter(runner_topic(runner_id))
+        try:
+            claims: list[dict[str, Any]] = []
+            free = body.free_slots
+            while free > 0:
+                spec = await anyio.to_thread.run_sync(_claim_once, core, runner, free)
+                if spec is None:
+                    break
+                claims.append(spec)
+                free -= 1
+                core.notifier.notify(strategy_topic(spec["strategy_id"]))
+            stops = await anyio.to_thread.run_sync(core.store.pending_stops, runner_id, body.stopping)
+            if not claims and not stops:
+                await anyio.to_thread.run_sync(core.store.touch_runner, runner_id)
+            if claims or stops or time.monotonic() >= deadline:
+                return {"claims": claims, "stop": stops}
+            timeout = deadline - time.monotonic()
+            due = await anyio.to_thread.run_sync(core.store.next_due_restart)
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - core.store.clock()) + 0.005)
+            with anyio.move_on_after(timeout):
+                async with anyio.create_task_group() as tg:
+                    async def _w(ev: Any) -> None:
+                        await ev.wait()
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(_w, q_ev)
+                    tg.start_soon(_w, r_ev)
+        finally:
+            core.notifier.release(QUEUE, q_ev)
+            core.notifier.release(runner_topic(runner_id), r_ev)
+
+
+@router.post("/v1/runners/{runner_id}/heartbeat")
+def heartbeat(runner_id: str, body: Heartbeat, request: Request, token_id: str = Depends(require_runner)) -> dict[str, Any]:
+    core = core_of(request.app)
+    _runner(core, runner_id, token_id)
+    actions = core.store.heartbeat(runner_id, [(r.run_id, r.epoch) for r in body.runs])
+    return {"runs": actions, "lease_seconds": core.settings.lease_seconds}
+
+
+@router.get("/v1/runners/{runner_id}/runs/{run_id}/artifact")
+def artifact(runner_id: str, run_id: str, epoch: int, request: Request,
+             token_id: str = Depends(require_runner)) -> Response:
+    core = core_of(request.app)
+    _runner(core, runner_id, token_id)
+    run = core.store.get_run(run_id)
+    if run is None or run["epoch"] != epoch or run["runner_id"] != runner_id or run["ended_at"] is not None:
+        raise ApiError(409, "stale_run", f"run {run_id} epoch {epoch} is not current")
+    got = core.store.artifact(run["artifact_id"]) if run["artifact_id"] else None
+    if got is None:
+        raise not_found("artifact")
+    sha, data = got
+    return Response(data, media_type="application/gzip", headers={"X-Artifact-SHA256": sha})
+
+
+@router.post("/v1/runners/{runner_id}/runs/{run_id}/started")
+def started(runner_id: str, run_id: str, body: EpochBody, request: Request,
+            token_id: str = Depends(require_runner)) -> dict[str, Any]:
+    core = core_of(request.app)
+    _runner(core, runner_id, token_id)
+    core.store.mark_started(run_id, body.epoch, runner_id)
+    run = core.store.get_run(run_id)
+    if run:
+        core.notifier.notify(strategy_topic(run["strategy_id"]))
+    return {"ok": True}
+
+
+@router.post("/v1/runners/{runner_id}/runs/{run_id}/logs")
+def logs(runner_id: str, run_id: str, body: Logs, request: Request,
+         token_id: str = Depends(require_runner)) -> dict[str, Any]:
+    core = core_of(request.app)
+    nxt = core.store.append_logs(run_id, body.epoch, runner_id, [x.model_dump() for x in body.lines])
+    core.notifier.notify(logs_topic(run_id))
+    return {"next_seq": nxt}
+
+
+@router.post("/v1/runners/{runner_id}/runs/{run_id}/exit")
+def exit_report(runner_id: str, run_id: str, body: Exit, request: Request,
+                token_id: str = Depends(require_runner)) -> dict[str, Any]:
+    core = core_of(request.app)
+    _runner(core, runner_id, token_id)
+    run = core.store.get_run(run_id)
+    out = core.store.report_exit(run_id, body.epoch, runner_id, ExitReport(
+        code=body.code, signal=body.signal, oom=body.oom, reason=body.reason,
+        peak_rss_bytes=body.peak_rss_bytes, cpu_seconds=body.cpu_seconds))
+    core.auth.invalidate()
+    core.notifier.notify(QUEUE)
+    core.notifier.notify(logs_topic(run_id))
+    if run:
+        core.notifier.notify(strategy_topic(run["strategy_id"]))
+    return out

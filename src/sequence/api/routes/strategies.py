@@ -1,0 +1,384 @@
+"""/v1/strategies — deploy and manage hosted strategies (the seed's table)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
+
+from sequence import bundle
+from sequence.api import present
+from sequence.api.auth import require_principal
+from sequence.api.errors import ApiError, bad_request, not_found
+from sequence.api.notify import QUEUE, logs_topic, strategy_topic
+from sequence.api.state import Core, core_of
+from sequence.store.ids import new_uuid
+from sequence.store.store import Principal
+
+router = APIRouter(tags=["strategies"])
+
+
+class Placement(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    latency_target: list[str] = Field(default_factory=list, max_length=8)
+
+
+class CreateSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(max_length=500)
+    runtime: str = Field("python", max_length=64)
+    entrypoint: str = Field("main.py", max_length=255)
+    artifact_sha256: str = Field(max_length=128)
+    env: dict[str, str] = Field(default_factory=dict, max_length=500)
+    secrets: dict[str, str] = Field(default_factory=dict, max_length=500)
+    manifest: dict[str, Any] = Field(default_factory=dict)
+    memory_mb: int = Field(512, ge=64, le=65536)
+    stop_timeout_s: float = Field(10.0, gt=0, le=600)
+    placement: Placement = Field(default_factory=Placement)
+    sequence_api_key: str | None = Field(None, max_length=200)
+    start: bool = False
+
+
+class CreateJson(CreateSpec):
+    artifact_base64: str
+
+
+def _validate_model(model: type[BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_input=False, include_context=False)) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "payload_too_large", f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _strategy_or_404(core: Core, p: Principal, ident: str) -> dict[str, Any]:
+    row = core.store.get_strategy(p.client_id, ident)
+    if row is None:
+        sid = core.store.find_strategy_id(p.client_id, ident)
+        row = core.store.get_strategy(p.client_id, sid) if sid else None
+    if row is None:
+        raise not_found("strategy")
+    return row
+
+
+def _waiting_reason(core: Core, row: dict[str, Any]) -> str | None:
+    if row["status"] != "queued":
+        return None
+    live = core.store.list_runners(seen_within=core.settings.lease_seconds * 2)
+    region = row["region"]
+    fit = [r for r in live if region is None or region in r["region"].split(",")]
+    if not live:
+        return "waiting for a runner: none is connected"
+    if not fit:
+        return f"waiting for a runner in region {region}: none is connected (connected: " + \
+            ", ".join(sorted({r['region'] for r in live})) + ")"
+    return "waiting for a runner with a free slot" if region is None else \
+        f"waiting for a free slot on a runner in region {region}"
+
+
+def render(core: Core, row: dict[str, Any]) -> dict[str, Any]:
+    return present.strategy(row, waiting_reason=_waiting_reason(core, row))
+
+
+@router.post("/v1/strategies", status_code=201)
+async def create_strategy(request: Request, p: Principal = Depends(require_principal)) -> JSONResponse:
+    core = core_of(request.app)
+    limit = core.settings.max_artifact_bytes
+    body_limit = limit * 4 // 3 + 4 * 1024 * 1024
+    cl = request.headers.get("content-length")
+    if cl and cl.isdigit() and int(cl) > body_limit:
+        raise ApiError(413, "payload_too_large", f"artifact exceeds the {core.settings.max_artifact_mb} MiB limit")
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        spec, artifact = await _read_multipart(request, body_limit)
+    elif ctype.startswith("application/json") or not ctype:
+        raw = await _read_body(request, body_limit)
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise bad_request("request body must be a JSON object")
+        full = _validate_model(CreateJson, data)
+        try:
+            artifact = base64.b64decode(full.artifact_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request("artifact_base64 is not valid base64", "artifact_base64") from None
+        spec = CreateSpec.model_validate(full.model_dump(exclude={"artifact_base64"}))
+    else:
+        raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
+    if len(artifact) > limit:
+        raise ApiError(413, "payload_too_large",
+                       f"artifact is {len(artifact)} bytes; the limit is {core.settings.max_artifact_mb} MiB")
+    return await _deploy(core, p, request, spec, artifact)
+
+
+async def _read_multipart(request: Request, limit: int) -> tuple[CreateSpec, bytes]:
+    try:
+        form = await request.form(max_files=1, max_fields=4, max_part_size=4 * 1024 * 1024)
+    except Exception as exc:
+        raise bad_request(f"malformed multipart body: {exc.__class__.__name__}") from None
+    try:
+        up = form.get("artifact")
+        spec_raw = form.get("spec")
+        if not isinstance(up, UploadFile):
+            raise bad_request("multipart body needs an 'artifact' file part", "artifact")
+        if spec_raw is None:
+            raise bad_request("multipart body needs a 'spec' JSON part", "spec")
+        spec_text = spec_raw if isinstance(spec_raw, str) else (await spec_raw.read()).decode("utf-8", "replace")
+        try:
+            data = json.loads(spec_text)
+        except json.JSONDecodeError:
+            raise ApiError(400, "invalid_json", "the 'spec' part is not valid JSON", {"field": "spec"}) from None
+        if not isinstance(data, dict):
+            raise bad_request("the 'spec' part must be a JSON object", "spec")
+        spec = _validate_model(CreateSpec, data)
+        artifact = await up.read(limit + 1)
+        if len(artifact) > limit:
+            raise ApiError(413, "payload_too_large", "artifact exceeds the size limit")
+        return spec, artifact
+    finally:
+        await form.close()
+
+
+async def _deploy(core: Core, p: Principal, request: Request, spec: CreateSpec, artifact: bytes) -> JSONResponse:
+    if spec.runtime != "python":
+        raise bad_request("runtime must be 'python'", "runtime")
+    err = bundle.validate_name(spec.name)
+    if err:
+        raise bad_request(err, "name")
+    err = bundle.validate_entrypoint(spec.entrypoint)
+    if err:
+        raise bad_request(err, "entrypoint")
+    sha = spec.artifact_sha256.lower()
+    if bundle.sha256_hex(artifact) != sha:
+        raise bad_request("artifact_sha256 does not match the artifact's SHA-256", "artifact_sha256")
+    for slot, values in (("env", spec.env), ("secrets", spec.secrets)):
+        reserved = bundle.reserved_names(values)
+        if reserved:
+            raise bad_request(f"{slot} uses reserved names: {', '.join(reserved)} (SEQUENCE_* is reserved)",
+                              slot, names=reserved)
+        bad = bundle.invalid_env_names(values)
+        if bad:
+            raise bad_request(f"{slot} has invalid variable names: {', '.join(bad[:10])}", slot, names=bad[:50])
+    unknown = [x for x in spec.placement.latency_target if x not in core.settings.regions]
+    if unknown:
+        raise bad_request(f"unknown latency_target {', '.join(unknown)}; use one of: "
+                          f"{', '.join(sorted(core.settings.regions))}", "placement.latency_target")
+    if len(json.dumps(spec.manifest)) > 1024 * 1024:
+        raise bad_request("manifest is larger than 1 MiB", "manifest")
+    try:
+        await anyio.to_thread.run_sync(bundle.inspect_archive, artifact, spec.entrypoint)
+    except bundle.BundleError as exc:
+        raise bad_request(str(exc), "artifact") from None
+
+    # Which key the strategy runs as (its client and mode): the given one, else the caller's.
+    key_text = spec.sequence_api_key
+    if key_text is None:
+        if p.run_id is not None:
+            raise bad_request("a run-scoped key cannot be a strategy's key; pass sequence_api_key",
+                              "sequence_api_key")
+        from sequence.api.auth import bearer
+
+        key_text = bearer(request.headers.get("authorization")) or ""
+        key_principal: Principal | None = p
+    else:
+        key_principal = core.auth.resolve(key_text)
+        if key_principal is None or key_principal.client_id != p.client_id or key_principal.run_id is not None:
+            raise bad_request("sequence_api_key is not a valid API key of this client", "sequence_api_key")
+    assert key_principal is not None
+
+    sid = await anyio.to_thread.run_sync(core.store.find_strategy_id, p.client_id, spec.name) or new_uuid()
+    fields: dict[str, Any] = {
+        "name": spec.name,
+        "runtime": spec.runtime,
+        "entrypoint": spec.entrypoint,
+        "artifact_sha256": sha,
+        "artifact_size": len(artifact),
+        "env": spec.env,
+        "manifest": spec.manifest,
+        "secret_names": sorted(spec.secrets),
+        "memory_mb": spec.memory_mb,
+        "stop_timeout_s": float(spec.stop_timeout_s),
+        "placement": {"latency_target": spec.placement.latency_target},
+        "region": core.settings.regions[spec.placement.latency_target[0]] if spec.placement.latency_target else None,
+        "api_key_id": key_principal.key_id,
+        "is_sandbox": key_principal.is_sandbox,
+    }
+    if spec.secrets:
+        sealed = core.keyring.seal_json(spec.secrets, f"strategy:{sid}:secrets")
+        fields.update(secrets_ciphertext=sealed.ciphertext, secrets_nonce=sealed.nonce, secrets_key_id=sealed.key_id)
+    else:
+        fields.update(secrets_ciphertext=None, secrets_nonce=None, secrets_key_id=None)
+    sk = core.keyring.seal(key_text.encode(), f"strategy:{sid}:sequence_api_key")
+    fields.update(sequence_api_key_ciphertext=sk.ciphertext, sequence_api_key_nonce=sk.nonce,
+                  sequence_api_key_key_id=sk.key_id)
+    row, created = await anyio.to_thread.run_sync(
+        lambda: core.store.deploy_strategy(sid, p.client_id, fields, artifact, start=spec.start))
+    core.notifier.notify(QUEUE)
+    core.notifier.notify(strategy_topic(sid))
+    if row.get("current_run_id"):
+        run = await anyio.to_thread.run_sync(core.store.get_run, row["current_run_id"])
+        if run and run["runner_id"]:
+            from sequence.api.notify import runner_topic
+
+            core.notifier.notify(runner_topic(run["runner_id"]))
+    return JSONResponse(render(core, row), status_code=201 if created else 200)
+
+
+@router.get("/v1/strategies")
+def list_strategies(request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    core = core_of(request.app)
+    return {"strategies": [render(core, r) for r in core.store.list_strategies(p.client_id)]}
+
+
+@router.get("/v1/strategies/{strategy_id}")
+def inspect_strategy(strategy_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    core = core_of(request.app)
+    return render(core, _strategy_or_404(core, p, strategy_id))
+
+
+def _wake_runner(core: Core, row: dict[str, Any]) -> None:
+    from sequence.api.notify import runner_topic
+
+    core.notifier.notify(QUEUE)
+    core.notifier.notify(strategy_topic(row["strategy_id"]))
+    cur = row.get("current_run")
+    if cur and cur.get("runner_id"):
+        core.notifier.notify(runner_topic(cur["runner_id"]))
+
+
+@router.post("/v1/strategies/{strategy_id}/start")
+def start_strategy(strategy_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    core = core_of(request.app)
+    row = _strategy_or_404(core, p, strategy_id)
+    row = core.store.start_strategy(p.client_id, row["strategy_id"])
+    _wake_runner(core, row)
+    return render(core, row)
+
+
+@router.post("/v1/strategies/{strategy_id}/stop")
+def stop_strategy(strategy_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    core = core_of(request.app)
+    row = _strategy_or_404(core, p, strategy_id)
+    row = core.store.stop_strategy(p.client_id, row["strategy_id"])
+    _wake_runner(core, row)
+    return render(core, row)
+
+
+@router.delete("/v1/strategies/{strategy_id}")
+def delete_strategy(strategy_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    core = core_of(request.app)
+    row = _strategy_or_404(core, p, strategy_id)
+    core.store.delete_strategy(p.client_id, row["strategy_id"])
+    core.auth.invalidate()
+    _wake_runner(core, row)
+    return {"strategy_id": row["strategy_id"], "deleted": True}
+
+
+@router.get("/v1/strategies/{strategy_id}/runs")
+def list_runs(strategy_id: str, request: Request, p: Principal = Depends(require_principal),
+              limit: int = Query(50, ge=1, le=500)) -> dict[str, Any]:
+    core = core_of(request.app)
+    row = _strategy_or_404(core, p, strategy_id)
+    runs = core.store.list_runs(p.client_id, row["strategy_id"], limit)
+    return {"strategy_id": row["strategy_id"], "runs": [present.run(r) for r in runs]}
+
+
+@router.get("/v1/strategies/{strategy_id}/logs", response_model=None)
+async def strategy_logs(
+    strategy_id: str,
+    request: Request,
+    p: Principal = Depends(require_principal),
+    run_id: str | None = Query(None, max_length=64),
+    after_seq: int = Query(0, ge=0),
+    limit: int = Query(1000, ge=1, le=10000),
+    follow: bool = False,
+) -> Any:
+    core = core_of(request.app)
+    row = await anyio.to_thread.run_sync(_strategy_or_404, core, p, strategy_id)
+    sid = row["strategy_id"]
+    if run_id is not None:
+        run = await anyio.to_thread.run_sync(core.store.get_run, run_id)
+        if run is None or run["strategy_id"] != sid:
+            raise not_found("run")
+    if not follow:
+        rid = run_id or await anyio.to_thread.run_sync(core.store.latest_run_id, sid)
+        lines = await anyio.to_thread.run_sync(core.store.read_logs, rid, after_seq, limit) if rid else []
+        return {"strategy_id": sid, "run_id": rid, "lines": [present.log_line(x) for x in lines],
+                "next_seq": lines[-1]["seq"] if lines else after_seq}
+    return StreamingResponse(_follow(core, sid, run_id, after_seq), media_type="application/x-ndjson")
+
+
+async def _follow(core: Core, sid: str, pinned_run: str | None, after_seq: int) -> AsyncIterator[bytes]:
+    """Stream a run's lines as NDJSON until it ends for good.
+
+    Without a pinned run, follows the latest run and moves on to the next one
+    when the strategy restarts; it ends when the strategy is stopped, or has
+    failed and will not be restarted.
+    """
+    store = core.store
+    run_id = pinned_run
+    cursor = after_seq
+    while True:
+        topics = [strategy_topic(sid)] + ([logs_topic(run_id)] if run_id else [])
+        events = [(tp, core.notifier.waiter(tp)) for tp in topics]
+        try:
+            if run_id is None:
+                run_id = await anyio.to_thread.run_sync(store.latest_run_id, sid)
+                if run_id is not None:
+                    continue
+            else:
+                lines = await anyio.to_thread.run_sync(store.read_logs, run_id, cursor, 2000)
+                if lines:
+                    cursor = lines[-1]["seq"]
+                    yield b"".join(json.dumps(present.log_line(x, run_id)).encode() + b"\n" for x in lines)
+                    continue
+                run = await anyio.to_thread.run_sync(store.get_run, run_id)
+                if run is None:
+                    return
+                if run["ended_at"] is not None:
+                    # Drain anything that raced the exit, then decide whether to go on.
+                    if await anyio.to_thread.run_sync(store.read_logs, run_id, cursor, 1):
+                        continue
+                    if pinned_run is not None:
+                        return
+                    st = await anyio.to_thread.run_sync(store.get_strategy, None, sid)
+                    if st is None:
+                        return
+                    latest = await anyio.to_thread.run_sync(store.latest_run_id, sid)
+                    if latest and latest != run_id:
+                        run_id, cursor = latest, 0
+                        continue
+                    if st["status"] == "stopped" or (st["status"] == "failed" and st["desired_state"] != "running"):
+                        return
+            with anyio.move_on_after(1.0):
+                async with anyio.create_task_group() as tg:
+                    async def _wait(ev: Any, scope: Any) -> None:
+                        await ev.wait()
+                        scope.cancel()
+
+                    for _tp, ev in events:
+                        tg.start_soon(_wait, ev, tg.cancel_scope)
+        finally:
+            for tp, ev in events:
+                core.notifier.release(tp, ev)

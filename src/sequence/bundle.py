@@ -1,0 +1,280 @@
+"""``Sequence.toml`` parsing and artifact building, shared by the CLI and tests.
+
+Also the server-side archive inspection the coordinator runs on upload.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+RESERVED_PREFIX = "SEQUENCE_"
+SKIP_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", ".sequence", ".mypy_cache", ".ruff_cache",
+                       ".pytest_cache", "node_modules"})
+SKIP_SUFFIXES = (".pyc", ".pyo")
+LATENCY_TARGETS = ("coinbase", "kalshi", "polymarket")
+
+
+class BundleError(ValueError):
+    """A strategy folder, its Sequence.toml or its archive is not usable."""
+
+
+@dataclass
+class StrategyConfig:
+    name: str | None = None
+    runtime: str = "python"
+    entrypoint: str = "main.py"
+    memory_mb: int | None = None
+    stop_timeout_s: float | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    latency_target: list[str] = field(default_factory=list)
+
+
+_ALLOWED = {
+    "strategy": {"name", "runtime", "description"},
+    "hosted": {"entrypoint", "memory_mb", "stop_timeout_s", "env", "secrets", "manifest", "placement"},
+    "hosted.placement": {"latency_target"},
+}
+
+
+def _line_of(text: str, key: str) -> int | None:
+    for i, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if s.startswith(f"[{key}]") or re.match(rf"^{re.escape(key.split('.')[-1])}\s*=", s):
+            return i
+    return None
+
+
+def _err(path: Path, text: str, key: str, message: str) -> BundleError:
+    line = _line_of(text, key)
+    where = f"{path}:{line}" if line else str(path)
+    return BundleError(f"{where}: {message}")
+
+
+def _env_value(v: Any) -> str | None:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (str, int, float)):
+        return str(v)
+    return None
+
+
+def parse_config(path: Path) -> StrategyConfig:
+    """Read a ``Sequence.toml``; errors name the file and line."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BundleError(f"{path}: invalid TOML: {exc}") from exc
+    cfg = StrategyConfig()
+    unknown = set(doc) - {"strategy", "hosted"}
+    if unknown:
+        k = sorted(unknown)[0]
+        raise _err(path, text, k, f"unknown section [{k}] (expected [strategy] and [hosted])")
+    strat = doc.get("strategy", {})
+    hosted = doc.get("hosted", {})
+    for sect, table in (("strategy", strat), ("hosted", hosted)):
+        if not isinstance(table, dict):
+            raise _err(path, text, sect, f"[{sect}] must be a table")
+        bad = set(table) - _ALLOWED[sect]
+        if bad:
+            k = sorted(bad)[0]
+            raise _err(path, text, k, f"unknown key '{k}' in [{sect}] (allowed: {', '.join(sorted(_ALLOWED[sect]))})")
+    if "name" in strat:
+        if not isinstance(strat["name"], str):
+            raise _err(path, text, "name", "[strategy] name must be a string")
+        cfg.name = strat["name"]
+    if "runtime" in strat:
+        cfg.runtime = str(strat["runtime"])
+    if "entrypoint" in hosted:
+        if not isinstance(hosted["entrypoint"], str):
+            raise _err(path, text, "entrypoint", "[hosted] entrypoint must be a string")
+        cfg.entrypoint = hosted["entrypoint"]
+    for key, typ in (("memory_mb", int), ("stop_timeout_s", (int, float))):
+        if key in hosted:
+            v = hosted[key]
+            if isinstance(v, bool) or not isinstance(v, typ):
+                raise _err(path, text, key, f"[hosted] {key} must be a number")
+            setattr(cfg, key, v)
+    for slot in ("env", "secrets"):
+        table = hosted.get(slot, {})
+        if not isinstance(table, dict):
+            raise _err(path, text, f"hosted.{slot}", f"[hosted.{slot}] must be a table")
+        for k, v in table.items():
+            sv = _env_value(v)
+            if sv is None:
+                if slot == "env" and isinstance(v, (list, dict)):
+                    # Structured values can't be env vars: they go to the manifest.
+                    cfg.manifest[k] = v
+                    continue
+                raise _err(path, text, k, f"[hosted.{slot}] {k} must be a string")
+            getattr(cfg, slot)[k] = sv
+    man = hosted.get("manifest", {})
+    if not isinstance(man, dict):
+        raise _err(path, text, "hosted.manifest", "[hosted.manifest] must be a table")
+    cfg.manifest.update(man)
+    placement = hosted.get("placement", {})
+    if not isinstance(placement, dict):
+        raise _err(path, text, "hosted.placement", "[hosted.placement] must be a table")
+    bad = set(placement) - _ALLOWED["hosted.placement"]
+    if bad:
+        k = sorted(bad)[0]
+        raise _err(path, text, k, f"unknown key '{k}' in [hosted.placement] (allowed: latency_target)")
+    lt = placement.get("latency_target", [])
+    if isinstance(lt, str):
+        lt = [lt]
+    if not isinstance(lt, list) or not all(isinstance(x, str) for x in lt):
+        raise _err(path, text, "latency_target", "latency_target must be a list of strings")
+    cfg.latency_target = list(lt)
+    return cfg
+
+
+# ---------------------------------------------------------------------- validation shared with the API
+
+def validate_name(name: str) -> str | None:
+    if not name:
+        return "name must not be empty"
+    if not NAME_RE.match(name):
+        return ("name must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or "
+                "digit")
+    return None
+
+
+def validate_entrypoint(ep: str) -> str | None:
+    p = PurePosixPath(ep)
+    if not ep or p.is_absolute() or ".." in p.parts or "\\" in ep:
+        return "entrypoint must be a relative path inside the artifact"
+    if not ep.endswith(".py"):
+        return "entrypoint must be a .py file"
+    return None
+
+
+def reserved_names(names: Iterable[str]) -> list[str]:
+    return sorted(n for n in names if n.upper().startswith(RESERVED_PREFIX))
+
+
+def invalid_env_names(names: Iterable[str]) -> list[str]:
+    return sorted(n for n in names if not ENV_NAME_RE.match(n))
+
+
+# ---------------------------------------------------------------------- building
+
+def _sdk_dir() -> Path:
+    import sequence_markets
+
+    return Path(sequence_markets.__file__).parent
+
+
+def iter_files(root: Path, exclude: Iterable[Path] = ()) -> list[tuple[str, Path]]:
+    root = root.resolve()
+    skip = {p.resolve() for p in exclude}
+    out: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        for fn in sorted(filenames):
+            p = Path(dirpath) / fn
+            if fn.endswith(SKIP_SUFFIXES) or p.resolve() in skip or p in skip:
+                continue
+            rel = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                target = p.resolve()
+                if root not in target.parents:
+                    raise BundleError(f"{rel} is a symlink pointing outside the strategy folder")
+            out.append((rel, p))
+    return out
+
+
+def build_artifact(root: Path, *, vendor_sdk: bool = True, exclude: Iterable[Path] = ()) -> bytes:
+    """A reproducible tar.gz of the folder (sorted, zeroed mtimes and owners)."""
+    files = iter_files(root, exclude)
+    names = {rel for rel, _ in files}
+    has_sdk = any(n.startswith("sequence_markets/") or n == "sequence_markets.py" for n in names)
+    if vendor_sdk and not has_sdk:
+        sdk = _sdk_dir()
+        for rel, p in iter_files(sdk):
+            files.append((f"sequence_markets/{rel}", p))
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=6) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel, p in sorted(files):
+            info = tarfile.TarInfo(rel)
+            st = p.lstat()
+            info.mode = 0o755 if st.st_mode & 0o111 else 0o644
+            info.mtime = 0
+            if p.is_symlink():
+                info.type = tarfile.SYMTYPE
+                info.linkname = os.readlink(p)
+                tar.addfile(info)
+                continue
+            data = p.read_bytes()
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def has_own_sdk(root: Path) -> bool:
+    return (root / "sequence_markets").is_dir() or (root / "sequence_markets.py").is_file()
+
+
+# ---------------------------------------------------------------------- server-side inspection
+
+def inspect_archive(data: bytes, entrypoint: str, *, max_members: int = 100_000) -> list[str]:
+    """Check an uploaded artifact is a gzip tarball holding the entrypoint.
+
+    Only reads the member headers; the runner does the full, safe unpacking.
+    """
+    if data[:2] != b"\x1f\x8b":
+        raise BundleError("artifact is not a gzip-compressed tarball")
+    want = PurePosixPath(entrypoint).as_posix()
+    names: list[str] = []
+    found = False
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for i, m in enumerate(tar):
+                if i >= max_members:
+                    raise BundleError(f"artifact has more than {max_members} files")
+                name = PurePosixPath(m.name.lstrip("./") if m.name.startswith("./") else m.name).as_posix()
+                names.append(name)
+                if name == want and m.isfile():
+                    found = True
+    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise BundleError(f"artifact is not a valid tar.gz: {exc.__class__.__name__}") from exc
+    if not found:
+        raise BundleError(f"entrypoint '{entrypoint}' not found in the artifact")
+    return names
+
+
+def merge_env(base: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
+    out = dict(base)
+    out.update(overrides)
+    return out
+
+
+def load_json_object(path: Path, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise BundleError(f"{what} {path} does not exist") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{what} {path} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BundleError(f"{what} {path} must contain a JSON object, not {type(value).__name__}")
+    return value

@@ -1,0 +1,183 @@
+"""``sequence admin …`` — operator commands that work on the store directly.
+
+They need the data directory (or ``SEQUENCE_DATABASE_URL``) and the credential
+key, like the coordinator itself; run them on the coordinator's host.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sequence.cli.output import console, emit_json, fail, table
+from sequence.secrets import Keyring, Sealed, SealingError, new_key_text, write_key_file
+from sequence.settings import Settings, SettingsError
+from sequence.store.engine import Database
+from sequence.store.store import NotFound, Store
+
+app = typer.Typer(help="Operator commands (run on the coordinator host).", no_args_is_help=True)
+runner_token = typer.Typer(help="Tokens runners use to register.", no_args_is_help=True)
+client = typer.Typer(help="Tenants (clients) and their first keys.", no_args_is_help=True)
+app.add_typer(runner_token, name="runner-token")
+app.add_typer(client, name="client")
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="SEQUENCE_DATA_DIR",
+                                              help="Coordinator data directory [env SEQUENCE_DATA_DIR].")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def open_store(data_dir: Path | None) -> tuple[Settings, Store]:
+    try:
+        settings = Settings.from_env(data_dir=data_dir)
+    except SettingsError as exc:
+        fail(str(exc))
+    db = Database(settings.effective_database_url)
+    db.migrate()
+    return settings, Store(db)
+
+
+@runner_token.command("create")
+def runner_token_create(name: Annotated[str, typer.Option("--name")] = "runner", data_dir: DataDir = None,
+                        as_json: JsonOpt = False) -> None:
+    """Create a runner token (printed once)."""
+    _s, store = open_store(data_dir)
+    tid, token = store.create_runner_token(name)
+    if as_json:
+        emit_json({"token_id": tid, "token": token})
+    else:
+        console.print(token)
+
+
+@runner_token.command("list")
+def runner_token_list(data_dir: DataDir = None, as_json: JsonOpt = False) -> None:
+    _s, store = open_store(data_dir)
+    rows = store.list_runner_tokens()
+    if as_json:
+        emit_json(rows)
+    else:
+        table(["token id", "name", "created", "revoked"], [(r["token_id"], r["name"], r["created_at"], r["revoked_at"])
+                                                             for r in rows])
+
+
+@runner_token.command("revoke")
+def runner_token_revoke(token_id: str, data_dir: DataDir = None) -> None:
+    _s, store = open_store(data_dir)
+    try:
+        store.revoke_runner_token(token_id)
+    except NotFound as exc:
+        fail(str(exc))
+    console.print(f"revoked {token_id}")
+
+
+@client.command("create")
+def client_create(name: Annotated[str, typer.Argument(help="Display name.")],
+                  test: Annotated[bool, typer.Option("--test", help="Make the first key a seq_test_ key.")] = False,
+                  data_dir: DataDir = None, as_json: JsonOpt = False) -> None:
+    """Create a client (tenant) and its first API key."""
+    _s, store = open_store(data_dir)
+    cid = store.create_client(name)
+    _row, key = store.create_api_key(cid, "test" if test else "live", "first key")
+    if as_json:
+        emit_json({"client_id": cid, "key": key})
+    else:
+        console.print(f"client {cid}\n{key}")
+
+
+@client.command("list")
+def client_list(data_dir: DataDir = None, as_json: JsonOpt = False) -> None:
+    _s, store = open_store(data_dir)
+    rows = store.list_clients()
+    if as_json:
+        emit_json(rows)
+    else:
+        table(["client id", "name", "created"], [(r["client_id"], r["name"], r["created_at"]) for r in rows])
+
+
+@client.command("key")
+def client_key(client_id: str, test: Annotated[bool, typer.Option("--test")] = False, data_dir: DataDir = None,
+               as_json: JsonOpt = False) -> None:
+    """Mint a key for a client (e.g. after losing the CLI config)."""
+    _s, store = open_store(data_dir)
+    try:
+        _row, key = store.create_api_key(client_id, "test" if test else "live", "admin")
+    except NotFound as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json({"client_id": client_id, "key": key})
+    else:
+        console.print(key)
+
+
+def rotate(settings: Settings, store: Store, keyring: Keyring, new_key: str) -> dict[str, Any]:
+    """Re-seal every ciphertext under ``new_key`` in one transaction."""
+    new = Keyring(__import__("base64").b64decode(new_key), [keyring.primary])
+    strategies, creds = store.all_sealed_rows()
+    out_s, out_c = [], []
+    for r in strategies:
+        sid = r["strategy_id"]
+        upd: dict[str, Any] = {"strategy_id": sid}
+        if r["secrets_ciphertext"] is not None:
+            aad = f"strategy:{sid}:secrets"
+            plain = keyring.unseal(Sealed(r["secrets_ciphertext"], r["secrets_nonce"], r["secrets_key_id"]), aad)
+            s = new.seal(plain, aad)
+            upd.update(secrets_ciphertext=s.ciphertext, secrets_nonce=s.nonce, secrets_key_id=s.key_id)
+        if r["sequence_api_key_ciphertext"] is not None:
+            aad = f"strategy:{sid}:sequence_api_key"
+            plain = keyring.unseal(Sealed(r["sequence_api_key_ciphertext"], r["sequence_api_key_nonce"],
+                                          r["sequence_api_key_key_id"]), aad)
+            s = new.seal(plain, aad)
+            upd.update(sequence_api_key_ciphertext=s.ciphertext, sequence_api_key_nonce=s.nonce,
+                       sequence_api_key_key_id=s.key_id)
+        out_s.append(upd)
+    for r in creds:
+        aad = f"venue:{r['client_id']}:{r['venue']}"
+        plain = keyring.unseal(Sealed(r["ciphertext"], r["nonce"], r["key_id"]), aad)
+        s = new.seal(plain, aad)
+        out_c.append({"client_id": r["client_id"], "venue": r["venue"], "ciphertext": s.ciphertext,
+                      "nonce": s.nonce, "key_id": s.key_id})
+    store.reseal(out_s, out_c)
+    return {"strategies": len(out_s), "venue_credentials": len(out_c), "new_key_id": new.primary_id,
+            "old_key_id": keyring.primary_id}
+
+
+@app.command("rotate-key")
+def rotate_key(data_dir: DataDir = None, as_json: JsonOpt = False,
+               new_key_file: Annotated[Path | None, typer.Option(
+                   "--new-key-file", help="Where to write the new key when the current one comes from "
+                                          "CREDENTIAL_ENCRYPTION_KEY (default: <data-dir>/credential.key.new).")] = None,
+               ) -> None:
+    """Generate a new credential key and re-seal every secret under it."""
+    settings, store = open_store(data_dir)
+    try:
+        keyring = Keyring.load(settings.data_dir, create=False)
+    except SealingError as exc:
+        fail(str(exc))
+    new_key = new_key_text()
+    try:
+        res = rotate(settings, store, keyring, new_key)
+    except SealingError as exc:
+        fail(f"rotation aborted, nothing changed: {exc}")
+    old_text = __import__("base64").b64encode(keyring.primary).decode()
+    if keyring.source == "file" and keyring.key_file is not None:
+        # Keep the old key as a decrypt-only line: a coordinator still running
+        # with it in memory reloads the file when it meets the new key id.
+        write_key_file(keyring.key_file, new_key, [old_text])
+        res["key_file"] = str(keyring.key_file)
+    else:
+        target = new_key_file or settings.data_dir / "credential.key.new"
+        write_key_file(target, new_key)
+        res["key_file"] = str(target)
+        res["action"] = ("set CREDENTIAL_ENCRYPTION_KEY to the key in this file (and the old one in "
+                         "CREDENTIAL_ENCRYPTION_KEYS_OLD until every coordinator restarted), then restart")
+    if as_json:
+        emit_json(res)
+        return
+    console.print(f"re-sealed {res['strategies']} strategies and {res['venue_credentials']} venue credentials "
+                  f"under key {res['new_key_id']} (was {res['old_key_id']})")
+    console.print(f"new key written to {res['key_file']} (mode 0600)")
+    if "action" in res:
+        console.print(f"[yellow]{res['action']}[/]")
+    os.sync()

@@ -1,0 +1,75 @@
+"""The CLI's HTTP client: every error becomes a message that says what to do."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from sequence.cli.config import CliConfig
+from sequence.cli.output import fail
+
+
+class Api:
+    def __init__(self, cfg: CliConfig, *, timeout: float = 30.0, need_key: bool = True) -> None:
+        if need_key and not cfg.api_key:
+            fail("no API key configured",
+                 "run `sequence up` (local platform), `sequence login --api-url URL --api-key KEY`, "
+                 "or set SEQUENCE_API_KEY")
+        self.cfg = cfg
+        headers = {"User-Agent": "sequence-cli"}
+        if cfg.api_key:
+            headers["Authorization"] = f"Bearer {cfg.api_key}"
+        self.client = httpx.Client(base_url=cfg.api_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self.client.request(method, path, **kw)
+        except httpx.ConnectError:
+            fail(f"cannot reach the Sequence API at {self.cfg.api_url}",
+                 "is the platform running? start it with `sequence up`, or check SEQUENCE_API_URL")
+        except httpx.TimeoutException:
+            fail(f"the Sequence API at {self.cfg.api_url} did not answer in time")
+        except httpx.HTTPError as exc:
+            fail(f"request to {self.cfg.api_url} failed: {exc.__class__.__name__}")
+        return self.check(r)
+
+    def check(self, r: httpx.Response) -> Any:
+        if r.status_code < 400:
+            return r.json() if r.content else None
+        try:
+            err = r.json().get("error", {})
+        except (json.JSONDecodeError, AttributeError):
+            err = {}
+        msg = err.get("message") or f"HTTP {r.status_code}"
+        hint = None
+        if r.status_code == 401:
+            hint = "your API key is missing, invalid or revoked: run `sequence login` or `sequence keys create`"
+        elif r.status_code == 404:
+            hint = "check the name or id with `sequence strategy list`"
+        elif r.status_code == 413:
+            hint = "make the folder smaller (large data files belong elsewhere) or raise SEQUENCE_MAX_ARTIFACT_MB"
+        fail(msg, hint)
+
+    def stream_lines(self, path: str, params: dict[str, Any]) -> Iterator[str]:
+        try:
+            with self.client.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    self.check(r)
+                yield from r.iter_lines()
+        except httpx.ConnectError:
+            fail(f"cannot reach the Sequence API at {self.cfg.api_url}", "is the platform running? (`sequence up`)")
+        except httpx.RemoteProtocolError:
+            fail("the connection to the Sequence API was closed while following logs")

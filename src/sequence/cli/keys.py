@@ -1,0 +1,55 @@
+"""``sequence keys …`` — your client's API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sequence.cli import config as cfgmod
+from sequence.cli.http import Api
+from sequence.cli.output import console, emit_json, err_console, table
+
+app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@app.command()
+def create(
+    test: Annotated[bool, typer.Option("--test", help="A seq_test_ key: every order it places is sandboxed.")] = False,
+    name: Annotated[str, typer.Option("--name", help="A label for the key.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a key; it is printed once and cannot be shown again."""
+    with Api(cfgmod.load()) as api:
+        res = api.request("POST", "/v1/keys", json={"mode": "test" if test else "live", "name": name})
+    if as_json:
+        emit_json({"key": res["key"], "key_id": res["key_id"], "mode": res["mode"]})
+        return
+    console.print(res["key"])
+    err_console.print(f"[dim]{res['key_id']} ({res['mode']}); store it now — it is not shown again[/]")
+
+
+@app.command("list")
+def list_(as_json: JsonOpt = False) -> None:
+    """List keys (prefixes only; secrets are never shown again)."""
+    with Api(cfgmod.load()) as api:
+        res = api.request("GET", "/v1/keys")
+    if as_json:
+        emit_json(res)
+        return
+    table(["key id", "prefix", "mode", "name", "created", "revoked"],
+          [(k["key_id"], k["prefix"] + "…", k["mode"], k["name"], k["created_at"], k["revoked_at"] or "")
+           for k in res["keys"]])
+
+
+@app.command()
+def revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_…) from `sequence keys list`.")],
+           as_json: JsonOpt = False) -> None:
+    """Revoke a key: it stops working at once."""
+    with Api(cfgmod.load()) as api:
+        res = api.request("DELETE", f"/v1/keys/{key_id}")
+    if as_json:
+        emit_json(res)
+    else:
+        console.print(f"revoked {res['key_id']}")

@@ -1,0 +1,315 @@
+"""``sequence strategy …`` — deploy and manage hosted strategies."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import click
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from sequence import bundle
+from sequence.cli import config as cfgmod
+from sequence.cli.http import Api
+from sequence.cli.output import console, emit_json, err_console, fail, table
+
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+
+
+class StrategyGroup(typer.core.TyperGroup):
+    """Turns old-style invocations into a helpful message instead of a bare usage error."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            word = args[0]
+            if Path(word).exists():
+                fail(f"'{word}' is not a subcommand", f"to deploy a folder, run `sequence strategy deploy {word} --start`",
+                     code=2)
+            aliases = {"create": "deploy", "upload": "deploy", "push": "deploy", "ls": "list", "show": "inspect",
+                       "get": "inspect", "status": "inspect", "rm": "delete", "remove": "delete", "log": "logs",
+                       "tail": "logs --follow", "run": "start", "restart": "start", "kill": "stop"}
+            if word in aliases:
+                fail(f"unknown subcommand '{word}'", f"did you mean `sequence strategy {aliases[word]}`?", code=2)
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(cls=StrategyGroup, help="Deploy and manage hosted strategies.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+Ident = Annotated[str, typer.Argument(help="Strategy name or id.", show_default=False)]
+
+
+def _api() -> Api:
+    try:
+        return Api(cfgmod.load())
+    except cfgmod.ConfigError as exc:
+        fail(str(exc))
+
+
+def _path(ident: str, suffix: str = "") -> str:
+    return f"/v1/strategies/{quote(ident, safe='')}{suffix}"
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep or not k:
+            fail(f"--env {p!r} must look like KEY=VALUE")
+        out[k] = v
+    return out
+
+
+def _upload_body(payload: bytes, show: bool) -> Iterator[bytes]:
+    chunk = 256 * 1024
+    if not show:
+        yield payload
+        return
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=err_console, transient=True) as prog:
+        task = prog.add_task("uploading", total=len(payload))
+        for i in range(0, len(payload), chunk):
+            yield payload[i:i + chunk]
+            prog.update(task, advance=min(chunk, len(payload) - i))
+
+
+@app.command()
+def deploy(
+    path: Annotated[Path, typer.Argument(help="Strategy folder (with main.py and optionally Sequence.toml).")] = Path("."),
+    start: Annotated[bool, typer.Option("--start", help="Queue it to run now, acting as your current API key.")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Override [strategy] name.")] = None,
+    entrypoint: Annotated[str | None, typer.Option("--entrypoint", help="Override [hosted] entrypoint.")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE, repeatable; layered on [hosted.env].")] = None,
+    secrets_file: Annotated[Path | None, typer.Option("--secrets-file", help="JSON object of secret env vars, merged on [hosted.secrets].")] = None,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="JSON object replacing the synthesized manifest.")] = None,
+    memory_mb: Annotated[int | None, typer.Option("--memory-mb", help="Override [hosted] memory_mb.")] = None,
+    latency_target: Annotated[list[str] | None, typer.Option("--latency-target", help="Placement hint (coinbase, kalshi, polymarket); repeatable.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bundle a folder and create or redeploy the strategy."""
+    root = path
+    if not root.is_dir():
+        fail(f"{root} is not a folder", "pass the strategy folder, e.g. `sequence strategy deploy . --start`")
+    toml = root / "Sequence.toml"
+    try:
+        cfg = bundle.parse_config(toml) if toml.exists() else bundle.StrategyConfig()
+    except bundle.BundleError as exc:
+        fail(str(exc))
+    if name:
+        cfg.name = name
+    if entrypoint:
+        cfg.entrypoint = entrypoint
+    if memory_mb is not None:
+        cfg.memory_mb = memory_mb
+    if latency_target:
+        cfg.latency_target = list(latency_target)
+    cfg.env.update(_parse_env(env or []))
+    exclude: list[Path] = []
+    if secrets_file is not None:
+        try:
+            extra = bundle.load_json_object(secrets_file, "secrets file")
+        except bundle.BundleError as exc:
+            fail(str(exc))
+        bad = [k for k, v in extra.items() if not isinstance(v, str)]
+        if bad:
+            fail(f"secrets file values must be strings; not for: {', '.join(sorted(bad))}")
+        cfg.secrets.update(extra)
+        exclude.append(secrets_file)  # secrets never travel inside the artifact
+    if manifest is not None:
+        try:
+            cfg.manifest = bundle.load_json_object(manifest, "manifest file")
+        except bundle.BundleError as exc:
+            fail(str(exc))
+    if not cfg.name:
+        fail("the strategy has no name", "add [strategy] name = \"...\" to Sequence.toml or pass --name")
+    for check in (bundle.validate_name(cfg.name), bundle.validate_entrypoint(cfg.entrypoint)):
+        if check:
+            fail(check)
+    if cfg.runtime != "python":
+        fail(f"runtime must be 'python' (Sequence.toml says {cfg.runtime!r})")
+    if not (root / cfg.entrypoint).is_file():
+        fail(f"entrypoint {cfg.entrypoint} not found in {root}", "create it or set [hosted] entrypoint")
+    for slot, values in (("env", cfg.env), ("secrets", cfg.secrets)):
+        reserved = bundle.reserved_names(values)
+        if reserved:
+            fail(f"{slot} uses reserved names: {', '.join(reserved)}", "SEQUENCE_* variables are set by the runner")
+    try:
+        artifact = bundle.build_artifact(root, exclude=exclude)
+    except (bundle.BundleError, OSError) as exc:
+        fail(f"cannot bundle {root}: {exc}")
+    sha = bundle.sha256_hex(artifact)
+    api = _api()
+    spec: dict[str, Any] = {
+        "name": cfg.name, "runtime": cfg.runtime, "entrypoint": cfg.entrypoint, "artifact_sha256": sha,
+        "env": cfg.env, "secrets": cfg.secrets, "manifest": cfg.manifest,
+        "placement": {"latency_target": cfg.latency_target}, "start": start,
+    }
+    if cfg.memory_mb is not None:
+        spec["memory_mb"] = cfg.memory_mb
+    if cfg.stop_timeout_s is not None:
+        spec["stop_timeout_s"] = float(cfg.stop_timeout_s)
+    if start:
+        spec["sequence_api_key"] = api.cfg.api_key
+    show = not as_json and sys.stderr.isatty()
+    with api:
+        if len(artifact) < MULTIPART_THRESHOLD:
+            payload = json.dumps({**spec, "artifact_base64": base64.b64encode(artifact).decode()}).encode()
+            res = api.request("POST", "/v1/strategies", content=_upload_body(payload, show),
+                              headers={"Content-Type": "application/json", "Content-Length": str(len(payload))})
+        else:
+            # Large artifacts go as multipart so nothing is base64-inflated.
+            res = api.request("POST", "/v1/strategies", files={"artifact": ("artifact.tar.gz", artifact, "application/gzip")},
+                              data={"spec": json.dumps(spec)})
+    if as_json:
+        emit_json(res)
+        return
+    console.print(f"[bold green]deployed[/] {res['name']}  id [bold]{res['strategy_id']}[/]  status [bold]{res['status']}[/]")
+    console.print(f"  artifact sha256 {res['artifact_sha256'][:16]}…  ({res['artifact_size']} bytes)")
+    if res.get("waiting_reason"):
+        console.print(f"  [yellow]{res['waiting_reason']}[/]")
+    if start:
+        console.print(f"  follow its logs: sequence strategy logs {res['name']} --follow")
+    else:
+        console.print(f"  start it: sequence strategy start {res['name']}")
+
+
+@app.command("list")
+def list_(as_json: JsonOpt = False) -> None:
+    """List your strategies."""
+    with _api() as api:
+        res = api.request("GET", "/v1/strategies")
+    if as_json:
+        emit_json(res)
+        return
+    rows = [(s["name"], s["strategy_id"], s["status"], s["restart_count"], s["artifact_sha256"][:12],
+             (s.get("current_run") or {}).get("run_id", "")) for s in res["strategies"]]
+    if not rows:
+        console.print("no strategies yet: `sequence strategy deploy . --start`")
+        return
+    table(["name", "id", "status", "restarts", "sha256", "current run"], rows)
+
+
+@app.command()
+def inspect(ident: Ident, as_json: JsonOpt = False) -> None:
+    """Show one strategy: status, config (env, manifest, secret names), last exit."""
+    with _api() as api:
+        s = api.request("GET", _path(ident))
+    if as_json:
+        emit_json(s)
+        return
+    console.print(f"[bold]{s['name']}[/]  {s['strategy_id']}")
+    fields = [
+        ("status", f"{s['status']} (desired {s['desired_state']})"),
+        ("waiting", s.get("waiting_reason")),
+        ("sandbox", s["is_sandbox"]),
+        ("entrypoint", s["entrypoint"]),
+        ("artifact", f"{s['artifact_sha256']} ({s['artifact_size']} bytes)"),
+        ("memory", f"{s['memory_mb']} MB"),
+        ("placement", ", ".join(s["placement"].get("latency_target") or []) or "any region"),
+        ("restarts", s["restart_count"]),
+        ("next restart", s["next_restart_at"]),
+        ("last exit", json.dumps(s["last_exit"]) if s["last_exit"] else None),
+        ("current run", json.dumps(s["current_run"]) if s["current_run"] else None),
+        ("env", json.dumps(s["env"])),
+        ("secrets", ", ".join(s["secret_names"]) or "(none)"),
+        ("manifest", json.dumps(s["manifest"])),
+    ]
+    for k, v in fields:
+        if v is not None:
+            console.print(f"  {k:<13} {v}", soft_wrap=True)
+
+
+def _lifecycle(verb: str, ident: str, as_json: bool) -> None:
+    with _api() as api:
+        s = api.request("POST", _path(ident, f"/{verb}"))
+    if as_json:
+        emit_json(s)
+    else:
+        console.print(f"{s['name']}: {s['status']}")
+
+
+@app.command()
+def start(ident: Ident, as_json: JsonOpt = False) -> None:
+    """Queue a stopped or failed strategy to run again."""
+    _lifecycle("start", ident, as_json)
+
+
+@app.command()
+def stop(ident: Ident, as_json: JsonOpt = False) -> None:
+    """Stop it gracefully: SIGTERM, then SIGKILL after the grace period."""
+    _lifecycle("stop", ident, as_json)
+
+
+@app.command()
+def delete(ident: Ident, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Delete it: artifact, row, runs and logs (a running one is stopped)."""
+    if not yes and sys.stdin.isatty() and not typer.confirm(f"delete {ident} with all its runs and logs?"):
+        raise typer.Exit(1)
+    with _api() as api:
+        res = api.request("DELETE", _path(ident))
+    if as_json:
+        emit_json(res)
+    else:
+        console.print(f"deleted {res['strategy_id']}")
+
+
+@app.command()
+def logs(
+    ident: Ident,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream new lines until the strategy stops.")] = False,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="A specific run (default: the latest).")] = None,
+    after_seq: Annotated[int, typer.Option("--after-seq", help="Only lines after this sequence number.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a run's log lines (raw, so `| jq` works)."""
+    params: dict[str, Any] = {"after_seq": after_seq}
+    if run_id:
+        params["run_id"] = run_id
+    out = sys.stdout
+    with _api() as api:
+        if follow:
+            params["follow"] = "true"
+            try:
+                for raw in api.stream_lines(_path(ident, "/logs"), params):
+                    if not raw:
+                        continue
+                    rec = json.loads(raw)
+                    out.write((raw if as_json else rec["line"]) + "\n")
+                    out.flush()
+            except KeyboardInterrupt:
+                return
+            return
+        while True:
+            res = api.request("GET", _path(ident, "/logs"), params={**params, "limit": 5000})
+            for rec in res["lines"]:
+                out.write((json.dumps(rec) if as_json else rec["line"]) + "\n")
+            if len(res["lines"]) < 5000:
+                break
+            params["after_seq"] = res["next_seq"]
+            params["run_id"] = res["run_id"]
+        out.flush()
+
+
+@app.command()
+def runs(ident: Ident, as_json: JsonOpt = False) -> None:
+    """Run history with exit reasons and resource figures."""
+    with _api() as api:
+        res = api.request("GET", _path(ident, "/runs"))
+    if as_json:
+        emit_json(res)
+        return
+    rows = []
+    for r in res["runs"]:
+        ex = r["exit"] or {}
+        rss = f"{r['peak_rss_bytes'] / 1048576:.1f} MB" if r["peak_rss_bytes"] else ""
+        cpu = f"{r['cpu_seconds']:.2f}" if r["cpu_seconds"] is not None else ""
+        rows.append((r["run_id"], r["epoch"], r["status"], r["started_at"] or r["claimed_at"],
+                     r["duration_s"], ex.get("reason", ""), rss, cpu, r["log_lines"]))
+    table(["run", "epoch", "status", "started", "duration s", "exit", "peak rss", "cpu s", "lines"], rows)

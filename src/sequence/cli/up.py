@@ -1,0 +1,132 @@
+"""``sequence up`` — the whole platform on one machine.
+
+Coordinator (SQLite under --data-dir), the simulated venues, and one local
+runner, with a local client bootstrapped on first start and the CLI config
+written so the next ``sequence strategy …`` needs no flags.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from sequence.api.app import build_core, create_app
+from sequence.api.state import Core
+from sequence.cli import config as cfgmod
+from sequence.cli.output import console, fail
+from sequence.settings import Settings, SettingsError
+
+log = logging.getLogger("sequence.up")
+
+LOCAL_CLIENT = "local"
+
+
+def bootstrap(core: Core, environ: dict[str, str] | None = None, *, write_config: bool = True) -> dict[str, Any]:
+    """Create the local client and its keys on first start; keep the CLI config pointing here."""
+    store = core.store
+    info: dict[str, Any] = {"created": False}
+    if store.get_client(LOCAL_CLIENT) is None:
+        store.create_client("local", client_id=LOCAL_CLIENT)
+        _r, live = store.create_api_key(LOCAL_CLIENT, "live", "sequence up (live)")
+        _r, test = store.create_api_key(LOCAL_CLIENT, "test", "sequence up (test)")
+        info.update(created=True, live_key=live, test_key=test)
+    if write_config:
+        cfg = cfgmod.load(environ if environ is not None else dict(os.environ))
+        api_url = core.settings.api_url
+        existing = cfgmod.read_file(cfgmod.config_path(environ))
+        ok = existing.get("api_key") and store.authenticate(existing["api_key"]) is not None
+        if info["created"]:
+            cfgmod.save({"api_url": api_url, "api_key": info["live_key"], "test_api_key": info["test_key"]}, environ)
+            info["config_written"] = True
+        elif not ok:
+            _r, live = store.create_api_key(LOCAL_CLIENT, "live", "sequence up (config refresh)")
+            cfgmod.save({"api_url": api_url, "api_key": live}, environ)
+            info["config_written"] = True
+        elif existing.get("api_url") != api_url:
+            cfgmod.save({"api_url": api_url}, environ)
+            info["config_written"] = True
+        info["config_path"] = str(cfg.path)
+    return info
+
+
+def runner_token(core: Core, data_dir: Path) -> str:
+    """The local runner's token, kept in the data dir (mode 0600) across restarts."""
+    path = data_dir / "runner.token"
+    if path.exists():
+        tok = path.read_text().strip()
+        if core.store.authenticate_runner(tok):
+            return tok
+    _tid, tok = core.store.create_runner_token("local runner")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(tok + "\n")
+    return tok
+
+
+def start_runner(settings: Settings, token: str, region: str, capacity: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env["SEQUENCE_RUNNER_TOKEN"] = token
+    cmd = [sys.executable, "-m", "sequence.cli.main", "runner", "--api-url", settings.api_url,
+           "--region", region, "--capacity", str(capacity), "--data-dir", str(settings.data_dir / "runner")]
+    return subprocess.Popen(cmd, env=env, start_new_session=True)
+
+
+def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region: str, runner_capacity: int,
+           replay: Path | None, seed: int | None) -> None:
+    try:
+        settings = Settings.from_env(data_dir=data_dir, host=host, port=port, market_replay=replay, market_seed=seed)
+    except SettingsError as exc:
+        fail(str(exc))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        core = build_core(settings)
+    except Exception as exc:
+        fail(f"cannot open the store at {settings.effective_database_url}: {exc}")
+    info = bootstrap(core)
+    app = create_app(settings, core=core)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                           ws_ping_interval=10, ws_ping_timeout=20))
+    proc: subprocess.Popen[bytes] | None = None
+
+    def _after_start() -> None:
+        nonlocal proc
+        while not server.started and not server.should_exit:
+            threading.Event().wait(0.05)
+        if server.should_exit:
+            return
+        if runner:
+            proc = start_runner(settings, runner_token(core, settings.data_dir), runner_region, runner_capacity)
+        console.print(f"[bold green]Sequence is up[/] at [bold]{settings.api_url}[/]  (data in {settings.data_dir})")
+        if info.get("created"):
+            console.print(f"  local client '{LOCAL_CLIENT}' created; live key and test key saved to {info['config_path']}")
+        if runner:
+            console.print(f"  local runner: region {runner_region}, capacity {runner_capacity}")
+        console.print("  next: [bold]sequence strategy deploy ./my-strategy --start[/]   (Ctrl-C stops everything)")
+
+    threading.Thread(target=_after_start, daemon=True).start()
+    try:
+        server.run()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        core.store.db.dispose()
+        console.print("stopped")
+
+
+def status_line(settings: Settings) -> str:
+    return json.dumps({"api_url": settings.api_url, "data_dir": str(settings.data_dir)})

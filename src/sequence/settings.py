@@ -1,0 +1,114 @@
+"""Coordinator settings, declared once.
+
+Every setting has a ``SEQUENCE_*`` environment variable (shown in ``--help``
+of the commands that take it).  The environment is passed in, never read from
+a global, so tests control it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_REGIONS: dict[str, str] = {
+    "coinbase": "us-east-1",
+    "kalshi": "eu-west-1",
+    "polymarket": "eu-west-1",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(".sequence")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8700
+    # URL strategies use to reach the coordinator (SEQUENCE_API_URL inside a run).
+    public_url: str | None = None
+    max_artifact_mb: int = 50
+    lease_seconds: float = 15.0
+    heartbeat_seconds: float = 2.0
+    claim_wait_seconds: float = 20.0
+    regions: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_REGIONS))
+    market_seed: int = 7
+    market_replay: Path | None = None
+    market_rate_hz: float = 8.0
+    log_level: str = "info"
+
+    @property
+    def max_artifact_bytes(self) -> int:
+        return self.max_artifact_mb * 1024 * 1024
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'sequence.db').resolve()}"
+
+    @property
+    def api_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        conv: dict[str, Any] = {
+            "data_dir": Path,
+            "database_url": str,
+            "host": str,
+            "port": int,
+            "public_url": str,
+            "max_artifact_mb": int,
+            "lease_seconds": float,
+            "heartbeat_seconds": float,
+            "claim_wait_seconds": float,
+            "market_seed": int,
+            "market_replay": Path,
+            "market_rate_hz": float,
+            "log_level": str,
+        }
+        for f in fields(cls):
+            name = "SEQUENCE_" + f.name.upper()
+            if f.name in conv and env.get(name):
+                try:
+                    values[f.name] = conv[f.name](env[name])
+                except ValueError as exc:
+                    raise SettingsError(f"{name}={env[name]!r} is not a valid {conv[f.name].__name__}") from exc
+        if env.get("SEQUENCE_REGIONS"):
+            values["regions"] = parse_regions(env["SEQUENCE_REGIONS"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 1 <= self.max_artifact_mb <= 4096:
+            raise SettingsError("max_artifact_mb must be between 1 and 4096")
+        if self.heartbeat_seconds * 3 > self.lease_seconds:
+            raise SettingsError("lease_seconds must be at least 3x heartbeat_seconds")
+        if self.database_url and not self.database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+            raise SettingsError("SEQUENCE_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+
+
+def parse_regions(text: str) -> dict[str, str]:
+    """``coinbase=us-east-1,kalshi=eu-west-1`` → mapping."""
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        target, sep, region = part.partition("=")
+        if not sep or not target.strip() or not region.strip():
+            raise SettingsError(f"SEQUENCE_REGIONS entry {part!r} must look like target=region")
+        out[target.strip()] = region.strip()
+    return out

@@ -1,0 +1,31 @@
+"""Identifiers and credential tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def short_code(n: int = 8) -> str:
+    return "".join(secrets.choice(_ALPHABET[:36]) for _ in range(n))
+
+
+def new_token(prefix: str, n: int = 40) -> str:
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(n))
+
+
+def token_hash(token: str) -> str:
+    # Keys are 238-bit random strings: a plain SHA-256 is a sufficient hash
+    # (no dictionary to defend against), and it keeps auth lookups O(1).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def key_prefix(mode: str) -> str:
+    return f"seq_{mode}_"

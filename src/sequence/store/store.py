@@ -1,0 +1,654 @@
+"""Domain verbs over the tables.  Everything above this module speaks these
+verbs; nothing above it writes SQL.
+
+Exceptions::
+
+    StoreError
+     ├── NotFound          no such object for this client
+     ├── Conflict          the move is not allowed now (state machine, races)
+     └── StaleWrite        a runner write whose (run_id, epoch) is not current
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from sequence.lifecycle import (
+    HEALTHY_RESET_SECONDS,
+    RUN,
+    RUN_ACTIVE,
+    STRATEGY,
+    IllegalTransition,
+    R,
+    S,
+    restart_delay,
+)
+from sequence.store import tables as t
+from sequence.store.engine import Database
+from sequence.store.ids import key_prefix, new_token, new_uuid, short_code, token_hash
+
+
+class StoreError(Exception):
+    pass
+
+
+class NotFound(StoreError):
+    pass
+
+
+class Conflict(StoreError):
+    pass
+
+
+class StaleWrite(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a client's API key (possibly scoped to one run)."""
+
+    client_id: str
+    key_id: str
+    mode: str  # live | test
+    run_id: str | None = None
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.mode == "test"
+
+
+@dataclass(frozen=True)
+class ExitReport:
+    code: int | None = None
+    signal: int | None = None
+    oom: bool = False
+    reason: str | None = None
+    peak_rss_bytes: int | None = None
+    cpu_seconds: float | None = None
+
+
+def _row(r: Any) -> dict[str, Any]:
+    return dict(r._mapping)
+
+
+class Store:
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time, lease_seconds: float = 15.0) -> None:
+        self.db = db
+        self.clock = clock
+        self.lease_seconds = lease_seconds
+
+    # ------------------------------------------------------------------ clients & keys
+    def create_client(self, name: str, client_id: str | None = None) -> str:
+        cid = client_id or short_code(8)
+        with self.db.write() as c:
+            c.execute(t.clients.insert().values(client_id=cid, name=name, created_at=self.clock()))
+        return cid
+
+    def get_client(self, client_id: str) -> dict[str, Any] | None:
+        with self.db.read() as c:
+            r = c.execute(sa.select(t.clients).where(t.clients.c.client_id == client_id)).first()
+        return _row(r) if r else None
+
+    def list_clients(self) -> list[dict[str, Any]]:
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(sa.select(t.clients).order_by(t.clients.c.created_at))]
+
+    def create_api_key(self, client_id: str, mode: str, name: str = "", *, run_id: str | None = None,
+                       conn: Connection | None = None) -> tuple[dict[str, Any], str]:
+        if mode not in ("live", "test"):
+            raise ValueError("mode must be live or test")
+        plaintext = new_token(key_prefix(mode))
+        row = {
+            "key_id": "key_" + short_code(12),
+            "client_id": client_id,
+            "key_hash": token_hash(plaintext),
+            "prefix": plaintext[:13],
+            "mode": mode,
+            "name": name,
+            "run_id": run_id,
+            "created_at": self.clock(),
+        }
+        if conn is not None:
+            conn.execute(t.api_keys.insert().values(**row))
+        else:
+            with self.db.write() as c:
+                if c.execute(sa.select(t.clients.c.client_id).where(t.clients.c.client_id == client_id)).first() is None:
+                    raise NotFound(f"no client {client_id}")
+                c.execute(t.api_keys.insert().values(**row))
+        return row, plaintext
+
+    def list_api_keys(self, client_id: str) -> list[dict[str, Any]]:
+        q = (sa.select(t.api_keys.c.key_id, t.api_keys.c.prefix, t.api_keys.c.mode, t.api_keys.c.name,
+                       t.api_keys.c.created_at, t.api_keys.c.revoked_at, t.api_keys.c.last_used_at)
+             .where(t.api_keys.c.client_id == client_id, t.api_keys.c.run_id.is_(None))
+             .order_by(t.api_keys.c.created_at))
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(q)]
+
+    def revoke_api_key(self, client_id: str, key_id: str) -> dict[str, Any]:
+        with self.db.write() as c:
+            r = c.execute(sa.select(t.api_keys).where(
+                t.api_keys.c.client_id == client_id, t.api_keys.c.key_id == key_id, t.api_keys.c.run_id.is_(None))).first()
+            if r is None:
+                raise NotFound(f"no API key {key_id}")
+            if r.revoked_at is None:
+                c.execute(t.api_keys.update().where(t.api_keys.c.key_id == key_id).values(revoked_at=self.clock()))
+            # Run keys minted from a revoked key die with it.
+            c.execute(t.api_keys.update().where(
+                t.api_keys.c.run_id.in_(sa.select(t.runs.c.run_id).join(
+                    t.strategies, t.strategies.c.strategy_id == t.runs.c.strategy_id).where(
+                    t.strategies.c.api_key_id == key_id)), t.api_keys.c.revoked_at.is_(None)).values(revoked_at=self.clock()))
+        return {**_row(r), "revoked": True}
+
+    def authenticate(self, token: str) -> Principal | None:
+        """Resolve a bearer token; run-scoped keys are valid only while their run is current."""
+        if not token.startswith(("seq_live_", "seq_test_")):
+            return None
+        k = t.api_keys
+        q = (sa.select(k.c.key_id, k.c.client_id, k.c.mode, k.c.run_id, k.c.revoked_at,
+                       t.runs.c.active_guard, t.strategies.c.current_run_id)
+             .select_from(k.outerjoin(t.runs, t.runs.c.run_id == k.c.run_id)
+                          .outerjoin(t.strategies, t.strategies.c.strategy_id == t.runs.c.strategy_id))
+             .where(k.c.key_hash == token_hash(token)))
+        with self.db.read() as c:
+            r = c.execute(q).first()
+        if r is None or r.revoked_at is not None:
+            return None
+        if r.run_id is not None and (r.active_guard is None or r.current_run_id != r.run_id):
+            return None
+        return Principal(r.client_id, r.key_id, r.mode, r.run_id)
+
+    def key_is_usable(self, key_id: str) -> bool:
+        with self.db.read() as c:
+            r = c.execute(sa.select(t.api_keys.c.revoked_at).where(t.api_keys.c.key_id == key_id)).first()
+        return r is not None and r.revoked_at is None
+
+    # ------------------------------------------------------------------ runner tokens
+    def create_runner_token(self, name: str) -> tuple[str, str]:
+        plaintext = new_token("seq_runner_")
+        tid = "rt_" + short_code(12)
+        with self.db.write() as c:
+            c.execute(t.runner_tokens.insert().values(token_id=tid, token_hash=token_hash(plaintext), name=name,
+                                                      created_at=self.clock()))
+        return tid, plaintext
+
+    def list_runner_tokens(self) -> list[dict[str, Any]]:
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(sa.select(
+                t.runner_tokens.c.token_id, t.runner_tokens.c.name, t.runner_tokens.c.created_at,
+                t.runner_tokens.c.revoked_at))]
+
+    def revoke_runner_token(self, token_id: str) -> None:
+        with self.db.write() as c:
+            n = c.execute(t.runner_tokens.update().where(t.runner_tokens.c.token_id == token_id)
+                          .values(revoked_at=self.clock())).rowcount
+        if not n:
+            raise NotFound(f"no runner token {token_id}")
+
+    def authenticate_runner(self, token: str) -> str | None:
+        with self.db.read() as c:
+            r = c.execute(sa.select(t.runner_tokens.c.token_id, t.runner_tokens.c.revoked_at)
+                          .where(t.runner_tokens.c.token_hash == token_hash(token))).first()
+        return r.token_id if r is not None and r.revoked_at is None else None
+
+    # ------------------------------------------------------------------ strategies
+    def find_strategy_id(self, client_id: str, name: str) -> str | None:
+        with self.db.read() as c:
+            return c.execute(sa.select(t.strategies.c.strategy_id).where(
+                t.strategies.c.client_id == client_id, t.strategies.c.name == name)).scalar()
+
+    def deploy_strategy(self, strategy_id: str, client_id: str, fields: Mapping[str, Any], artifact: bytes,
+                        *, start: bool) -> tuple[dict[str, Any], bool]:
+        """Create, or redeploy (same client + name keeps the id).  Returns (row, created)."""
+        now = self.clock()
+        art_id = "art_" + short_code(16)
+        s = t.strategies
+        try:
+            with self.db.write() as c:
+                cur = c.execute(sa.select(s).where(s.c.strategy_id == strategy_id)).first()
+                art = t.artifacts.insert().values(
+                    artifact_id=art_id, strategy_id=strategy_id, sha256=fields["artifact_sha256"],
+                    size=len(artifact), data=artifact, created_at=now)
+                values = {**fields, "artifact_id": art_id, "updated_at": now}
+                if cur is None:
+                    status = S.queued if start else S.stopped
+                    c.execute(s.insert().values(
+                        strategy_id=strategy_id, client_id=client_id, created_at=now, status=status.value,
+                        desired_state="running" if start else "stopped",
+                        queued_at=now if start else None, restart_count=0, consecutive_failures=0, **values))
+                    c.execute(art)
+                    created = True
+                else:
+                    c.execute(art)
+                    status = STRATEGY.next(cur.status, "redeploy")
+                    desired = "running" if start else cur.desired_state
+                    if start and status in (S.stopped, S.failed):
+                        status = STRATEGY.next(status, "start")
+                    upd: dict[str, Any] = {"status": status.value, "desired_state": desired}
+                    if status == S.queued:
+                        upd.update(queued_at=now, next_restart_at=None, consecutive_failures=0)
+                    c.execute(s.update().where(s.c.strategy_id == strategy_id).values(**values, **upd))
+                    if status == S.stopping and cur.current_run_id:
+                        self._request_stop(c, cur.current_run_id, now)
+                    created = False
+                self._prune_artifacts(c, strategy_id)
+        except IntegrityError as exc:
+            raise Conflict("a strategy with this name was created concurrently; retry") from exc
+        row = self.get_strategy(client_id, strategy_id)
+        assert row is not None
+        return row, created
+
+    def _prune_artifacts(self, c: Connection, strategy_id: str) -> None:
+        keep = sa.union(
+            sa.select(t.strategies.c.artifact_id).where(t.strategies.c.strategy_id == strategy_id),
+            sa.select(t.runs.c.artifact_id).where(t.runs.c.strategy_id == strategy_id, t.runs.c.active_guard.is_not(None)),
+        )
+        c.execute(t.artifacts.delete().where(t.artifacts.c.strategy_id == strategy_id,
+                                             t.artifacts.c.artifact_id.not_in(sa.select(keep.subquery().c[0]))))
+
+    def get_strategy(self, client_id: str | None, strategy_id: str, *, with_sealed: bool = False) -> dict[str, Any] | None:
+        s = t.strategies
+        cols = [col for col in s.c if with_sealed or col.name not in _SEALED_COLUMNS]
+        q = sa.select(*cols).where(s.c.strategy_id == strategy_id)
+        if client_id is not None:
+            q = q.where(s.c.client_id == client_id)
+        with self.db.read() as c:
+            r = c.execute(q).first()
+            if r is None:
+                return None
+            row = _row(r)
+            row["current_run"] = self._run_summary(c, row["current_run_id"])
+        return row
+
+    def list_strategies(self, client_id: str) -> list[dict[str, Any]]:
+        s = t.strategies
+        cols = [col for col in s.c if col.name not in _SEALED_COLUMNS]
+        with self.db.read() as c:
+            rows = [_row(r) for r in c.execute(sa.select(*cols).where(s.c.client_id == client_id).order_by(s.c.created_at))]
+            runs = {r["current_run_id"] for r in rows if r["current_run_id"]}
+            summaries = {}
+            if runs:
+                for r in c.execute(sa.select(t.runs).where(t.runs.c.run_id.in_(runs))):
+                    summaries[r.run_id] = _run_summary_of(_row(r))
+            for row in rows:
+                row["current_run"] = summaries.get(row["current_run_id"])
+        return rows
+
+    def _run_summary(self, c: Connection, run_id: str | None) -> dict[str, Any] | None:
+        if not run_id:
+            return None
+        r = c.execute(sa.select(t.runs).where(t.runs.c.run_id == run_id)).first()
+        return _run_summary_of(_row(r)) if r else None
+
+    def start_strategy(self, client_id: str, strategy_id: str) -> dict[str, Any]:
+        now = self.clock()
+        with self.db.write() as c:
+            cur = self._lock_strategy(c, client_id, strategy_id)
+            status = STRATEGY.next(cur.status, "start")
+            upd: dict[str, Any] = {"status": status.value, "desired_state": "running", "updated_at": now}
+            if cur.status in (S.stopped, S.failed):
+                upd.update(queued_at=now, next_restart_at=None, consecutive_failures=0)
+            c.execute(t.strategies.update().where(t.strategies.c.strategy_id == strategy_id).values(**upd))
+        row = self.get_strategy(client_id, strategy_id)
+        assert row is not None
+        return row
+
+    def stop_strategy(self, client_id: str, strategy_id: str) -> dict[str, Any]:
+        now = self.clock()
+        with self.db.write() as c:
+            cur = self._lock_strategy(c, client_id, strategy_id)
+            status = STRATEGY.next(cur.status, "stop")
+            c.execute(t.strategies.update().where(t.strategies.c.strategy_id == strategy_id).values(
+                status=status.value, desired_state="stopped", next_restart_at=None, updated_at=now))
+            if status == S.stopping and cur.current_run_id:
+                self._request_stop(c, cur.current_run_id, now)
+        row = self.get_strategy(client_id, strategy_id)
+        assert row is not None
+        return row
+
+    def _request_stop(self, c: Connection, run_id: str, now: float) -> None:
+        r = c.execute(sa.select(t.runs.c.status).where(t.runs.c.run_id == run_id)).first()
+        if r is not None and r.status in RUN_ACTIVE:
+            c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(
+                status=RUN.next(r.status, "stop").value, stop_requested_at=now))
+
+    def delete_strategy(self, client_id: str, strategy_id: str) -> None:
+        with self.db.write() as c:
+            self._lock_strategy(c, client_id, strategy_id)
+            run_ids = sa.select(t.runs.c.run_id).where(t.runs.c.strategy_id == strategy_id)
+            c.execute(t.api_keys.delete().where(t.api_keys.c.run_id.in_(run_ids)))
+            c.execute(t.hosted_strategy_logs.delete().where(t.hosted_strategy_logs.c.strategy_id == strategy_id))
+            c.execute(t.runs.delete().where(t.runs.c.strategy_id == strategy_id))
+            c.execute(t.artifacts.delete().where(t.artifacts.c.strategy_id == strategy_id))
+            c.execute(t.strategies.delete().where(t.strategies.c.strategy_id == strategy_id))
+
+    def _lock_strategy(self, c: Connection, client_id: str, strategy_id: str) -> Any:
+        q = sa.select(t.strategies).where(t.strategies.c.strategy_id == strategy_id, t.strategies.c.client_id == client_id)
+        if not self.db.is_sqlite:
+            q = q.with_for_update()
+        r = c.execute(q).first()
+        if r is None:
+            raise NotFound(f"no strategy {strategy_id}")
+        return r
+
+    def artifact(self, artifact_id: str) -> tuple[str, bytes] | None:
+        with self.db.read() as c:
+            r = c.execute(sa.select(t.artifacts.c.sha256, t.artifacts.c.data)
+                          .where(t.artifacts.c.artifact_id == artifact_id)).first()
+        return (r.sha256, bytes(r.data)) if r else None
+
+    def all_sealed_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Everything sealed, for key rotation: (strategies, venue credentials)."""
+        s = t.strategies
+        with self.db.read() as c:
+            strat = [_row(r) for r in c.execute(sa.select(
+                s.c.strategy_id, s.c.secrets_ciphertext, s.c.secrets_nonce, s.c.secrets_key_id,
+                s.c.sequence_api_key_ciphertext, s.c.sequence_api_key_nonce, s.c.sequence_api_key_key_id))]
+            creds = [_row(r) for r in c.execute(sa.select(t.venue_credentials))]
+        return strat, creds
+
+    def reseal(self, strategies: Iterable[Mapping[str, Any]], creds: Iterable[Mapping[str, Any]]) -> None:
+        with self.db.write() as c:
+            for row in strategies:
+                c.execute(t.strategies.update().where(t.strategies.c.strategy_id == row["strategy_id"]).values(
+                    {k: v for k, v in row.items() if k != "strategy_id"}))
+            for row in creds:
+                c.execute(t.venue_credentials.update().where(
+                    t.venue_credentials.c.client_id == row["client_id"],
+                    t.venue_credentials.c.venue == row["venue"]).values(
+                    ciphertext=row["ciphertext"], nonce=row["nonce"], key_id=row["key_id"]))
+
+    # ------------------------------------------------------------------ venue credentials
+    def put_venue_credentials(self, client_id: str, venue: str, ciphertext: bytes, nonce: bytes, key_id: str,
+                              field_names: Sequence[str]) -> None:
+        now = self.clock()
+        vc = t.venue_credentials
+        with self.db.write() as c:
+            exists = c.execute(sa.select(vc.c.venue).where(vc.c.client_id == client_id, vc.c.venue == venue)).first()
+            vals = {"ciphertext": ciphertext, "nonce": nonce, "key_id": key_id, "field_names": list(field_names),
+                    "updated_at": now}
+            if exists:
+                c.execute(vc.update().where(vc.c.client_id == client_id, vc.c.venue == venue).values(**vals))
+            else:
+                c.execute(vc.insert().values(client_id=client_id, venue=venue, created_at=now, **vals))
+
+    def venue_credentials(self, client_id: str) -> list[dict[str, Any]]:
+        vc = t.venue_credentials
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(sa.select(vc.c.venue, vc.c.field_names, vc.c.created_at, vc.c.updated_at)
+                                               .where(vc.c.client_id == client_id))]
+
+    def delete_venue_credentials(self, client_id: str, venue: str) -> bool:
+        vc = t.venue_credentials
+        with self.db.write() as c:
+            return bool(c.execute(vc.delete().where(vc.c.client_id == client_id, vc.c.venue == venue)).rowcount)
+
+    # ------------------------------------------------------------------ runners and runs
+    def register_runner(self, token_id: str, name: str, region: str, capacity: int,
+                        isolation: Mapping[str, Any]) -> str:
+        now = self.clock()
+        rid = "runner_" + short_code(12)
+        with self.db.write() as c:
+            c.execute(t.runners.insert().values(runner_id=rid, token_id=token_id, name=name, region=region,
+                                                capacity=capacity, isolation=dict(isolation), registered_at=now,
+                                                last_seen_at=now))
+        return rid
+
+    def get_runner(self, runner_id: str) -> dict[str, Any] | None:
+        with self.db.read() as c:
+            r = c.execute(sa.select(t.runners).where(t.runners.c.runner_id == runner_id)).first()
+        return _row(r) if r else None
+
+    def list_runners(self, *, seen_within: float | None = None) -> list[dict[str, Any]]:
+        q = sa.select(t.runners).order_by(t.runners.c.registered_at)
+        if seen_within is not None:
+            q = q.where(t.runners.c.last_seen_at >= self.clock() - seen_within)
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(q)]
+
+    def touch_runner(self, runner_id: str) -> None:
+        with self.db.write() as c:
+            c.execute(t.runners.update().where(t.runners.c.runner_id == runner_id).values(last_seen_at=self.clock()))
+
+    def claim(self, runner_id: str, regions: Sequence[str], free_slots: int, *,
+              mint_key: Callable[[Connection, Mapping[str, Any], str], str] | None = None) -> dict[str, Any] | None:
+        """Atomically take the oldest runnable strategy this runner may run.
+
+        Returns the new run row joined with its strategy (sealed columns
+        included, for the caller to unseal), or None.
+        """
+        if free_slots <= 0:
+            return None
+        now = self.clock()
+        s = t.strategies
+        runnable = sa.or_(
+            s.c.status == S.queued.value,
+            sa.and_(s.c.status == S.failed.value, s.c.desired_state == "running", s.c.next_restart_at <= now),
+        )
+        q = (sa.select(s).where(runnable, sa.or_(s.c.region.is_(None), s.c.region.in_(list(regions))))
+             .order_by(sa.func.coalesce(s.c.next_restart_at, s.c.queued_at, s.c.created_at)).limit(1))
+        if not self.db.is_sqlite:
+            q = q.with_for_update(skip_locked=True, of=s)
+        with self.db.write() as c:
+            active = c.execute(sa.select(sa.func.count()).select_from(t.runs).where(
+                t.runs.c.runner_id == runner_id, t.runs.c.active_guard.is_not(None))).scalar_one()
+            cap = c.execute(sa.select(t.runners.c.capacity).where(t.runners.c.runner_id == runner_id)).scalar()
+            if cap is None or active >= cap:
+                return None
+            st = c.execute(q).first()
+            if st is None:
+                return None
+            event = "claim" if st.status == S.queued else "retry"
+            new_status = STRATEGY.next(st.status, event)
+            epoch = self._bump(c, "run_epoch")
+            run_id = new_uuid()
+            c.execute(t.runs.insert().values(
+                run_id=run_id, strategy_id=st.strategy_id, client_id=st.client_id, epoch=epoch,
+                status=R.starting.value, runner_id=runner_id, region=st.region or regions[0],
+                artifact_id=st.artifact_id,
+                artifact_sha256=st.artifact_sha256, lease_expires_at=now + self.lease_seconds, claimed_at=now,
+                active_guard="A"))
+            c.execute(s.update().where(s.c.strategy_id == st.strategy_id).values(
+                status=new_status.value, current_run_id=run_id, next_restart_at=None, updated_at=now))
+            c.execute(t.runners.update().where(t.runners.c.runner_id == runner_id).values(last_seen_at=now))
+            out = {**_row(st), "run_id": run_id, "epoch": epoch, "status": new_status.value}
+            if mint_key is not None:
+                out["run_api_key"] = mint_key(c, out, run_id)
+        return out
+
+    def _bump(self, c: Connection, name: str) -> int:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        insert = sqlite_insert if self.db.is_sqlite else pg_insert
+        c.execute(insert(t.counters).values(name=name, value=0).on_conflict_do_nothing())
+        c.execute(t.counters.update().where(t.counters.c.name == name).values(value=t.counters.c.value + 1))
+        return int(c.execute(sa.select(t.counters.c.value).where(t.counters.c.name == name)).scalar_one())
+
+    def _current_run(self, c: Connection, run_id: str, epoch: int, runner_id: str | None = None) -> Any:
+        q = sa.select(t.runs).where(t.runs.c.run_id == run_id)
+        if not self.db.is_sqlite:
+            q = q.with_for_update()
+        r = c.execute(q).first()
+        if r is None or r.epoch != epoch or r.active_guard is None or (runner_id and r.runner_id != runner_id):
+            raise StaleWrite(f"run {run_id} epoch {epoch} is not current")
+        return r
+
+    def heartbeat(self, runner_id: str, runs: Sequence[tuple[str, int]]) -> dict[str, str]:
+        """Renew leases.  Answers per run: ``continue``, ``stop`` or ``kill`` (stale: not yours any more)."""
+        now = self.clock()
+        out: dict[str, str] = {}
+        with self.db.write() as c:
+            c.execute(t.runners.update().where(t.runners.c.runner_id == runner_id).values(last_seen_at=now))
+            for run_id, epoch in runs:
+                try:
+                    r = self._current_run(c, run_id, epoch, runner_id)
+                except StaleWrite:
+                    out[run_id] = "kill"
+                    continue
+                if r.lease_expires_at is not None and r.lease_expires_at < now:
+                    # Too late: the lease has lapsed; expire_leases will (or did) re-queue it.
+                    out[run_id] = "kill"
+                    continue
+                c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(
+                    lease_expires_at=now + self.lease_seconds))
+                out[run_id] = "stop" if r.status == R.stopping else "continue"
+        return out
+
+    def pending_stops(self, runner_id: str, exclude: Iterable[str]) -> list[str]:
+        ex = set(exclude)
+        with self.db.read() as c:
+            rows = c.execute(sa.select(t.runs.c.run_id).where(
+                t.runs.c.runner_id == runner_id, t.runs.c.status == R.stopping.value)).scalars().all()
+        return [r for r in rows if r not in ex]
+
+    def mark_started(self, run_id: str, epoch: int, runner_id: str) -> None:
+        now = self.clock()
+        with self.db.write() as c:
+            r = self._current_run(c, run_id, epoch, runner_id)
+            c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(
+                status=RUN.next(r.status, "started").value, started_at=now))
+
+    def append_logs(self, run_id: str, epoch: int, runner_id: str, lines: Sequence[Mapping[str, Any]]) -> int:
+        """Store a batch of log records; returns the next expected seq.
+
+        Records already stored (seq below the next expected one) are skipped,
+        so a retried batch never duplicates; a gap raises Conflict so the
+        runner resends from its spool and nothing is reordered.
+        """
+        with self.db.write() as c:
+            r = self._current_run(c, run_id, epoch, runner_id)
+            nxt = int(r.log_lines) + 1  # seq starts at 1 within a run
+            fresh = [x for x in lines if int(x["seq"]) >= nxt]
+            if not fresh:
+                return nxt
+            if int(fresh[0]["seq"]) != nxt:
+                raise Conflict(f"log gap: expected seq {nxt}, got {fresh[0]['seq']}")
+            rows = []
+            for i, x in enumerate(fresh):
+                if int(x["seq"]) != nxt + i:
+                    raise Conflict(f"log gap: expected seq {nxt + i}, got {x['seq']}")
+                rows.append({"run_id": run_id, "seq": nxt + i, "strategy_id": r.strategy_id, "ts": float(x["ts"]),
+                             "stream": x["stream"], "line": x["line"], "partial": bool(x.get("partial", False))})
+            c.execute(t.hosted_strategy_logs.insert(), rows)
+            c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(log_lines=nxt - 1 + len(rows)))
+        return nxt + len(rows)
+
+    def report_exit(self, run_id: str, epoch: int, runner_id: str, report: ExitReport) -> dict[str, Any]:
+        now = self.clock()
+        with self.db.write() as c:
+            r = self._current_run(c, run_id, epoch, runner_id)
+            ok = report.code == 0 and not report.oom and report.signal is None
+            run_status = RUN.next(r.status, "exit_ok" if ok else "exit_fail")
+            reason = report.reason or _exit_reason(report)
+            c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(
+                status=run_status.value, ended_at=now, active_guard=None, exit_code=report.code,
+                exit_signal=report.signal, oom=report.oom, reason=reason, peak_rss_bytes=report.peak_rss_bytes,
+                cpu_seconds=report.cpu_seconds, lease_expires_at=None))
+            self._end_run_for_strategy(c, r, ok, {"code": report.code, "signal": report.signal, "oom": report.oom,
+                                                  "reason": reason}, now)
+            c.execute(t.api_keys.update().where(t.api_keys.c.run_id == run_id).values(revoked_at=now))
+        return {"run_id": run_id, "status": run_status.value}
+
+    def _end_run_for_strategy(self, c: Connection, run: Any, ok: bool, last_exit: dict[str, Any], now: float) -> None:
+        s = t.strategies
+        st = c.execute(sa.select(s).where(s.c.strategy_id == run.strategy_id)).first()
+        if st is None or st.current_run_id != run.run_id:
+            return
+        upd: dict[str, Any] = {"last_exit": last_exit, "updated_at": now}
+        if st.status == S.stopping:
+            event = "requeue" if st.desired_state == "running" else "stopped"
+            status = STRATEGY.next(st.status, event)
+            if status == S.queued:
+                upd.update(queued_at=now, consecutive_failures=0)
+        else:
+            status = STRATEGY.next(st.status, "exit_ok" if ok else "exit_fail")
+            if status == S.failed:
+                healthy = (now - (run.started_at or run.claimed_at)) >= HEALTHY_RESET_SECONDS
+                failures = 1 if healthy else int(st.consecutive_failures) + 1
+                upd.update(consecutive_failures=failures, restart_count=int(st.restart_count) + 1,
+                           next_restart_at=now + restart_delay(failures))
+            else:
+                upd.update(consecutive_failures=0, desired_state="stopped")
+        upd["status"] = status.value
+        c.execute(s.update().where(s.c.strategy_id == st.strategy_id).values(**upd))
+
+    def expire_leases(self) -> list[str]:
+        """Mark runs whose lease lapsed as lost, and fail/re-queue their strategies."""
+        now = self.clock()
+        lost: list[str] = []
+        q = sa.select(t.runs).where(t.runs.c.active_guard.is_not(None), t.runs.c.lease_expires_at < now)
+        if not self.db.is_sqlite:
+            q = q.with_for_update(skip_locked=True)
+        with self.db.write() as c:
+            for r in c.execute(q).all():
+                reason = "runner lost: lease expired"
+                c.execute(t.runs.update().where(t.runs.c.run_id == r.run_id).values(
+                    status=RUN.next(r.status, "lease_expired").value, ended_at=now, active_guard=None,
+                    reason=reason))
+                c.execute(t.api_keys.update().where(t.api_keys.c.run_id == r.run_id).values(revoked_at=now))
+                self._end_run_for_strategy(c, r, False, {"code": None, "signal": None, "oom": False, "reason": reason}, now)
+                lost.append(r.run_id)
+        return lost
+
+    def next_due_restart(self) -> float | None:
+        s = t.strategies
+        with self.db.read() as c:
+            return c.execute(sa.select(sa.func.min(s.c.next_restart_at)).where(
+                s.c.status == S.failed.value, s.c.desired_state == "running")).scalar()
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        with self.db.read() as c:
+            r = c.execute(sa.select(t.runs).where(t.runs.c.run_id == run_id)).first()
+        return _row(r) if r else None
+
+    def list_runs(self, client_id: str, strategy_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(sa.select(t.runs).where(
+                t.runs.c.strategy_id == strategy_id, t.runs.c.client_id == client_id)
+                .order_by(t.runs.c.claimed_at.desc(), t.runs.c.epoch.desc()).limit(limit))]
+
+    def latest_run_id(self, strategy_id: str) -> str | None:
+        with self.db.read() as c:
+            return c.execute(sa.select(t.runs.c.run_id).where(t.runs.c.strategy_id == strategy_id)
+                             .order_by(t.runs.c.epoch.desc()).limit(1)).scalar()
+
+    def read_logs(self, run_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        lg = t.hosted_strategy_logs
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(
+                sa.select(lg.c.seq, lg.c.ts, lg.c.stream, lg.c.line, lg.c.partial)
+                .where(lg.c.run_id == run_id, lg.c.seq > after_seq).order_by(lg.c.seq).limit(limit))]
+
+
+_SEALED_COLUMNS = frozenset({
+    "secrets_ciphertext", "secrets_nonce", "secrets_key_id", "sequence_api_key_ciphertext",
+    "sequence_api_key_nonce", "sequence_api_key_key_id",
+})
+
+
+def _run_summary_of(r: Mapping[str, Any]) -> dict[str, Any]:
+    return {"run_id": r["run_id"], "status": r["status"], "runner_id": r["runner_id"], "region": r["region"],
+            "epoch": r["epoch"], "claimed_at": r["claimed_at"], "started_at": r["started_at"]}
+
+
+def _exit_reason(report: ExitReport) -> str:
+    if report.oom:
+        return "oom"
+    if report.signal is not None:
+        return f"killed by signal {report.signal}"
+    if report.code == 0:
+        return "exited 0"
+    return f"exited with code {report.code}"
+
+
+def is_illegal(exc: BaseException) -> bool:
+    return isinstance(exc, IllegalTransition)

@@ -1,0 +1,190 @@
+"""The relational schema, declared once (SQLAlchemy Core).
+
+Migrations in ``migrations/versions`` must produce exactly this schema; a test
+compares the two on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Timestamps are stored as epoch seconds (float): portable across SQLite and
+# PostgreSQL, cheap to compare, and rendered to ISO-8601 at the API edge.
+Ts = sa.Float
+
+clients = sa.Table(
+    "clients",
+    metadata,
+    sa.Column("client_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", Ts, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(40), primary_key=True),
+    sa.Column("client_id", sa.String(32), sa.ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(24), nullable=False),
+    sa.Column("mode", sa.String(8), nullable=False),  # live | test
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    # A run-scoped key is minted for one run and dies with it (fencing).
+    sa.Column("run_id", sa.String(40), nullable=True, index=True),
+    sa.Column("created_at", Ts, nullable=False),
+    sa.Column("revoked_at", Ts, nullable=True),
+    sa.Column("last_used_at", Ts, nullable=True),
+)
+
+strategies = sa.Table(
+    "strategies",
+    metadata,
+    sa.Column("strategy_id", sa.String(40), primary_key=True),
+    sa.Column("client_id", sa.String(32), sa.ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("runtime", sa.String(16), nullable=False),
+    sa.Column("entrypoint", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("desired_state", sa.String(16), nullable=False),
+    sa.Column("artifact_id", sa.String(40), nullable=True),
+    sa.Column("artifact_sha256", sa.String(64), nullable=False),
+    sa.Column("artifact_size", sa.BigInteger, nullable=False),
+    sa.Column("env", sa.JSON, nullable=False),
+    sa.Column("manifest", sa.JSON, nullable=False),
+    sa.Column("secret_names", sa.JSON, nullable=False),
+    sa.Column("secrets_ciphertext", sa.LargeBinary, nullable=True),
+    sa.Column("secrets_nonce", sa.LargeBinary, nullable=True),
+    sa.Column("secrets_key_id", sa.String(32), nullable=True),
+    sa.Column("sequence_api_key_ciphertext", sa.LargeBinary, nullable=True),
+    sa.Column("sequence_api_key_nonce", sa.LargeBinary, nullable=True),
+    sa.Column("sequence_api_key_key_id", sa.String(32), nullable=True),
+    sa.Column("api_key_id", sa.String(40), nullable=True),
+    sa.Column("is_sandbox", sa.Boolean, nullable=False),
+    sa.Column("memory_mb", sa.Integer, nullable=False),
+    sa.Column("stop_timeout_s", sa.Float, nullable=False),
+    sa.Column("placement", sa.JSON, nullable=False),
+    sa.Column("region", sa.String(32), nullable=True),
+    sa.Column("restart_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_restart_at", Ts, nullable=True),
+    sa.Column("last_exit", sa.JSON, nullable=True),
+    sa.Column("current_run_id", sa.String(40), nullable=True),
+    sa.Column("queued_at", Ts, nullable=True),
+    sa.Column("created_at", Ts, nullable=False),
+    sa.Column("updated_at", Ts, nullable=False),
+    sa.UniqueConstraint("client_id", "name"),
+    sa.Index(None, "status", "next_restart_at"),
+)
+
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("artifact_id", sa.String(40), primary_key=True),
+    sa.Column("strategy_id", sa.String(40), sa.ForeignKey("strategies.strategy_id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", Ts, nullable=False),
+)
+
+runners = sa.Table(
+    "runners",
+    metadata,
+    sa.Column("runner_id", sa.String(40), primary_key=True),
+    sa.Column("token_id", sa.String(40), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("region", sa.String(200), nullable=False),  # comma-separated
+    sa.Column("capacity", sa.Integer, nullable=False),
+    sa.Column("isolation", sa.JSON, nullable=False),
+    sa.Column("registered_at", Ts, nullable=False),
+    sa.Column("last_seen_at", Ts, nullable=False),
+)
+
+runner_tokens = sa.Table(
+    "runner_tokens",
+    metadata,
+    sa.Column("token_id", sa.String(40), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", Ts, nullable=False),
+    sa.Column("revoked_at", Ts, nullable=True),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.String(40), primary_key=True),
+    sa.Column("strategy_id", sa.String(40), sa.ForeignKey("strategies.strategy_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("client_id", sa.String(32), nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("runner_id", sa.String(40), nullable=True),
+    sa.Column("region", sa.String(32), nullable=True),
+    sa.Column("artifact_id", sa.String(40), nullable=True),
+    sa.Column("artifact_sha256", sa.String(64), nullable=False),
+    sa.Column("lease_expires_at", Ts, nullable=True),
+    sa.Column("stop_requested_at", Ts, nullable=True),
+    sa.Column("claimed_at", Ts, nullable=False),
+    sa.Column("started_at", Ts, nullable=True),
+    sa.Column("ended_at", Ts, nullable=True),
+    # 'A' while the run is active, NULL once it ended.  NULLs never collide in
+    # a unique constraint, so uq_runs_one_active makes "two active runs of one
+    # strategy" impossible in the database itself, on SQLite and PostgreSQL.
+    sa.Column("active_guard", sa.String(1), nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("exit_signal", sa.Integer, nullable=True),
+    sa.Column("oom", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("peak_rss_bytes", sa.BigInteger, nullable=True),
+    sa.Column("cpu_seconds", sa.Float, nullable=True),
+    sa.Column("log_lines", sa.BigInteger, nullable=False, server_default="0"),
+    sa.UniqueConstraint("strategy_id", "active_guard", name="uq_runs_one_active"),
+    sa.Index(None, "strategy_id", "claimed_at"),
+    sa.Index(None, "status", "lease_expires_at"),
+)
+
+hosted_strategy_logs = sa.Table(
+    "hosted_strategy_logs",
+    metadata,
+    sa.Column("run_id", sa.String(40), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("strategy_id", sa.String(40), nullable=False, index=True),
+    sa.Column("ts", Ts, nullable=False),
+    sa.Column("stream", sa.String(8), nullable=False),
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Column("partial", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.PrimaryKeyConstraint("run_id", "seq"),
+)
+
+venue_credentials = sa.Table(
+    "venue_credentials",
+    metadata,
+    sa.Column("client_id", sa.String(32), sa.ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("venue", sa.String(32), nullable=False),
+    sa.Column("ciphertext", sa.LargeBinary, nullable=False),
+    sa.Column("nonce", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.String(32), nullable=False),
+    sa.Column("field_names", sa.JSON, nullable=False),
+    sa.Column("created_at", Ts, nullable=False),
+    sa.Column("updated_at", Ts, nullable=False),
+    sa.PrimaryKeyConstraint("client_id", "venue"),
+)
+
+# Monotonic counters (claim epochs).  One row per name, bumped inside the
+# claiming transaction so epochs are strictly increasing across runners.
+counters = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)

@@ -1,0 +1,275 @@
+"""The storage layer, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.exc import IntegrityError
+
+from sequence.store import tables as t
+from sequence.store.store import Conflict, ExitReport, NotFound, StaleWrite, Store
+from tests.helpers import make_tar
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _fields(name: str = "s1", sha: str = "a" * 64, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": name, "runtime": "python", "entrypoint": "main.py", "artifact_sha256": sha, "artifact_size": 10,
+        "env": {"A": "1"}, "manifest": {"m": [1]}, "secret_names": [], "memory_mb": 512, "stop_timeout_s": 10.0,
+        "placement": {"latency_target": []}, "region": None, "api_key_id": None, "is_sandbox": False,
+    }
+    base.update(kw)
+    return base
+
+
+@pytest.fixture
+def clock(store: Store) -> Clock:
+    c = Clock()
+    store.clock = c
+    return c
+
+
+@pytest.fixture
+def client_id(store: Store) -> str:
+    return store.create_client("acme")
+
+
+@pytest.fixture
+def runner_id(store: Store) -> str:
+    tid, _tok = store.create_runner_token("r")
+    return store.register_runner(tid, "r1", "us-east-1", 10, {})
+
+
+def _deploy(store: Store, cid: str, sid: str = "sid-1", start: bool = True, **kw: Any) -> dict[str, Any]:
+    row, _created = store.deploy_strategy(sid, cid, _fields(**kw), make_tar({"main.py": "x"}), start=start)
+    return row
+
+
+def test_migrations_produce_the_declared_schema(store: Store) -> None:
+    with store.db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), t.metadata)
+    assert diff == []
+
+
+def test_keys_are_stored_hashed_and_resolve_to_their_client(store: Store, client_id: str) -> None:
+    row, key = store.create_api_key(client_id, "test")
+    assert key.startswith("seq_test_") and len(key) > 40
+    with store.db.read() as c:
+        stored = c.execute(sa.select(t.api_keys.c.key_hash)).scalars().all()
+    assert key not in stored and all(len(h) == 64 for h in stored)
+    p = store.authenticate(key)
+    assert p is not None and p.client_id == client_id and p.is_sandbox
+    store.revoke_api_key(client_id, row["key_id"])
+    assert store.authenticate(key) is None
+    assert store.authenticate("seq_live_nope") is None
+    assert store.authenticate("garbage") is None
+
+
+def test_revoking_another_clients_key_is_not_found(store: Store, client_id: str) -> None:
+    other = store.create_client("other")
+    row, _ = store.create_api_key(other, "live")
+    with pytest.raises(NotFound):
+        store.revoke_api_key(client_id, row["key_id"])
+
+
+def test_redeploy_keeps_the_id_and_replaces_the_artifact(store: Store, client_id: str) -> None:
+    r1 = _deploy(store, client_id, start=False, sha="a" * 64)
+    assert r1["status"] == "stopped"
+    r2, created = store.deploy_strategy("sid-1", client_id, _fields(sha="b" * 64), make_tar({"main.py": "y"}), start=False)
+    assert not created and r2["strategy_id"] == "sid-1" and r2["artifact_sha256"] == "b" * 64
+    with store.db.read() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(t.artifacts)).scalar() == 1
+
+
+def test_strategies_are_scoped_to_their_client(store: Store, client_id: str) -> None:
+    _deploy(store, client_id)
+    other = store.create_client("other")
+    assert store.get_strategy(other, "sid-1") is None
+    assert store.list_strategies(other) == []
+    with pytest.raises(NotFound):
+        store.stop_strategy(other, "sid-1")
+    with pytest.raises(NotFound):
+        store.delete_strategy(other, "sid-1")
+
+
+def test_claim_is_atomic_and_epochs_increase(store: Store, client_id: str, runner_id: str) -> None:
+    _deploy(store, client_id, sid="a", name="a")
+    _deploy(store, client_id, sid="b", name="b")
+    c1 = store.claim(runner_id, ["us-east-1"], 5)
+    c2 = store.claim(runner_id, ["us-east-1"], 5)
+    assert c1 and c2 and {c1["strategy_id"], c2["strategy_id"]} == {"a", "b"}
+    assert c2["epoch"] > c1["epoch"]
+    assert store.claim(runner_id, ["us-east-1"], 5) is None
+    assert store.get_strategy(client_id, "a")["status"] == "running"  # type: ignore[index]
+
+
+def test_the_database_refuses_two_active_runs_of_one_strategy(store: Store, client_id: str, runner_id: str) -> None:
+    _deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    with pytest.raises(IntegrityError), store.db.write() as c:
+        c.execute(t.runs.insert().values(
+            run_id="dup", strategy_id="sid-1", client_id=client_id, epoch=999, status="starting",
+            artifact_sha256="x", claimed_at=0.0, active_guard="A"))
+
+
+def test_concurrent_claims_never_hand_out_a_strategy_twice(store: Store, client_id: str) -> None:
+    for i in range(12):
+        _deploy(store, client_id, sid=f"s{i}", name=f"s{i}")
+    tid, _ = store.create_runner_token("r")
+    runners = [store.register_runner(tid, f"r{i}", "us-east-1", 100, {}) for i in range(4)]
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def worker(rid: str) -> None:
+        while True:
+            c = store.claim(rid, ["us-east-1"], 10)
+            if c is None:
+                return
+            with lock:
+                got.append(c["strategy_id"])
+
+    threads = [threading.Thread(target=worker, args=(r,)) for r in runners]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(got) == sorted(f"s{i}" for i in range(12))
+
+
+def test_claims_respect_region_and_capacity(store: Store, client_id: str) -> None:
+    _deploy(store, client_id, sid="eu", name="eu", region="eu-west-1")
+    _deploy(store, client_id, sid="any1", name="any1")
+    _deploy(store, client_id, sid="any2", name="any2")
+    tid, _ = store.create_runner_token("r")
+    us = store.register_runner(tid, "us", "us-east-1", 1, {})
+    c = store.claim(us, ["us-east-1"], 1)
+    assert c is not None and c["strategy_id"] != "eu"
+    assert store.claim(us, ["us-east-1"], 1) is None  # capacity 1 reached
+    eu = store.register_runner(tid, "eu", "eu-west-1", 5, {})
+    claimed = {store.claim(eu, ["eu-west-1"], 5)["strategy_id"], store.claim(eu, ["eu-west-1"], 5)["strategy_id"]}  # type: ignore[index]
+    assert "eu" in claimed
+
+
+def test_stale_epoch_writes_are_rejected(store: Store, client_id: str, runner_id: str) -> None:
+    _deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    with pytest.raises(StaleWrite):
+        store.append_logs(run["run_id"], run["epoch"] + 1, runner_id, [{"seq": 1, "ts": 1.0, "stream": "stdout", "line": "x"}])
+    with pytest.raises(StaleWrite):
+        store.report_exit(run["run_id"], run["epoch"] - 1, runner_id, ExitReport(code=0))
+    assert store.heartbeat(runner_id, [(run["run_id"], run["epoch"] + 7)]) == {run["run_id"]: "kill"}
+
+
+def test_log_batches_are_deduplicated_and_gaps_refused(store: Store, client_id: str, runner_id: str) -> None:
+    _deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    rid, ep = run["run_id"], run["epoch"]
+
+    def lines(a: int, b: int) -> list[dict[str, Any]]:
+        return [{"seq": i, "ts": float(i), "stream": "stdout", "line": f"l{i}"} for i in range(a, b)]
+
+    assert store.append_logs(rid, ep, runner_id, lines(1, 4)) == 4
+    assert store.append_logs(rid, ep, runner_id, lines(1, 6)) == 6  # resent overlap: no duplicates
+    with pytest.raises(Conflict):
+        store.append_logs(rid, ep, runner_id, lines(8, 9))
+    got = store.read_logs(rid, 0, 100)
+    assert [x["line"] for x in got] == [f"l{i}" for i in range(1, 6)]
+    assert [x["line"] for x in store.read_logs(rid, 3, 100)] == ["l4", "l5"]
+
+
+def test_exit_zero_stops_and_nonzero_fails_with_backoff(store: Store, client_id: str, runner_id: str, clock: Clock) -> None:
+    _deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    store.report_exit(run["run_id"], run["epoch"], runner_id, ExitReport(code=3))
+    st = store.get_strategy(client_id, "sid-1")
+    assert st is not None and st["status"] == "failed" and st["restart_count"] == 1
+    assert st["next_restart_at"] == pytest.approx(clock.now + 1.0)
+    assert store.claim(runner_id, ["us-east-1"], 5) is None  # backoff not elapsed
+    clock.now += 1.01
+    run2 = store.claim(runner_id, ["us-east-1"], 5)
+    assert run2 is not None and run2["epoch"] > run["epoch"]
+    store.report_exit(run2["run_id"], run2["epoch"], runner_id, ExitReport(code=None, signal=9))
+    st = store.get_strategy(client_id, "sid-1")
+    assert st["next_restart_at"] == pytest.approx(clock.now + 2.0)  # type: ignore[index]
+    clock.now += 2.01
+    run3 = store.claim(runner_id, ["us-east-1"], 5)
+    assert run3 is not None
+    store.report_exit(run3["run_id"], run3["epoch"], runner_id, ExitReport(code=0))
+    st = store.get_strategy(client_id, "sid-1")
+    assert st["status"] == "stopped" and st["desired_state"] == "stopped"  # type: ignore[index]
+    clock.now += 100
+    assert store.claim(runner_id, ["us-east-1"], 5) is None  # exit 0: never restarted
+
+
+def test_stop_of_a_running_strategy_ends_stopped_whatever_the_code(store: Store, client_id: str, runner_id: str) -> None:
+    _deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    st = store.stop_strategy(client_id, "sid-1")
+    assert st["status"] == "stopping"
+    assert store.pending_stops(runner_id, []) == [run["run_id"]]
+    assert store.pending_stops(runner_id, [run["run_id"]]) == []
+    assert store.heartbeat(runner_id, [(run["run_id"], run["epoch"])]) == {run["run_id"]: "stop"}
+    store.report_exit(run["run_id"], run["epoch"], runner_id, ExitReport(code=None, signal=15))
+    assert store.get_strategy(client_id, "sid-1")["status"] == "stopped"  # type: ignore[index]
+
+
+def test_expired_lease_fails_the_run_and_requeues(store: Store, client_id: str, runner_id: str, clock: Clock) -> None:
+    _deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    clock.now += store.lease_seconds + 1
+    assert store.expire_leases() == [run["run_id"]]
+    st = store.get_strategy(client_id, "sid-1")
+    assert st is not None and st["status"] == "failed" and "runner lost" in st["last_exit"]["reason"]
+    assert store.get_run(run["run_id"])["status"] == "lost"  # type: ignore[index]
+    # The lost runner's late writes are refused.
+    with pytest.raises(StaleWrite):
+        store.report_exit(run["run_id"], run["epoch"], runner_id, ExitReport(code=0))
+    clock.now += 1.01
+    assert store.claim(runner_id, ["us-east-1"], 5) is not None
+
+
+def test_run_scoped_key_dies_with_its_run(store: Store, client_id: str, runner_id: str) -> None:
+    _deploy(store, client_id)
+    keys: list[str] = []
+
+    def mint(conn: Any, st: Any, run_id: str) -> str:
+        _r, k = store.create_api_key(st["client_id"], "live", run_id=run_id, conn=conn)
+        keys.append(k)
+        return k
+
+    run = store.claim(runner_id, ["us-east-1"], 5, mint_key=mint)
+    assert run is not None
+    p = store.authenticate(keys[0])
+    assert p is not None and p.run_id == run["run_id"]
+    store.report_exit(run["run_id"], run["epoch"], runner_id, ExitReport(code=1))
+    assert store.authenticate(keys[0]) is None
+
+
+def test_delete_purges_artifact_runs_and_logs(store: Store, client_id: str, runner_id: str) -> None:
+    _deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    store.append_logs(run["run_id"], run["epoch"], runner_id, [{"seq": 1, "ts": 1.0, "stream": "stdout", "line": "x"}])
+    store.delete_strategy(client_id, "sid-1")
+    with store.db.read() as c:
+        for table in (t.strategies, t.runs, t.artifacts, t.hosted_strategy_logs):
+            assert c.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+    assert store.heartbeat(runner_id, [(run["run_id"], run["epoch"])]) == {run["run_id"]: "kill"}
