@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# What the test suite needs beyond the virtualenv: bubblewrap (the runner's
+# sandbox, so CI tests the real thing) and a running PostgreSQL (the second
+# store backend).  Idempotent; safe to run on every `make test`.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
+
+if ! command -v bwrap >/dev/null 2>&1; then
+  echo "test-deps: installing bubblewrap"
+  $SUDO apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq bubblewrap >/dev/null
+fi
+
+pg_up() { python3 - <<'PY'
+import socket, sys
+s = socket.socket()
+s.settimeout(1)
+try:
+    s.connect(("127.0.0.1", 5432))
+except OSError:
+    sys.exit(1)
+PY
+}
+
+if ! pg_up; then
+  echo "test-deps: starting PostgreSQL"
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    for v in $(ls /etc/postgresql); do
+      $SUDO pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
+    done
+  fi
+  for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+  pg_up || { echo "test-deps: PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
+fi
+echo "test-deps: bubblewrap $(bwrap --version 2>/dev/null | awk '{print $2}'), PostgreSQL up"
