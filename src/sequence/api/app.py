@@ -14,7 +14,14 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sequence import __version__
@@ -136,8 +143,10 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
 
 
 def _attach_market(app: FastAPI, core: Core, settings: Settings, market: Any) -> None:
+    import importlib
+
     try:
-        from sequence.market import wiring
+        wiring = importlib.import_module("sequence.market.wiring")
     except ImportError:  # the market package is optional at this layer
         return
     wiring.attach(app, core, settings, market)

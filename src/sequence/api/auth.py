@@ -54,7 +54,7 @@ def require_principal(request: Request) -> Principal:
     token = bearer(request.headers.get("authorization"))
     if token is None:
         raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer seq_live_…'")
-    p = request.app.state.auth.resolve(token)
+    p: Principal | None = request.app.state.auth.resolve(token)
     if p is None:
         raise ApiError(401, "unauthorized", "invalid or revoked API key")
     request.state.principal = p

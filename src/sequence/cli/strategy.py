@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-import click
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
@@ -25,7 +24,7 @@ MULTIPART_THRESHOLD = 8 * 1024 * 1024
 class StrategyGroup(typer.core.TyperGroup):
     """Turns old-style invocations into a helpful message instead of a bare usage error."""
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             word = args[0]
             if Path(word).exists():

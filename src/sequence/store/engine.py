@@ -72,12 +72,12 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with self._write_lock if self._write_lock is not None else nullcontext():
-            with self.engine.connect() as conn:
-                if self.is_sqlite:
-                    conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-                with conn.begin():
-                    yield conn
+        lock = self._write_lock if self._write_lock is not None else nullcontext()
+        with lock, self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -219,9 +219,9 @@ class Store:
                     size=len(artifact), data=artifact, created_at=now)
                 values = {**fields, "artifact_id": art_id, "updated_at": now}
                 if cur is None:
-                    status = S.queued if start else S.stopped
+                    status: str = S.queued if start else S.stopped
                     c.execute(s.insert().values(
-                        strategy_id=strategy_id, client_id=client_id, created_at=now, status=status.value,
+                        strategy_id=strategy_id, client_id=client_id, created_at=now, status=str(status),
                         desired_state="running" if start else "stopped",
                         queued_at=now if start else None, restart_count=0, consecutive_failures=0, **values))
                     c.execute(art)
@@ -232,7 +232,7 @@ class Store:
                     desired = "running" if start else cur.desired_state
                     if start and status in (S.stopped, S.failed):
                         status = STRATEGY.next(status, "start")
-                    upd: dict[str, Any] = {"status": status.value, "desired_state": desired}
+                    upd: dict[str, Any] = {"status": str(status), "desired_state": desired}
                     if status == S.queued:
                         upd.update(queued_at=now, next_restart_at=None, consecutive_failures=0)
                     c.execute(s.update().where(s.c.strategy_id == strategy_id).values(**values, **upd))
@@ -293,7 +293,7 @@ class Store:
         with self.db.write() as c:
             cur = self._lock_strategy(c, client_id, strategy_id)
             status = STRATEGY.next(cur.status, "start")
-            upd: dict[str, Any] = {"status": status.value, "desired_state": "running", "updated_at": now}
+            upd: dict[str, Any] = {"status": str(status), "desired_state": "running", "updated_at": now}
             if cur.status in (S.stopped, S.failed):
                 upd.update(queued_at=now, next_restart_at=None, consecutive_failures=0)
             c.execute(t.strategies.update().where(t.strategies.c.strategy_id == strategy_id).values(**upd))
@@ -307,7 +307,7 @@ class Store:
             cur = self._lock_strategy(c, client_id, strategy_id)
             status = STRATEGY.next(cur.status, "stop")
             c.execute(t.strategies.update().where(t.strategies.c.strategy_id == strategy_id).values(
-                status=status.value, desired_state="stopped", next_restart_at=None, updated_at=now))
+                status=str(status), desired_state="stopped", next_restart_at=None, updated_at=now))
             if status == S.stopping and cur.current_run_id:
                 self._request_stop(c, cur.current_run_id, now)
         row = self.get_strategy(client_id, strategy_id)
@@ -318,7 +318,7 @@ class Store:
         r = c.execute(sa.select(t.runs.c.status).where(t.runs.c.run_id == run_id)).first()
         if r is not None and r.status in RUN_ACTIVE:
             c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(
-                status=RUN.next(r.status, "stop").value, stop_requested_at=now))
+                status=str(RUN.next(r.status, "stop")), stop_requested_at=now))
 
     def delete_strategy(self, client_id: str, strategy_id: str) -> None:
         with self.db.write() as c:
@@ -430,8 +430,8 @@ class Store:
         now = self.clock()
         s = t.strategies
         runnable = sa.or_(
-            s.c.status == S.queued.value,
-            sa.and_(s.c.status == S.failed.value, s.c.desired_state == "running", s.c.next_restart_at <= now),
+            s.c.status == str(S.queued),
+            sa.and_(s.c.status == str(S.failed), s.c.desired_state == "running", s.c.next_restart_at <= now),
         )
         q = (sa.select(s).where(runnable, sa.or_(s.c.region.is_(None), s.c.region.in_(list(regions))))
              .order_by(sa.func.coalesce(s.c.next_restart_at, s.c.queued_at, s.c.created_at)).limit(1))
@@ -452,14 +452,14 @@ class Store:
             run_id = new_uuid()
             c.execute(t.runs.insert().values(
                 run_id=run_id, strategy_id=st.strategy_id, client_id=st.client_id, epoch=epoch,
-                status=R.starting.value, runner_id=runner_id, region=st.region or regions[0],
+                status=str(R.starting), runner_id=runner_id, region=st.region or regions[0],
                 artifact_id=st.artifact_id,
                 artifact_sha256=st.artifact_sha256, lease_expires_at=now + self.lease_seconds, claimed_at=now,
                 active_guard="A"))
             c.execute(s.update().where(s.c.strategy_id == st.strategy_id).values(
-                status=new_status.value, current_run_id=run_id, next_restart_at=None, updated_at=now))
+                status=str(new_status), current_run_id=run_id, next_restart_at=None, updated_at=now))
             c.execute(t.runners.update().where(t.runners.c.runner_id == runner_id).values(last_seen_at=now))
-            out = {**_row(st), "run_id": run_id, "epoch": epoch, "status": new_status.value}
+            out = {**_row(st), "run_id": run_id, "epoch": epoch, "status": str(new_status)}
             if mint_key is not None:
                 out["run_api_key"] = mint_key(c, out, run_id)
         return out
@@ -507,7 +507,7 @@ class Store:
         ex = set(exclude)
         with self.db.read() as c:
             rows = c.execute(sa.select(t.runs.c.run_id).where(
-                t.runs.c.runner_id == runner_id, t.runs.c.status == R.stopping.value)).scalars().all()
+                t.runs.c.runner_id == runner_id, t.runs.c.status == str(R.stopping))).scalars().all()
         return [r for r in rows if r not in ex]
 
     def mark_started(self, run_id: str, epoch: int, runner_id: str) -> None:
@@ -515,7 +515,7 @@ class Store:
         with self.db.write() as c:
             r = self._current_run(c, run_id, epoch, runner_id)
             c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(
-                status=RUN.next(r.status, "started").value, started_at=now))
+                status=str(RUN.next(r.status, "started")), started_at=now))
 
     def append_logs(self, run_id: str, epoch: int, runner_id: str, lines: Sequence[Mapping[str, Any]]) -> int:
         """Store a batch of log records; returns the next expected seq.
@@ -550,13 +550,13 @@ class Store:
             run_status = RUN.next(r.status, "exit_ok" if ok else "exit_fail")
             reason = report.reason or _exit_reason(report)
             c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(
-                status=run_status.value, ended_at=now, active_guard=None, exit_code=report.code,
+                status=str(run_status), ended_at=now, active_guard=None, exit_code=report.code,
                 exit_signal=report.signal, oom=report.oom, reason=reason, peak_rss_bytes=report.peak_rss_bytes,
                 cpu_seconds=report.cpu_seconds, lease_expires_at=None))
             self._end_run_for_strategy(c, r, ok, {"code": report.code, "signal": report.signal, "oom": report.oom,
                                                   "reason": reason}, now)
             c.execute(t.api_keys.update().where(t.api_keys.c.run_id == run_id).values(revoked_at=now))
-        return {"run_id": run_id, "status": run_status.value}
+        return {"run_id": run_id, "status": str(run_status)}
 
     def _end_run_for_strategy(self, c: Connection, run: Any, ok: bool, last_exit: dict[str, Any], now: float) -> None:
         s = t.strategies
@@ -578,7 +578,7 @@ class Store:
                            next_restart_at=now + restart_delay(failures))
             else:
                 upd.update(consecutive_failures=0, desired_state="stopped")
-        upd["status"] = status.value
+        upd["status"] = str(status)
         c.execute(s.update().where(s.c.strategy_id == st.strategy_id).values(**upd))
 
     def expire_leases(self) -> list[str]:
@@ -592,7 +592,7 @@ class Store:
             for r in c.execute(q).all():
                 reason = "runner lost: lease expired"
                 c.execute(t.runs.update().where(t.runs.c.run_id == r.run_id).values(
-                    status=RUN.next(r.status, "lease_expired").value, ended_at=now, active_guard=None,
+                    status=str(RUN.next(r.status, "lease_expired")), ended_at=now, active_guard=None,
                     reason=reason))
                 c.execute(t.api_keys.update().where(t.api_keys.c.run_id == r.run_id).values(revoked_at=now))
                 self._end_run_for_strategy(c, r, False, {"code": None, "signal": None, "oom": False, "reason": reason}, now)
@@ -603,7 +603,7 @@ class Store:
         s = t.strategies
         with self.db.read() as c:
             return c.execute(sa.select(sa.func.min(s.c.next_restart_at)).where(
-                s.c.status == S.failed.value, s.c.desired_state == "running")).scalar()
+                s.c.status == str(S.failed), s.c.desired_state == "running")).scalar()
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.db.read() as c:

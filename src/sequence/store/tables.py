@@ -188,3 +188,7 @@ counters = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.BigInteger, nullable=False),
 )
+
+
+# Trading tables (graphs, nodes, orders, fills) share this metadata.
+from sequence.store import trading_tables as _trading_tables  # noqa: E402,F401

@@ -31,9 +31,10 @@ def _client_key(p: Principal) -> Principal:
 
 
 @router.post("/v1/keys", status_code=201)
-def create_key(request: Request, body: NewKey = Body(default_factory=NewKey),
+def create_key(request: Request, body: NewKey | None = Body(None),
                p: Principal = Depends(require_principal)) -> dict[str, Any]:
     _client_key(p)
+    body = body or NewKey(mode="live", name="")
     core = core_of(request.app)
     row, plaintext = core.store.create_api_key(p.client_id, body.mode, body.name)
     return {**present.api_key(row), "key": plaintext}

@@ -1,0 +1,118 @@
+"""The runner's HTTP client for the coordinator's /v1/runners/* protocol.
+
+Exceptions::
+
+    CoordinatorError
+     ├── CoordinatorUnavailable   connection refused/reset, timeout, 5xx: retry later
+     ├── StaleRun                 409 stale_run: this run is not ours any more — kill it
+     └── LogGap                   409 conflict on a log batch: resend from ``expected``
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+
+class CoordinatorError(Exception):
+    pass
+
+
+class CoordinatorUnavailable(CoordinatorError):
+    pass
+
+
+class StaleRun(CoordinatorError):
+    pass
+
+
+class LogGap(CoordinatorError):
+    def __init__(self, message: str, expected: int | None) -> None:
+        super().__init__(message)
+        self.expected = expected
+
+
+class Rejected(CoordinatorError):
+    """A 4xx other than the ones above: a bug or a revoked token; not retried."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class CoordinatorClient:
+    def __init__(self, api_url: str, token: str, *, timeout: float = 30.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.api_url, timeout=httpx.Timeout(timeout, connect=5.0),
+            headers={"Authorization": f"Bearer {token}", "User-Agent": "sequence-runner"},
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16))
+        self.runner_id: str | None = None
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
+                    timeout: float | None = None) -> httpx.Response:
+        try:
+            kw: dict[str, Any] = {"json": json, "params": params}
+            if timeout is not None:
+                kw["timeout"] = httpx.Timeout(timeout, connect=5.0)
+            r = await self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise CoordinatorUnavailable(f"{method} {path}: {exc.__class__.__name__}") from exc
+        if r.status_code >= 500:
+            raise CoordinatorUnavailable(f"{method} {path}: HTTP {r.status_code}")
+        if r.status_code >= 400:
+            try:
+                err = r.json().get("error", {})
+            except ValueError:
+                err = {}
+            code, msg = err.get("code", ""), err.get("message", r.text[:200])
+            if code == "stale_run" or (r.status_code == 404 and "/runs/" in path):
+                raise StaleRun(msg)
+            if r.status_code == 409 and "log gap" in msg:
+                m = re.search(r"expected seq (\d+)", msg)
+                raise LogGap(msg, int(m.group(1)) if m else None)
+            raise Rejected(r.status_code, msg)
+        return r
+
+    def _run_path(self, run_id: str, what: str) -> str:
+        return f"/v1/runners/{self.runner_id}/runs/{run_id}/{what}"
+
+    async def register(self, name: str, region: str, capacity: int, isolation: Mapping[str, Any]) -> dict[str, Any]:
+        r = await self._call("POST", "/v1/runners/register", json={
+            "name": name, "region": region, "capacity": capacity, "isolation": dict(isolation)})
+        data: dict[str, Any] = r.json()
+        self.runner_id = data["runner_id"]
+        return data
+
+    async def poll(self, free_slots: int, stopping: Sequence[str], wait_s: float) -> dict[str, Any]:
+        r = await self._call("POST", f"/v1/runners/{self.runner_id}/poll",
+                             json={"free_slots": free_slots, "stopping": list(stopping), "wait_s": wait_s},
+                             timeout=wait_s + 15.0)
+        out: dict[str, Any] = r.json()
+        return out
+
+    async def heartbeat(self, runs: Sequence[tuple[str, int]], timeout: float = 5.0) -> dict[str, str]:
+        r = await self._call("POST", f"/v1/runners/{self.runner_id}/heartbeat",
+                             json={"runs": [{"run_id": a, "epoch": b} for a, b in runs]}, timeout=timeout)
+        out: dict[str, str] = r.json()["runs"]
+        return out
+
+    async def artifact(self, run_id: str, epoch: int) -> tuple[bytes, str]:
+        r = await self._call("GET", self._run_path(run_id, "artifact"), params={"epoch": epoch}, timeout=120.0)
+        return r.content, r.headers.get("x-artifact-sha256", "")
+
+    async def started(self, run_id: str, epoch: int) -> None:
+        await self._call("POST", self._run_path(run_id, "started"), json={"epoch": epoch})
+
+    async def logs(self, run_id: str, epoch: int, lines: Sequence[Mapping[str, Any]]) -> int:
+        r = await self._call("POST", self._run_path(run_id, "logs"), json={"epoch": epoch, "lines": list(lines)})
+        return int(r.json()["next_seq"])
+
+    async def exit(self, run_id: str, epoch: int, report: Mapping[str, Any]) -> None:
+        await self._call("POST", self._run_path(run_id, "exit"), json={"epoch": epoch, **report})

@@ -1,0 +1,3 @@
+"""Trading tables (graphs, nodes, orders, fills), on the shared metadata."""
+
+from __future__ import annotations
