@@ -12,6 +12,7 @@ import typer
 
 from sequence import __version__
 from sequence.cli import admin, keys, strategy
+from sequence.cli import runner as runner_cmds
 from sequence.cli import config as cfgmod
 from sequence.cli.http import Api
 from sequence.cli.output import console, emit_json, fail
@@ -26,6 +27,8 @@ app = typer.Typer(
 app.add_typer(strategy.app, name="strategy")
 app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")
+app.command("runner")(runner_cmds.runner)
+app.command("doctor")(runner_cmds.doctor)
 
 DISTRIBUTION = "sequence-platform"
 

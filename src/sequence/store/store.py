@@ -414,6 +414,16 @@ class Store:
         with self.db.read() as c:
             return [_row(r) for r in c.execute(q)]
 
+    def runners_at_capacity(self, runner_ids: Sequence[str]) -> list[str]:
+        if not runner_ids:
+            return []
+        q = (sa.select(t.runners.c.runner_id, t.runners.c.capacity, sa.func.count(t.runs.c.run_id))
+             .select_from(t.runners.outerjoin(t.runs, sa.and_(t.runs.c.runner_id == t.runners.c.runner_id,
+                                                               t.runs.c.active_guard.is_not(None))))
+             .where(t.runners.c.runner_id.in_(list(runner_ids))).group_by(t.runners.c.runner_id, t.runners.c.capacity))
+        with self.db.read() as c:
+            return [r[0] for r in c.execute(q) if r[2] >= r[1]]
+
     def touch_runner(self, runner_id: str) -> None:
         with self.db.write() as c:
             c.execute(t.runners.update().where(t.runners.c.runner_id == runner_id).values(last_seen_at=self.clock()))

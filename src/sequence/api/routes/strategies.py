@@ -91,8 +91,11 @@ def _waiting_reason(core: Core, row: dict[str, Any]) -> str | None:
     if not fit:
         return f"waiting for a runner in region {region}: none is connected (connected: " + \
             ", ".join(sorted({r['region'] for r in live})) + ")"
-    return "waiting for a runner with a free slot" if region is None else \
-        f"waiting for a free slot on a runner in region {region}"
+    busy = core.store.runners_at_capacity([r["runner_id"] for r in fit])
+    if len(busy) < len(fit):
+        return None  # a runner with room is connected: the claim is imminent
+    return "waiting for a free slot: every runner" + ("" if region is None else f" in region {region}") + \
+        " is at capacity"
 
 
 def render(core: Core, row: dict[str, Any]) -> dict[str, Any]:

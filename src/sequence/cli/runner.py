@@ -1,0 +1,95 @@
+"""``sequence runner`` and ``sequence doctor``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sequence.cli.output import console, emit_json, fail
+
+
+def _sandbox(data_dir: Path, runtime: str | None, no_sandbox: bool):  # type: ignore[no-untyped-def]
+    from sequence.runner.sandbox import Sandbox, SandboxConfig
+
+    return Sandbox(SandboxConfig(data_dir=data_dir, runtime=runtime,
+                                 bubblewrap=False if no_sandbox else None,
+                                 cgroups=False if no_sandbox else None))
+
+
+def runner(
+    api_url: Annotated[str, typer.Option("--api-url", envvar="SEQUENCE_RUNNER_API_URL",
+                                         help="Coordinator URL [env SEQUENCE_RUNNER_API_URL].")] = "http://127.0.0.1:8700",
+    token: Annotated[str | None, typer.Option("--token", envvar="SEQUENCE_RUNNER_TOKEN",
+                                              help="Runner token from `sequence admin runner-token create` [env SEQUENCE_RUNNER_TOKEN].")] = None,
+    region: Annotated[str, typer.Option("--region", envvar="SEQUENCE_RUNNER_REGION",
+                                        help="Region(s) served, comma-separated [env SEQUENCE_RUNNER_REGION].")] = "us-east-1",
+    capacity: Annotated[int, typer.Option("--capacity", envvar="SEQUENCE_RUNNER_CAPACITY", min=1,
+                                          help="Concurrent strategies [env SEQUENCE_RUNNER_CAPACITY].")] = 50,
+    data_dir: Annotated[Path, typer.Option("--data-dir", envvar="SEQUENCE_RUNNER_DATA_DIR",
+                                           help="Run directories and log spools [env SEQUENCE_RUNNER_DATA_DIR].")] = Path(".sequence/runner"),
+    name: Annotated[str | None, typer.Option("--name", help="Runner name (default: host name + suffix).")] = None,
+    runtime: Annotated[str | None, typer.Option("--runtime", envvar="SEQUENCE_RUNNER_RUNTIME",
+                                                help="Python interpreter for strategies (default: a CPython 3.12 if found) [env SEQUENCE_RUNNER_RUNTIME].")] = None,
+    no_sandbox: Annotated[bool, typer.Option("--no-sandbox", help="Run without bubblewrap and cgroups (loudly degraded).")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Only check this host can run strategies; exit non-zero if not.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --check: print the report as JSON.")] = False,
+) -> None:
+    """Run a runner daemon: claim strategies from a coordinator and run them sandboxed."""
+    from sequence.runner.client import CoordinatorClient
+    from sequence.runner.daemon import RunnerDaemon, default_name, stop_on_signals
+    from sequence.runner.errors import RunnerError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sandbox = _sandbox(data_dir, runtime, no_sandbox)
+    if check:
+        report = sandbox.check()
+        if as_json:
+            emit_json(report.to_dict())
+        else:
+            console.print(report.render())
+        raise typer.Exit(report.exit_code())
+    if not token:
+        fail("no runner token", "create one with `sequence admin runner-token create` and pass --token "
+                                "or SEQUENCE_RUNNER_TOKEN")
+
+    async def main() -> None:
+        client = CoordinatorClient(api_url, token)
+        daemon = RunnerDaemon(client, sandbox, name=name or default_name(), region=region, capacity=capacity)
+        stop = asyncio.Event()
+        try:
+            with stop_on_signals(asyncio.get_running_loop(), stop):
+                await daemon.run(stop)
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(main())
+    except RunnerError as exc:
+        fail(str(exc), "see `sequence doctor`", code=2)
+
+
+def doctor(
+    runtime: Annotated[str | None, typer.Option("--runtime", envvar="SEQUENCE_RUNNER_RUNTIME",
+                                                help="Interpreter to check [env SEQUENCE_RUNNER_RUNTIME].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Print the isolation level strategies get on this host, and why."""
+    from sequence import __version__
+    from sequence.cli import config as cfgmod
+
+    with tempfile.TemporaryDirectory(prefix="sequence-doctor-") as tmp:
+        report = _sandbox(Path(tmp), runtime, False).check()
+    cfg = cfgmod.load()
+    if as_json:
+        emit_json({"version": __version__, "api_url": cfg.api_url, "isolation": report.to_dict()})
+    else:
+        console.print(f"sequence {__version__}; CLI talks to {cfg.api_url}")
+        console.print(report.render())
+    raise typer.Exit(report.exit_code())

@@ -1,0 +1,309 @@
+"""The runner daemon: claim runs, start them in the sandbox, keep their leases,
+ship their logs, report their exits — and never let a strategy run twice.
+
+It talks to the coordinator over HTTP only (``client.py``).  Three loops run
+concurrently: the **poll** loop long-polls for claims and stop requests, the
+**heartbeat** loop renews leases (and fences: a run whose lease could not be
+renewed for ``FENCE_FRACTION`` of the lease is killed here before the
+coordinator can hand it to another runner), and one **task per run** drives
+its life: artifact → sandbox → started → wait → flush logs → exit report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sequence.runner.client import (
+    CoordinatorClient,
+    CoordinatorError,
+    CoordinatorUnavailable,
+    Rejected,
+    StaleRun,
+)
+from sequence.runner.errors import RunnerError
+from sequence.runner.logpump import LogRecord
+from sequence.runner.process import ExitInfo, RunHandle
+from sequence.runner.sandbox import RunSpec, Sandbox
+
+log = logging.getLogger("sequence.runner")
+
+# Kill a run whose lease we failed to renew for this fraction of the lease:
+# well before the coordinator expires it and lets another runner claim it.
+FENCE_FRACTION = 0.6
+POLL_WAIT_S = 20.0
+LOG_FLUSH_TIMEOUT_S = 30.0
+
+
+@dataclass
+class ActiveRun:
+    run_id: str
+    epoch: int
+    strategy_id: str
+    name: str
+    stop_timeout_s: float
+    renewed_at: float
+    handle: RunHandle | None = None
+    stopping: bool = False
+    stale: bool = False  # the coordinator no longer considers this run ours
+    shutdown: bool = False  # stopped because this runner is shutting down, not by the user
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class RunnerDaemon:
+    def __init__(self, client: CoordinatorClient, sandbox: Sandbox, *, name: str, region: str,
+                 capacity: int) -> None:
+        self.client = client
+        self.sandbox = sandbox
+        self.name = name
+        self.region = region
+        self.capacity = capacity
+        self.runs: dict[str, ActiveRun] = {}
+        self.heartbeat_s = 2.0
+        self.lease_s = 15.0
+        self._closing = asyncio.Event()
+        self.registered = asyncio.Event()
+
+    # ------------------------------------------------------------------ main
+    async def run(self, stop: asyncio.Event) -> None:
+        report = await asyncio.to_thread(self.sandbox.check)
+        if not report.can_run:
+            raise RunnerError("strategies cannot run on this host:\n" + report.render())
+        if report.level != "full":
+            log.warning("runner isolation is %s; missing: %s", report.level.upper(),
+                        ", ".join(p.name for p in report.missing))
+        await asyncio.to_thread(self.sandbox.cleanup_stale, set())
+        await self._register(report.to_dict(), stop)
+        if stop.is_set():
+            return
+        poll = asyncio.create_task(self._poll_loop(), name="runner-poll")
+        beat = asyncio.create_task(self._heartbeat_loop(), name="runner-heartbeat")
+        await stop.wait()
+        log.info("runner %s shutting down: stopping %d run(s)", self.client.runner_id, len(self.runs))
+        self._closing.set()
+        poll.cancel()
+        for r in list(self.runs.values()):
+            r.shutdown = True
+            self._request_stop(r)
+        tasks = [r.task for r in self.runs.values() if r.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        beat.cancel()
+        for t in (poll, beat):
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    async def _register(self, isolation: dict[str, Any], stop: asyncio.Event) -> None:
+        delay = 0.2
+        while not stop.is_set():
+            try:
+                info = await self.client.register(self.name, self.region, self.capacity, isolation)
+                self.heartbeat_s = float(info["heartbeat_seconds"])
+                self.lease_s = float(info["lease_seconds"])
+                log.info("registered as %s (region %s, capacity %d)", info["runner_id"], self.region, self.capacity)
+                self.registered.set()
+                return
+            except CoordinatorUnavailable as exc:
+                log.warning("coordinator unavailable (%s); retrying in %.1fs", exc, delay)
+            await _sleep_or(stop, delay)
+            delay = min(delay * 2, 5.0)
+
+    # ------------------------------------------------------------------ loops
+    async def _poll_loop(self) -> None:
+        delay = 0.2
+        while not self._closing.is_set():
+            free = self.capacity - len(self.runs)
+            stopping = [r.run_id for r in self.runs.values() if r.stopping]
+            try:
+                resp = await self.client.poll(max(free, 0), stopping, POLL_WAIT_S)
+                delay = 0.2
+            except CoordinatorError as exc:
+                if isinstance(exc, Rejected) and exc.status == 404:
+                    log.error("the coordinator does not know this runner any more; re-registering")
+                    await self._register({}, self._closing)
+                else:
+                    log.warning("poll failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay + random.uniform(0, delay / 2))
+                delay = min(delay * 2, 5.0)
+                continue
+            for spec in resp.get("claims", []):
+                self._start(spec)
+            for run_id in resp.get("stop", []):
+                r = self.runs.get(run_id)
+                if r is not None:
+                    self._request_stop(r)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            runs = list(self.runs.values())
+            if not runs:
+                continue
+            sent_at = time.monotonic()
+            try:
+                actions = await self.client.heartbeat([(r.run_id, r.epoch) for r in runs],
+                                                      timeout=max(1.0, self.heartbeat_s))
+            except CoordinatorError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                self._fence(time.monotonic())
+                continue
+            for r in runs:
+                act = actions.get(r.run_id)
+                if act in ("continue", "stop"):
+                    r.renewed_at = sent_at
+                if act == "stop":
+                    self._request_stop(r)
+                elif act == "kill":
+                    log.warning("run %s is no longer ours (stale); killing it", r.run_id)
+                    r.stale = True
+                    if r.handle is not None:
+                        r.handle.kill()
+            self._fence(time.monotonic())
+
+    def _fence(self, now: float) -> None:
+        """Self-fencing: kill runs whose lease may lapse before we can renew it."""
+        for r in self.runs.values():
+            if not r.stale and now - r.renewed_at > self.lease_s * FENCE_FRACTION:
+                log.error("cannot renew the lease of run %s for %.1fs: killing it (self-fencing)",
+                          r.run_id, now - r.renewed_at)
+                r.stale = True
+                if r.handle is not None:
+                    r.handle.kill()
+
+    # ------------------------------------------------------------------ runs
+    def _start(self, spec: dict[str, Any]) -> None:
+        r = ActiveRun(run_id=spec["run_id"], epoch=int(spec["epoch"]), strategy_id=spec["strategy_id"],
+                      name=spec.get("name", ""), stop_timeout_s=float(spec.get("stop_timeout_s", 10.0)),
+                      renewed_at=time.monotonic())
+        self.runs[r.run_id] = r
+        r.task = asyncio.create_task(self._drive(r, spec), name=f"run-{r.run_id}")
+
+    def _request_stop(self, r: ActiveRun) -> None:
+        if r.stopping:
+            return
+        r.stopping = True
+        log.info("stopping run %s (%s): SIGTERM, then SIGKILL after %.0fs", r.run_id, r.name, r.stop_timeout_s)
+        if r.handle is not None:
+            asyncio.create_task(r.handle.stop(r.stop_timeout_s))
+
+    async def _drive(self, r: ActiveRun, spec: dict[str, Any]) -> None:
+        handle: RunHandle | None = None
+        try:
+            artifact, _sha = await self._retry(lambda: self.client.artifact(r.run_id, r.epoch), r)
+            rs = RunSpec(run_id=r.run_id, strategy_id=r.strategy_id, client_id=spec["client_id"],
+                         api_key=spec["api_key"], api_url=spec["api_url"], is_sandbox=bool(spec["is_sandbox"]),
+                         artifact=artifact, artifact_sha256=spec["artifact_sha256"],
+                         entrypoint=spec["entrypoint"], manifest=spec.get("manifest") or {},
+                         env=spec.get("env") or {}, secrets=spec.get("secrets") or {},
+                         memory_mb=int(spec.get("memory_mb", 512)))
+            handle = await self.sandbox.start(rs, self._sink(r))
+            r.handle = handle
+            if r.stopping:
+                asyncio.create_task(handle.stop(r.stop_timeout_s))
+            elif r.stale:
+                handle.kill()
+            with contextlib.suppress(CoordinatorError):
+                await self.client.started(r.run_id, r.epoch)
+            info = await handle.wait()
+            if not r.stale:
+                await handle.flush_logs(LOG_FLUSH_TIMEOUT_S)
+                await self._report(r, _exit_report(info, shutdown=r.shutdown))
+        except StaleRun:
+            r.stale = True
+            log.warning("run %s became stale; dropping it", r.run_id)
+        except RunnerError as exc:
+            log.error("run %s could not start: %s", r.run_id, exc)
+            await self._report(r, {"code": None, "signal": None, "oom": False, "reason": str(exc)[:1900]})
+        except Exception as exc:  # a bug here must not take the daemon down
+            log.exception("run %s failed in the runner", r.run_id)
+            await self._report(r, {"code": None, "signal": None, "oom": False,
+                                   "reason": f"runner error: {type(exc).__name__}"})
+        finally:
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    await handle.close(log_timeout=0.0 if r.stale else 5.0)
+            self.runs.pop(r.run_id, None)
+
+    async def _retry(self, call: Any, r: ActiveRun) -> Any:
+        delay = 0.1
+        while True:
+            try:
+                return await call()
+            except CoordinatorUnavailable:
+                if r.stale or time.monotonic() - r.renewed_at > self.lease_s * FENCE_FRACTION:
+                    raise StaleRun("coordinator unreachable for too long") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _report(self, r: ActiveRun, report: dict[str, Any]) -> None:
+        if r.stale:
+            return
+        delay = 0.1
+        deadline = time.monotonic() + self.lease_s * 4
+        while time.monotonic() < deadline:
+            try:
+                await self.client.exit(r.run_id, r.epoch, report)
+                log.info("run %s (%s) ended: %s", r.run_id, r.name, report.get("reason"))
+                return
+            except (StaleRun, Rejected) as exc:
+                log.warning("exit report for run %s refused: %s", r.run_id, exc)
+                return
+            except CoordinatorUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        log.error("could not report the exit of run %s; its lease will expire", r.run_id)
+
+    def _sink(self, r: ActiveRun) -> Any:
+        async def sink(batch: list[LogRecord]) -> None:
+            if r.stale:
+                raise StaleRun("run is stale")
+            try:
+                await self.client.logs(r.run_id, r.epoch, batch)
+            except StaleRun:
+                r.stale = True
+                if r.handle is not None:
+                    r.handle.kill()
+                raise
+
+        return sink
+
+
+def _exit_report(info: ExitInfo, *, shutdown: bool) -> dict[str, Any]:
+    out = {"code": info.code, "signal": info.signal, "oom": info.oom, "reason": info.reason[:1900],
+           "peak_rss_bytes": info.peak_rss_bytes, "cpu_seconds": info.cpu_seconds}
+    if shutdown:
+        # Not the user's stop: report a failure so the strategy is re-queued on
+        # another runner (a user stop that raced this still ends `stopped`).
+        out.update(code=None, signal=info.signal or signal.SIGTERM,
+                   reason=f"runner shut down: {info.reason}"[:1900])
+    return out
+
+
+async def _sleep_or(ev: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ev.wait(), timeout=seconds)
+
+
+@contextlib.contextmanager
+def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT set *stop* for the duration of the block."""
+    sigs = (signal.SIGTERM, signal.SIGINT)
+    for s in sigs:
+        loop.add_signal_handler(s, stop.set)
+    try:
+        yield
+    finally:
+        for s in sigs:
+            loop.remove_signal_handler(s)
+
+
+def default_name() -> str:
+    return f"{socket.gethostname()}-{random.randrange(16**4):04x}"
