@@ -92,7 +92,7 @@ def start_server(data_dir: Path, database_url: str | None = None, environ: Mappi
     _r, live = core.store.create_api_key(cid, "live", "live")
     _r, test = core.store.create_api_key(cid, "test", "test")
     app = create_app(settings, core=core)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3))
     th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     th.start()
     deadline = time.monotonic() + 20

@@ -14,9 +14,14 @@ from sequence.cli.output import console, emit_json, fail
 
 
 def _sandbox(data_dir: Path, runtime: str | None, no_sandbox: bool):  # type: ignore[no-untyped-def]
+    import hashlib
+
     from sequence.runner.sandbox import Sandbox, SandboxConfig
 
-    return Sandbox(SandboxConfig(data_dir=data_dir, runtime=runtime,
+    # One cgroup subtree per runner data dir: several runners on one host must
+    # never clean up (kill) each other's runs at start-up.
+    group = "sequence-" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
+    return Sandbox(SandboxConfig(data_dir=data_dir, runtime=runtime, cgroup_group=group,
                                  bubblewrap=False if no_sandbox else None,
                                  cgroups=False if no_sandbox else None))
 

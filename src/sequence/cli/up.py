@@ -95,7 +95,7 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
     info = bootstrap(core)
     app = create_app(settings, core=core)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
-                                           ws_ping_interval=10, ws_ping_timeout=20))
+                                           ws_ping_interval=10, ws_ping_timeout=20, timeout_graceful_shutdown=5))
     proc: subprocess.Popen[bytes] | None = None
 
     def _after_start() -> None:

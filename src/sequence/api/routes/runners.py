@@ -175,7 +175,10 @@ async def poll(runner_id: str, body: Poll, request: Request, token_id: str = Dep
             due = await anyio.to_thread.run_sync(core.store.next_due_restart)
             if due is not None:
                 timeout = min(timeout, max(0.0, due - core.store.clock()) + 0.005)
-            with anyio.move_on_after(timeout):
+            if await request.is_disconnected():
+                return {"claims": [], "stop": []}
+            # Wake at least once a second to notice a runner that went away.
+            with anyio.move_on_after(min(timeout, 1.0)):
                 async with anyio.create_task_group() as tg:
                     async def _w(ev: Any) -> None:
                         await ev.wait()

@@ -1,0 +1,236 @@
+"""Coordinator + real runner daemons + real sandboxed strategies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import httpx
+
+from tests.integration.conftest import all_lines, deploy, strategy, wait_for
+
+DONE = ("stopped", "failed")
+
+
+def _ended(c: httpx.Client, sid: str, status: str = "stopped") -> dict[str, Any]:
+    return wait_for(lambda: (s := strategy(c, sid))["status"] == status and s, what=f"status {status}")
+
+
+def test_exit_zero_stops_with_logs_in_order_and_injected_env(platform: Any) -> None:
+    srv = platform()
+    platform.runner(srv, env={"RUNNER_CANARY": "must-not-leak"})
+    main = (
+        "import os, sys, json\n"
+        "print(json.dumps({k: v for k, v in os.environ.items() if k != 'SEQUENCE_API_KEY'}), flush=True)\n"
+        "print('key', os.environ['SEQUENCE_API_KEY'][:9], flush=True)\n"
+        "for i in range(50):\n    print('line', i)\n"
+        "print('err', file=sys.stderr)\n"
+        "print(json.load(open(os.environ['SEQUENCE_STRATEGY_MANIFEST'])), flush=True)\n"
+    )
+    with srv.client() as c:
+        s = deploy(c, "ok", main, env={"LOG_LEVEL": "debug", "SHADOW": "env"}, secrets={"SHADOW": "secret"},
+                   manifest={"pairs": [["A", "B"]]})
+        st = _ended(c, s["strategy_id"])
+        assert st["restart_count"] == 0 and st["last_exit"]["code"] == 0
+        lines = all_lines(c, s["strategy_id"])
+    assert [x["seq"] for x in lines] == list(range(1, len(lines) + 1))
+    env = json.loads(lines[0]["line"])
+    assert env["SEQUENCE_STRATEGY_ID"] == s["strategy_id"] and env["SEQUENCE_IS_SANDBOX"] == "false"
+    assert env["SEQUENCE_CLIENT_ID"] == srv.client_id and env["SEQUENCE_API_URL"] == srv.url
+    assert env["LOG_LEVEL"] == "debug" and env["SHADOW"] == "secret" and env["PYTHONUNBUFFERED"] == "1"
+    assert "RUNNER_CANARY" not in env
+    assert lines[1]["line"] == "key seq_live_"
+    assert [x["line"] for x in lines[2:52]] == [f"line {i}" for i in range(50)]
+    assert {"stream": "stderr", "line": "err"}.items() <= next(x for x in lines if x["stream"] == "stderr").items()
+    stdout = [x["line"] for x in lines if x["stream"] == "stdout"]
+    assert stdout[-1] == "{'pairs': [['A', 'B']]}"  # order across the two streams is arrival order
+
+
+def test_crash_is_restarted_with_backoff_and_a_new_run(platform: Any) -> None:
+    srv = platform()
+    platform.runner(srv)
+    with srv.client() as c:
+        s = deploy(c, "crash", "import sys\nprint('boom', flush=True)\nsys.exit(3)\n")
+        sid = s["strategy_id"]
+        wait_for(lambda: strategy(c, sid)["restart_count"] >= 2, what="two restarts")
+        runs = c.get(f"/v1/strategies/{sid}/runs").json()["runs"]
+        assert len({r["run_id"] for r in runs}) >= 2
+        assert all(r["exit"]["code"] == 3 for r in runs if r["exit"])
+        ends = sorted((r for r in runs if r["ended_at"]), key=lambda r: r["epoch"])
+        assert ends[1]["claimed_at"] > ends[0]["ended_at"]  # never overlapping
+        st = strategy(c, sid)
+        assert st["last_exit"]["reason"] == "exited with code 3"
+        c.post(f"/v1/strategies/{sid}/stop")
+        _ended(c, sid)
+
+
+def test_stop_delivers_sigterm_and_the_handler_runs(platform: Any) -> None:
+    srv = platform()
+    platform.runner(srv)
+    main = (
+        "import signal, sys, time\n"
+        "def bye(*_):\n    print('got SIGTERM, cleaning up', flush=True)\n    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\nprint('ready', flush=True)\n"
+        "while True:\n    time.sleep(0.05)\n"
+    )
+    with srv.client() as c:
+        sid = deploy(c, "daemon", main)["strategy_id"]
+        wait_for(lambda: any(x["line"] == "ready" for x in all_lines(c, sid)), what="ready")
+        assert strategy(c, sid)["status"] == "running"
+        assert c.post(f"/v1/strategies/{sid}/stop").json()["status"] == "stopping"
+        st = _ended(c, sid)
+        assert st["restart_count"] == 0
+        assert any(x["line"] == "got SIGTERM, cleaning up" for x in all_lines(c, sid))
+
+
+def test_ignored_sigterm_is_killed_after_the_grace_and_ends_stopped(platform: Any) -> None:
+    srv = platform()
+    platform.runner(srv)
+    main = ("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\n"
+            "while True:\n    time.sleep(0.05)\n")
+    with srv.client() as c:
+        sid = deploy(c, "stubborn", main, stop_timeout_s=1.0)["strategy_id"]
+        wait_for(lambda: any(x["line"] == "ready" for x in all_lines(c, sid)), what="ready")
+        t0 = time.monotonic()
+        c.post(f"/v1/strategies/{sid}/stop")
+        st = _ended(c, sid)
+        assert time.monotonic() - t0 >= 1.0  # the grace was honoured before SIGKILL
+        assert st["last_exit"]["signal"] == signal.SIGKILL and st["restart_count"] == 0
+        # start re-queues it
+        assert c.post(f"/v1/strategies/{sid}/start").json()["status"] in ("queued", "running")
+        wait_for(lambda: strategy(c, sid)["status"] == "running", what="running again")
+        c.post(f"/v1/strategies/{sid}/stop")
+        _ended(c, sid)
+
+
+def test_oom_is_reported_as_oom_and_restarted(platform: Any) -> None:
+    srv = platform()
+    platform.runner(srv)
+    main = "x = []\nwhile True:\n    x.append(bytearray(8 << 20))\n"
+    with srv.client() as c:
+        sid = deploy(c, "hog", main, memory_mb=96)["strategy_id"]
+        st = wait_for(lambda: (s := strategy(c, sid))["last_exit"] and s, what="an exit")
+        assert st["last_exit"]["oom"] is True and "out of memory" in st["last_exit"]["reason"]
+        assert st["status"] in ("failed", "running", "queued")
+        c.post(f"/v1/strategies/{sid}/stop")
+        _ended(c, sid)
+        runs = c.get(f"/v1/strategies/{sid}/runs").json()["runs"]
+        assert any(r["exit"] and r["exit"]["oom"] for r in runs)
+        assert all(r["peak_rss_bytes"] for r in runs if r["exit"] and r["exit"]["oom"])
+
+
+def test_run_key_stops_working_when_the_run_ends(platform: Any) -> None:
+    srv = platform()
+    platform.runner(srv)
+    main = ("import os, time\nprint(os.environ['SEQUENCE_API_KEY'], flush=True)\n"
+            "time.sleep(60)\n")
+    with srv.client() as c:
+        sid = deploy(c, "keyed", main)["strategy_id"]
+        key = wait_for(lambda: next((x["line"] for x in all_lines(c, sid)), None), what="the key")
+        assert httpx.get(srv.url + "/v1/me", headers={"Authorization": f"Bearer {key}"}).json()["run_id"]
+        c.post(f"/v1/strategies/{sid}/stop")
+        _ended(c, sid)
+    r = httpx.get(srv.url + "/v1/strategies", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 401
+
+
+def test_runner_sigkill_moves_the_run_to_the_other_runner_without_overlap(platform: Any) -> None:
+    srv = platform(lease_seconds=3.0, heartbeat_seconds=0.5)
+    r1 = platform.runner(srv, "r1")
+    main = ("import os, time\nrid = os.environ['SEQUENCE_RUN_ID']\n"
+            "while True:\n    print(rid, time.time(), flush=True)\n    time.sleep(0.05)\n")
+    with srv.client() as c:
+        sid = deploy(c, "ha", main)["strategy_id"]
+        wait_for(lambda: strategy(c, sid)["status"] == "running" and len(all_lines(c, sid)) > 3, what="running")
+        first = strategy(c, sid)["current_run"]
+        r2 = platform.runner(srv, "r2")
+        wait_for(lambda: len(srv.core.store.list_runners()) == 2, what="second runner")
+        t_kill = time.time()
+        r1.kill(signal.SIGKILL)
+        st = wait_for(lambda: (s := strategy(c, sid))["current_run"]
+                      and s["current_run"]["run_id"] != first["run_id"] and s["status"] == "running" and s,
+                      timeout=30, what="run moved")
+        assert st["current_run"]["runner_id"] != first["runner_id"]
+        moved_after = time.time() - t_kill
+        old = all_lines(c, sid, first["run_id"])
+        new = wait_for(lambda: all_lines(c, sid, st["current_run"]["run_id"]), what="new run's lines")
+        last_old = max(float(x["line"].split()[1]) for x in old)
+        first_new = min(float(x["line"].split()[1]) for x in new)
+        assert last_old < first_new, "two copies overlapped"
+        runs = {r["run_id"]: r for r in c.get(f"/v1/strategies/{sid}/runs").json()["runs"]}
+        assert runs[first["run_id"]]["status"] == "lost"
+        assert moved_after < 30
+        # The dead runner's late writes are rejected.
+        old_epoch = runs[first["run_id"]]["epoch"]
+        tok = srv.core.store.create_runner_token("late")[1]
+        late = httpx.post(f"{srv.url}/v1/runners/{first['runner_id']}/runs/{first['run_id']}/logs",
+                          headers={"Authorization": f"Bearer {tok}"},
+                          json={"epoch": old_epoch, "lines": [{"seq": 10_000, "ts": 1.0, "stream": "stdout", "line": "zombie"}]})
+        assert late.status_code == 409
+        c.post(f"/v1/strategies/{sid}/stop")
+        _ended(c, sid)
+    assert r2.stop() == 0
+
+
+def test_coordinator_restart_mid_run_loses_no_log_lines(platform: Any, tmp_path: Any) -> None:
+    from tests.helpers import start_server
+
+    srv = platform()
+    port = int(srv.url.rsplit(":", 1)[1])
+    runner = platform.runner(srv)
+    main = "import time\nfor i in range(1, 301):\n    print('n', i, flush=True)\n    time.sleep(0.01)\n"
+    with srv.client() as c:
+        sid = deploy(c, "chatty", main)["strategy_id"]
+        wait_for(lambda: len(all_lines(c, sid)) > 20, what="first lines")
+    srv.stop()
+    time.sleep(1.5)  # the strategy keeps printing; the runner spools
+    srv2 = _restart(start_server, tmp_path, port, srv)
+    try:
+        with srv2.client(srv.live_key) as c:
+            st = wait_for(lambda: (s := strategy(c, sid))["status"] == "stopped" and s, timeout=60, what="done")
+            assert st["restart_count"] == 0
+            lines = all_lines(c, sid)
+        assert [x["line"] for x in lines] == [f"n {i}" for i in range(1, 301)]
+        assert [x["seq"] for x in lines] == list(range(1, 301))
+    finally:
+        runner.stop()
+        srv2.stop()
+
+
+def _restart(start_server: Any, tmp_path: Any, port: int, old: Any) -> Any:
+    import socket
+
+    from tests import helpers
+
+    real = helpers.free_socket
+
+    def same_port() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen(128)
+        return s
+
+    helpers.free_socket = same_port
+    try:
+        srv = start_server(old.settings.data_dir, environ={})
+    finally:
+        helpers.free_socket = real
+    return srv
+
+
+def test_runner_check_exit_codes(tmp_path: Any) -> None:
+    import subprocess
+
+    from tests.integration.conftest import SEQ
+
+    ok = subprocess.run([SEQ, "runner", "--check", "--json", "--data-dir", str(tmp_path)], capture_output=True,
+                        text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["can_run"] is True
+    bad = subprocess.run([SEQ, "runner", "--check", "--runtime", "/nonexistent/python", "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60, env={**os.environ})
+    assert bad.returncode != 0
