@@ -325,7 +325,7 @@ class Store:
             self._lock_strategy(c, client_id, strategy_id)
             run_ids = sa.select(t.runs.c.run_id).where(t.runs.c.strategy_id == strategy_id)
             c.execute(t.api_keys.delete().where(t.api_keys.c.run_id.in_(run_ids)))
-            c.execute(t.hosted_strategy_logs.delete().where(t.hosted_strategy_logs.c.strategy_id == strategy_id))
+            c.execute(t.hosted_strategy_logs.delete().where(t.hosted_strategy_logs.c.run_id.in_(run_ids)))
             c.execute(t.runs.delete().where(t.runs.c.strategy_id == strategy_id))
             c.execute(t.artifacts.delete().where(t.artifacts.c.strategy_id == strategy_id))
             c.execute(t.strategies.delete().where(t.strategies.c.strategy_id == strategy_id))
@@ -542,13 +542,19 @@ class Store:
                 return nxt
             if int(fresh[0]["seq"]) != nxt:
                 raise Conflict(f"log gap: expected seq {nxt}, got {fresh[0]['seq']}")
+            sid = r.strategy_id
             rows = []
             for i, x in enumerate(fresh):
                 if int(x["seq"]) != nxt + i:
                     raise Conflict(f"log gap: expected seq {nxt + i}, got {x['seq']}")
-                rows.append({"run_id": run_id, "seq": nxt + i, "strategy_id": r.strategy_id, "ts": float(x["ts"]),
-                             "stream": x["stream"], "line": x["line"], "partial": bool(x.get("partial", False))})
-            c.execute(t.hosted_strategy_logs.insert(), rows)
+                rows.append((run_id, nxt + i, sid, float(x["ts"]), x["stream"], x["line"],
+                             bool(x.get("partial", False))))
+            # The hot path of log capture: a driver-level executemany of tuples
+            # is several times faster than Core's per-row dict processing.
+            mark = "?" if self.db.is_sqlite else "%s"
+            c.exec_driver_sql(
+                "INSERT INTO hosted_strategy_logs (run_id, seq, strategy_id, ts, stream, line, partial) "
+                f"VALUES ({', '.join([mark] * 7)})", rows)
             c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(log_lines=nxt - 1 + len(rows)))
         return nxt + len(rows)
 

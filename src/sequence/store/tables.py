@@ -158,12 +158,15 @@ hosted_strategy_logs = sa.Table(
     metadata,
     sa.Column("run_id", sa.String(40), nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
-    sa.Column("strategy_id", sa.String(40), nullable=False, index=True),
+    # Not indexed: log capture is insert-bound, and every read goes by run_id.
+    sa.Column("strategy_id", sa.String(40), nullable=False),
     sa.Column("ts", Ts, nullable=False),
     sa.Column("stream", sa.String(8), nullable=False),
     sa.Column("line", sa.Text, nullable=False),
     sa.Column("partial", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.PrimaryKeyConstraint("run_id", "seq"),
+    # On SQLite the (run_id, seq) key is the table itself: one B-tree per insert.
+    sqlite_with_rowid=False,
 )
 
 venue_credentials = sa.Table(

@@ -37,10 +37,9 @@ def upgrade() -> None:
     sa.Column('stream', sa.String(length=8), nullable=False),
     sa.Column('line', sa.Text(), nullable=False),
     sa.Column('partial', sa.Boolean(), server_default=sa.false(), nullable=False),
-    sa.PrimaryKeyConstraint('run_id', 'seq', name=op.f('pk_hosted_strategy_logs'))
+    sa.PrimaryKeyConstraint('run_id', 'seq', name=op.f('pk_hosted_strategy_logs')),
+    sqlite_with_rowid=False,
     )
-    with op.batch_alter_table('hosted_strategy_logs', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_hosted_strategy_logs_strategy_id'), ['strategy_id'], unique=False)
 
     op.create_table('runner_tokens',
     sa.Column('token_id', sa.String(length=40), nullable=False),
@@ -202,9 +201,6 @@ def downgrade() -> None:
     op.drop_table('api_keys')
     op.drop_table('runners')
     op.drop_table('runner_tokens')
-    with op.batch_alter_table('hosted_strategy_logs', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_hosted_strategy_logs_strategy_id'))
-
     op.drop_table('hosted_strategy_logs')
     op.drop_table('counters')
     op.drop_table('clients')

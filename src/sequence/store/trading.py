@@ -1,0 +1,271 @@
+"""Storage verbs for trading: graphs, nodes (their orders), fills, positions.
+
+The only trading code that speaks SQL. Every read is scoped to a client.
+:meth:`TradingStore.commit` writes fills, node and graph status and the
+positions they move in **one transaction**, so a reader never sees a fill
+whose node or graph status does not reflect it.
+
+Exceptions::
+
+    TradingStoreError
+     ├── Fenced               the caller's run is no longer current: nothing was written
+     └── IdempotencyConflict  the Idempotency-Key was used for a different request
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from sequence.market.positions import Position, apply_fill
+from sequence.store import tables as t
+from sequence.store import trading_tables as tt
+from sequence.store.engine import Database
+
+
+class TradingStoreError(Exception):
+    pass
+
+
+class Fenced(TradingStoreError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} is no longer current; requests made with its key place nothing")
+        self.run_id = run_id
+
+
+class IdempotencyConflict(TradingStoreError):
+    def __init__(self, key: str, graph_id: str) -> None:
+        super().__init__("this Idempotency-Key was already used for a different graph request")
+        self.key, self.graph_id = key, graph_id
+
+
+@dataclass
+class TradeBatch:
+    """Everything one engine step changed; written atomically by :meth:`TradingStore.commit`.
+
+    ``nodes`` and ``graphs`` hold the full new values of the columns that
+    changed (later updates in a batch overwrite earlier ones); ``fills`` are
+    new rows, folded into ``positions`` inside the same transaction.
+    """
+
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    nodes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    graphs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.fills or self.nodes or self.graphs)
+
+    def node(self, graph_id: str, node_id: str, **values: Any) -> None:
+        self.nodes.setdefault((graph_id, node_id), {}).update(values)
+
+    def graph(self, graph_id: str, **values: Any) -> None:
+        self.graphs.setdefault(graph_id, {}).update(values)
+
+    def merge(self, other: TradeBatch) -> None:
+        self.fills.extend(other.fills)
+        for k, v in other.nodes.items():
+            self.nodes.setdefault(k, {}).update(v)
+        for g, v in other.graphs.items():
+            self.graphs.setdefault(g, {}).update(v)
+
+
+@dataclass(frozen=True)
+class Created:
+    graph: dict[str, Any]
+    created: bool  # False: an idempotent replay of an earlier submit
+
+
+def _row(r: Any) -> dict[str, Any]:
+    return dict(r._mapping)
+
+
+class TradingStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- graphs ---------------------------------------------------------------------
+    def create_graph(self, graph: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], *,
+                     run_id: str | None = None) -> Created:
+        """Insert a graph and its nodes, unless fenced or an idempotent replay.
+
+        With ``run_id`` (a run-scoped key) the run must still be current —
+        ``runs.active_guard IS NOT NULL`` and it is its strategy's
+        ``current_run_id`` — checked under a share lock inside this
+        transaction, so a run ending concurrently either commits first (and we
+        refuse) or waits for us.
+        """
+        key = graph.get("idempotency_key")
+        client_id = graph["client_id"]
+        try:
+            with self.db.write() as c:
+                if run_id is not None:
+                    self._check_current(c, run_id)
+                if key is not None:
+                    existing = self._by_key(c, client_id, key)
+                    if existing is not None:
+                        return self._replay(existing, graph)
+                c.execute(tt.graphs.insert().values(**graph))
+                if nodes:
+                    c.execute(tt.graph_nodes.insert(), [dict(n) for n in nodes])
+        except IntegrityError:
+            # Lost a race with a concurrent submit of the same key: answer with the winner.
+            if key is None:
+                raise
+            with self.db.read() as c:
+                existing = self._by_key(c, client_id, key)
+            if existing is None:
+                raise
+            return self._replay(existing, graph)
+        return Created(dict(graph), True)
+
+    @staticmethod
+    def _replay(existing: dict[str, Any], graph: Mapping[str, Any]) -> Created:
+        if existing.get("request_hash") != graph.get("request_hash"):
+            raise IdempotencyConflict(str(graph.get("idempotency_key")), existing["graph_id"])
+        return Created(existing, False)
+
+    def _by_key(self, c: Connection, client_id: str, key: str) -> dict[str, Any] | None:
+        r = c.execute(sa.select(tt.graphs).where(tt.graphs.c.client_id == client_id,
+                                                 tt.graphs.c.idempotency_key == key)).first()
+        return _row(r) if r else None
+
+    def _check_current(self, c: Connection, run_id: str) -> None:
+        q = sa.select(t.runs.c.active_guard, t.runs.c.strategy_id).where(t.runs.c.run_id == run_id)
+        if not self.db.is_sqlite:
+            q = q.with_for_update(read=True)
+        run = c.execute(q).first()
+        if run is None or run.active_guard is None:
+            raise Fenced(run_id)
+        cur = c.execute(sa.select(t.strategies.c.current_run_id)
+                        .where(t.strategies.c.strategy_id == run.strategy_id)).scalar()
+        if cur != run_id:
+            raise Fenced(run_id)
+
+    def get_graph(self, client_id: str, graph_id: str) -> dict[str, Any] | None:
+        """The graph row with ``nodes`` (in submission order), or ``None`` for someone else's id."""
+        with self.db.read() as c:
+            g = c.execute(sa.select(tt.graphs).where(tt.graphs.c.graph_id == graph_id,
+                                                     tt.graphs.c.client_id == client_id)).first()
+            if g is None:
+                return None
+            nodes = c.execute(sa.select(tt.graph_nodes).where(tt.graph_nodes.c.graph_id == graph_id)
+                              .order_by(tt.graph_nodes.c.idx)).all()
+        out = _row(g)
+        out["nodes"] = [_row(n) for n in nodes]
+        return out
+
+    def list_graphs(self, client_id: str, *, status: str | None = None, limit: int = 50,
+                    before: tuple[float, str] | None = None) -> list[dict[str, Any]]:
+        g = tt.graphs
+        q = sa.select(g).where(g.c.client_id == client_id)
+        if status is not None:
+            q = q.where(g.c.status == status)
+        if before is not None:
+            ts, gid = before
+            q = q.where(sa.or_(g.c.created_at < ts, sa.and_(g.c.created_at == ts, g.c.graph_id < gid)))
+        q = q.order_by(g.c.created_at.desc(), g.c.graph_id.desc()).limit(limit)
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(q)]
+
+    def load_active(self) -> list[dict[str, Any]]:
+        """Every active graph with its nodes (for the engine's restore on startup)."""
+        with self.db.read() as c:
+            graphs = [_row(r) for r in c.execute(
+                sa.select(tt.graphs).where(tt.graphs.c.status == "active").order_by(tt.graphs.c.created_at))]
+            if not graphs:
+                return []
+            by_id = {g["graph_id"]: g for g in graphs}
+            for g in graphs:
+                g["nodes"] = []
+            ids = list(by_id)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                for r in c.execute(sa.select(tt.graph_nodes).where(tt.graph_nodes.c.graph_id.in_(chunk))
+                                   .order_by(tt.graph_nodes.c.graph_id, tt.graph_nodes.c.idx)):
+                    by_id[r.graph_id]["nodes"].append(_row(r))
+        return graphs
+
+    # -- the engine's atomic step ---------------------------------------------------
+    def commit(self, batch: TradeBatch) -> None:
+        if not batch:
+            return
+        with self.db.write() as c:
+            if batch.fills:
+                c.execute(tt.fills.insert(), batch.fills)
+                self._fold_positions(c, batch.fills)
+            n = tt.graph_nodes
+            for (gid, nid), values in batch.nodes.items():
+                c.execute(n.update().where(n.c.graph_id == gid, n.c.node_id == nid).values(**values))
+            g = tt.graphs
+            for gid, values in batch.graphs.items():
+                c.execute(g.update().where(g.c.graph_id == gid).values(**values))
+
+    def _fold_positions(self, c: Connection, fills: Iterable[Mapping[str, Any]]) -> None:
+        p = tt.positions
+        groups: dict[tuple[str, bool, str], list[Mapping[str, Any]]] = {}
+        for f in fills:
+            groups.setdefault((f["client_id"], bool(f["sandbox"]), f["symbol"]), []).append(f)
+        for (client_id, sandbox, symbol), rows in groups.items():
+            where = (p.c.client_id == client_id, p.c.sandbox == sandbox, p.c.symbol == symbol)
+            q = sa.select(p).where(*where)
+            if not self.db.is_sqlite:
+                q = q.with_for_update()
+            cur = c.execute(q).first()
+            pos = Position() if cur is None else Position(cur.net_1e8, cur.cost_1e8, cur.realized_1e8,
+                                                          cur.fees_1e8, cur.fill_count)
+            for f in rows:
+                pos = apply_fill(pos, f["side"], Fraction(f["price_units"], f["price_scale"]),
+                                 f["qty_1e8"], f["fee_1e8"])
+            values = {"venue": rows[-1]["venue"], "net_1e8": pos.net_1e8, "cost_1e8": pos.cost_1e8,
+                      "realized_1e8": pos.realized_1e8, "fees_1e8": pos.fees_1e8,
+                      "fill_count": pos.fill_count, "updated_at": rows[-1]["ts"]}
+            if cur is None:
+                c.execute(p.insert().values(client_id=client_id, sandbox=sandbox, symbol=symbol, **values))
+            else:
+                c.execute(p.update().where(*where).values(**values))
+
+    # -- fills & positions ------------------------------------------------------------
+    def list_fills(self, client_id: str, *, symbol: str | None = None, graph_id: str | None = None,
+                   since: float | None = None, limit: int = 50,
+                   before: tuple[float, int] | None = None) -> list[dict[str, Any]]:
+        """Newest first: by ``ts`` then ``seq``. ``since`` is inclusive; ``before`` is a keyset cursor."""
+        f = tt.fills
+        q = sa.select(f).where(f.c.client_id == client_id)
+        if symbol is not None:
+            q = q.where(f.c.symbol == symbol)
+        if graph_id is not None:
+            q = q.where(f.c.graph_id == graph_id)
+        if since is not None:
+            q = q.where(f.c.ts >= since)
+        if before is not None:
+            ts, seq = before
+            q = q.where(sa.or_(f.c.ts < ts, sa.and_(f.c.ts == ts, f.c.seq < seq)))
+        q = q.order_by(f.c.ts.desc(), f.c.seq.desc()).limit(limit)
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(q)]
+
+    def max_fill_seq(self) -> int:
+        with self.db.read() as c:
+            return int(c.execute(sa.select(sa.func.max(tt.fills.c.seq))).scalar() or 0)
+
+    def max_order_seq(self) -> int:
+        with self.db.read() as c:
+            return int(c.execute(sa.select(sa.func.max(tt.graph_nodes.c.order_seq))).scalar() or 0)
+
+    def positions(self, client_id: str, *, sandbox: bool | None = None,
+                  symbol: str | None = None) -> list[dict[str, Any]]:
+        p = tt.positions
+        q = sa.select(p).where(p.c.client_id == client_id)
+        if sandbox is not None:
+            q = q.where(p.c.sandbox == sandbox)
+        if symbol is not None:
+            q = q.where(p.c.symbol == symbol)
+        q = q.order_by(p.c.sandbox, p.c.symbol)
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(q)]
