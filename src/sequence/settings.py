@@ -7,6 +7,7 @@ a global, so tests control it.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -40,6 +41,8 @@ class Settings:
     market_seed: int = 7
     market_replay: Path | None = None
     market_rate_hz: float = 8.0
+    # Per-venue fee overrides, JSON (docs/trading.md), e.g. {"coinbase": {"model": "notional", "taker": 0.004}}.
+    trading_fees: Mapping[str, Any] | None = None
     log_level: str = "info"
 
     @property
@@ -85,6 +88,14 @@ class Settings:
                     values[f.name] = conv[f.name](env[name])
                 except ValueError as exc:
                     raise SettingsError(f"{name}={env[name]!r} is not a valid {conv[f.name].__name__}") from exc
+        if env.get("SEQUENCE_TRADING_FEES"):
+            try:
+                fees = json.loads(env["SEQUENCE_TRADING_FEES"])
+            except json.JSONDecodeError as exc:
+                raise SettingsError("SEQUENCE_TRADING_FEES must be a JSON object") from exc
+            if not isinstance(fees, dict):
+                raise SettingsError("SEQUENCE_TRADING_FEES must be a JSON object")
+            values["trading_fees"] = fees
         if env.get("SEQUENCE_REGIONS"):
             values["regions"] = parse_regions(env["SEQUENCE_REGIONS"])
         values.update({k: v for k, v in overrides.items() if v is not None})

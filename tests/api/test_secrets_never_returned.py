@@ -55,7 +55,8 @@ def test_ciphertext_is_bound_to_its_row() -> None:
     with pytest.raises(UnsealError):
         ring.unseal(sealed, "strategy:b:secrets")
     with pytest.raises(UnsealError):
-        ring.unseal(Sealed(sealed.ciphertext[:-1] + b"\0", sealed.nonce, sealed.key_id), "strategy:a:secrets")
+        ring.unseal(Sealed(sealed.ciphertext[:-1] + bytes([sealed.ciphertext[-1] ^ 1]), sealed.nonce, sealed.key_id),
+                    "strategy:a:secrets")
 
 
 def test_generated_key_file_is_private(server: LiveServer) -> None:

@@ -150,6 +150,9 @@ def _attach_market(app: FastAPI, core: Core, settings: Settings, market: Any) ->
     except ImportError:  # the market package is optional at this layer
         return
     wiring.attach(app, core, settings, market)
+    from sequence.market.trading_routes import attach_trading
+
+    attach_trading(app, core)
 
 
 async def _reaper(core: Core, metrics: Metrics) -> None:

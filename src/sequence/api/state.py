@@ -20,6 +20,7 @@ class Core:
     auth: Authenticator
     notifier: Notifier
     market: Any = None
+    trading: Any = None
 
 
 def core_of(app: Any) -> Core:

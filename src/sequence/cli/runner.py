@@ -14,18 +14,13 @@ from sequence.cli.output import console, emit_json, fail
 
 
 def _sandbox(data_dir: Path, runtime: str | None, no_sandbox: bool):  # type: ignore[no-untyped-def]
-    import hashlib
-
     from sequence.runner.logpump import LogPumpConfig
     from sequence.runner.sandbox import Sandbox, SandboxConfig
 
-    # One cgroup subtree per runner data dir: several runners on one host must
-    # never clean up (kill) each other's runs at start-up.
-    group = "sequence-" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
     # Big batches when a strategy is chatty (one HTTP request and one insert
     # per batch); the 50 ms linger keeps a quiet strategy's lines prompt.
     logs = LogPumpConfig(batch_lines=20_000, batch_bytes=4 << 20)
-    return Sandbox(SandboxConfig(data_dir=data_dir, runtime=runtime, cgroup_group=group, logs=logs,
+    return Sandbox(SandboxConfig(data_dir=data_dir, runtime=runtime, logs=logs,
                                  bubblewrap=False if no_sandbox else None,
                                  cgroups=False if no_sandbox else None))
 

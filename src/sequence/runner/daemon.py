@@ -71,6 +71,7 @@ class RunnerDaemon:
         self.lease_s = 15.0
         self._closing = asyncio.Event()
         self.registered = asyncio.Event()
+        self._bg: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ main
     async def run(self, stop: asyncio.Event) -> None:
@@ -80,7 +81,7 @@ class RunnerDaemon:
         if report.level != "full":
             log.warning("runner isolation is %s; missing: %s", report.level.upper(),
                         ", ".join(p.name for p in report.missing))
-        await asyncio.to_thread(self.sandbox.cleanup_stale, set())
+        await asyncio.to_thread(self._cleanup_previous)
         await self._register(report.to_dict(), stop)
         if stop.is_set():
             return
@@ -100,6 +101,17 @@ class RunnerDaemon:
         for t in (poll, beat):
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+
+    def _cleanup_previous(self) -> None:
+        """Leftovers of an earlier runner process: its runs died with it (bubblewrap's
+        die-with-parent), so their leases will expire and the coordinator would refuse
+        their late logs; kill leftover cgroups and drop run dirs and spools."""
+        self.sandbox.cleanup_stale(set())
+        import shutil
+
+        for run_id, logs_dir in self.sandbox.pending_spools().items():
+            log.warning("dropping undelivered logs of run %s from an earlier runner process", run_id)
+            shutil.rmtree(logs_dir.parent, ignore_errors=True)
 
     async def _register(self, isolation: dict[str, Any], stop: asyncio.Event) -> None:
         delay = 0.2
@@ -186,13 +198,18 @@ class RunnerDaemon:
         self.runs[r.run_id] = r
         r.task = asyncio.create_task(self._drive(r, spec), name=f"run-{r.run_id}")
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._bg.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._bg.discard)
+
     def _request_stop(self, r: ActiveRun) -> None:
         if r.stopping:
             return
         r.stopping = True
         log.info("stopping run %s (%s): SIGTERM, then SIGKILL after %.0fs", r.run_id, r.name, r.stop_timeout_s)
         if r.handle is not None:
-            asyncio.create_task(r.handle.stop(r.stop_timeout_s))
+            self._spawn(r.handle.stop(r.stop_timeout_s))
 
     async def _drive(self, r: ActiveRun, spec: dict[str, Any]) -> None:
         handle: RunHandle | None = None
@@ -207,7 +224,7 @@ class RunnerDaemon:
             handle = await self.sandbox.start(rs, self._sink(r))
             r.handle = handle
             if r.stopping:
-                asyncio.create_task(handle.stop(r.stop_timeout_s))
+                self._spawn(handle.stop(r.stop_timeout_s))
             elif r.stale:
                 handle.kill()
             with contextlib.suppress(CoordinatorError):

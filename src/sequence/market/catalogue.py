@@ -1,0 +1,106 @@
+"""What a venue lists: events and the markets (one order book each) inside them.
+
+A :class:`MarketSpec` is static metadata; everything that moves (books, tick,
+volume, liquidity) lives in the service. ``book_symbol`` names the one book a
+market owns: the YES token for a binary market (its NO token reads the same
+book through :class:`~sequence.market.book.MirrorBook`), the product id for
+spot. ``aliases`` are extra symbols that resolve to the YES book (Kalshi's bare
+ticker).
+
+Catalogues round-trip through plain JSON (:meth:`Catalogue.to_json`) so a
+recording carries the catalogue it was made with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+InstrumentType = Literal["prediction", "spot"]
+
+#: Price units per 1.0 for prediction markets: 0.01, 0.001 and 0.0001 ticks are whole units.
+PREDICTION_PRICE_SCALE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class MarketSpec:
+    venue: str
+    slug: str
+    title: str
+    instrument_type: InstrumentType
+    book_symbol: str
+    event_slug: str | None = None
+    outcome_name: str | None = None
+    yes_token_id: str | None = None
+    no_token_id: str | None = None
+    symbol: str | None = None
+    aliases: tuple[str, ...] = ()
+    active: bool = True
+    close_time: str | None = None
+    tick: int = 100  # price units
+    price_scale: int = PREDICTION_PRICE_SCALE
+    size_scale: int = 100
+    min_notional: float = 0.0
+    min_order_size: float = 1.0
+    is_placeholder_outcome: bool = False
+    neg_risk: bool | None = None
+    volume: float = 0.0  # traded volume when the simulation starts
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Every symbol that quotes this market's book."""
+        own = [s for s in (self.yes_token_id, self.no_token_id, self.symbol) if s]
+        return (*own, *self.aliases)
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    venue: str
+    slug: str
+    title: str
+    markets: tuple[str, ...]  # market slugs, display order
+    close_time: str | None = None
+    neg_risk: bool = False
+    multi_outcome: bool = False
+    category: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    markets: tuple[MarketSpec, ...]
+    events: tuple[EventSpec, ...] = ()
+
+    def __iter__(self) -> Iterator[MarketSpec]:
+        return iter(self.markets)
+
+    def __len__(self) -> int:
+        return len(self.markets)
+
+    def merged(self, other: Catalogue) -> Catalogue:
+        return Catalogue(self.markets + other.markets, self.events + other.events)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "markets": [_spec_json(m) for m in self.markets],
+            "events": [asdict(e) for e in self.events],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Catalogue:
+        markets = tuple(
+            MarketSpec(**{**m, "aliases": tuple(m.get("aliases", ())), "extra": dict(m.get("extra", {}))})
+            for m in data["markets"]
+        )
+        events = tuple(
+            EventSpec(**{**e, "markets": tuple(e["markets"])}) for e in data.get("events", ())
+        )
+        return cls(markets, events)
+
+
+def _spec_json(m: MarketSpec) -> dict[str, Any]:
+    d = asdict(m)
+    d["aliases"] = list(m.aliases)
+    d["extra"] = dict(m.extra)
+    return d

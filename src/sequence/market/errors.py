@@ -1,0 +1,87 @@
+"""Errors raised by the market service.
+
+One root, so callers can catch everything this component raises::
+
+    MarketError                  every error from sequence.market
+    ├── BadRequest               400  bad input; ``field`` names the culprit
+    │   └── BadCursor            400  cursor is malformed, tampered with or from another query
+    ├── Unauthorized             401  no usable credentials (only when auth is not wired)
+    ├── NotFound                 404  something named does not exist
+    │   └── UnknownSymbol        404  no book for this symbol
+    └── ChannelError             stream-only: a channel that cannot be subscribed
+                                 (sent as ``{"type": "error"}``, never an HTTP status)
+
+``market_error_to_http`` (in :mod:`sequence.market.routes`) turns any of these
+into ``(status, code, message, details)`` for the API's one error envelope.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def shown(value: object, limit: int = 64) -> str:
+    """``repr(value)`` clipped, for echoing a caller's input back in a message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class MarketError(Exception):
+    """Root of every error raised by :mod:`sequence.market`."""
+
+    status = 500
+    code = "market_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+
+class BadRequest(MarketError):
+    """The caller sent something invalid; ``details["field"]`` names it."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, field: str, message: str, **details: Any) -> None:
+        super().__init__(message, field=field, **details)
+        self.field = field
+
+
+class BadCursor(BadRequest):
+    """A cursor that we did not issue, or issued for a different query."""
+
+    code = "bad_cursor"
+
+    def __init__(self, message: str = "invalid cursor") -> None:
+        super().__init__("cursor", message)
+
+
+class Unauthorized(MarketError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(MarketError):
+    status = 404
+    code = "not_found"
+
+
+class UnknownSymbol(NotFound):
+    def __init__(self, symbol: str) -> None:
+        symbol = str(symbol)[:256]
+        super().__init__(f"unknown symbol: {shown(symbol)}", symbol=symbol)
+        self.symbol = symbol
+
+
+class ChannelError(MarketError):
+    """A stream channel that cannot be subscribed (unknown kind, unknown symbol, ...)."""
+
+    status = 400
+    code = "bad_channel"
+
+    def __init__(self, channel: str, message: str, *, code: str = "bad_channel") -> None:
+        super().__init__(message, channel=channel)
+        self.channel = channel
+        self.code = code

@@ -1,0 +1,645 @@
+"""Execution graphs: validation, lifecycles and activation. Pure — no I/O.
+
+A graph is a set of **nodes** (one order each) and **edges**
+``{"from", "to", "trigger"}``. Nodes that are no edge's target are roots and
+fire on submit; an edge activates its target when its trigger happens on its
+source:
+
+=====================  ===================================================
+trigger                fires when the source …
+=====================  ===================================================
+``partially_filled``   gets its first fill (of any size, a complete fill too)
+``filled``             is completely filled
+``cancelled``          is cancelled by the engine (self-trade prevention,
+                       tick-size change, an unfilled market order) — *not*
+                       when the user cancels the graph
+``rejected``           is refused on activation (post-only that would take,
+                       market closed meanwhile)
+=====================  ===================================================
+
+A node activates at most once, on the first of its incoming edges that fires.
+The graph ends when no node has a working order (nothing left can fire an
+edge); nodes never activated by then end ``cancelled`` with reason
+``not_triggered`` and fire nothing. The graph ends ``cancelled`` if the user
+cancelled it, ``failed`` if a node was rejected and no ``rejected`` edge
+handled it, else ``completed``.
+
+Validation (:func:`parse_graph`) raises :class:`GraphError` naming the field,
+with a ``code`` for programs and a message for people.
+
+Errors::
+
+    GraphError          400: the request cannot become a graph; ``field`` names the culprit
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any, Literal, Protocol
+
+from sequence.lifecycle import StateMachine
+
+from .book import Side
+
+MAX_NODES = 100
+MAX_EDGES = 1_000
+MAX_QTY_1E8 = 2**62
+NODE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+NODE_FIELDS = frozenset(
+    {"node_id", "symbol", "side", "qty", "venue", "instrument_type", "limit_price", "urgency", "activation"}
+)
+GRAPH_FIELDS = frozenset({"nodes", "edges", "sandbox"})
+TRIGGERS = ("filled", "partially_filled", "cancelled", "rejected")
+URGENCIES = ("low", "normal", "high")
+QTY_1E8 = 100_000_000
+
+
+class GraphError(ValueError):
+    """A graph request that cannot be accepted (HTTP 400)."""
+
+    def __init__(self, field: str, message: str, code: str = "invalid_graph", **details: Any) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.code = code
+        self.details: dict[str, Any] = {"field": field, **details}
+
+
+# -- lifecycles ---------------------------------------------------------------------
+
+
+class GS(StrEnum):
+    """Graph status (API.md)."""
+
+    active = "active"
+    completed = "completed"
+    cancelled = "cancelled"
+    failed = "failed"
+
+
+class NS(StrEnum):
+    """Node status (API.md)."""
+
+    pending = "pending"
+    working = "working"
+    partially_filled = "partially_filled"
+    filled = "filled"
+    cancelled = "cancelled"
+    rejected = "rejected"
+
+
+GRAPH = StateMachine(
+    "graph",
+    {
+        (GS.active, "complete"): GS.completed,
+        (GS.active, "cancel"): GS.cancelled,
+        (GS.active, "fail"): GS.failed,
+    },
+)
+
+# Events: activate (its order is placed), partial_fill, fill (complete), cancel
+# (user, engine or graph end), reject (refused on activation).
+NODE = StateMachine(
+    "node",
+    {
+        (NS.pending, "activate"): NS.working,
+        (NS.pending, "cancel"): NS.cancelled,
+        (NS.pending, "reject"): NS.rejected,
+        (NS.working, "partial_fill"): NS.partially_filled,
+        (NS.working, "fill"): NS.filled,
+        (NS.working, "cancel"): NS.cancelled,
+        (NS.working, "reject"): NS.rejected,
+        (NS.partially_filled, "partial_fill"): NS.partially_filled,
+        (NS.partially_filled, "fill"): NS.filled,
+        (NS.partially_filled, "cancel"): NS.cancelled,
+    },
+)
+
+LIVE_NODE = frozenset({NS.working.value, NS.partially_filled.value})
+FINAL_NODE = frozenset({NS.filled.value, NS.cancelled.value, NS.rejected.value})
+
+
+# -- venue rules ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VenueRules:
+    """What the engine enforces per venue beyond tick and range."""
+
+    #: Under the minimum notional: ``rest`` = accepted, works forever, never crosses
+    #: (Polymarket, as the seed documents); ``reject`` = 400 (Coinbase's quote_min_size).
+    min_notional: Literal["rest", "reject"] = "reject"
+    #: Enforce the market's ``min_order_size`` with a 400.
+    min_order_size: bool = False
+    #: Market orders (no ``limit_price``) allowed.
+    market_orders: bool = False
+
+
+VENUE_RULES: Mapping[str, VenueRules] = {
+    "kalshi": VenueRules(min_notional="reject"),  # Kalshi has none (0.0): never triggers
+    "polymarket": VenueRules(min_notional="rest"),
+    "coinbase": VenueRules(min_notional="reject", min_order_size=True, market_orders=True),
+}
+
+
+class InstrumentLike(Protocol):
+    """What validation reads about a symbol (``sequence.market.service.Instrument``)."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def venue(self) -> str: ...
+    @property
+    def instrument_type(self) -> str: ...
+    @property
+    def book_symbol(self) -> str: ...
+    @property
+    def outcome(self) -> str | None: ...
+    @property
+    def tick(self) -> int: ...
+    @property
+    def price_scale(self) -> int: ...
+    @property
+    def size_scale(self) -> int: ...
+    @property
+    def min_notional(self) -> float: ...
+    @property
+    def min_order_size(self) -> float: ...
+    @property
+    def active(self) -> bool: ...
+
+
+#: ``lookup(symbol)`` → instrument, or ``None`` for an unknown symbol.
+Lookup = Callable[[str], InstrumentLike | None]
+
+
+# -- parsed graph ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    node_id: str
+    idx: int
+    symbol: str
+    venue: str
+    instrument_type: str
+    side: str  # buy | sell (symbol's terms)
+    qty: float
+    qty_1e8: int
+    qty_units: int  # book size units
+    limit_price: float | None
+    limit_units: int | None  # symbol's terms
+    book_symbol: str
+    book_side: Side
+    book_limit: int | None  # book's terms
+    price_scale: int
+    size_scale: int
+    urgency: str
+    activation: str  # root | triggered
+    never_crosses: bool
+
+    @property
+    def post_only(self) -> bool:
+        return self.urgency == "low"
+
+    @property
+    def complement(self) -> bool:
+        """A NO token: book prices are ``price_scale − price`` and sides swap."""
+        return self.book_side is not (Side.BID if self.side == "buy" else Side.ASK)
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSpec:
+    source: str
+    target: str
+    trigger: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"from": self.source, "to": self.target, "trigger": self.trigger}
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSpec:
+    nodes: tuple[NodeSpec, ...]
+    edges: tuple[EdgeSpec, ...]
+    sandbox: bool
+
+
+# -- parsing ----------------------------------------------------------------------------
+
+
+def _decimal(value: Any, where: str, what: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise GraphError(where, f"{where} must be a number", code="invalid_number")
+    try:
+        d = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value).strip())
+    except InvalidOperation:
+        raise GraphError(where, f"{where} must be a number", code="invalid_number") from None
+    if not d.is_finite():
+        raise GraphError(where, f"{where} must be a finite number", code="invalid_number")
+    return d
+
+
+def _fmt(d: Decimal | float) -> str:
+    """A price or size as people write it (``0.5``, ``0.01``, ``100``)."""
+    d = Decimal(repr(d)) if isinstance(d, float) else d
+    text = format(d.normalize(), "f")
+    return text
+
+
+def _units(d: Decimal, scale: int) -> Decimal:
+    return d * scale
+
+
+def parse_graph(body: Any, lookup: Lookup, *, venues: Iterable[str], force_sandbox: bool) -> GraphSpec:
+    """Validate a ``POST /v1/graphs`` body into a :class:`GraphSpec` (or raise :class:`GraphError`)."""
+    if not isinstance(body, Mapping):
+        raise GraphError("body", 'the body must be a JSON object: {"nodes": [...], "edges": [...]}')
+    unknown = sorted(set(body) - GRAPH_FIELDS)
+    if unknown:
+        raise GraphError(unknown[0], f"unknown field(s) {', '.join(unknown)}; a graph has "
+                         "nodes, edges and sandbox", code="unknown_field")
+    sandbox_raw = body.get("sandbox")
+    if sandbox_raw is not None and not isinstance(sandbox_raw, bool):
+        raise GraphError("sandbox", "sandbox must be true or false")
+    sandbox = bool(sandbox_raw) or force_sandbox
+
+    raw_nodes = body.get("nodes")
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        raise GraphError("nodes", "nodes must be a non-empty list of nodes")
+    if len(raw_nodes) > MAX_NODES:
+        raise GraphError("nodes", f"a graph has at most {MAX_NODES} nodes, got {len(raw_nodes)}",
+                         code="too_many_nodes")
+    raw_edges = body.get("edges")
+    if raw_edges is None:
+        raw_edges = []
+    if not isinstance(raw_edges, list):
+        raise GraphError("edges", "edges must be a list (use [] for parallel roots)")
+    if len(raw_edges) > MAX_EDGES:
+        raise GraphError("edges", f"a graph has at most {MAX_EDGES} edges, got {len(raw_edges)}",
+                         code="too_many_edges")
+
+    ids: dict[str, int] = {}
+    for i, raw in enumerate(raw_nodes):
+        where = f"nodes[{i}]"
+        if not isinstance(raw, Mapping):
+            raise GraphError(where, f"{where} must be an object")
+        nid = raw.get("node_id")
+        if not isinstance(nid, str) or not nid:
+            raise GraphError(f"{where}.node_id", f"{where}.node_id is required (a short string like 'leg')",
+                             code="missing_field")
+        if len(nid) > 64 or not set(nid) <= NODE_ID_CHARS:
+            raise GraphError(f"{where}.node_id", f"{where}.node_id must be 1-64 characters of "
+                             "letters, digits, '_', '.' or '-'", code="invalid_node_id")
+        if nid in ids:
+            raise GraphError(f"{where}.node_id", f"duplicate node_id {nid!r} (also nodes[{ids[nid]}]); "
+                             "node ids must be unique within a graph", code="duplicate_node_id",
+                             node_id=nid)
+        ids[nid] = i
+
+    edges = _parse_edges(raw_edges, ids)
+    targets = {e.target for e in edges}
+    venue_set = frozenset(venues)
+    nodes = tuple(
+        _parse_node(raw, i, lookup, venue_set, targets) for i, raw in enumerate(raw_nodes)
+    )
+    return GraphSpec(nodes, edges, sandbox)
+
+
+def _parse_edges(raw_edges: Sequence[Any], ids: Mapping[str, int]) -> tuple[EdgeSpec, ...]:
+    edges: list[EdgeSpec] = []
+    seen: set[tuple[str, str, str]] = set()
+    for j, raw in enumerate(raw_edges):
+        where = f"edges[{j}]"
+        if not isinstance(raw, Mapping):
+            raise GraphError(where, f'{where} must be an object like {{"from": "a", "to": "b", "trigger": "filled"}}')
+        unknown = sorted(set(raw) - {"from", "to", "trigger"})
+        if unknown:
+            raise GraphError(f"{where}.{unknown[0]}", f"unknown field(s) in {where}: {', '.join(unknown)}; "
+                             "an edge has from, to and trigger", code="unknown_field")
+        for key in ("from", "to"):
+            ref = raw.get(key)
+            if not isinstance(ref, str) or ref not in ids:
+                raise GraphError(f"{where}.{key}", f"{where}.{key} names no node of this graph: {ref!r}",
+                                 code="unknown_node", node_id=ref if isinstance(ref, str) else None)
+        trigger = raw.get("trigger", "filled")
+        if trigger not in TRIGGERS:
+            raise GraphError(f"{where}.trigger", f"{where}.trigger must be one of {', '.join(TRIGGERS)}",
+                             code="invalid_trigger")
+        src, dst = raw["from"], raw["to"]
+        if src == dst:
+            raise GraphError(where, f"{where} goes from {src!r} to itself", code="cycle", cycle=[src, src])
+        key3 = (src, dst, trigger)
+        if key3 in seen:
+            raise GraphError(where, f"{where} repeats the edge {src!r} -> {dst!r} on {trigger}",
+                             code="duplicate_edge")
+        seen.add(key3)
+        edges.append(EdgeSpec(src, dst, trigger))
+    cycle = find_cycle(list(ids), edges)
+    if cycle:
+        path = " -> ".join(cycle)
+        raise GraphError("edges", f"edges form a cycle: {path}; a graph must be acyclic", code="cycle",
+                         cycle=cycle)
+    return tuple(edges)
+
+
+def find_cycle(node_ids: Sequence[str], edges: Iterable[EdgeSpec]) -> list[str] | None:
+    """A cycle as ``[a, b, …, a]``, or ``None`` if the graph is acyclic."""
+    out: dict[str, list[str]] = {n: [] for n in node_ids}
+    for e in edges:
+        out[e.source].append(e.target)
+    color = dict.fromkeys(node_ids, 0)  # 0 new, 1 on stack, 2 done
+    for start in node_ids:
+        if color[start]:
+            continue
+        stack: list[tuple[str, int]] = [(start, 0)]
+        path: list[str] = [start]
+        color[start] = 1
+        while stack:
+            node, i = stack[-1]
+            if i < len(out[node]):
+                stack[-1] = (node, i + 1)
+                nxt = out[node][i]
+                if color[nxt] == 1:
+                    return [*path[path.index(nxt):], nxt]
+                if color[nxt] == 0:
+                    color[nxt] = 1
+                    stack.append((nxt, 0))
+                    path.append(nxt)
+            else:
+                color[node] = 2
+                stack.pop()
+                path.pop()
+    return None
+
+
+def _parse_node(
+    raw: Mapping[str, Any], i: int, lookup: Lookup, venues: frozenset[str], targets: set[str]
+) -> NodeSpec:
+    where = f"nodes[{i}]"
+    nid: str = raw["node_id"]
+    unknown = sorted(set(raw) - NODE_FIELDS)
+    if unknown:
+        raise GraphError(f"{where}.{unknown[0]}", f"unknown field(s) in {where}: {', '.join(unknown)}; "
+                         f"a node has {', '.join(sorted(NODE_FIELDS))}", code="unknown_field")
+
+    symbol = raw.get("symbol")
+    if not isinstance(symbol, str) or not symbol:
+        raise GraphError(f"{where}.symbol", f"{where}.symbol is required", code="missing_field")
+    venue = raw.get("venue")
+    if venue is not None and (not isinstance(venue, str) or venue not in venues):
+        raise GraphError(f"{where}.venue", f"{where}.venue {venue!r} is not a known venue; expected one of "
+                         f"{', '.join(sorted(venues))}", code="unknown_venue", venues=sorted(venues))
+    inst = lookup(symbol)
+    if inst is None:
+        raise GraphError(f"{where}.symbol", f"{where}.symbol {symbol!r} is not a known symbol"
+                         + (f" on {venue}" if venue else "") + "; list symbols with GET /v1/markets",
+                         code="unknown_symbol", symbol=symbol)
+    if venue is None:
+        venue = inst.venue
+    elif inst.venue != venue:
+        raise GraphError(f"{where}.venue", f"{where}.symbol {symbol!r} trades on {inst.venue}, not {venue}",
+                         code="venue_mismatch", symbol=symbol, symbol_venue=inst.venue)
+    if not inst.active:
+        raise GraphError(f"{where}.symbol", f"market {symbol!r} on {venue} is closed; it takes no orders",
+                         code="market_closed", symbol=symbol)
+
+    itype = raw.get("instrument_type")
+    if inst.instrument_type == "prediction" and itype != "prediction":
+        got = "it is missing" if itype is None else f"got {itype!r}"
+        raise GraphError(
+            f"{where}.instrument_type",
+            f"{where}.instrument_type must be \"prediction\" for {venue} orders ({got}); without it the "
+            f"graph engine assumes spot and cannot route the order to {venue}",
+            code="instrument_type_required", venue=venue, expected="prediction",
+        )
+    if itype is None:
+        itype = "spot"
+    if itype != inst.instrument_type:
+        raise GraphError(f"{where}.instrument_type", f"{where}.instrument_type must be "
+                         f"{inst.instrument_type!r} for {symbol!r}, got {itype!r}",
+                         code="instrument_type_mismatch", expected=inst.instrument_type)
+
+    side = raw.get("side")
+    if side not in ("buy", "sell"):
+        raise GraphError(f"{where}.side", f"{where}.side must be 'buy' or 'sell'", code="invalid_side")
+
+    urgency = raw.get("urgency", "normal")
+    if urgency is None:
+        urgency = "normal"
+    if urgency not in URGENCIES:
+        raise GraphError(f"{where}.urgency", f"{where}.urgency must be one of {', '.join(URGENCIES)}",
+                         code="invalid_urgency")
+
+    rules = VENUE_RULES.get(venue, VenueRules())
+    scale, size_scale, tick = inst.price_scale, inst.size_scale, inst.tick
+
+    # quantity
+    if "qty" not in raw:
+        raise GraphError(f"{where}.qty", f"{where}.qty is required", code="missing_field")
+    qd = _decimal(raw["qty"], f"{where}.qty", "qty")
+    if qd <= 0:
+        raise GraphError(f"{where}.qty", f"{where}.qty must be greater than 0, got {_fmt(qd)}",
+                         code="invalid_qty")
+    qunits_d = _units(qd, size_scale)
+    if qunits_d != qunits_d.to_integral_value():
+        step = Decimal(1) / size_scale
+        raise GraphError(f"{where}.qty", f"{where}.qty {_fmt(qd)} is finer than {venue}'s size increment "
+                         f"{_fmt(step)} for {symbol!r}", code="misaligned_qty", size_increment=float(step))
+    qty_units = int(qunits_d)
+    qty_1e8_d = qd * QTY_1E8
+    if qty_1e8_d != qty_1e8_d.to_integral_value() or qty_1e8_d >= MAX_QTY_1E8:
+        raise GraphError(f"{where}.qty", f"{where}.qty {_fmt(qd)} is out of range", code="invalid_qty")
+    qty_1e8 = int(qty_1e8_d)
+    if rules.min_order_size and qd < Decimal(repr(float(inst.min_order_size))):
+        raise GraphError(f"{where}.qty", f"{where}.qty {_fmt(qd)} is under {venue}'s minimum order size "
+                         f"{_fmt(float(inst.min_order_size))} for {symbol!r}", code="under_min_order_size",
+                         min_order_size=inst.min_order_size)
+
+    # price
+    tick_size = Decimal(tick) / scale
+    limit_raw = raw.get("limit_price")
+    limit_units: int | None = None
+    limit_price: float | None = None
+    if limit_raw is None:
+        if not rules.market_orders:
+            raise GraphError(f"{where}.limit_price", f"{where}.limit_price is required: {venue} takes limit "
+                             f"orders only (prices in {_fmt(tick_size)} steps)", code="missing_field",
+                             tick_size=float(tick_size))
+        if urgency == "low":
+            raise GraphError(f"{where}.urgency", f"{where} is a market order (no limit_price); urgency "
+                             "'low' (post-only) needs a limit price", code="invalid_urgency")
+    else:
+        pd = _decimal(limit_raw, f"{where}.limit_price", "limit_price")
+        lo = tick_size
+        hi = (Decimal(scale - tick) / scale) if inst.instrument_type == "prediction" else None
+        if pd < lo or (hi is not None and pd > hi):
+            rng = f"between {_fmt(lo)} and {_fmt(hi)}" if hi is not None else f"at least {_fmt(lo)}"
+            raise GraphError(f"{where}.limit_price", f"{where}.limit_price {_fmt(pd)} is out of range: "
+                             f"{venue} prices for {symbol!r} are {rng} (tick {_fmt(tick_size)})",
+                             code="price_out_of_range", min_price=float(lo),
+                             max_price=None if hi is None else float(hi), tick_size=float(tick_size))
+        ud = _units(pd, scale)
+        aligned = ud == ud.to_integral_value() and int(ud) % tick == 0
+        if not aligned:
+            below = math.floor(ud / tick) * tick
+            near = [Decimal(p) / scale for p in (below, below + tick) if p >= tick]
+            raise GraphError(
+                f"{where}.limit_price",
+                f"{where}.limit_price {_fmt(pd)} is not aligned to {venue}'s tick {_fmt(tick_size)} for "
+                f"{symbol!r}; use a multiple of {_fmt(tick_size)}"
+                + (f" (nearest: {' or '.join(_fmt(n) for n in near)})" if near else ""),
+                code="misaligned_price", tick_size=float(tick_size), nearest=[float(n) for n in near],
+            )
+        limit_units = int(ud)
+        limit_price = float(pd)
+
+    # minimum notional
+    never_crosses = False
+    if limit_units is not None and inst.min_notional > 0:
+        notional = qd * Decimal(limit_units) / scale
+        minimum = Decimal(repr(float(inst.min_notional)))
+        if notional < minimum:
+            if rules.min_notional == "reject":
+                raise GraphError(f"{where}.qty", f"{where} notional ${_fmt(notional)} is under {venue}'s "
+                                 f"minimum ${_fmt(minimum)} for {symbol!r}", code="under_min_notional",
+                                 min_notional=float(minimum))
+            never_crosses = True
+
+    # activation
+    activation = raw.get("activation")
+    targeted = nid in targets
+    if activation is None:
+        activation = "triggered" if targeted else "root"
+    if activation not in ("root", "triggered"):
+        raise GraphError(f"{where}.activation", f"{where}.activation must be 'root' or 'triggered'",
+                         code="invalid_activation")
+    if activation == "root" and targeted:
+        raise GraphError(f"{where}.activation", f"node {nid!r} is the target of an edge, so its activation "
+                         "must be 'triggered' (or left out)", code="invalid_activation")
+    if activation == "triggered" and not targeted:
+        raise GraphError(f"{where}.activation", f"node {nid!r} is 'triggered' but no edge leads to it, so it "
+                         "could never fire; make it 'root' or add an edge", code="invalid_activation")
+
+    # book terms: a NO token is the YES book mirrored
+    buy = side == "buy"
+    if inst.outcome == "no":
+        book_side = Side.ASK if buy else Side.BID
+        book_limit = None if limit_units is None else scale - limit_units
+    else:
+        book_side = Side.BID if buy else Side.ASK
+        book_limit = limit_units
+
+    return NodeSpec(
+        node_id=nid, idx=i, symbol=symbol, venue=venue, instrument_type=itype, side=side,
+        qty=float(qd), qty_1e8=qty_1e8, qty_units=qty_units, limit_price=limit_price,
+        limit_units=limit_units, book_symbol=inst.book_symbol, book_side=book_side,
+        book_limit=book_limit, price_scale=scale, size_scale=size_scale, urgency=urgency,
+        activation=activation, never_crosses=never_crosses,
+    )
+
+
+# -- runtime ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class NodeRun:
+    """A node's lifecycle state inside a running graph."""
+
+    node_id: str
+    status: str = NS.pending.value
+    filled_any: bool = False
+    reason: str | None = None
+
+    def move(self, event: str) -> str:
+        self.status = NODE.next(self.status, event)
+        return self.status
+
+
+@dataclass(slots=True)
+class GraphRun:
+    """Which nodes fire when; the graph's own status. Drive it with the ``on_*`` methods;
+    each returns the node ids to activate now."""
+
+    graph_id: str
+    node_ids: tuple[str, ...]
+    edges: tuple[EdgeSpec, ...]
+    status: str = GS.active.value
+    nodes: dict[str, NodeRun] = field(default_factory=dict)
+    fired: set[int] = field(default_factory=set)
+    user_cancelled: bool = False
+
+    def __post_init__(self) -> None:
+        for nid in self.node_ids:
+            self.nodes.setdefault(nid, NodeRun(nid))
+
+    @property
+    def targets(self) -> set[str]:
+        return {e.target for e in self.edges}
+
+    def roots(self) -> list[str]:
+        targets = self.targets
+        return [n for n in self.node_ids if n not in targets]
+
+    def _fire(self, source: str, trigger: str) -> list[str]:
+        out: list[str] = []
+        for i, e in enumerate(self.edges):
+            if e.source == source and e.trigger == trigger and i not in self.fired:
+                self.fired.add(i)
+                if self.nodes[e.target].status == NS.pending and e.target not in out:
+                    out.append(e.target)
+        return out
+
+    def on_activated(self, node_id: str) -> None:
+        self.nodes[node_id].move("activate")
+
+    def on_fill(self, node_id: str, complete: bool) -> list[str]:
+        node = self.nodes[node_id]
+        node.move("fill" if complete else "partial_fill")
+        fire: list[str] = []
+        if not node.filled_any:
+            node.filled_any = True
+            fire += self._fire(node_id, "partially_filled")
+        if complete:
+            fire += [n for n in self._fire(node_id, "filled") if n not in fire]
+        return fire
+
+    def on_cancelled(self, node_id: str, reason: str, *, fire: bool = True) -> list[str]:
+        node = self.nodes[node_id]
+        node.move("cancel")
+        node.reason = reason
+        return self._fire(node_id, "cancelled") if fire else []
+
+    def on_rejected(self, node_id: str, reason: str) -> list[str]:
+        node = self.nodes[node_id]
+        node.move("reject")
+        node.reason = reason
+        return self._fire(node_id, "rejected")
+
+    def live(self) -> list[str]:
+        return [n for n, s in self.nodes.items() if s.status in LIVE_NODE]
+
+    def pending(self) -> list[str]:
+        return [n for n, s in self.nodes.items() if s.status == NS.pending]
+
+    def quiescent(self) -> bool:
+        """Nothing is working, so nothing can fire any more: the graph should end."""
+        return self.status == GS.active and not self.live()
+
+    def outcome(self) -> str:
+        """The status the graph ends with (call once :meth:`quiescent`)."""
+        if self.user_cancelled:
+            return GS.cancelled.value
+        handled = {self.edges[i].source for i in self.fired if self.edges[i].trigger == "rejected"}
+        for nid, node in self.nodes.items():
+            if node.status == NS.rejected and nid not in handled:
+                return GS.failed.value
+        return GS.completed.value
+
+    def end(self, status: str) -> None:
+        event = {"completed": "complete", "cancelled": "cancel", "failed": "fail"}[status]
+        self.status = GRAPH.next(self.status, event)

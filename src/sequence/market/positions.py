@@ -1,0 +1,102 @@
+"""Positions from fills: net quantity, average price, realized and unrealized P&L.
+
+A pure fold over fills (average-cost method), in integers: quantities are
+``qty × 10⁸`` and money is ``USD × 10⁸``. ``cost_1e8`` is the signed cost of
+the open quantity (positive for a long, negative for a short), so the average
+price is ``cost / net`` and unrealized P&L at ``mark`` is ``mark × net − cost``.
+
+Fees are accumulated apart from trading P&L: ``realized_pnl`` is the gain on
+closed quantity, ``fees`` what was paid, and ``total_pnl`` is
+``realized + unrealized − fees``. Sandbox and live positions are separate rows
+(the store keys them by ``(client, sandbox, symbol)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any
+
+from .fees import USD_1E8
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    net_1e8: int = 0
+    cost_1e8: int = 0
+    realized_1e8: int = 0
+    fees_1e8: int = 0
+    fill_count: int = 0
+
+    @property
+    def avg_price(self) -> Fraction | None:
+        if self.net_1e8 == 0:
+            return None
+        return Fraction(self.cost_1e8, self.net_1e8)
+
+    def unrealized_1e8(self, mark: Fraction | None) -> int | None:
+        if self.net_1e8 == 0:
+            return 0
+        if mark is None:
+            return None
+        return round(mark * self.net_1e8) - self.cost_1e8
+
+
+def apply_fill(pos: Position, side: str, price: Fraction, qty_1e8: int, fee_1e8: int = 0) -> Position:
+    """The position after one fill (``side`` is ``buy`` or ``sell``)."""
+    if qty_1e8 <= 0:
+        raise ValueError("fill quantity must be positive")
+    if side not in ("buy", "sell"):
+        raise ValueError(f"side must be buy or sell, not {side!r}")
+    q = qty_1e8 if side == "buy" else -qty_1e8
+    net, cost, realized = pos.net_1e8, pos.cost_1e8, pos.realized_1e8
+    if net == 0 or (net > 0) == (q > 0):
+        net += q
+        cost += round(price * q)
+    else:
+        sign = 1 if net > 0 else -1
+        closing = min(abs(q), abs(net))
+        closed_cost = cost if closing == abs(net) else round(Fraction(cost * closing, abs(net)))
+        realized += round(sign * price * closing) - closed_cost
+        net -= sign * closing
+        cost -= closed_cost
+        rest = abs(q) - closing
+        if rest:
+            opened = -sign * rest
+            net += opened
+            cost += round(price * opened)
+    return replace(
+        pos,
+        net_1e8=net,
+        cost_1e8=cost,
+        realized_1e8=realized,
+        fees_1e8=pos.fees_1e8 + fee_1e8,
+        fill_count=pos.fill_count + 1,
+    )
+
+
+def _money(v: int | None) -> float | None:
+    return None if v is None else v / USD_1E8
+
+
+def to_json(pos: Position, *, symbol: str, venue: str, sandbox: bool, mark: Fraction | None,
+            updated_at: str | None = None) -> dict[str, Any]:
+    """The ``GET /v1/positions`` row."""
+    avg = pos.avg_price
+    unreal = pos.unrealized_1e8(mark)
+    total = None if unreal is None else pos.realized_1e8 + unreal - pos.fees_1e8
+    return {
+        "symbol": symbol,
+        "venue": venue,
+        "sandbox": sandbox,
+        "net_qty": pos.net_1e8 / USD_1E8,
+        "net_qty_1e8": pos.net_1e8,
+        "avg_price": None if avg is None else round(float(avg), 10),
+        "mark": None if mark is None else float(mark),
+        "realized_pnl": _money(pos.realized_1e8),
+        "unrealized_pnl": _money(unreal),
+        "fees": _money(pos.fees_1e8),
+        "total_pnl": _money(total),
+        "fill_count": pos.fill_count,
+        "updated_at": updated_at,
+    }

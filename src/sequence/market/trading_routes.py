@@ -1,0 +1,283 @@
+"""HTTP routes for trading: ``/v1/graphs``, ``/v1/fills``, ``/v1/positions``.
+
+:func:`attach_trading` is the coordinator hook: it builds the
+:class:`~sequence.market.engine.TradingEngine` over the coordinator's store and
+market service, includes :data:`router`, and wraps the app's lifespan so the
+engine starts (restoring working orders) after the market service and stops
+before it.
+
+Every route is scoped to the caller's client (someone else's graph id answers
+404) and reports errors in the API's one envelope, naming the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from sequence.api.auth import require_principal
+from sequence.api.errors import ApiError
+from sequence.store.store import Principal
+from sequence.store.trading import Fenced, IdempotencyConflict, TradingStore
+
+from .engine import TradingEngine, fill_json, graph_json
+from .fees import FeeSchedule
+from .graphs import GS, GraphError
+
+router = APIRouter(tags=["trading"])
+
+MAX_BODY_BYTES = 1 << 20
+MAX_IDEMPOTENCY_KEY = 255
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+def _engine(request: Request) -> TradingEngine:
+    engine = getattr(request.app.state, "trading", None)
+    if engine is None or not engine.started:
+        raise ApiError(503, "unavailable", "the trading engine is not running")
+    return engine  # type: ignore[no-any-return]
+
+
+def _bad(field: str, message: str, code: str = "bad_request", **details: Any) -> ApiError:
+    return ApiError(400, code, message, {"field": field, **details})
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    try:
+        n = int(raw)
+    except ValueError:
+        raise _bad("limit", f"limit must be an integer from 1 to {MAX_LIMIT}") from None
+    if not 1 <= n <= MAX_LIMIT:
+        raise _bad("limit", f"limit must be an integer from 1 to {MAX_LIMIT}")
+    return n
+
+
+def _since(raw: str | None) -> float | None:
+    """Epoch seconds (``1767225600.5``) or ISO-8601 (``2026-01-01T00:00:00Z``)."""
+    if raw is None or raw == "":
+        return None
+    try:
+        v = float(raw)
+        if math.isfinite(v):
+            return v
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad("since", "since must be epoch seconds or an ISO-8601 time like 2026-01-01T00:00:00Z") from None
+    if dt.tzinfo is None:
+        raise _bad("since", "since needs a timezone (end it with Z for UTC)")
+    return dt.timestamp()
+
+
+def _bool(field: str, raw: str | None) -> bool | None:
+    if raw is None or raw == "":
+        return None
+    v = raw.strip().lower()
+    if v in ("true", "1", "yes"):
+        return True
+    if v in ("false", "0", "no"):
+        return False
+    raise _bad(field, f"{field} must be true or false")
+
+
+def _encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str | None, kinds: tuple[type, ...]) -> list[Any] | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        values = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, binascii.Error):
+        raise _bad("cursor", "invalid cursor", code="bad_cursor") from None
+    if (not isinstance(values, list) or len(values) != len(kinds)
+            or not all(isinstance(v, k) and not isinstance(v, bool) for v, k in zip(values, kinds, strict=True))):
+        raise _bad("cursor", "invalid cursor", code="bad_cursor")
+    return values
+
+
+# -- graphs ----------------------------------------------------------------------------------
+
+
+@router.post("/v1/graphs", summary="Submit an execution graph", status_code=201)
+async def submit_graph(request: Request, principal: Principal = Depends(require_principal)) -> JSONResponse:
+    """Validate and place a graph; answers ``{"graph_id", "status": "active", "node_count", "edge_count"}``.
+
+    An ``Idempotency-Key`` header makes retries safe: the same key (per client)
+    answers the original graph and places nothing new; reusing it for a
+    different request is a 409.
+    """
+    engine = _engine(request)
+    key = request.headers.get("idempotency-key")
+    if key is not None:
+        key = key.strip()
+        if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+            raise _bad("Idempotency-Key", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters")
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"graph requests are limited to {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_json", "request body is not valid JSON", {"field": "body"}) from None
+    try:
+        ack = await engine.submit(body, client_id=principal.client_id, key_id=principal.key_id,
+                                  sandbox_key=principal.is_sandbox, run_id=principal.run_id,
+                                  idempotency_key=key)
+    except GraphError as exc:
+        raise ApiError(400, exc.code, exc.message, exc.details) from None
+    except Fenced as exc:
+        raise ApiError(401, "unauthorized", str(exc), {"run_id": exc.run_id}) from None
+    except IdempotencyConflict as exc:
+        raise ApiError(409, "idempotency_conflict", str(exc),
+                       {"field": "Idempotency-Key", "graph_id": exc.graph_id}) from None
+    return JSONResponse(ack, status_code=200 if ack["idempotent_replay"] else 201)
+
+
+@router.get("/v1/graphs", summary="List your graphs, newest first")
+async def list_graphs(request: Request, principal: Principal = Depends(require_principal),
+                      status: str | None = None, limit: str | None = None,
+                      cursor: str | None = None) -> dict[str, Any]:
+    engine = _engine(request)
+    if status is not None and status not in {s.value for s in GS}:
+        raise _bad("status", f"status must be one of {', '.join(s.value for s in GS)}")
+    n = _limit(limit)
+    cur = _decode_cursor(cursor, (float, str))
+    before = None if cur is None else (float(cur[0]), str(cur[1]))
+
+    def _read() -> list[dict[str, Any]]:
+        return engine.store.list_graphs(principal.client_id, status=status, limit=n + 1, before=before)
+
+    rows = await anyio.to_thread.run_sync(_read)
+    more = len(rows) > n
+    rows = rows[:n]
+    nxt = _encode_cursor([rows[-1]["created_at"], rows[-1]["graph_id"]]) if more and rows else None
+    return {"graphs": [graph_json(r) for r in rows], "next_cursor": nxt}
+
+
+@router.get("/v1/graphs/{graph_id}", summary="One graph with per-node state")
+async def get_graph(graph_id: str, request: Request,
+                    principal: Principal = Depends(require_principal)) -> dict[str, Any]:
+    out = await _engine(request).graph(principal.client_id, graph_id)
+    if out is None:
+        raise ApiError(404, "not_found", "graph not found", {"graph_id": graph_id})
+    return out
+
+
+async def _cancel(graph_id: str, request: Request, principal: Principal) -> dict[str, Any]:
+    out = await _engine(request).cancel(principal.client_id, graph_id)
+    if out is None:
+        raise ApiError(404, "not_found", "graph not found", {"graph_id": graph_id})
+    return out
+
+
+@router.post("/v1/graphs/{graph_id}/cancel", summary="Cancel every working node")
+async def cancel_graph(graph_id: str, request: Request,
+                       principal: Principal = Depends(require_principal)) -> dict[str, Any]:
+    """Idempotent: cancelling an ended graph answers its state unchanged."""
+    return await _cancel(graph_id, request, principal)
+
+
+@router.delete("/v1/graphs/{graph_id}", summary="Cancel every working node (same as POST …/cancel)")
+async def delete_graph(graph_id: str, request: Request,
+                       principal: Principal = Depends(require_principal)) -> dict[str, Any]:
+    return await _cancel(graph_id, request, principal)
+
+
+# -- fills & positions ----------------------------------------------------------------------
+
+
+@router.get("/v1/fills", summary="Your fills, newest first")
+async def list_fills(request: Request, principal: Principal = Depends(require_principal),
+                     symbol: str | None = None, graph_id: str | None = None, limit: str | None = None,
+                     since: str | None = None, cursor: str | None = None) -> dict[str, Any]:
+    """``{"fills": [...], "next_cursor"}``. ``since`` (epoch seconds or ISO-8601) is inclusive."""
+    engine = _engine(request)
+    n = _limit(limit)
+    t0 = _since(since)
+    cur = _decode_cursor(cursor, (float, int))
+    before = None if cur is None else (float(cur[0]), int(cur[1]))
+
+    def _read() -> list[dict[str, Any]]:
+        return engine.store.list_fills(principal.client_id, symbol=symbol or None, graph_id=graph_id or None,
+                                       since=t0, limit=n + 1, before=before)
+
+    rows = await anyio.to_thread.run_sync(_read)
+    more = len(rows) > n
+    rows = rows[:n]
+    nxt = _encode_cursor([rows[-1]["ts"], rows[-1]["seq"]]) if more and rows else None
+    return {"fills": [fill_json(r) for r in rows], "next_cursor": nxt}
+
+
+@router.get("/v1/positions", summary="Net positions and P&L per symbol")
+async def list_positions(request: Request, principal: Principal = Depends(require_principal),
+                         sandbox: str | None = None, symbol: str | None = None) -> dict[str, Any]:
+    """Net quantity, average price, realized and unrealized P&L (marked to mid), per symbol;
+    sandbox and live rows apart. A ``seq_test_`` key sees its sandbox rows only."""
+    engine = _engine(request)
+    want = _bool("sandbox", sandbox)
+    if principal.is_sandbox:
+        if want is False:
+            raise _bad("sandbox", "a seq_test_ key trades in the sandbox only; it has no live positions")
+        want = True
+
+    def _read() -> list[dict[str, Any]]:
+        return engine.store.positions(principal.client_id, sandbox=want, symbol=symbol or None)
+
+    rows = await anyio.to_thread.run_sync(_read)
+    return {"positions": engine.positions_json(rows)}
+
+
+# -- wiring ----------------------------------------------------------------------------------
+
+
+def attach_trading(app: FastAPI, core: Any, *, fees: FeeSchedule | None = None) -> TradingEngine:
+    """Create the engine on ``core`` (``core.trading``, ``app.state.trading``), include the
+    routes and start/stop the engine with the app. Call after the market service is attached
+    (``core.market``). Idempotent: a second call returns the first engine.
+    """
+    existing = getattr(app.state, "trading", None)
+    if isinstance(existing, TradingEngine):
+        return existing
+    market = getattr(core, "market", None)
+    if market is None:
+        raise RuntimeError("attach the market service (core.market) before the trading engine")
+    if fees is None:
+        fees = FeeSchedule.from_mapping(getattr(core.settings, "trading_fees", None))
+    engine = TradingEngine(TradingStore(core.store.db), market, fees=fees)
+    core.trading = engine
+    app.state.trading = engine
+    app.include_router(router)
+
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        async with inner(a) as state:
+            await engine.start()
+            try:
+                yield state
+            finally:
+                await engine.stop()
+
+    app.router.lifespan_context = lifespan
+    return engine
+
+
+__all__ = ["attach_trading", "router"]

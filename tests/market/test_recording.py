@@ -1,0 +1,91 @@
+"""Record → replay reproduces the books."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sequence.market import ManualClock, MarketService, RecordingError
+
+from .conftest import run_for
+
+
+def books(service: MarketService) -> dict[str, object]:
+    return {s: service.book(s).snapshot() for s in service.symbols()}
+
+
+@pytest.mark.parametrize("name", ["day.jsonl", "day.jsonl.gz"])
+def test_record_then_replay_gives_the_same_books(tmp_path: Path, name: str) -> None:
+    clock = ManualClock()
+    live = MarketService.simulated(seed=9, clock=clock)
+    run_for(live, clock, 5.0)  # recording starts mid-session
+    path = tmp_path / name
+    rec = live.record(path, meta={"note": "test"})
+    checkpoints = []
+    for _ in range(3):
+        run_for(live, clock, 4.0)
+        checkpoints.append((clock.now(), books(live), live.markets(limit=500, expand="outcomes")))
+    rec.close()
+    assert rec.events_written > 1000
+
+    rclock = ManualClock(clock.now() - 12.0)  # replay from where the recording began
+    replay = MarketService.from_recording(path, clock=rclock)
+    assert [m.slug for m in replay.catalogue] == [m.slug for m in live.catalogue]
+    for ts, expected, listing in checkpoints:
+        rclock.set(ts)
+        replay.pump()
+        assert books(replay) == expected
+        got = replay.markets(limit=500, expand="outcomes")
+        assert [(m["slug"], m["volume"], m["liquidity"]) for m in got["markets"]] == [
+            (m["slug"], m["volume"], m["liquidity"]) for m in listing["markets"]
+        ]
+    assert replay.next_event_ms() is None  # the recording is exhausted
+    replay.close()
+
+
+def test_replay_speed_and_rebasing(tmp_path: Path) -> None:
+    clock = ManualClock()
+    live = MarketService.simulated(seed=2, clock=clock, venues=["coinbase"])
+    with live.record(tmp_path / "r.jsonl"):
+        run_for(live, clock, 10.0)
+    final = books(live)
+    later = ManualClock(clock.now() + 86_400)  # replay a day later, twice as fast
+    replay = MarketService.from_recording(tmp_path / "r.jsonl", clock=later, speed=2.0)
+    later.advance(4.9)
+    replay.pump()
+    assert books(replay) != final
+    later.advance(0.2)
+    replay.pump()
+    assert books(replay) == final
+    assert replay.quote("BTC-USD")["ts"] <= later.now()
+    replay.close()
+
+
+def test_recording_format_is_jsonl_with_a_header(tmp_path: Path) -> None:
+    clock = ManualClock()
+    live = MarketService.simulated(seed=2, clock=clock, venues=["polymarket"])
+    with live.record(tmp_path / "r.jsonl"):
+        run_for(live, clock, 2.0)
+    lines = (tmp_path / "r.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["format"] == "sequence.market.recording" and header["version"] == 1
+    assert header["meta"]["venues"] == ["polymarket"]
+    books_ = [json.loads(x) for x in lines[1:] if x.startswith("{")]
+    assert len(books_) == len(header["symbols"])
+    events = [json.loads(x) for x in lines[1:] if x.startswith("[")]
+    assert events and {e[1] for e in events} <= {"L", "X", "T"}
+
+
+def test_bad_recordings_are_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    with pytest.raises(RecordingError):
+        MarketService.from_recording(bad, clock=ManualClock())
+    bad.write_text(json.dumps({"format": "other"}) + "\n")
+    with pytest.raises(RecordingError):
+        MarketService.from_recording(bad, clock=ManualClock())
+    bad.write_text(json.dumps({"format": "sequence.market.recording", "version": 99}) + "\n")
+    with pytest.raises(RecordingError, match="version"):
+        MarketService.from_recording(bad, clock=ManualClock())

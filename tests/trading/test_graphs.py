@@ -1,0 +1,238 @@
+"""Graph validation (precise 400s), lifecycles and trigger logic — pure, no I/O."""
+
+from __future__ import annotations
+
+from itertools import product
+from typing import Any
+
+import pytest
+
+from sequence.lifecycle import IllegalTransition
+from sequence.market.book import Side
+from sequence.market.graphs import (
+    GRAPH,
+    GS,
+    NODE,
+    NS,
+    EdgeSpec,
+    GraphError,
+    GraphRun,
+    find_cycle,
+    parse_graph,
+)
+from tests.trading.fakes import CLOSED, KALSHI_NO, POLY, SPOT, FakeMarket, node
+
+M = FakeMarket()
+
+
+def parse(body: Any, *, force_sandbox: bool = False):
+    def lookup(symbol: str):
+        try:
+            return M.instrument(symbol)
+        except Exception:
+            return None
+
+    return parse_graph(body, lookup, venues=M.venues, force_sandbox=force_sandbox)
+
+
+def error(body: Any) -> GraphError:
+    with pytest.raises(GraphError) as info:
+        parse(body)
+    return info.value
+
+
+def test_a_two_leg_graph_with_no_edges_has_two_roots() -> None:
+    spec = parse({"nodes": [node("a"), node("b", POLY, "sell", 8, 0.15)], "edges": []})
+    assert [n.activation for n in spec.nodes] == ["root", "root"]
+    assert spec.nodes[1].qty_units == 800 and spec.nodes[1].book_limit == 1500
+    assert spec.sandbox is False
+
+
+def test_sandbox_is_forced_for_test_keys_whatever_the_body_says() -> None:
+    assert parse({"nodes": [node()], "sandbox": False}, force_sandbox=True).sandbox is True
+    assert parse({"nodes": [node()], "sandbox": True}).sandbox is True
+
+
+def test_no_token_orders_are_translated_to_the_yes_book() -> None:
+    n = parse({"nodes": [node(symbol=KALSHI_NO, side="buy", limit_price=0.3)]}).nodes[0]
+    assert (n.book_side, n.book_limit, n.limit_units, n.complement) == (Side.ASK, 7000, 3000, True)
+
+
+def test_missing_instrument_type_is_a_400_that_says_so() -> None:
+    body = node()
+    del body["instrument_type"]
+    e = error({"nodes": [body]})
+    assert e.field == "nodes[0].instrument_type" and e.code == "instrument_type_required"
+    assert 'instrument_type must be "prediction" for kalshi orders' in e.message
+    assert "assumes spot" in e.message
+    # The SDK's default is instrument_type="spot": the same clear error.
+    e = error({"nodes": [node(instrument_type="spot")]})
+    assert e.code == "instrument_type_required" and "got 'spot'" in e.message
+
+
+def test_misaligned_price_names_the_tick() -> None:
+    e = error({"nodes": [node(limit_price=0.505)]})
+    assert e.field == "nodes[0].limit_price" and e.code == "misaligned_price"
+    assert "tick 0.01" in e.message and "0.5 or 0.51" in e.message
+    assert e.details["tick_size"] == 0.01
+
+
+@pytest.mark.parametrize("price", [0, 0.0, 1.0, 0.995, -0.5, 1.5])
+def test_prediction_prices_must_be_inside_the_range(price: float) -> None:
+    e = error({"nodes": [node(limit_price=price)]})
+    assert e.field == "nodes[0].limit_price"
+    assert e.code in ("price_out_of_range", "misaligned_price")
+
+
+@pytest.mark.parametrize("qty", [0, -1, "x", None, True, float("inf"), 0.001])
+def test_qty_must_be_a_positive_aligned_number(qty: Any) -> None:
+    e = error({"nodes": [node(qty=qty)]})
+    assert e.field == "nodes[0].qty"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        ({}, "nodes", "invalid_graph"),
+        ({"nodes": []}, "nodes", "invalid_graph"),
+        ({"nodes": [node()], "extra": 1}, "extra", "unknown_field"),
+        ({"nodes": [node(), node()]}, "nodes[1].node_id", "duplicate_node_id"),
+        ({"nodes": [node("a:b")]}, "nodes[0].node_id", "invalid_node_id"),
+        ({"nodes": [node(symbol="NOPE")]}, "nodes[0].symbol", "unknown_symbol"),
+        ({"nodes": [node(venue="nasdaq")]}, "nodes[0].venue", "unknown_venue"),
+        ({"nodes": [node(venue="polymarket")]}, "nodes[0].venue", "venue_mismatch"),
+        ({"nodes": [node(symbol=CLOSED)]}, "nodes[0].symbol", "market_closed"),
+        ({"nodes": [node(side="hold")]}, "nodes[0].side", "invalid_side"),
+        ({"nodes": [node(urgency="asap")]}, "nodes[0].urgency", "invalid_urgency"),
+        ({"nodes": [node(limit_price=None)]}, "nodes[0].limit_price", "missing_field"),
+        ({"nodes": [node(limit="0.5")]}, "nodes[0].limit", "unknown_field"),
+        ({"nodes": [node(symbol=SPOT, qty=0.00001, limit_price=50_000)]}, "nodes[0].qty", "under_min_notional"),
+        ({"nodes": [node(symbol=SPOT, qty=1, limit_price=50_000.001)]}, "nodes[0].limit_price", "misaligned_price"),
+        ({"nodes": [node(symbol=SPOT, qty=1, limit_price=None, urgency="low")]}, "nodes[0].urgency",
+         "invalid_urgency"),
+        ({"nodes": [node("a")], "edges": {}}, "edges", "invalid_graph"),
+        ({"nodes": [node("a")], "edges": [{"from": "a", "to": "zz", "trigger": "filled"}]}, "edges[0].to",
+         "unknown_node"),
+        ({"nodes": [node("a"), node("b")], "edges": [{"from": "a", "to": "b", "trigger": "done"}]},
+         "edges[0].trigger", "invalid_trigger"),
+        ({"nodes": [node("a")], "edges": [{"from": "a", "to": "a", "trigger": "filled"}]}, "edges[0]", "cycle"),
+        ({"nodes": [node("a"), node("b")], "edges": [{"from": "a", "to": "b"}, {"from": "a", "to": "b"}]},
+         "edges[1]", "duplicate_edge"),
+        ({"nodes": [node("a"), node("b", activation="root")], "edges": [{"from": "a", "to": "b"}]},
+         "nodes[1].activation", "invalid_activation"),
+        ({"nodes": [node("a", activation="triggered")]}, "nodes[0].activation", "invalid_activation"),
+        ({"nodes": [node()], "sandbox": "yes"}, "sandbox", "invalid_graph"),
+        ("nodes", "body", "invalid_graph"),
+    ],
+)
+def test_bad_graphs_are_400s_naming_the_field(body: Any, field: str, code: str) -> None:
+    e = error(body)
+    assert (e.field, e.code) == (field, code), e.message
+    assert e.details["field"] == field
+
+
+def test_cycles_are_rejected_with_the_cycle_named() -> None:
+    nodes = [node("a"), node("b"), node("c")]
+    edges = [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}, {"from": "c", "to": "b"}]
+    e = error({"nodes": nodes, "edges": edges})
+    assert e.code == "cycle" and e.details["cycle"] == ["b", "c", "b"]
+    assert "b -> c -> b" in e.message
+
+
+def test_find_cycle_on_a_diamond_is_none() -> None:
+    edges = [EdgeSpec("a", "b", "filled"), EdgeSpec("a", "c", "filled"), EdgeSpec("b", "d", "filled"),
+             EdgeSpec("c", "d", "filled")]
+    assert find_cycle(["a", "b", "c", "d"], edges) is None
+
+
+def test_polymarket_under_one_dollar_is_accepted_but_never_crosses() -> None:
+    n = parse({"nodes": [node(symbol=POLY, qty=5, limit_price=0.15)]}).nodes[0]
+    assert n.never_crosses is True
+    n = parse({"nodes": [node(symbol=POLY, qty=8, limit_price=0.15)]}).nodes[0]
+    assert n.never_crosses is False
+
+
+def test_spot_market_order_and_inferred_venue() -> None:
+    body = {"node_id": "m", "symbol": SPOT, "side": "buy", "qty": "0.5"}
+    n = parse({"nodes": [body]}).nodes[0]
+    assert (n.venue, n.instrument_type, n.limit_units, n.qty_1e8) == ("coinbase", "spot", None, 50_000_000)
+
+
+# -- lifecycles ------------------------------------------------------------------------------------
+
+GRAPH_LEGAL = {
+    (GS.active, "complete"): GS.completed,
+    (GS.active, "cancel"): GS.cancelled,
+    (GS.active, "fail"): GS.failed,
+}
+NODE_LEGAL = {
+    (NS.pending, "activate"): NS.working,
+    (NS.pending, "cancel"): NS.cancelled,
+    (NS.pending, "reject"): NS.rejected,
+    (NS.working, "partial_fill"): NS.partially_filled,
+    (NS.working, "fill"): NS.filled,
+    (NS.working, "cancel"): NS.cancelled,
+    (NS.working, "reject"): NS.rejected,
+    (NS.partially_filled, "partial_fill"): NS.partially_filled,
+    (NS.partially_filled, "fill"): NS.filled,
+    (NS.partially_filled, "cancel"): NS.cancelled,
+}
+
+
+@pytest.mark.parametrize(("machine", "states", "events", "legal"), [
+    (GRAPH, list(GS), ["complete", "cancel", "fail"], GRAPH_LEGAL),
+    (NODE, list(NS), ["activate", "partial_fill", "fill", "cancel", "reject"], NODE_LEGAL),
+])
+def test_every_transition_legal_or_illegal(machine: Any, states: list, events: list, legal: dict) -> None:
+    for state, event in product(states, events):
+        if (state, event) in legal:
+            assert machine.next(state, event) == legal[(state, event)]
+        else:
+            with pytest.raises(IllegalTransition):
+                machine.next(state, event)
+
+
+def run(edges: list[tuple[str, str, str]], nodes: tuple[str, ...] = ("a", "b", "c")) -> GraphRun:
+    return GraphRun("g", nodes, tuple(EdgeSpec(*e) for e in edges))
+
+
+def test_hedge_fires_only_when_its_source_fills() -> None:
+    g = run([("a", "b", "filled")], ("a", "b"))
+    assert g.roots() == ["a"]
+    g.on_activated("a")
+    assert g.on_fill("a", complete=False) == []
+    assert g.on_fill("a", complete=True) == ["b"]
+
+
+def test_partially_filled_fires_on_the_first_fill_even_a_complete_one() -> None:
+    g = run([("a", "b", "partially_filled"), ("a", "c", "filled")])
+    g.on_activated("a")
+    assert g.on_fill("a", complete=True) == ["b", "c"]
+
+
+def test_cancel_and_reject_triggers_and_the_outcome() -> None:
+    g = run([("a", "b", "rejected"), ("b", "c", "cancelled")])
+    assert g.on_rejected("a", "post_only_would_take") == ["b"]
+    g.on_activated("b")
+    assert g.on_cancelled("b", "self_trade_prevented") == ["c"]
+    g.on_activated("c")
+    g.on_fill("c", complete=True)
+    assert g.quiescent() and g.outcome() == GS.completed  # the rejection was handled by an edge
+
+
+def test_unhandled_rejection_fails_the_graph_and_untriggered_nodes_stay_pending() -> None:
+    g = run([("a", "b", "filled")], ("a", "b"))
+    g.on_rejected("a", "market_closed")
+    assert g.quiescent() and g.pending() == ["b"] and g.outcome() == GS.failed
+    g.end(g.outcome())
+    assert g.status == GS.failed
+    with pytest.raises(IllegalTransition):
+        g.end(GS.completed)
+
+
+def test_user_cancel_outcome_and_silent_cancel() -> None:
+    g = run([("a", "b", "cancelled")], ("a", "b"))
+    g.on_activated("a")
+    g.user_cancelled = True
+    assert g.on_cancelled("a", "cancelled_by_user", fire=False) == []
+    assert g.outcome() == GS.cancelled
