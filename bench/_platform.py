@@ -42,7 +42,7 @@ def wait_for(pred: Callable[[], Any], timeout: float = 120.0, interval: float = 
 
 def pct(xs: list[float], p: float) -> float:
     s = sorted(xs)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 def table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:

@@ -14,7 +14,6 @@ import subprocess
 import time
 
 from _platform import platform, runner, table, wait_for, write
-
 from tests.helpers import create_body
 
 

@@ -12,8 +12,8 @@ import typer
 
 from sequence import __version__
 from sequence.cli import admin, keys, strategy
-from sequence.cli import runner as runner_cmds
 from sequence.cli import config as cfgmod
+from sequence.cli import runner as runner_cmds
 from sequence.cli.http import Api
 from sequence.cli.output import console, emit_json, fail
 
