@@ -234,3 +234,22 @@ def test_runner_check_exit_codes(tmp_path: Any) -> None:
     bad = subprocess.run([SEQ, "runner", "--check", "--runtime", "/nonexistent/python", "--data-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=60, env={**os.environ})
     assert bad.returncode != 0
+
+
+def test_logs_channel_streams_a_strategys_lines_to_its_client_only(platform: Any) -> None:
+    from sequence_markets import Sequence, SequenceError
+
+    srv = platform()
+    platform.runner(srv)
+    main = "import time\ntime.sleep(1.5)\nfor i in range(5):\n    print('tick', i, flush=True)\n"
+    with srv.client() as c:
+        sid = deploy(c, "ticker", main)["strategy_id"]
+    seq = Sequence(srv.live_key, srv.url)
+    got = [m["data"]["line"] for m in seq.stream([f"logs:{sid}"], duration_s=20, max_msgs=5)]
+    assert got == [f"tick {i}" for i in range(5)]
+    _cid, other = srv.new_client()
+    try:
+        list(Sequence(other, srv.url).stream([f"logs:{sid}"], duration_s=2, max_msgs=1))
+        raise AssertionError("another client subscribed to someone else's logs")
+    except SequenceError as exc:
+        assert sid in str(exc) or "not_found" in str(exc) or "no strategy" in str(exc)

@@ -153,6 +153,9 @@ def _attach_market(app: FastAPI, core: Core, settings: Settings, market: Any) ->
     from sequence.market.trading_routes import attach_trading
 
     attach_trading(app, core)
+    from sequence.api import log_stream
+
+    log_stream.register(core)
 
 
 async def _reaper(core: Core, metrics: Metrics) -> None:

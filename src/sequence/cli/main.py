@@ -13,6 +13,7 @@ import typer
 from sequence import __version__
 from sequence.cli import admin, keys, strategy
 from sequence.cli import config as cfgmod
+from sequence.cli import market as market_cmds
 from sequence.cli import runner as runner_cmds
 from sequence.cli.http import Api
 from sequence.cli.output import console, emit_json, fail
@@ -29,6 +30,8 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")
 app.command("runner")(runner_cmds.runner)
 app.command("doctor")(runner_cmds.doctor)
+app.add_typer(market_cmds.app, name="market")
+app.command("connect")(market_cmds.connect)
 
 DISTRIBUTION = "sequence-platform"
 

@@ -116,6 +116,8 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
     threading.Thread(target=_after_start, daemon=True).start()
     try:
         server.run()
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; that is our clean stop
     finally:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

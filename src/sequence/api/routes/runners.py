@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection
 
+from sequence.api import log_stream
 from sequence.api.auth import require_runner
 from sequence.api.errors import ApiError, not_found
 from sequence.api.notify import QUEUE, logs_topic, runner_topic, strategy_topic
@@ -262,7 +263,30 @@ async def logs(runner_id: str, run_id: str, request: Request,
     epoch, lines = _parse_logs(await request.body())
     nxt = await anyio.to_thread.run_sync(core.store.append_logs, run_id, epoch, runner_id, lines)
     core.notifier.notify(logs_topic(run_id))
+    if lines:
+        run = await anyio.to_thread.run_sync(_run_owner, core, run_id)
+        if run is not None:
+            # A resent batch (lost response) is stored once; publish it once too.
+            fresh = [x for x in lines if x["seq"] > run["published"]]
+            run["published"] = nxt - 1
+            log_stream.publish(core, run, fresh)
     return {"next_seq": nxt}
+
+
+_OWNERS: dict[str, dict[str, Any]] = {}
+
+
+def _run_owner(core: Core, run_id: str) -> dict[str, Any] | None:
+    hit = _OWNERS.get(run_id)
+    if hit is None:
+        run = core.store.get_run(run_id)
+        if run is None:
+            return None
+        if len(_OWNERS) > 10_000:
+            _OWNERS.clear()
+        hit = _OWNERS[run_id] = {"run_id": run_id, "strategy_id": run["strategy_id"],
+                                 "client_id": run["client_id"], "published": 0}
+    return hit
 
 
 @router.post("/v1/runners/{runner_id}/runs/{run_id}/exit")

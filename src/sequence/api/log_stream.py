@@ -1,0 +1,49 @@
+"""The ``logs:<strategy_id>`` channel of ``/v1/stream``: a strategy's log lines, live.
+
+Private to the strategy's client; queued (not conflated) so a reader sees every
+line unless it falls more than ``QUEUE`` lines behind (then the hub counts the
+drop). Lines are published only while someone is subscribed, so log capture
+pays nothing for the feature otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sequence.api.state import Core
+
+QUEUE = 5000
+
+
+def register(core: Core) -> None:
+    market = core.market
+    if market is None or not hasattr(market, "hub"):
+        return
+    from sequence.market.errors import ChannelError
+    from sequence.market.hub import ChannelKind
+
+    store = core.store
+
+    def validate(arg: str | None, client_id: str | None) -> None:
+        if not arg or client_id is None or store.get_strategy(client_id, arg) is None:
+            # 404-like: never confirm another client's strategy exists.
+            raise ChannelError(f"logs:{arg}", f"no strategy {arg}", code="not_found")
+
+    market.hub.register(ChannelKind(name="logs", needs_arg=True, validate=validate, snapshot=None,
+                                    per_client=True, conflate=False, queue_size=QUEUE), replace=True)
+
+
+def publish(core: Core, run: dict[str, Any], lines: Sequence[dict[str, Any]]) -> None:
+    """Call on the event loop after a batch was stored."""
+    market = core.market
+    if market is None or not hasattr(market, "hub"):
+        return
+    channel = f"logs:{run['strategy_id']}"
+    hub = market.hub
+    if not hub.has_subscribers(channel, run["client_id"]):
+        return
+    for x in lines:
+        hub.publish(channel, {"strategy_id": run["strategy_id"], "run_id": run["run_id"], "seq": x["seq"],
+                              "ts": x["ts"], "stream": x["stream"], "line": x["line"]},
+                    client_id=run["client_id"])
