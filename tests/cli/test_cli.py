@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +21,6 @@ def run(args: list[str], env: dict[str, str], cwd: Path | None = None, check: bo
         raise AssertionError(f"sequence {' '.join(args)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
     assert "Traceback" not in p.stderr, p.stderr
     return p
-
-
-@pytest.fixture
-def env(server: LiveServer, tmp_path: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("SEQUENCE_")}
-    e.update(XDG_CONFIG_HOME=str(tmp_path / "cfg"), HOME=str(tmp_path), SEQUENCE_API_URL=server.url,
-             SEQUENCE_API_KEY=server.live_key, COLUMNS="200")
-    return e
 
 
 def make_folder(root: Path, toml: str | None = None, main: str = "print('hi', flush=True)\n") -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from sequence.secrets import Keyring, Sealed
-from tests.cli.test_cli import SEQ, env, run  # noqa: F401  (env is a fixture)
+from tests.cli.test_cli import SEQ, run
 from tests.helpers import LiveServer, create_body, free_socket
 
 
