@@ -211,3 +211,13 @@ def test_revoked_key_stops_working_at_once(server: LiveServer) -> None:
             assert k.get("/v1/strategies").status_code == 200
             assert c.delete(f"/v1/keys/{made['key_id']}").status_code == 200
             assert k.get("/v1/strategies").status_code == 401
+
+
+def test_metrics_count_strategies_by_status(server: LiveServer) -> None:
+    with server.client() as c:
+        _create(c, name="a")
+        _create(c, name="b", start=True)
+        text = httpx.get(server.url + "/metrics").text
+    assert 'sequence_strategies{status="stopped"} 1.0' in text
+    assert 'sequence_strategies{status="queued"} 1.0' in text
+    assert "sequence_http_requests_total" in text

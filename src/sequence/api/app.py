@@ -49,6 +49,8 @@ class Metrics:
         self.leases_expired = Counter("sequence_leases_expired_total", "Runs whose lease expired",
                                       registry=self.registry)
         self.strategies = Gauge("sequence_strategies", "Strategies by status", ["status"], registry=self.registry)
+        self.runners = Gauge("sequence_runners_connected", "Runners seen within two lease periods",
+                             registry=self.registry)
 
 
 class RequestMiddleware:
@@ -129,8 +131,10 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
 
     @app.get("/metrics", include_in_schema=False)
     def prom() -> Response:
+        counts = core.store.count_strategies_by_status()
         for status in ("queued", "running", "stopping", "stopped", "failed"):
-            metrics.strategies.labels(status).set(0)
+            metrics.strategies.labels(status).set(counts.get(status, 0))
+        metrics.runners.set(len(core.store.list_runners(seen_within=core.settings.lease_seconds * 2)))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(strategies.router)

@@ -282,6 +282,11 @@ class Store:
                 row["current_run"] = summaries.get(row["current_run_id"])
         return rows
 
+    def count_strategies_by_status(self) -> dict[str, int]:
+        s = t.strategies
+        with self.db.read() as c:
+            return {r[0]: int(r[1]) for r in c.execute(sa.select(s.c.status, sa.func.count()).group_by(s.c.status))}
+
     def _run_summary(self, c: Connection, run_id: str | None) -> dict[str, Any] | None:
         if not run_id:
             return None
