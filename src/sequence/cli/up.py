@@ -94,9 +94,29 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
         fail(f"cannot open the store at {settings.effective_database_url}: {exc}")
     info = bootstrap(core)
     app = create_app(settings, core=core)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
-                                           ws_ping_interval=10, ws_ping_timeout=20, timeout_graceful_shutdown=5))
     proc: subprocess.Popen[bytes] | None = None
+
+    class _Server(uvicorn.Server):
+        """Ctrl-C stops the runner first (its strategies get SIGTERM and their last
+        logs and exits still reach the coordinator), then the coordinator."""
+
+        stopping = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.stopping or proc is None or proc.poll() is not None:
+                super().handle_exit(sig, frame)
+                return
+            self.stopping = True
+            console.print("stopping the runner and its strategies …")
+
+            def _stop_runner() -> None:
+                _terminate(proc)
+                super(_Server, self).handle_exit(sig, None)
+
+            threading.Thread(target=_stop_runner, daemon=True).start()
+
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                    ws_ping_interval=10, ws_ping_timeout=20, timeout_graceful_shutdown=5))
 
     def _after_start() -> None:
         nonlocal proc
@@ -119,15 +139,20 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
     except KeyboardInterrupt:
         pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; that is our clean stop
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            _terminate(proc)
         core.store.db.dispose()
         console.print("stopped")
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def status_line(settings: Settings) -> str:
