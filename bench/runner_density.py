@@ -41,25 +41,38 @@ import time
 from typing import Any
 
 import psutil
-from _platform import CpuMeter, deploy, host, measure_window, platform, runner, table, wait_for, write
+from _platform import (
+    CpuMeter,
+    deploy,
+    host,
+    measure_window,
+    platform,
+    runner,
+    table,
+    wait_for,
+    write,
+)
 
 MAIN = "print('up', flush=True)\nimport time\nwhile True:\n    time.sleep(1)\n"
 
 
 def tree(pid: int) -> dict[str, Any]:
     kids = psutil.Process(pid).children(recursive=True)
-    rss = 0
+    rss = pss = 0
     names: dict[str, int] = {}
     cpu = 0.0
     for k in kids:
         try:
-            rss += k.memory_info().rss
+            m = k.memory_full_info()  # pss: shared pages (interpreter, libs) split between sharers
+            rss += m.rss
+            pss += m.pss
             t = k.cpu_times()
             cpu += t.user + t.system
             names[k.name()] = names.get(k.name(), 0) + 1
         except psutil.Error:
             continue
-    return {"processes": len(kids), "by_name": names, "rss_mb_sum": round(rss / 2**20, 1), "cpu_s_sum": round(cpu, 2)}
+    return {"processes": len(kids), "by_name": names, "rss_mb_sum": round(rss / 2**20, 1),
+            "pss_mb_sum": round(pss / 2**20, 1), "cpu_s_sum": round(cpu, 2)}
 
 
 def main() -> None:
@@ -153,7 +166,7 @@ def main() -> None:
     t = out["runner_tree"]
     print(f"deploy: {n} POSTs in {d['post_all_s']} s; all running after {d['to_all_running_s']} s "
           f"({d['per_strategy_ms']} ms/strategy); all first lines read after {d['to_all_first_line_read_s']} s")
-    print(f"runner tree: {t['processes']} processes {t['by_name']}, RSS sum {t['rss_mb_sum']} MB; "
+    print(f"runner tree: {t['processes']} processes {t['by_name']}, RSS sum {t['rss_mb_sum']} MB, PSS sum {t['pss_mb_sum']} MB; "
           f"runner RSS per strategy {out['runner_rss_per_strategy_kb']} KB; still running after the window: "
           f"{out['still_running_after_window']}/{n}; stop all: {out['stop_all_s']} s")
     cpu_ok = s["runner"]["cpu_pct_of_core"] <= args.target_cpu_pct

@@ -44,8 +44,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _platform import deploy, host, median, platform, run_times, runner, sandbox_pass_argv, summarize, table, \
-    wait_for, write
+from _platform import (
+    deploy,
+    host,
+    median,
+    platform,
+    run_times,
+    runner,
+    sandbox_pass_argv,
+    summarize,
+    table,
+    wait_for,
+    write,
+)
 
 MAIN = "print('ready', flush=True)\n"
 
@@ -146,8 +157,8 @@ def main() -> None:
     table(f"deploy → first log line visible, {len(rows)} deploys (mode {args.mode}, poll {args.poll_ms:g} ms); "
           f"load {load_before['loadavg']} → {load_after['loadavg']}",
           trows, ("path (ms)", "p50", "p90", "max", "vs python -c pass"))
-    stages = {"post": stats["post_ms"]["p50"],
-              "post → claim": round(median([x["claim_ms"] - x["post_ms"] for x in rows]), 1),
+    stages = {"deploy request": stats["post_ms"]["p50"],
+              "deploy sent → claim": stats["claim_ms"]["p50"],
               "claim → started": round(median([x["started_ms"] - x["claim_ms"] for x in rows if x["started_ms"]]), 1),
               "claim → line read": round(median([x["line_read_ms"] - x["claim_ms"] for x in rows]), 1),
               "line read → visible": round(median([x["visible_ms"] - x["line_read_ms"] for x in rows]), 1)}

@@ -13,17 +13,10 @@
  9. Cancel both graphs
 10. Exit 0
 
-Every log line is one JSON record with an `event` field: boot, health_check,
-discovery_done, ws_msg, book_level, graph_submit_intent, graph_status,
-graph_cancelled, done (and fatal / crash when something goes wrong), so
-
-    sequence strategy logs e2e-pred-test --follow | jq -c 'select(.event == "done")'
-
-works. Deploy it as the product document says (docs/quickstart.md).
-
-The SDK ships its own WebSocket client (`seq.stream(...)`, see docs/sdk.md);
-`ws_subscribe` below is the seed's hand-rolled one, kept as a reference for
-the protocol and for environments without the SDK's streaming.
+Records (one JSON line each): boot, health_check, discovery_done, ws_msg,
+book_level, graph_submit_intent, graph_status, graph_cancelled, done — or
+fatal / crash. Deploying: docs/quickstart.md. The SDK has its own WebSocket
+client (`seq.stream`); `ws_subscribe` shows the protocol by hand.
 """
 import base64
 import json

@@ -221,3 +221,22 @@ def test_metrics_count_strategies_by_status(server: LiveServer) -> None:
     assert 'sequence_strategies{status="stopped"} 1.0' in text
     assert 'sequence_strategies{status="queued"} 1.0' in text
     assert "sequence_http_requests_total" in text
+
+
+def test_list_pages_with_an_opaque_cursor(server: LiveServer) -> None:
+    with server.client() as c:
+        for i in range(5):
+            _create(c, name=f"s{i}")
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = c.get("/v1/strategies", params=params).json()
+            seen += [s["name"] for s in page["strategies"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert seen == [f"s{i}" for i in range(5)]
+        bad = c.get("/v1/strategies", params={"cursor": "!!garbage!!"})
+        assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "cursor"
+        assert c.get("/v1/strategies", params={"limit": 0}).status_code == 422

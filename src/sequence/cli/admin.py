@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sequence.cli.output import console, emit_json, fail, table
 from sequence.secrets import Keyring, Sealed, SealingError, new_key_text, write_key_file
 from sequence.settings import Settings, SettingsError
-from sequence.store.engine import Database
-from sequence.store.store import NotFound, Store
+
+if TYPE_CHECKING:
+    from sequence.store.store import Store
 
 app = typer.Typer(help="Operator commands (run on the coordinator host).", no_args_is_help=True)
 runner_token = typer.Typer(help="Tokens runners use to register.", no_args_is_help=True)
@@ -30,6 +31,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 def open_store(data_dir: Path | None) -> tuple[Settings, Store]:
+    # Imported here: SQLAlchemy costs ~250 ms, and every other command would pay it.
+    from sequence.store.engine import Database
+    from sequence.store.store import Store
+
     try:
         settings = Settings.from_env(data_dir=data_dir)
     except SettingsError as exc:
@@ -64,6 +69,8 @@ def runner_token_list(data_dir: DataDir = None, as_json: JsonOpt = False) -> Non
 
 @runner_token.command("revoke")
 def runner_token_revoke(token_id: str, data_dir: DataDir = None) -> None:
+    from sequence.store.store import NotFound
+
     _s, store = open_store(data_dir)
     try:
         store.revoke_runner_token(token_id)
@@ -100,6 +107,8 @@ def client_list(data_dir: DataDir = None, as_json: JsonOpt = False) -> None:
 def client_key(client_id: str, test: Annotated[bool, typer.Option("--test")] = False, data_dir: DataDir = None,
                as_json: JsonOpt = False) -> None:
     """Mint a key for a client (e.g. after losing the CLI config)."""
+    from sequence.store.store import NotFound
+
     _s, store = open_store(data_dir)
     try:
         _row, key = store.create_api_key(client_id, "test" if test else "live", "admin")

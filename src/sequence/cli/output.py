@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -21,9 +22,10 @@ def emit_json(value: Any) -> None:
 
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    # Messages quote TOML sections like [hosted.env]: never let Rich read them as markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     if hint:
-        err_console.print(f"[dim]hint:[/] {hint}", soft_wrap=True)
+        err_console.print(f"[dim]hint:[/] {escape(hint)}", soft_wrap=True)
     raise typer.Exit(code)
 
 

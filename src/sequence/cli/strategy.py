@@ -82,12 +82,12 @@ def _upload_body(payload: bytes, show: bool) -> Iterator[bytes]:
 def deploy(
     path: Annotated[Path, typer.Argument(help="Strategy folder (with main.py and optionally Sequence.toml).")] = Path("."),
     start: Annotated[bool, typer.Option("--start", help="Queue it to run now, acting as your current API key.")] = False,
-    name: Annotated[str | None, typer.Option("--name", help="Override [strategy] name.")] = None,
-    entrypoint: Annotated[str | None, typer.Option("--entrypoint", help="Override [hosted] entrypoint.")] = None,
-    env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE, repeatable; layered on [hosted.env].")] = None,
-    secrets_file: Annotated[Path | None, typer.Option("--secrets-file", help="JSON object of secret env vars, merged on [hosted.secrets].")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Override \\[strategy] name.")] = None,
+    entrypoint: Annotated[str | None, typer.Option("--entrypoint", help="Override \\[hosted] entrypoint.")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE, repeatable; layered on \\[hosted.env].")] = None,
+    secrets_file: Annotated[Path | None, typer.Option("--secrets-file", help="JSON object of secret env vars, merged on \\[hosted.secrets].")] = None,
     manifest: Annotated[Path | None, typer.Option("--manifest", help="JSON object replacing the synthesized manifest.")] = None,
-    memory_mb: Annotated[int | None, typer.Option("--memory-mb", help="Override [hosted] memory_mb.")] = None,
+    memory_mb: Annotated[int | None, typer.Option("--memory-mb", help="Override \\[hosted] memory_mb.")] = None,
     latency_target: Annotated[list[str] | None, typer.Option("--latency-target", help="Placement hint (coinbase, kalshi, polymarket); repeatable.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -182,7 +182,12 @@ def deploy(
 def list_(as_json: JsonOpt = False) -> None:
     """List your strategies."""
     with _api() as api:
-        res = api.request("GET", "/v1/strategies")
+        res = api.request("GET", "/v1/strategies", params={"limit": 500})
+        items = res["strategies"]
+        while res.get("next_cursor"):
+            res = api.request("GET", "/v1/strategies", params={"limit": 500, "cursor": res["next_cursor"]})
+            items.extend(res["strategies"])
+    res = {"strategies": items}
     if as_json:
         emit_json(res)
         return

@@ -268,11 +268,19 @@ class Store:
             row["current_run"] = self._run_summary(c, row["current_run_id"])
         return row
 
-    def list_strategies(self, client_id: str) -> list[dict[str, Any]]:
+    def list_strategies(self, client_id: str, *, limit: int | None = None,
+                        after: tuple[float, str] | None = None) -> list[dict[str, Any]]:
+        """Oldest first; ``after`` = the (created_at, strategy_id) of the last row seen."""
         s = t.strategies
         cols = [col for col in s.c if col.name not in _SEALED_COLUMNS]
+        q = sa.select(*cols).where(s.c.client_id == client_id).order_by(s.c.created_at, s.c.strategy_id)
+        if after is not None:
+            q = q.where(sa.or_(s.c.created_at > after[0],
+                               sa.and_(s.c.created_at == after[0], s.c.strategy_id > after[1])))
+        if limit is not None:
+            q = q.limit(limit)
         with self.db.read() as c:
-            rows = [_row(r) for r in c.execute(sa.select(*cols).where(s.c.client_id == client_id).order_by(s.c.created_at))]
+            rows = [_row(r) for r in c.execute(q)]
             runs = {r["current_run_id"] for r in rows if r["current_run_id"]}
             summaries = {}
             if runs:

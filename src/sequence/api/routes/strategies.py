@@ -248,10 +248,30 @@ async def _deploy(core: Core, p: Principal, request: Request, spec: CreateSpec, 
     return JSONResponse(render(core, row), status_code=201 if created else 200)
 
 
+def _decode_cursor(cursor: str | None) -> tuple[float, str] | None:
+    if not cursor:
+        return None
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)))
+        return float(raw[0]), str(raw[1])
+    except (ValueError, TypeError, IndexError, binascii.Error):
+        raise bad_request("cursor is not valid: pass next_cursor from the previous page", "cursor") from None
+
+
+def _encode_cursor(row: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps([row["created_at"], row["strategy_id"]]).encode()).decode().rstrip("=")
+
+
 @router.get("/v1/strategies")
-def list_strategies(request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
+def list_strategies(request: Request, p: Principal = Depends(require_principal),
+                    limit: int = Query(100, ge=1, le=500), cursor: str | None = Query(None, max_length=500),
+                    ) -> dict[str, Any]:
     core = core_of(request.app)
-    return {"strategies": [render(core, r) for r in core.store.list_strategies(p.client_id)]}
+    rows = core.store.list_strategies(p.client_id, limit=limit + 1, after=_decode_cursor(cursor))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"strategies": [render(core, r) for r in rows],
+            "next_cursor": _encode_cursor(rows[-1]) if more and rows else None}
 
 
 @router.get("/v1/strategies/{strategy_id}")
