@@ -108,9 +108,10 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
                 return
             self.stopping = True
             console.print("stopping the runner and its strategies …")
+            runner_proc = proc
 
             def _stop_runner() -> None:
-                _terminate(proc)
+                _terminate(runner_proc)
                 super(_Server, self).handle_exit(sig, None)
 
             threading.Thread(target=_stop_runner, daemon=True).start()
