@@ -24,7 +24,8 @@ stop    (target: POST /stop → SIGTERM delivered, p50 ≤ 500 ms)
         signal delivery + handler — and an API round trip (GET the strategy).
 
 failover (target: runner SIGKILL → strategy running on the other runner ≤ 15 s)
-        The strategy runs on runner A; runner B is registered and idle; A is
+        A fresh strategy per trial (so each failover is its first failure, see
+        --same-strategy) runs on runner A; runner B is registered and idle; A is
         SIGKILLed (its process group; bubblewrap's --die-with-parent takes the
         sandbox down).  Measured: kill → the coordinator's reaper marks the run
         lost (lease expiry) → the new run is claimed by B (restart backoff, 1 s)
@@ -35,8 +36,8 @@ failover (target: runner SIGKILL → strategy running on the other runner ≤ 15
         (--short-lease 6, --short-heartbeat 1) to show the bound is the lease.
 
     .venv/bin/python bench/runner_restart.py [--parts crash,stop,failover]
-        [--crash-trials 5] [--stop-trials 10] [--failover-trials 3]
-        [--short-lease 6] [--short-heartbeat 1]
+        [--crash-trials 5] [--stop-trials 10] [--failover-trials 4]
+        [--short-lease 6] [--short-heartbeat 1] [--same-strategy]
 
 Prints tables and writes bench/results/runner_restart.json.
 """
@@ -48,6 +49,7 @@ import subprocess
 import time
 from typing import Any
 
+import psutil
 from _platform import deploy, host, platform, runner, summarize, table, wait_for, write
 
 CRASH = "import sys, time\nprint('boot', repr(time.time()), flush=True)\nsys.exit(1)\n"
@@ -177,7 +179,14 @@ def stop_part(trials: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- runner SIGKILL → other runner
-def failover_part(trials: int, lease_s: float, heartbeat_s: float) -> dict[str, Any]:
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def failover_part(trials: int, lease_s: float, heartbeat_s: float, same_strategy: bool) -> dict[str, Any]:
     srv, tmp = platform(lease_seconds=lease_s, heartbeat_seconds=heartbeat_s)
     runners = [runner(srv, tmp, "r0")]
     rows = []
@@ -185,9 +194,18 @@ def failover_part(trials: int, lease_s: float, heartbeat_s: float) -> dict[str, 
         with srv.client() as c:
             wait_for(lambda: srv.core.store.list_runners(), timeout=60)
             time.sleep(1.0)
-            sid = deploy(c, "failover", IDLE)["strategy_id"]
+            sid = ""
             for i in range(trials):
-                cur = wait_for(lambda: (x := srv.core.store.get_strategy(None, sid)["current_run"])
+                # A fresh strategy per trial: each failover is that strategy's first failure
+                # (1 s backoff).  --same-strategy moves one strategy again and again instead:
+                # a runner loss counts as a failure, so its backoff grows 1 s, 2 s, 4 s …
+                if not same_strategy or i == 0:
+                    if sid:
+                        c.post(f"/v1/strategies/{sid}/stop")
+                        wait_for(lambda sid=sid: srv.core.store.get_strategy(None, sid)["status"] == "stopped",
+                                 timeout=60)
+                    sid = deploy(c, f"failover-{i}", IDLE)["strategy_id"]
+                cur = wait_for(lambda sid=sid: (x := srv.core.store.get_strategy(None, sid)["current_run"])
                                and x["started_at"] and x, timeout=120)
                 old = runners[-1]
                 assert cur["runner_id"] is not None
@@ -196,15 +214,16 @@ def failover_part(trials: int, lease_s: float, heartbeat_s: float) -> dict[str, 
                 runners.append(new)
                 wait_for(lambda n_before=n_before: len(srv.core.store.list_runners()) > n_before, timeout=60)
                 time.sleep(1.0 + (i * 0.7) % heartbeat_s)  # B's long poll is in; vary the heartbeat phase
+                old_tree = psutil.Process(old.proc.pid).children(recursive=True)  # its sandbox: bwrap, python
                 t_kill = time.time()
                 old.kill()
-                moved = wait_for(lambda cur=cur: (x := srv.core.store.get_strategy(None, sid)["current_run"])
+                moved = wait_for(lambda cur=cur, sid=sid: (x := srv.core.store.get_strategy(None, sid)["current_run"])
                                  and x["run_id"] != cur["run_id"] and x["started_at"] and x,
                                  timeout=lease_s * 4 + 30, interval=0.02)
                 lost = srv.core.store.get_run(cur["run_id"])
                 new_run = srv.core.store.get_run(moved["run_id"])
                 assert lost is not None and new_run is not None
-                line = wait_for(lambda m=moved: logs(c, sid, m["run_id"])["lines"], timeout=30)[0]
+                line = wait_for(lambda m=moved, sid=sid: logs(c, sid, m["run_id"])["lines"], timeout=30)[0]
                 renewed = lost["lease_expires_at"] - lease_s
                 rows.append({
                     "kill_after_last_renewal_ms": (t_kill - renewed) * 1000,
@@ -217,13 +236,16 @@ def failover_part(trials: int, lease_s: float, heartbeat_s: float) -> dict[str, 
                     "overhead_after_lease_expiry_ms": (new_run["started_at"] - lost["lease_expires_at"]) * 1000,
                     "lost_reason": lost["reason"], "lost_status": lost["status"],
                     "same_runner_as_old": new_run["runner_id"] == cur["runner_id"],
+                    "old_sandbox_processes_left": sum(1 for p in old_tree if _alive(p)),
+                    "consecutive_failures": srv.core.store.get_strategy(None, sid)["consecutive_failures"],
                 })
     finally:
         for r in runners:
             r.stop()
         srv.stop()
     keys = [k for k in rows[0] if k.endswith("_ms")]
-    return {"lease_seconds": lease_s, "heartbeat_seconds": heartbeat_s, "trials": trials, "rows": rows,
+    return {"lease_seconds": lease_s, "heartbeat_seconds": heartbeat_s, "trials": trials,
+            "same_strategy": same_strategy, "rows": rows,
             "stats_ms": {k: summarize([x[k] for x in rows]) for k in keys}}
 
 
@@ -232,9 +254,11 @@ def main() -> None:
     ap.add_argument("--parts", default="crash,stop,failover")
     ap.add_argument("--crash-trials", type=int, default=5)
     ap.add_argument("--stop-trials", type=int, default=10)
-    ap.add_argument("--failover-trials", type=int, default=3)
+    ap.add_argument("--failover-trials", type=int, default=4)
     ap.add_argument("--short-lease", type=float, default=6.0)
     ap.add_argument("--short-heartbeat", type=float, default=1.0)
+    ap.add_argument("--same-strategy", action="store_true",
+                    help="failover: move one strategy every trial (its backoff grows) instead of a fresh one")
     ap.add_argument("--name", default="runner_restart", help="results file name (bench/results/NAME.json)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -276,7 +300,7 @@ def main() -> None:
     if "failover" in parts:
         out["failover"] = []
         for lease, hb in ((15.0, 2.0), (args.short_lease, args.short_heartbeat)):
-            fo = failover_part(args.failover_trials, lease, hb)
+            fo = failover_part(args.failover_trials, lease, hb, args.same_strategy)
             fo["host_after"] = host()
             out["failover"].append(fo)
             s = fo["stats_ms"]

@@ -34,7 +34,8 @@ class Settings:
     # URL strategies use to reach the coordinator (SEQUENCE_API_URL inside a run).
     public_url: str | None = None
     max_artifact_mb: int = 50
-    lease_seconds: float = 15.0
+    # A runner SIGKILL is noticed after at most one lease: 12 s keeps failover under 15 s.
+    lease_seconds: float = 12.0
     heartbeat_seconds: float = 2.0
     claim_wait_seconds: float = 20.0
     regions: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_REGIONS))

@@ -163,9 +163,9 @@ def _attach_market(app: FastAPI, core: Core, settings: Settings, market: Any) ->
 
 
 async def _reaper(core: Core, metrics: Metrics) -> None:
-    """Expire lapsed leases once a second; lost runs fail and re-queue."""
+    """Expire lapsed leases (4 times a second: failover time is lease + this tick); lost runs re-queue."""
     while True:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.25)
         try:
             lost = await anyio.to_thread.run_sync(core.store.expire_leases)
         except Exception:  # keep the reaper alive through transient DB errors

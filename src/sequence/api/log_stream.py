@@ -8,10 +8,10 @@ pays nothing for the feature otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from sequence.api.state import Core
+from sequence.store.store import LogColumns
 
 QUEUE = 5000
 
@@ -34,8 +34,8 @@ def register(core: Core) -> None:
                                     per_client=True, conflate=False, queue_size=QUEUE), replace=True)
 
 
-def publish(core: Core, run: dict[str, Any], lines: Sequence[dict[str, Any]]) -> None:
-    """Call on the event loop after a batch was stored."""
+def publish(core: Core, run: dict[str, Any], cols: LogColumns, start: int = 0) -> None:
+    """Call on the event loop after a batch was stored; ``start`` skips lines already published."""
     market = core.market
     if market is None or not hasattr(market, "hub"):
         return
@@ -43,7 +43,7 @@ def publish(core: Core, run: dict[str, Any], lines: Sequence[dict[str, Any]]) ->
     hub = market.hub
     if not hub.has_subscribers(channel, run["client_id"]):
         return
-    for x in lines:
-        hub.publish(channel, {"strategy_id": run["strategy_id"], "run_id": run["run_id"], "seq": x["seq"],
-                              "ts": x["ts"], "stream": x["stream"], "line": x["line"]},
+    for i in range(start, len(cols.lines)):
+        hub.publish(channel, {"strategy_id": run["strategy_id"], "run_id": run["run_id"], "seq": cols.first_seq + i,
+                              "ts": cols.ts[i], "stream": cols.streams[i], "line": cols.lines[i]},
                     client_id=run["client_id"])

@@ -111,7 +111,13 @@ class CoordinatorClient:
         await self._call("POST", self._run_path(run_id, "started"), json={"epoch": epoch})
 
     async def logs(self, run_id: str, epoch: int, lines: Sequence[Mapping[str, Any]]) -> int:
-        r = await self._call("POST", self._run_path(run_id, "logs"), json={"epoch": epoch, "lines": list(lines)})
+        """Upload a contiguous batch of records in the columnar form (cheaper to encode and parse)."""
+        body = {"epoch": epoch, "first_seq": lines[0]["seq"] if lines else 1,
+                "ts": [x["ts"] for x in lines],
+                "streams": "".join("o" if x["stream"] == "stdout" else "e" for x in lines),
+                "lines": [x["line"] for x in lines],
+                "partial": [i for i, x in enumerate(lines) if x.get("partial")]}
+        r = await self._call("POST", self._run_path(run_id, "logs"), json=body)
         return int(r.json()["next_seq"])
 
     async def exit(self, run_id: str, epoch: int, report: Mapping[str, Any]) -> None:

@@ -56,6 +56,7 @@ class ActiveRun:
     stale: bool = False  # the coordinator no longer considers this run ours
     shutdown: bool = False  # stopped because this runner is shutting down, not by the user
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    uploader: LogUploader | None = field(default=None, repr=False)
 
 
 class RunnerDaemon:
@@ -232,6 +233,8 @@ class RunnerDaemon:
             info = await handle.wait()
             if not r.stale:
                 await handle.flush_logs(LOG_FLUSH_TIMEOUT_S)
+                if r.uploader is not None:
+                    await r.uploader.drain(LOG_FLUSH_TIMEOUT_S)
                 await self._report(r, _exit_report(info, shutdown=r.shutdown))
         except StaleRun:
             r.stale = True
@@ -247,6 +250,8 @@ class RunnerDaemon:
             if handle is not None:
                 with contextlib.suppress(Exception):
                     await handle.close(log_timeout=0.0 if r.stale else 5.0)
+            if r.uploader is not None:
+                await r.uploader.aclose()
             self.runs.pop(r.run_id, None)
 
     async def _retry(self, call: Any, r: ActiveRun) -> Any:
@@ -278,19 +283,64 @@ class RunnerDaemon:
                 delay = min(delay * 2, 2.0)
         log.error("could not report the exit of run %s; its lease will expire", r.run_id)
 
-    def _sink(self, r: ActiveRun) -> Any:
-        async def sink(batch: list[LogRecord]) -> None:
-            if r.stale:
-                raise StaleRun("run is stale")
-            try:
-                await self.client.logs(r.run_id, r.epoch, batch)
-            except StaleRun:
-                r.stale = True
-                if r.handle is not None:
-                    r.handle.kill()
-                raise
+    def _sink(self, r: ActiveRun) -> LogUploader:
+        r.uploader = LogUploader(self.client, r, self.lease_s * FENCE_FRACTION)
+        return r.uploader
 
-        return sink
+
+class LogUploader:
+    """The pump's sink: uploads batches in order with one in flight and one queued,
+    so the pump reads and batches the next lines while the coordinator stores the
+    last ones.  Retries a batch until it is stored; a full queue blocks the pump
+    (which then spools to disk): backpressure, never loss.
+    """
+
+    def __init__(self, client: CoordinatorClient, run: ActiveRun, give_up_s: float) -> None:
+        self.client = client
+        self.run = run
+        self.give_up_s = give_up_s
+        self._queue: asyncio.Queue[list[LogRecord]] = asyncio.Queue(maxsize=1)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, batch: list[LogRecord]) -> None:
+        if self.run.stale:
+            raise StaleRun("run is stale")
+        if self._task is None:
+            self._task = asyncio.create_task(self._upload(), name=f"logs-{self.run.run_id}")
+        await self._queue.put(batch)
+
+    async def _upload(self) -> None:
+        r = self.run
+        while True:
+            batch = await self._queue.get()
+            delay = 0.05
+            while not r.stale:
+                try:
+                    await self.client.logs(r.run_id, r.epoch, batch)
+                    break
+                except StaleRun:
+                    r.stale = True
+                    if r.handle is not None:
+                        r.handle.kill()
+                except CoordinatorError as exc:
+                    log.warning("log upload for run %s failed (%s); retrying", r.run_id, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+            self._queue.task_done()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every batch handed over has been stored."""
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 def _exit_report(info: ExitInfo, *, shutdown: bool) -> dict[str, Any]:

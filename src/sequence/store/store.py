@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import sqlalchemy as sa
@@ -66,6 +67,17 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class LogColumns:
+    """A contiguous batch of log lines as parallel columns, starting at ``first_seq``."""
+
+    first_seq: int
+    ts: list[float]
+    streams: list[str]
+    lines: list[str]
+    partial: list[int]  # indexes of lines that are parts of a longer line
+
+
+@dataclass(frozen=True)
 class ExitReport:
     code: int | None = None
     signal: int | None = None
@@ -80,7 +92,7 @@ def _row(r: Any) -> dict[str, Any]:
 
 
 class Store:
-    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time, lease_seconds: float = 15.0) -> None:
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time, lease_seconds: float = 12.0) -> None:
         self.db = db
         self.clock = clock
         self.lease_seconds = lease_seconds
@@ -541,35 +553,46 @@ class Store:
                 status=str(RUN.next(r.status, "started")), started_at=now))
 
     def append_logs(self, run_id: str, epoch: int, runner_id: str, lines: Sequence[Mapping[str, Any]]) -> int:
-        """Store a batch of log records; returns the next expected seq.
+        """Store a batch of log records (``{seq, ts, stream, line, partial?}``); returns the next expected seq.
 
         Records already stored (seq below the next expected one) are skipped,
         so a retried batch never duplicates; a gap raises Conflict so the
         runner resends from its spool and nothing is reordered.
         """
+        if not lines:
+            return self.append_log_columns(run_id, epoch, runner_id, LogColumns(1, [], [], [], []))
+        first = int(lines[0]["seq"])
+        for i, x in enumerate(lines):
+            if int(x["seq"]) != first + i:
+                raise Conflict(f"log gap: batch not contiguous at seq {x['seq']}")
+        return self.append_log_columns(run_id, epoch, runner_id, LogColumns(
+            first, [float(x["ts"]) for x in lines], [x["stream"] for x in lines], [x["line"] for x in lines],
+            [i for i, x in enumerate(lines) if x.get("partial")]))
+
+    def append_log_columns(self, run_id: str, epoch: int, runner_id: str, cols: LogColumns) -> int:
+        """The columnar form of :meth:`append_logs` (what the runner sends): same rules."""
         with self.db.write() as c:
             r = self._current_run(c, run_id, epoch, runner_id)
             nxt = int(r.log_lines) + 1  # seq starts at 1 within a run
-            fresh = [x for x in lines if int(x["seq"]) >= nxt]
-            if not fresh:
+            n = len(cols.lines)
+            skip = nxt - cols.first_seq
+            if skip < 0:
+                raise Conflict(f"log gap: expected seq {nxt}, got {cols.first_seq}")
+            if skip >= n:
                 return nxt
-            if int(fresh[0]["seq"]) != nxt:
-                raise Conflict(f"log gap: expected seq {nxt}, got {fresh[0]['seq']}")
-            sid = r.strategy_id
-            rows = []
-            for i, x in enumerate(fresh):
-                if int(x["seq"]) != nxt + i:
-                    raise Conflict(f"log gap: expected seq {nxt + i}, got {x['seq']}")
-                rows.append((run_id, nxt + i, sid, float(x["ts"]), x["stream"], x["line"],
-                             bool(x.get("partial", False))))
-            # The hot path of log capture: a driver-level executemany of tuples
-            # is several times faster than Core's per-row dict processing.
+            partial = set(cols.partial)
+            flags = [i in partial for i in range(skip, n)] if partial else repeat(False, n - skip)
+            # The hot path of log capture: rows zipped in C and a driver-level
+            # executemany are several times faster than Core's per-row dicts.
+            rows = zip(repeat(run_id), range(nxt, nxt + n - skip), repeat(r.strategy_id),
+                       cols.ts[skip:], cols.streams[skip:], cols.lines[skip:], flags, strict=False)
             mark = "?" if self.db.is_sqlite else "%s"
             c.exec_driver_sql(
                 "INSERT INTO hosted_strategy_logs (run_id, seq, strategy_id, ts, stream, line, partial) "
-                f"VALUES ({', '.join([mark] * 7)})", rows)
-            c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(log_lines=nxt - 1 + len(rows)))
-        return nxt + len(rows)
+                f"VALUES ({', '.join([mark] * 7)})", list(rows))
+            stored = n - skip
+            c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(log_lines=nxt - 1 + stored))
+        return nxt + stored
 
     def report_exit(self, run_id: str, epoch: int, runner_id: str, report: ExitReport) -> dict[str, Any]:
         now = self.clock()
@@ -587,7 +610,8 @@ class Store:
             c.execute(t.api_keys.update().where(t.api_keys.c.run_id == run_id).values(revoked_at=now))
         return {"run_id": run_id, "status": str(run_status)}
 
-    def _end_run_for_strategy(self, c: Connection, run: Any, ok: bool, last_exit: dict[str, Any], now: float) -> None:
+    def _end_run_for_strategy(self, c: Connection, run: Any, ok: bool, last_exit: dict[str, Any], now: float,
+                              *, runner_lost: bool = False) -> None:
         s = t.strategies
         st = c.execute(sa.select(s).where(s.c.strategy_id == run.strategy_id)).first()
         if st is None or st.current_run_id != run.run_id:
@@ -600,7 +624,10 @@ class Store:
                 upd.update(queued_at=now, consecutive_failures=0)
         else:
             status = STRATEGY.next(st.status, "exit_ok" if ok else "exit_fail")
-            if status == S.failed:
+            if status == S.failed and runner_lost:
+                # Not the strategy's fault: re-queue at once, without growing its backoff.
+                upd.update(restart_count=int(st.restart_count) + 1, next_restart_at=now)
+            elif status == S.failed:
                 healthy = (now - (run.started_at or run.claimed_at)) >= HEALTHY_RESET_SECONDS
                 failures = 1 if healthy else int(st.consecutive_failures) + 1
                 upd.update(consecutive_failures=failures, restart_count=int(st.restart_count) + 1,
@@ -624,7 +651,8 @@ class Store:
                     status=str(RUN.next(r.status, "lease_expired")), ended_at=now, active_guard=None,
                     reason=reason))
                 c.execute(t.api_keys.update().where(t.api_keys.c.run_id == r.run_id).values(revoked_at=now))
-                self._end_run_for_strategy(c, r, False, {"code": None, "signal": None, "oom": False, "reason": reason}, now)
+                self._end_run_for_strategy(c, r, False, {"code": None, "signal": None, "oom": False, "reason": reason},
+                                           now, runner_lost=True)
                 lost.append(r.run_id)
         return lost
 

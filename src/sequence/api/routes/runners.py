@@ -22,7 +22,7 @@ from sequence.api.errors import ApiError, not_found
 from sequence.api.notify import QUEUE, logs_topic, runner_topic, strategy_topic
 from sequence.api.state import Core, core_of
 from sequence.secrets import Sealed, SealingError
-from sequence.store.store import ExitReport
+from sequence.store.store import ExitReport, LogColumns
 
 router = APIRouter(tags=["runners"], include_in_schema=True)
 
@@ -232,27 +232,61 @@ _STREAMS = frozenset({"stdout", "stderr"})
 MAX_LOG_BATCH = 100_000
 
 
-def _parse_logs(raw: bytes) -> tuple[int, list[dict[str, Any]]]:
-    """Validate a log batch by hand: pydantic per line costs more than the insert."""
+_STREAM_CODES = {"o": "stdout", "e": "stderr"}
+
+
+def _bad(field: str, message: str) -> ApiError:
+    return ApiError(422, "validation_error", message, {"field": field})
+
+
+def _parse_logs(raw: bytes) -> tuple[int, LogColumns]:
+    """Validate a log batch by hand: pydantic per line costs more than the insert.
+
+    Two shapes are accepted: the columnar one the runner sends
+    (``{epoch, first_seq, ts: [...], streams: "oeo…", lines: [...], partial: [i…]}``)
+    and a list of records (``{epoch, lines: [{seq, ts, stream, line, partial?}]}``).
+    """
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
-    if not isinstance(body, dict) or set(body) - {"epoch", "lines"}:
-        raise ApiError(422, "validation_error", "body must be {epoch, lines}", {"field": "body"})
+    if not isinstance(body, dict):
+        raise _bad("body", "body must be a JSON object")
     epoch, lines = body.get("epoch"), body.get("lines")
     if type(epoch) is not int:
-        raise ApiError(422, "validation_error", "epoch must be an integer", {"field": "epoch"})
+        raise _bad("epoch", "epoch must be an integer")
     if not isinstance(lines, list) or len(lines) > MAX_LOG_BATCH:
-        raise ApiError(422, "validation_error", f"lines must be a list of at most {MAX_LOG_BATCH}",
-                       {"field": "lines"})
+        raise _bad("lines", f"lines must be a list of at most {MAX_LOG_BATCH}")
+    if "first_seq" in body:
+        if set(body) - {"epoch", "first_seq", "ts", "streams", "lines", "partial"}:
+            raise _bad("body", "unknown fields in a columnar log batch")
+        first, ts, streams, partial = body["first_seq"], body.get("ts"), body.get("streams"), body.get("partial", [])
+        n = len(lines)
+        if type(first) is not int or first < 1:
+            raise _bad("first_seq", "first_seq must be an integer >= 1")
+        if not isinstance(ts, list) or len(ts) != n or not all(type(x) in (float, int) for x in ts):
+            raise _bad("ts", "ts must be a list of numbers, one per line")
+        if not isinstance(streams, str) or len(streams) != n or not set(streams) <= _STREAM_CODES.keys():
+            raise _bad("streams", "streams must be a string of 'o'/'e', one per line")
+        if not all(type(x) is str for x in lines):
+            raise _bad("lines", "lines must be strings")
+        if not isinstance(partial, list) or not all(type(i) is int and 0 <= i < n for i in partial):
+            raise _bad("partial", "partial must list line indexes")
+        return epoch, LogColumns(first, ts, [_STREAM_CODES[c] for c in streams], lines, partial)
+    if set(body) - {"epoch", "lines"}:
+        raise _bad("body", "body must be {epoch, lines}")
     for i, x in enumerate(lines):
         if not (isinstance(x, dict) and type(x.get("seq")) is int and x["seq"] >= 1
                 and type(x.get("ts")) in (int, float) and x.get("stream") in _STREAMS
                 and isinstance(x.get("line"), str) and type(x.get("partial", False)) is bool
                 and len(x) <= 5):
-            raise ApiError(422, "validation_error", f"lines.{i} is not a log record", {"field": f"lines.{i}"})
-    return epoch, lines
+            raise _bad(f"lines.{i}", f"lines.{i} is not a log record")
+        if x["seq"] != lines[0]["seq"] + i:
+            raise _bad(f"lines.{i}", "records must have consecutive seq values")
+    if not lines:
+        return epoch, LogColumns(1, [], [], [], [])
+    return epoch, LogColumns(lines[0]["seq"], [x["ts"] for x in lines], [x["stream"] for x in lines],
+                             [x["line"] for x in lines], [i for i, x in enumerate(lines) if x.get("partial")])
 
 
 @router.post("/v1/runners/{runner_id}/runs/{run_id}/logs", openapi_extra={"requestBody": {"content": {
@@ -260,16 +294,16 @@ def _parse_logs(raw: bytes) -> tuple[int, list[dict[str, Any]]]:
 async def logs(runner_id: str, run_id: str, request: Request,
                token_id: str = Depends(require_runner)) -> dict[str, Any]:
     core = core_of(request.app)
-    epoch, lines = _parse_logs(await request.body())
-    nxt = await anyio.to_thread.run_sync(core.store.append_logs, run_id, epoch, runner_id, lines)
+    epoch, cols = _parse_logs(await request.body())
+    nxt = await anyio.to_thread.run_sync(core.store.append_log_columns, run_id, epoch, runner_id, cols)
     core.notifier.notify(logs_topic(run_id))
-    if lines:
+    if cols.lines:
         run = await anyio.to_thread.run_sync(_run_owner, core, run_id)
         if run is not None:
             # A resent batch (lost response) is stored once; publish it once too.
-            fresh = [x for x in lines if x["seq"] > run["published"]]
+            start = max(0, run["published"] + 1 - cols.first_seq)
             run["published"] = nxt - 1
-            log_stream.publish(core, run, fresh)
+            log_stream.publish(core, run, cols, start)
     return {"next_seq": nxt}
 
 
