@@ -28,11 +28,11 @@ failover (target: runner SIGKILL → strategy running on the other runner ≤ 15
         --same-strategy) runs on runner A; runner B is registered and idle; A is
         SIGKILLed (its process group; bubblewrap's --die-with-parent takes the
         sandbox down).  Measured: kill → the coordinator's reaper marks the run
-        lost (lease expiry) → the new run is claimed by B (restart backoff, 1 s)
+        lost (lease expiry) → the new run is claimed by B (at once: a lost runner is not a crash)
         → B reports it started (the target) → its first line.  Baseline: the
         lease itself — the kill happens somewhere in a heartbeat interval, so
         the lease expires lease_seconds − (kill − last renewal) after the kill.
-        Run with the default lease (15 s, heartbeat 2 s) and a short one
+        Run with the default lease (Settings: 12 s, heartbeat 2 s) and a short one
         (--short-lease 6, --short-heartbeat 1) to show the bound is the lease.
 
     .venv/bin/python bench/runner_restart.py [--parts crash,stop,failover]
@@ -299,7 +299,10 @@ def main() -> None:
 
     if "failover" in parts:
         out["failover"] = []
-        for lease, hb in ((15.0, 2.0), (args.short_lease, args.short_heartbeat)):
+        from sequence.settings import Settings
+
+        default = Settings()
+        for lease, hb in ((default.lease_seconds, default.heartbeat_seconds), (args.short_lease, args.short_heartbeat)):
             fo = failover_part(args.failover_trials, lease, hb, args.same_strategy)
             fo["host_after"] = host()
             out["failover"].append(fo)
