@@ -10,6 +10,7 @@ Exceptions::
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -64,20 +65,8 @@ class CoordinatorClient:
             r = await self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise CoordinatorUnavailable(f"{method} {path}: {exc.__class__.__name__}") from exc
-        if r.status_code >= 500:
-            raise CoordinatorUnavailable(f"{method} {path}: HTTP {r.status_code}")
         if r.status_code >= 400:
-            try:
-                err = r.json().get("error", {})
-            except ValueError:
-                err = {}
-            code, msg = err.get("code", ""), err.get("message", r.text[:200])
-            if code == "stale_run" or (r.status_code == 404 and "/runs/" in path):
-                raise StaleRun(msg)
-            if r.status_code == 409 and "log gap" in msg:
-                m = re.search(r"expected seq (\d+)", msg)
-                raise LogGap(msg, int(m.group(1)) if m else None)
-            raise Rejected(r.status_code, msg)
+            _raise_for(r, method, path)
         return r
 
     def _run_path(self, run_id: str, what: str) -> str:
@@ -112,13 +101,46 @@ class CoordinatorClient:
 
     async def logs(self, run_id: str, epoch: int, lines: Sequence[Mapping[str, Any]]) -> int:
         """Upload a contiguous batch of records in the columnar form (cheaper to encode and parse)."""
-        body = {"epoch": epoch, "first_seq": lines[0]["seq"] if lines else 1,
-                "ts": [x["ts"] for x in lines],
-                "streams": "".join("o" if x["stream"] == "stdout" else "e" for x in lines),
-                "lines": [x["line"] for x in lines],
-                "partial": [i for i, x in enumerate(lines) if x.get("partial")]}
-        r = await self._call("POST", self._run_path(run_id, "logs"), json=body)
+        return await self.logs_encoded(run_id, encode_logs(epoch, lines))
+
+    async def logs_encoded(self, run_id: str, body: bytes) -> int:
+        """Upload a batch already encoded by :func:`encode_logs` (so encoding can overlap uploads)."""
+        try:
+            r = await self._http.post(self._run_path(run_id, "logs"), content=body,
+                                      headers={"Content-Type": "application/json"})
+        except httpx.HTTPError as exc:
+            raise CoordinatorUnavailable(f"POST logs: {exc.__class__.__name__}") from exc
+        if r.status_code >= 400:
+            # Same error mapping as every other call.
+            _raise_for(r, "POST", self._run_path(run_id, "logs"))
         return int(r.json()["next_seq"])
 
     async def exit(self, run_id: str, epoch: int, report: Mapping[str, Any]) -> None:
         await self._call("POST", self._run_path(run_id, "exit"), json={"epoch": epoch, **report})
+
+
+def _raise_for(r: httpx.Response, method: str, path: str) -> None:
+    if r.status_code >= 500:
+        raise CoordinatorUnavailable(f"{method} {path}: HTTP {r.status_code}")
+    try:
+        err = r.json().get("error", {})
+    except ValueError:
+        err = {}
+    code, msg = err.get("code", ""), err.get("message", r.text[:200])
+    if code == "stale_run" or (r.status_code == 404 and "/runs/" in path):
+        raise StaleRun(msg)
+    if r.status_code == 409 and "log gap" in msg:
+        m = re.search(r"expected seq (\d+)", msg)
+        raise LogGap(msg, int(m.group(1)) if m else None)
+    raise Rejected(r.status_code, msg)
+
+
+def encode_logs(epoch: int, lines: Sequence[Mapping[str, Any]]) -> bytes:
+    """The columnar log batch body (docs/runner-protocol.md)."""
+    return json.dumps({
+        "epoch": epoch, "first_seq": lines[0]["seq"] if lines else 1,
+        "ts": [x["ts"] for x in lines],
+        "streams": "".join("o" if x["stream"] == "stdout" else "e" for x in lines),
+        "lines": [x["line"] for x in lines],
+        "partial": [i for i, x in enumerate(lines) if x.get("partial")],
+    }, separators=(",", ":"), ensure_ascii=False).encode()

@@ -28,6 +28,7 @@ from sequence.runner.client import (
     CoordinatorUnavailable,
     Rejected,
     StaleRun,
+    encode_logs,
 )
 from sequence.runner.errors import RunnerError
 from sequence.runner.logpump import LogRecord
@@ -299,7 +300,7 @@ class LogUploader:
         self.client = client
         self.run = run
         self.give_up_s = give_up_s
-        self._queue: asyncio.Queue[list[LogRecord]] = asyncio.Queue(maxsize=1)
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
         self._task: asyncio.Task[None] | None = None
 
     async def __call__(self, batch: list[LogRecord]) -> None:
@@ -307,7 +308,9 @@ class LogUploader:
             raise StaleRun("run is stale")
         if self._task is None:
             self._task = asyncio.create_task(self._upload(), name=f"logs-{self.run.run_id}")
-        await self._queue.put(batch)
+        # Encode now, while the previous batch is in flight: the coordinator
+        # stores batch N while this process encodes batch N+1.
+        await self._queue.put(encode_logs(self.run.epoch, batch))
 
     async def _upload(self) -> None:
         r = self.run
@@ -316,7 +319,7 @@ class LogUploader:
             delay = 0.05
             while not r.stale:
                 try:
-                    await self.client.logs(r.run_id, r.epoch, batch)
+                    await self.client.logs_encoded(r.run_id, batch)
                     break
                 except StaleRun:
                     r.stale = True
