@@ -258,3 +258,47 @@ async def test_eof_wait_gives_up_on_a_pipe_nobody_writes_to(tmp_path: Path) -> N
     assert await pump.drain(10)
     assert got.lines() == ["partial line without newline"]
     await pump.aclose()
+
+
+async def _pump_through(sink_fail_for: float, slow_s: float, tmp_path: Path) -> tuple[LogPump, list[LogRecord]]:
+    """Feed 200k lines through a pump with spool_when_slow=False and a slow/failing sink."""
+    import time
+
+    got: list[LogRecord] = []
+    t0 = time.monotonic()
+
+    async def sink(batch: list[LogRecord]) -> None:
+        if time.monotonic() - t0 < sink_fail_for:
+            raise RuntimeError("coordinator down")
+        await asyncio.sleep(slow_s)
+        got.extend(batch)
+
+    cfg = LogPumpConfig(batch_lines=5000, memory_bytes=1 << 20, spool_when_slow=False, retry_initial_s=0.05,
+                        retry_max_s=0.1)
+    pump = LogPump(sink, spool_dir=tmp_path / "spool", config=cfg)
+    r, w = os.pipe()
+    pump.attach("stdout", r)
+    data = b"".join(b"line %d\n" % i for i in range(200_000))
+
+    def write() -> None:
+        with os.fdopen(w, "wb") as f:
+            f.write(data)
+
+    writer = asyncio.get_running_loop().run_in_executor(None, write)
+    await writer
+    await pump.wait_eof(total_timeout=60)
+    await pump.drain(60)
+    await pump.aclose()
+    return pump, got
+
+
+def test_slow_sink_pauses_reading_instead_of_spooling(tmp_path: Path) -> None:
+    pump, got = asyncio.run(_pump_through(0.0, 0.002, tmp_path))
+    assert [x["line"] for x in got] == [f"line {i}" for i in range(200_000)]
+    assert pump.stats.spooled_batches == 0 and pump.stats.pauses > 0
+
+
+def test_failing_sink_spools_and_loses_nothing(tmp_path: Path) -> None:
+    pump, got = asyncio.run(_pump_through(0.5, 0.0, tmp_path))
+    assert [x["line"] for x in got] == [f"line {i}" for i in range(200_000)]
+    assert pump.stats.spooled_batches > 0

@@ -19,7 +19,9 @@ def _sandbox(data_dir: Path, runtime: str | None, no_sandbox: bool):  # type: ig
 
     # Big batches when a strategy is chatty (one HTTP request and one insert
     # per batch); the 50 ms linger keeps a quiet strategy's lines prompt.
-    logs = LogPumpConfig(batch_lines=20_000, batch_bytes=4 << 20)
+    # Spool to disk only while the coordinator is down; when it is merely
+    # slower than a chatty strategy, the strategy's writes wait (backpressure).
+    logs = LogPumpConfig(batch_lines=20_000, batch_bytes=4 << 20, memory_bytes=16 << 20, spool_when_slow=False)
     return Sandbox(SandboxConfig(data_dir=data_dir, runtime=runtime, logs=logs,
                                  bubblewrap=False if no_sandbox else None,
                                  cgroups=False if no_sandbox else None))

@@ -90,6 +90,11 @@ class LogPumpConfig:
     linger_s: float = 0.05
     memory_bytes: int = 4 * MiB  # pending line bytes kept in memory before spooling
     spool_max_bytes: int = 64 * MiB  # unsent spool above this pauses reading
+    # True: spool to disk whenever memory is full. False: spool only while the
+    # sink is failing (coordinator down); when it is merely slower than the
+    # strategy, pause reading instead (backpressure) — writing and re-reading a
+    # spool costs more CPU than the upload it is waiting for.
+    spool_when_slow: bool = True
     retry_initial_s: float = 0.1
     retry_max_s: float = 5.0
     eof_idle_timeout_s: float = 5.0  # after exit: give up on a pipe nobody writes to
@@ -181,6 +186,7 @@ class LogPump:
         self._seg_index = 0
         self._mem_bytes = 0
         self._spool_error = False
+        self._sink_failing = False
         self._unbounded = False
         self._wake = asyncio.Event()
         self._eof = False
@@ -243,6 +249,8 @@ class LogPump:
         if self.stats.spool_bytes > self._cfg.spool_max_bytes // 2:
             return
         if self._spool_error and self._mem_bytes > self._cfg.memory_bytes:
+            return
+        if not self._cfg.spool_when_slow and not self._sink_failing and self._mem_bytes > self._cfg.memory_bytes // 2:
             return
         self._spool_error = False
         self.stats.paused = False
@@ -396,6 +404,10 @@ class LogPump:
         if self._mem_bytes + nbytes <= self._cfg.memory_bytes:
             self._push_mem(last, batch, nbytes)
             return
+        if not self._cfg.spool_when_slow and not self._sink_failing:
+            self._push_mem(last, batch, nbytes)
+            self._pause()
+            return
         try:
             self._push_file(last, batch)
         except OSError as exc:
@@ -502,6 +514,13 @@ class LogPump:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if not self._sink_failing and not self._cfg.spool_when_slow:
+                    self._sink_failing = True
+                    # Paused only because the sink was slow: now that it is down,
+                    # read again and let the spool take the output.
+                    if self.stats.paused and not self._spool_error:
+                        self._maybe_resume()
+                self._sink_failing = True
                 self.stats.sink_failures += 1
                 self.stats.last_sink_error = f"{type(exc).__name__}: {exc}"
                 if self.stats.sink_failures == 1 or delay >= self._cfg.retry_max_s:
@@ -511,6 +530,7 @@ class LogPump:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._cfg.retry_max_s)
                 continue
+            self._sink_failing = False
             self.stats.batches_delivered += 1
             self.stats.records_delivered += len(batch)
             return
