@@ -45,3 +45,14 @@ def test_error_envelope(server: LiveServer, method: str, path: str, auth: str | 
     assert set(body["error"]) == {"code", "message", "details"}
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     assert r.headers.get("x-request-id")
+
+
+def test_websocket_with_a_bad_key_is_a_clean_401(server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
+    from sequence_markets import AuthenticationError, Sequence
+
+    caplog.set_level("INFO", logger="uvicorn.error")
+    with pytest.raises(AuthenticationError) as info:
+        list(Sequence("seq_live_bad", server.url).stream(["prices:BTC-USD"], duration_s=2, max_msgs=1,
+                                                          reconnect=False))
+    assert info.value.status == 401
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -89,6 +89,21 @@ class RequestMiddleware:
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
 
+class _DenialNoiseFilter(logging.Filter):
+    """uvicorn logs "ASGI callable returned without completing handshake" after a
+    WebSocket denial response (our 401 with a JSON body for a bad key), although
+    the client received that 401. Drop exactly that line; every other error stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
+def _quiet_ws_denials() -> None:
+    lg = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DenialNoiseFilter) for f in lg.filters):
+        lg.addFilter(_DenialNoiseFilter())
+
+
 def build_core(settings: Settings, environ: Mapping[str, str] | None = None) -> Core:
     db = Database(settings.effective_database_url)
     db.migrate()
@@ -101,6 +116,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
                core: Core | None = None, market: Any = None, with_market: bool = True) -> FastAPI:
     settings = settings or Settings.from_env(environ)
     core = core or build_core(settings, environ)
+    _quiet_ws_denials()
     metrics = Metrics()
 
     @asynccontextmanager
