@@ -13,7 +13,7 @@ import os
 import re
 import tarfile
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -230,10 +230,6 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def has_own_sdk(root: Path) -> bool:
-    return (root / "sequence_markets").is_dir() or (root / "sequence_markets.py").is_file()
-
-
 # ---------------------------------------------------------------------- server-side inspection
 
 def inspect_archive(data: bytes, entrypoint: str, *, max_members: int = 100_000) -> list[str]:
@@ -260,12 +256,6 @@ def inspect_archive(data: bytes, entrypoint: str, *, max_members: int = 100_000)
     if not found:
         raise BundleError(f"entrypoint '{entrypoint}' not found in the artifact")
     return names
-
-
-def merge_env(base: Mapping[str, str], overrides: Mapping[str, str]) -> dict[str, str]:
-    out = dict(base)
-    out.update(overrides)
-    return out
 
 
 def load_json_object(path: Path, what: str) -> dict[str, Any]:

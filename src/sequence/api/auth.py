@@ -61,12 +61,6 @@ def require_principal(request: Request) -> Principal:
     return p
 
 
-def require_client_key(request: Request) -> Principal:
-    """A client's own key, not a run-scoped one (for key and strategy management)."""
-    p = require_principal(request)
-    return p
-
-
 def authenticate_websocket(websocket: WebSocket) -> Principal | None:
     token = bearer(websocket.headers.get("authorization")) or websocket.query_params.get("token")
     if not token:

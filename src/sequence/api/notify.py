@@ -38,21 +38,6 @@ class Notifier:
         for ev in self._events.get(topic, ()):
             ev.set()
 
-    async def wait(self, topic: str, timeout: float) -> bool:
-        ev = asyncio.Event()
-        self._events.setdefault(topic, set()).add(ev)
-        try:
-            await asyncio.wait_for(ev.wait(), timeout=max(0.0, timeout))
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            waiters = self._events.get(topic)
-            if waiters is not None:
-                waiters.discard(ev)
-                if not waiters:
-                    self._events.pop(topic, None)
-
     def waiter(self, topic: str) -> asyncio.Event:
         """Register interest before checking the store, to close the race."""
         ev = asyncio.Event()

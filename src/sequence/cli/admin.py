@@ -6,6 +6,7 @@ key, like the coordinator itself; run them on the coordinator's host.
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -122,7 +123,7 @@ def client_key(client_id: str, test: Annotated[bool, typer.Option("--test")] = F
 
 def rotate(settings: Settings, store: Store, keyring: Keyring, new_key: str) -> dict[str, Any]:
     """Re-seal every ciphertext under ``new_key`` in one transaction."""
-    new = Keyring(__import__("base64").b64decode(new_key), [keyring.primary])
+    new = Keyring(base64.b64decode(new_key), [keyring.primary])
     strategies, creds = store.all_sealed_rows()
     out_s, out_c = [], []
     for r in strategies:
@@ -169,7 +170,7 @@ def rotate_key(data_dir: DataDir = None, as_json: JsonOpt = False,
         res = rotate(settings, store, keyring, new_key)
     except SealingError as exc:
         fail(f"rotation aborted, nothing changed: {exc}")
-    old_text = __import__("base64").b64encode(keyring.primary).decode()
+    old_text = base64.b64encode(keyring.primary).decode()
     if keyring.source == "file" and keyring.key_file is not None:
         # Keep the old key as a decrypt-only line: a coordinator still running
         # with it in memory reloads the file when it meets the new key id.

@@ -7,7 +7,6 @@ written so the next ``sequence strategy …`` needs no flags.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -155,6 +154,3 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
         proc.wait()
 
-
-def status_line(settings: Settings) -> str:
-    return json.dumps({"api_url": settings.api_url, "data_dir": str(settings.data_dir)})

@@ -26,7 +26,6 @@ from sequence.lifecycle import (
     RUN,
     RUN_ACTIVE,
     STRATEGY,
-    IllegalTransition,
     R,
     S,
     restart_delay,
@@ -75,6 +74,18 @@ class LogColumns:
     streams: list[str]
     lines: list[str]
     partial: list[int]  # indexes of lines that are parts of a longer line
+
+    @classmethod
+    def from_records(cls, lines: Sequence[Mapping[str, Any]]) -> LogColumns:
+        """From ``{seq, ts, stream, line, partial?}`` records, which must be contiguous."""
+        if not lines:
+            return cls(1, [], [], [], [])
+        first = int(lines[0]["seq"])
+        for i, x in enumerate(lines):
+            if int(x["seq"]) != first + i:
+                raise Conflict(f"log gap: batch not contiguous at seq {x['seq']}")
+        return cls(first, [float(x["ts"]) for x in lines], [x["stream"] for x in lines], [x["line"] for x in lines],
+                   [i for i, x in enumerate(lines) if x.get("partial")])
 
 
 @dataclass(frozen=True)
@@ -559,15 +570,7 @@ class Store:
         so a retried batch never duplicates; a gap raises Conflict so the
         runner resends from its spool and nothing is reordered.
         """
-        if not lines:
-            return self.append_log_columns(run_id, epoch, runner_id, LogColumns(1, [], [], [], []))
-        first = int(lines[0]["seq"])
-        for i, x in enumerate(lines):
-            if int(x["seq"]) != first + i:
-                raise Conflict(f"log gap: batch not contiguous at seq {x['seq']}")
-        return self.append_log_columns(run_id, epoch, runner_id, LogColumns(
-            first, [float(x["ts"]) for x in lines], [x["stream"] for x in lines], [x["line"] for x in lines],
-            [i for i, x in enumerate(lines) if x.get("partial")]))
+        return self.append_log_columns(run_id, epoch, runner_id, LogColumns.from_records(lines))
 
     def append_log_columns(self, run_id: str, epoch: int, runner_id: str, cols: LogColumns) -> int:
         """The columnar form of :meth:`append_logs` (what the runner sends): same rules."""
@@ -706,6 +709,3 @@ def _exit_reason(report: ExitReport) -> str:
         return "exited 0"
     return f"exited with code {report.code}"
 
-
-def is_illegal(exc: BaseException) -> bool:
-    return isinstance(exc, IllegalTransition)

@@ -283,10 +283,7 @@ def _parse_logs(raw: bytes) -> tuple[int, LogColumns]:
             raise _bad(f"lines.{i}", f"lines.{i} is not a log record")
         if x["seq"] != lines[0]["seq"] + i:
             raise _bad(f"lines.{i}", "records must have consecutive seq values")
-    if not lines:
-        return epoch, LogColumns(1, [], [], [], [])
-    return epoch, LogColumns(lines[0]["seq"], [x["ts"] for x in lines], [x["stream"] for x in lines],
-                             [x["line"] for x in lines], [i for i, x in enumerate(lines) if x.get("partial")])
+    return epoch, LogColumns.from_records(lines)
 
 
 @router.post("/v1/runners/{runner_id}/runs/{run_id}/logs", openapi_extra={"requestBody": {"content": {
