@@ -1,0 +1,5 @@
+"""Attacks on the platform: one test per protection (docs/security.md lists them).
+
+Each test here is an attack that failed against the code before the
+protection existed; it asserts the attack is refused and nothing changed.
+"""
