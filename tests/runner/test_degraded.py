@@ -27,7 +27,9 @@ async def test_report_without_bubblewrap_is_loud_about_what_is_missing(
     report = no_bwrap_sandbox.check()
     assert not report.bubblewrap and report.can_run and report.exit_code() == 0
     assert report.level in ("partial", "none")
-    assert {"filesystem", "pid-namespace", "capabilities"} <= _names(report.missing)
+    assert {"filesystem", "pid-namespace", "user-namespace", "network-namespace", "seccomp"} <= _names(
+        report.missing
+    )
     assert all(
         "disabled by configuration" in p.detail for p in report.missing if p.name == "filesystem"
     )
@@ -51,7 +53,10 @@ async def test_full_report_lists_every_protection(sandbox: Sandbox) -> None:
     assert {
         "filesystem",
         "pid-namespace",
-        "capabilities",
+        "user-namespace",
+        "network-namespace",
+        "seccomp",
+        "proc",
         "bare-interpreter",
         "memory-limit",
         "pids-limit",

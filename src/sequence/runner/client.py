@@ -4,6 +4,8 @@ Exceptions::
 
     CoordinatorError
      ├── CoordinatorUnavailable   connection refused/reset, timeout, 5xx: retry later
+     │    └── CoordinatorDown     positively not running: connection refused, or a
+     │                            proxy's 502/503/504 (see RunnerDaemon fencing)
      ├── StaleRun                 409 stale_run: this run is not ours any more — kill it
      └── LogGap                   409 conflict on a log batch: resend from ``expected``
 """
@@ -24,6 +26,10 @@ class CoordinatorError(Exception):
 
 class CoordinatorUnavailable(CoordinatorError):
     pass
+
+
+class CoordinatorDown(CoordinatorUnavailable):
+    """Nothing serves the coordinator's address: no coordinator can be expiring leases."""
 
 
 class StaleRun(CoordinatorError):
@@ -64,7 +70,7 @@ class CoordinatorClient:
                 kw["timeout"] = httpx.Timeout(timeout, connect=5.0)
             r = await self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            raise CoordinatorUnavailable(f"{method} {path}: {exc.__class__.__name__}") from exc
+            raise _unavailable(f"{method} {path}", exc) from exc
         if r.status_code >= 400:
             _raise_for(r, method, path)
         return r
@@ -109,7 +115,7 @@ class CoordinatorClient:
             r = await self._http.post(self._run_path(run_id, "logs"), content=body,
                                       headers={"Content-Type": "application/json"})
         except httpx.HTTPError as exc:
-            raise CoordinatorUnavailable(f"POST logs: {exc.__class__.__name__}") from exc
+            raise _unavailable("POST logs", exc) from exc
         if r.status_code >= 400:
             # Same error mapping as every other call.
             _raise_for(r, "POST", self._run_path(run_id, "logs"))
@@ -119,7 +125,25 @@ class CoordinatorClient:
         await self._call("POST", self._run_path(run_id, "exit"), json={"epoch": epoch, **report})
 
 
+def _unavailable(what: str, exc: httpx.HTTPError) -> CoordinatorUnavailable:
+    refused = False
+    if isinstance(exc, httpx.ConnectError):  # walk the chain down to the socket error
+        cur: BaseException | None = exc
+        for _ in range(10):
+            if cur is None:
+                break
+            if isinstance(cur, ConnectionRefusedError):
+                refused = True
+                break
+            cur = cur.__cause__ or cur.__context__
+    cls = CoordinatorDown if refused else CoordinatorUnavailable
+    return cls(f"{what}: {exc.__class__.__name__}{' (connection refused)' if refused else ''}")
+
+
 def _raise_for(r: httpx.Response, method: str, path: str) -> None:
+    if r.status_code in (502, 503, 504) and "x-request-id" not in r.headers:
+        # A proxy in front of the coordinator says no replica is serving.
+        raise CoordinatorDown(f"{method} {path}: HTTP {r.status_code} from a proxy")
     if r.status_code >= 500:
         raise CoordinatorUnavailable(f"{method} {path}: HTTP {r.status_code}")
     try:
@@ -135,12 +159,15 @@ def _raise_for(r: httpx.Response, method: str, path: str) -> None:
     raise Rejected(r.status_code, msg)
 
 
+_STREAM_CODE = {"stdout": "o", "stderr": "e", "system": "s"}
+
+
 def encode_logs(epoch: int, lines: Sequence[Mapping[str, Any]]) -> bytes:
     """The columnar log batch body (docs/runner-protocol.md)."""
     return json.dumps({
         "epoch": epoch, "first_seq": lines[0]["seq"] if lines else 1,
         "ts": [x["ts"] for x in lines],
-        "streams": "".join("o" if x["stream"] == "stdout" else "e" for x in lines),
+        "streams": "".join(_STREAM_CODE[x["stream"]] for x in lines),
         "lines": [x["line"] for x in lines],
         "partial": [i for i, x in enumerate(lines) if x.get("partial")],
     }, separators=(",", ":"), ensure_ascii=False).encode()

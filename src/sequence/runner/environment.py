@@ -2,7 +2,9 @@
 
 Layering, later wins (API.md "What a run gets")::
 
-    base       PATH, HOME, LANG, PYTHONUNBUFFERED=1 (and TMPDIR when unsandboxed)
+    base       PATH, HOME, LANG, PYTHONUNBUFFERED=1 (and TMPDIR when unsandboxed;
+               HTTP_PROXY/HTTPS_PROXY/NO_PROXY, both cases, when the run has
+               public egress through the runner's proxy)
     env        [hosted.env] with --env overrides already merged by the coordinator
     secrets    [hosted.secrets] (+ --secrets-file), beating env on collision
     invariants SEQUENCE_API_KEY, SEQUENCE_API_URL, SEQUENCE_STRATEGY_ID,
@@ -70,6 +72,7 @@ def build_environment(
     secrets: Mapping[str, str] | None = None,
     path_prefix: str | None = None,
     tmpdir: str | None = None,
+    proxy: str | None = None,
 ) -> dict[str, str]:
     """The complete environment of one strategy process.
 
@@ -99,6 +102,10 @@ def build_environment(
     }
     if tmpdir:
         out["TMPDIR"] = tmpdir
+    if proxy:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            out[name] = proxy
+        out["NO_PROXY"] = out["no_proxy"] = "127.0.0.1,localhost,::1"
     for layer in (user_env, user_secrets):
         out.update({k: v for k, v in layer.items() if not k.startswith(RESERVED_PREFIX)})
     out.update(

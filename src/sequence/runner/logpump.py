@@ -31,6 +31,25 @@ below half; the strategy then blocks in ``write()`` — it is slowed, never
 dropped.  Spool files left behind by :meth:`LogPump.aclose` (sink still down
 at shutdown) are delivered later with :func:`replay_spool`.
 
+A sink that is merely slower than the strategy gets backpressure (reading
+pauses while memory is full: spooling costs more CPU than the upload it waits
+for); a sink that fails, or has not accepted a batch for ``blocked_after_s``
+(the coordinator is down or unreachable), makes the pump spool instead, so
+the strategy is never held up by an outage.
+
+Two things are applied to the text before anything is stored or sent:
+
+- **masking**: every occurrence of a value in ``mask`` (the strategy's
+  secrets and its API key) becomes ``***``.  Values shorter than
+  ``MASK_MIN_LEN`` are not masked (they would destroy the logs); a value is
+  masked where it appears whole in one line (not across lines, nor encoded).
+- **rate limit**: a token bucket of ``rate_lines`` per second with
+  ``burst_lines`` of credit; lines beyond it are dropped, counted, and the
+  count is reported in a ``system`` record when lines flow again.
+
+``system`` records (stream ``"system"``) are the platform's own lines in a
+run's log: rate-limit notices, egress refusals, the exit reason.
+
 Everything runs on the event loop thread (``loop.add_reader``); reads are
 ``os.read`` of up to ``read_chunk`` bytes, split with ``bytes``/``str`` methods.
 """
@@ -47,7 +66,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NotRequired, TypedDict
@@ -69,10 +88,16 @@ MiB = 1024 * KiB
 _RECORD_OVERHEAD = 200  # bytes of Python objects per record, for the memory budget
 
 
+MASK_MIN_LEN = 6
+MASK = "***"
+
+Stream = Literal["stdout", "stderr", "system"]
+
+
 class LogRecord(TypedDict):
     seq: int
     ts: float
-    stream: Literal["stdout", "stderr"]
+    stream: Stream
     line: str
     partial: NotRequired[bool]
 
@@ -98,6 +123,11 @@ class LogPumpConfig:
     retry_initial_s: float = 0.1
     retry_max_s: float = 5.0
     eof_idle_timeout_s: float = 5.0  # after exit: give up on a pipe nobody writes to
+    # A delivery pending this long means the sink is blocked (coordinator down
+    # or unreachable): spool instead of holding the strategy up.
+    blocked_after_s: float = 1.0
+    rate_lines: int = 0  # sustained lines/s; 0 = unlimited
+    burst_lines: int = 0  # bucket size (default: 10 s of rate_lines)
 
     def __post_init__(self) -> None:
         if self.max_line_bytes < 16 or self.batch_lines < 1 or self.batch_bytes < 1:
@@ -121,11 +151,13 @@ class LogPumpStats:
     paused: bool = False
     pauses: int = 0
     forced_eof: bool = False
+    dropped_lines: int = 0  # by the rate limit
+    masked_lines: int = 0  # lines in which a secret was replaced
 
 
 @dataclass
 class _Stream:
-    name: Literal["stdout", "stderr"]
+    name: Stream
     fd: int
     carry: bytes = b""
     eof: bool = False
@@ -171,9 +203,18 @@ class LogPump:
         config: LogPumpConfig | None = None,
         clock: Callable[[], float] = time.time,
         first_seq: int = 1,
+        mask: Iterable[str] = (),
     ) -> None:
         self._sink = sink
         self._cfg = config or LogPumpConfig()
+        # Longest first, so a secret containing another is masked whole.
+        self._mask = sorted({m for m in mask if len(m) >= MASK_MIN_LEN}, key=len, reverse=True)
+        rate = self._cfg.rate_lines
+        self._burst = float(self._cfg.burst_lines or rate * 10)
+        self._tokens = self._burst
+        self._refilled = time.monotonic()
+        self._dropped_pending = 0
+        self._delivering_since: float | None = None
         self._clock = clock
         self._spool_dir = spool_dir
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -197,7 +238,7 @@ class LogPump:
 
     # -- wiring -------------------------------------------------------------
 
-    def attach(self, name: Literal["stdout", "stderr"], fd: int) -> None:
+    def attach(self, name: Stream, fd: int) -> None:
         """Start reading *fd* (the pump owns and closes it)."""
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -284,7 +325,10 @@ class LogPump:
             block = data[:nl]
             st.carry = data[nl + 1 :]
             maxb = self._cfg.max_line_bytes
-            lines = block.decode("utf-8", "replace").split("\n")
+            text = block.decode("utf-8", "replace")
+            if self._mask:
+                text = self._masked(text)
+            lines = text.split("\n")
             if len(block) > maxb // 4 and max(map(len, lines)) > maxb // 4:
                 self._emit_checked(st, block, ts)
             else:
@@ -298,7 +342,7 @@ class LogPump:
         pending: list[str] = []
         for bl in block.split(b"\n"):
             if len(bl) <= maxb:
-                pending.append(bl.decode("utf-8", "replace"))
+                pending.append(self._masked(bl.decode("utf-8", "replace")))
                 continue
             if pending:
                 self._emit(st.name, pending, ts)
@@ -319,19 +363,74 @@ class LogPump:
             self._emit_partial(st.name, st.carry[:cut], ts)
             st.carry = st.carry[cut:]
 
-    def _emit_partial(self, name: Literal["stdout", "stderr"], part: bytes, ts: float) -> None:
+    def _masked(self, text: str) -> str:
+        hit = False
+        for secret in self._mask:
+            if secret in text:
+                text = text.replace(secret, MASK)
+                hit = True
+        if hit:
+            self.stats.masked_lines += 1
+        return text
+
+    def _admit(self, n: int) -> int:
+        """How many of *n* lines the rate limit lets through now (token bucket)."""
+        rate = self._cfg.rate_lines
+        if rate <= 0:
+            return n
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        take = min(n, int(self._tokens))
+        self._tokens -= take
+        if take < n:
+            self._dropped_pending += n - take
+            self.stats.dropped_lines += n - take
+        return take
+
+    def _report_drops(self, ts: float) -> None:
+        n, self._dropped_pending = self._dropped_pending, 0
+        self._system(
+            f"{n} lines dropped: the log rate limit is {self._cfg.rate_lines} lines/s "
+            f"(bursts up to {int(self._burst)})",
+            ts,
+        )
+
+    def _system(self, text: str, ts: float) -> None:
+        rec: LogRecord = {"seq": self._next_seq, "ts": ts, "stream": "system", "line": text}
+        self._next_seq += 1
+        self._add([rec], [len(text)])
+
+    def system(self, text: str) -> None:
+        """Add a platform line (stream ``system``) to the run's log, in order."""
+        if self._closed:
+            return
+        self._system(self._masked(text) if self._mask else text, self._clock())
+
+    def _emit_partial(self, name: Stream, part: bytes, ts: float) -> None:
+        if self._cfg.rate_lines > 0 and not self._admit(1):
+            return
+        text = part.decode("utf-8", "replace")
         rec: LogRecord = {
             "seq": self._next_seq,
             "ts": ts,
             "stream": name,
-            "line": part.decode("utf-8", "replace"),
+            "line": self._masked(text) if self._mask else text,
             "partial": True,
         }
         self._next_seq += 1
         self.stats.partial_records += 1
         self._add([rec], [len(rec["line"])])
 
-    def _emit(self, name: Literal["stdout", "stderr"], lines: list[str], ts: float) -> None:
+    def _emit(self, name: Stream, lines: list[str], ts: float) -> None:
+        if self._cfg.rate_lines > 0:
+            take = self._admit(len(lines))
+            if take < len(lines):
+                lines = lines[:take]
+            elif self._dropped_pending:
+                self._report_drops(ts)
+            if not lines:
+                return
         seq0 = self._next_seq
         n = len(lines)
         self._next_seq = seq0 + n
@@ -350,6 +449,8 @@ class LogPump:
         with contextlib.suppress(OSError):
             os.close(st.fd)
         if all(s.eof for s in self._streams):
+            if self._dropped_pending:
+                self._report_drops(self._clock())
             self._eof = True
             self._eof_event.set()
             self._wake.set()
@@ -506,9 +607,21 @@ class LogPump:
             await self._deliver(batch)
             self._pop()
 
+    def _on_blocked(self) -> None:
+        """A delivery has been pending for ``blocked_after_s``: treat the sink as down."""
+        if self._delivering_since is None or self._sink_failing:
+            return
+        self._sink_failing = True
+        log.warning("log sink blocked for %.1fs; spooling the strategy's output", self._cfg.blocked_after_s)
+        if self.stats.paused and not self._spool_error:
+            self._maybe_resume()
+
     async def _deliver(self, batch: list[LogRecord]) -> None:
         delay = self._cfg.retry_initial_s
         while True:
+            loop = asyncio.get_running_loop()
+            self._delivering_since = time.monotonic()
+            timer = loop.call_later(self._cfg.blocked_after_s, self._on_blocked)
             try:
                 await self._sink(batch)
             except asyncio.CancelledError:
@@ -530,6 +643,9 @@ class LogPump:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._cfg.retry_max_s)
                 continue
+            finally:
+                timer.cancel()
+                self._delivering_since = None
             self._sink_failing = False
             self.stats.batches_delivered += 1
             self.stats.records_delivered += len(batch)

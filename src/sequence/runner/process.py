@@ -2,14 +2,16 @@
 
 Process tree of a sandboxed run (host view)::
 
-    runner ── sh gate ⇒ exec bwrap (outer) ── bwrap (pid 1 of the run's pid ns)
-                                                  └── supervisor (runtime python -I -S)
-                                                        └── strategy: python -u -s main.py
+    runner ── sh gate ⇒ exec bwrap (outer, unprivileged uid) ── supervisor (pid 1 of the run's pid ns)
+                                                                    └── strategy: python -u -s main.py
 
+The gate runs as the run's sandbox uid when the runner is root (``user=``).
 Unsandboxed, the gate execs the supervisor directly.  The gate (``/bin/sh``)
 is started in a new session and blocks on a pipe until the runner has moved
-it into the run's cgroup and set its rlimits; only then does anything of the
-sandbox run, so no allocation escapes the limits.  No ``preexec_fn`` is used
+it into the run's cgroup; only then does anything of the sandbox run, so no
+allocation escapes the limits.  (rlimits are set by the supervisor on itself
+— lowering needs no privilege, and a root runner may lack CAP_SYS_RESOURCE
+to prlimit a process of another uid.)  No ``preexec_fn`` is used
 (unsafe with threads); the child is spawned from the event-loop thread,
 which matters because bubblewrap's ``--die-with-parent`` (and the
 supervisor's PR_SET_PDEATHSIG) fire when the *spawning thread* exits.
@@ -32,8 +34,8 @@ import contextlib
 import enum
 import logging
 import os
-import resource
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -47,6 +49,7 @@ import psutil
 from sequence.runner.cgroups import RunCgroup
 from sequence.runner.errors import SandboxError
 from sequence.runner.logpump import LogPump
+from sequence.runner.network import RunNetwork
 
 __all__ = ["ExitInfo", "ExitKind", "RunHandle", "launch"]
 
@@ -70,6 +73,7 @@ class ExitKind(enum.StrEnum):
     SIGNALED = "signaled"  # killed by a signal the runner did not send
     OOM = "oom"  # killed because the run exceeded memory_mb
     STOPPED = "stopped"  # the runner was asked to stop it (stop() / kill())
+    QUOTA = "quota"  # stopped because /workspace grew past the disk quota
     ERROR = "error"  # the strategy could not be started at all
 
 
@@ -87,6 +91,7 @@ class ExitInfo:
     duration_s: float
     stop_requested: bool = False
     killed_after_grace: bool = False
+    workspace_bytes: int | None = None  # bytes in /workspace at the end (sandboxed runs)
 
     @property
     def run_status(self) -> Literal["stopped", "failed"]:
@@ -118,6 +123,20 @@ def _parse_status(text: str) -> tuple[str, int | str] | None:
         if word in ("exit", "signal") and rest.strip().isdigit():
             found = (word, int(rest))
     return found
+
+
+def _status_numbers(text: str, word: str) -> tuple[int, int] | None:
+    """The two integers of the last ``<word> A B`` status line (quota, workspace)."""
+    found = None
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == word and parts[1].isdigit() and parts[2].isdigit():
+            found = (int(parts[1]), int(parts[2]))
+    return found
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB"
 
 
 def _session_members(sid: int) -> set[int]:
@@ -154,6 +173,7 @@ class RunHandle:
         memory_mb: int,
         on_exit: Sequence[Callable[[], None]] = (),
         cleanup: Callable[[bool], None] | None = None,
+        network: tuple[RunNetwork, socket.socket] | None = None,
     ) -> None:
         self.run_id = run_id
         self.pid = popen.pid
@@ -175,8 +195,21 @@ class RunHandle:
         self._killed_after_grace = False
         self._stopping: asyncio.Task[ExitInfo] | None = None
         self._closed = False
+        self.network: RunNetwork | None = None
+        self._net_task: asyncio.Task[None] | None = None
+        if network is not None:
+            self.network, ctrl = network
+            self._net_task = self._loop.create_task(self._serve(ctrl), name=f"sequence-net-{run_id}")
         self._watch()
         self._task = self._loop.create_task(self._supervise(), name=f"sequence-run-{run_id}")
+
+    async def _serve(self, ctrl: socket.socket) -> None:
+        assert self.network is not None
+        try:
+            await self.network.serve(ctrl)
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            if self.running:
+                log.warning("run %s: no network listeners from the sandbox: %s", self.run_id, exc)
 
     # -- waiting for the process ---------------------------------------------
 
@@ -361,6 +394,10 @@ class RunHandle:
         self.pump.release_backpressure()
         await self.pump.wait_eof(total_timeout=_EOF_TOTAL_S)
         status_text = self._read_status()
+        if self.network is not None:
+            self.network.close()
+        if self._net_task is not None:
+            self._net_task.cancel()
         oom_kills = self.cgroup.oom_kills() if self.cgroup is not None else None
         limit_hits = self.cgroup.limit_hits() if self.cgroup is not None else 0
         peak = self.cgroup.peak_memory() if self.cgroup is not None else None
@@ -448,6 +485,11 @@ class RunHandle:
             else:
                 code = c
         oom = bool(oom_kills) or (oom_kills is None and limit_hits > 0 and sig == signal.SIGKILL)
+        quota = _status_numbers(status_text, "quota")
+        ws = _status_numbers(status_text, "workspace")
+        ws_note = ""
+        if ws is not None and ws[0] >= 1 << 20:
+            ws_note = f" (/workspace held {_mib(ws[0])}; files there count toward memory_mb)"
 
         if error is not None:
             kind, reason = ExitKind.ERROR, f"could not start the strategy: {error}"
@@ -461,10 +503,17 @@ class RunHandle:
                 reason = f"stopped: terminated by {_signame(sig)}"
             else:
                 reason = f"stopped: exited with code {code} after SIGTERM"
+        elif quota is not None:
+            kind = ExitKind.QUOTA
+            reason = (
+                f"workspace disk quota exceeded: /workspace held {_mib(quota[0])}, "
+                f"over disk_mb={quota[1] >> 20}; the run was stopped"
+            )
         elif oom and (sig is not None or code != 0):
             kind = ExitKind.OOM
             reason = (
                 f"out of memory: the run exceeded memory_mb={self.memory_mb} and was OOM-killed"
+                + ws_note
             )
         elif sig is not None:
             kind, reason = ExitKind.SIGNALED, f"killed by {_signame(sig)}"
@@ -483,6 +532,7 @@ class RunHandle:
             duration_s=round(duration, 6),
             stop_requested=self._stop_requested,
             killed_after_grace=self._killed_after_grace,
+            workspace_bytes=ws[0] if ws is not None else None,
         )
 
 
@@ -494,15 +544,21 @@ async def launch(
     cwd: Path,
     pump: LogPump,
     cgroup: RunCgroup | None,
-    rlimits: Sequence[tuple[int, tuple[int, int]]],
     sandboxed: bool,
     memory_mb: int,
     on_exit: Sequence[Callable[[], None]] = (),
     cleanup: Callable[[bool], None] | None = None,
     shell: str = "/bin/sh",
+    child_fds: Sequence[int] = (),
+    user: int | None = None,
+    network: tuple[RunNetwork, socket.socket] | None = None,
 ) -> RunHandle:
     """Spawn ``build_argv(status_fd)`` behind the gate and return its handle.
 
+    *child_fds* are passed to the child and closed here afterwards (whatever
+    happens); *user* is the uid (and gid) the gate runs as — the runner must
+    be root to set it.  *network*: the run's :class:`RunNetwork` and the
+    runner's end of the control socket the supervisor sends listeners on.
     Must be called on the event loop thread (see module docstring).
     """
     out_r, out_w = os.pipe()
@@ -510,7 +566,7 @@ async def launch(
     gate_r, gate_w = os.pipe()
     st_r, st_w = os.pipe()
     parent_side = [out_r, err_r, gate_w, st_r]
-    child_side = [out_w, err_w, gate_r, st_w]
+    child_side = [out_w, err_w, gate_r, st_w, *child_fds]
     try:
         argv = build_argv(st_w)
         popen = subprocess.Popen(
@@ -518,24 +574,27 @@ async def launch(
             stdin=gate_r,
             stdout=out_w,
             stderr=err_w,
-            pass_fds=(st_w,),
+            pass_fds=(st_w, *child_fds),
             close_fds=True,
             start_new_session=True,
             env=env,
             cwd=cwd,
+            user=user,
+            group=user,
+            extra_groups=[] if user is not None else None,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         for fd in parent_side + child_side:
             with contextlib.suppress(OSError):
                 os.close(fd)
+        if network is not None:
+            network[1].close()
         raise SandboxError(f"could not spawn the strategy: {exc}") from exc
     for fd in child_side:
         os.close(fd)
     try:
         if cgroup is not None:
             cgroup.attach(popen.pid)
-        for res, limits in rlimits:
-            resource.prlimit(popen.pid, res, limits)
         os.write(gate_w, b"go\n")
     except (OSError, SandboxError) as exc:
         with contextlib.suppress(OSError):
@@ -544,6 +603,8 @@ async def launch(
             with contextlib.suppress(OSError):
                 os.close(fd)
         popen.wait()
+        if network is not None:
+            network[1].close()
         if isinstance(exc, SandboxError):
             raise
         raise SandboxError(f"could not confine the strategy before start: {exc}") from exc
@@ -562,4 +623,5 @@ async def launch(
         memory_mb=memory_mb,
         on_exit=on_exit,
         cleanup=cleanup,
+        network=network,
     )

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,14 @@ from typing import Any
 
 from sequence.runner.errors import InterpreterNotFound
 
-__all__ = ["Runtime", "bare_venv", "discover_runtime", "probe_interpreter"]
+__all__ = [
+    "Runtime",
+    "bare_venv",
+    "discover_runtime",
+    "mirror_runtime",
+    "probe_interpreter",
+    "world_readable",
+]
 
 PREFERRED_VERSION = (3, 12)
 
@@ -233,3 +241,97 @@ def bare_venv(runtime: Runtime, root: Path) -> Path:
             link.unlink()
         link.symlink_to(runtime.executable)
     return exe
+
+
+# Parts of a CPython installation a strategy never needs; left out of the
+# mirror (python:3.12-slim leaves out the test suite too).
+_MIRROR_SKIP = frozenset({"test", "idlelib", "tkinter", "turtledemo", "ensurepip"})
+
+
+def world_readable(path: Path) -> bool:
+    """True when any user can reach and read *path* (every ancestor o+x, it o+rx)."""
+    p = Path(os.path.abspath(path))
+    try:
+        st = p.stat()
+        if st.st_mode & 5 != 5:
+            return False
+        for parent in p.parents:
+            if not parent.stat().st_mode & 0o001:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def mirror_runtime(runtime: Runtime, cache_dir: Path) -> dict[Path, Path]:
+    """A world-readable copy of the runtime's roots that are not, for the sandbox.
+
+    The sandbox runs as an unprivileged uid, and bubblewrap resolves bind
+    sources with that uid's permissions: an interpreter under ``/root`` (pyenv)
+    is out of its reach.  The mirror is built once, with hard links where the
+    file system allows (instant, no space) and copies otherwise, without
+    site-packages and the test suite, under *cache_dir* (a neutral system path,
+    not the runner's data dir: its path is visible inside, in mountinfo).
+    Returns {original root: mirror root} for the roots that needed one; the
+    sandbox binds each mirror at its original path, so ``sys.prefix`` and the
+    interpreter's RUNPATH stay valid.
+    """
+    out: dict[Path, Path] = {}
+    for root in runtime.roots:
+        if world_readable(root):
+            continue
+        st = runtime.executable.stat()
+        key = hashlib.sha256(
+            f"{root}\0{runtime.version_str}\0{st.st_mtime_ns}\0{st.st_size}".encode()
+        ).hexdigest()[:12]
+        dest = cache_dir / f"{runtime.implementation}{runtime.version_str}-{key}"
+        if not (dest / ".complete").exists():
+            _build_mirror(root, dest, set(runtime.site_packages), cache_dir)
+        out[root] = dest
+    return out
+
+
+def _build_mirror(src: Path, dest: Path, site_packages: set[Path], cache_dir: Path) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(cache_dir, 0o755)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_dir))
+    os.chmod(tmp, 0o755)
+    try:
+        for dirpath, dirnames, filenames in os.walk(src):
+            here = Path(dirpath)
+            rel = here.relative_to(src)
+            target = tmp / rel
+            if here != src:
+                target.mkdir(mode=0o755)
+                os.chmod(target, 0o755)
+            if here in site_packages:
+                dirnames[:] = []
+                continue
+            if here.name.startswith("python3") and (here / "os.py").exists():
+                dirnames[:] = [d for d in dirnames if d not in _MIRROR_SKIP]
+            for name in dirnames[:]:
+                if (here / name).is_symlink():
+                    dirnames.remove(name)
+                    os.symlink(os.readlink(here / name), target / name)
+            for name in filenames:
+                s, t = here / name, target / name
+                if s.is_symlink():
+                    os.symlink(os.readlink(s), t)
+                    continue
+                if os.stat(s).st_mode & 0o004:
+                    try:
+                        os.link(s, t)  # same inode: never chmod it (it is the original)
+                        continue
+                    except OSError:
+                        pass
+                shutil.copy2(s, t)
+                os.chmod(t, os.stat(t).st_mode | 0o444)
+        (tmp / ".complete").touch()
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not (dest / ".complete").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

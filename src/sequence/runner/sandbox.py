@@ -11,6 +11,13 @@ the host once (:meth:`Sandbox.check`) and then starts runs::
     await handle.flush_logs(timeout=30)
     await handle.close()              # removes the run dir (keeps undelivered spool)
 
+With bubblewrap, a run is: an unprivileged uid (a per-slot host uid when the
+runner is root) in its own user, PID, network, IPC, UTS, mount and cgroup
+namespaces, under a seccomp allowlist, with a tmpfs ``/workspace`` the
+supervisor fills from the artifact, and a network namespace whose only ways
+out are the runner's API forwarder and (if the strategy allows it) its
+egress proxy — see isolation.py, network.py and supervisor.py.
+
 Without bubblewrap (or with ``bubblewrap=False``) runs still work — plain
 process in its own session, bare interpreter through a venv skeleton, rlimits —
 and without cgroups there is no memory / pids enforcement; the report says so.
@@ -21,13 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
-import resource
-import shutil
+import socket
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,24 +43,32 @@ from sequence.runner.environment import RunIdentity, build_environment
 from sequence.runner.errors import InterpreterNotFound, SandboxError
 from sequence.runner.isolation import (
     WORKSPACE,
+    BwrapFeatures,
+    DataFds,
     IsolationReport,
     Protection,
     bwrap_argv,
+    bwrap_features,
     cgroup_protections,
+    data_fd,
+    identity_files,
     probe_bwrap,
     probe_cgroups,
-    write_identity_files,
 )
 from sequence.runner.logpump import LogPump, LogPumpConfig, LogSink, spool_files
+from sequence.runner.network import EgressPolicy, RunNetwork, sandbox_ports
 from sequence.runner.process import RunHandle, launch
-from sequence.runner.runtime import Runtime, bare_venv, discover_runtime
+from sequence.runner.runtime import Runtime, bare_venv, discover_runtime, mirror_runtime
+from sequence.runner.seccomp import SeccompUnavailable, filter_bytes
 from sequence.runner.workspace import (
     MANIFEST_RELPATH,
     ArchiveLimits,
     RunDir,
     Workspace,
+    check_run_id,
     prepare_workspace,
     remove_tree,
+    verify_sha256,
 )
 
 __all__ = ["RunSpec", "Sandbox", "SandboxConfig"]
@@ -62,6 +77,12 @@ log = logging.getLogger("sequence.runner")
 
 SUPERVISOR_SOURCE = Path(__file__).with_name("supervisor.py").read_text()
 MIN_MEMORY_MB = 32
+MIN_DISK_MB = 16
+# The workspace tmpfs is a little larger than the quota: the supervisor stops
+# the run once usage passes the quota; the slack bounds what can be written
+# between two checks.
+_DISK_SLACK = 1.0625
+DEFAULT_RUNTIME_CACHE = Path("/var/lib/sequence/runtimes")
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,11 @@ class RunSpec:
     env: Mapping[str, str] = field(default_factory=dict)  # [hosted.env] with --env merged
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     memory_mb: int = 512
+    disk_mb: int = 1024  # /workspace quota (sandboxed runs)
+    egress: str = "public"  # "public": the egress proxy; "none": only the Sequence API
+    log_rate_lines: int = 0  # per-run log rate limit (0 = none), lines/s
+    log_burst_lines: int = 0
+    epoch: int = 0  # recorded beside the log spool, to replay it after a runner restart
 
 
 @dataclass(frozen=True)
@@ -99,6 +125,15 @@ class SandboxConfig:
     archive: ArchiveLimits = field(default_factory=ArchiveLimits)
     logs: LogPumpConfig = field(default_factory=LogPumpConfig)
     environ: Mapping[str, str] | None = None  # for runtime discovery (PATH, HOME, PYENV_ROOT)
+    # Root runners: where the world-readable runtime mirror lives (a neutral
+    # system path; it is visible inside the sandbox in mountinfo).
+    runtime_cache: Path | None = None
+    # Root runners drop each run to its own host uid: uid_base + a per-runner
+    # block of 4096 (from the data dir) + the slot.
+    uid_base: int = 1_200_000_000
+    seccomp: bool | None = None  # None: use if libseccomp works; True: required; False: never
+    egress: bool = True  # False: no strategy gets egress, whatever it asks for
+    egress_allow: str | None = None  # extra networks the egress proxy may reach (CIDRs)
 
     def __post_init__(self) -> None:
         if self.pids_max < 8:
@@ -121,9 +156,17 @@ class Sandbox:
         self._bwrap: str | None = None
         self._layout: CgroupLayout | None = None
         self._venv_python: Path | None = None
+        self._features: BwrapFeatures | None = None
+        self._mirrors: dict[Path, Path] = {}
+        self._seccomp: bytes | None = None
         # Tags this runner's cgroups (one runner per data dir), see cleanup_stale.
         self.cgroup_owner = hashlib.sha256(str(config.data_dir.resolve()).encode()).hexdigest()[:12]
         self._lock = threading.Lock()
+        self._root = os.geteuid() == 0
+        block = int(self.cgroup_owner, 16) % 4096
+        self._uid_first = config.uid_base + block * 4096
+        self._uids: set[int] = set()
+        self._egress_policy = EgressPolicy.parse(config.egress_allow)
 
     # -- host probe ------------------------------------------------------------
 
@@ -157,32 +200,83 @@ class Sandbox:
             )
 
         bwrap_ok = False
+        seccomp: bytes | None = None
+        seccomp_why = ""
+        if cfg.seccomp is not False:
+            try:
+                seccomp = filter_bytes()
+            except SeccompUnavailable as exc:
+                seccomp_why = str(exc)
+                if cfg.seccomp is True:
+                    errors.append(f"seccomp is required but unusable: {exc}")
+        else:
+            seccomp_why = "disabled by configuration"
+        features = bwrap_features(cfg.bwrap_path) if cfg.bubblewrap is not False else None
+        mirrors: dict[Path, Path] = {}
         if cfg.bubblewrap is False:
             why = "disabled by configuration"
         elif runtime is None:
             why = "no runtime interpreter to probe with"
+        elif features is None:
+            why = f"bubblewrap ({cfg.bwrap_path}) is not installed"
         else:
-            problem = probe_bwrap(cfg.bwrap_path, runtime, cfg.data_dir / "probe")
+            problem = None
+            if self._root:
+                try:
+                    mirrors = mirror_runtime(runtime, cfg.runtime_cache or DEFAULT_RUNTIME_CACHE)
+                except OSError as exc:
+                    problem = f"cannot build the runtime mirror: {exc}"
+            problem = problem or probe_bwrap(
+                features, runtime, mirrors, uid=self._uid_first if self._root else None,
+                seccomp=seccomp,
+            )
             bwrap_ok = problem is None
             why = problem or ""
         if bwrap_ok:
-            self._bwrap = shutil.which(cfg.bwrap_path)
+            assert features is not None
+            self._bwrap = features.path
+            host_uid = (
+                f"per-run host uids from {self._uid_first}" if self._root else f"host uid {os.getuid()}"
+            )
             active += [
                 Protection(
+                    "user-namespace",
+                    f"uid 1000 in its own user namespace, mapped to an unprivileged {host_uid}; "
+                    "no capabilities, no_new_privs"
+                    + (", no nested user namespaces" if features.disable_userns else ""),
+                ),
+                Protection(
                     "filesystem",
-                    "private mount namespace: /usr, the runtime, minimal /etc, /workspace",
+                    "private mount namespace: /usr, the runtime, minimal /etc, a tmpfs /workspace "
+                    "(disk_mb quota); no host path of the runner is mounted",
                 ),
                 Protection(
                     "pid-namespace",
-                    "own PID namespace; host processes (and the runner) are invisible",
+                    "own PID namespace with a non-dumpable supervisor as pid 1; host processes "
+                    "(and the runner) are invisible",
+                ),
+                Protection(
+                    "network-namespace",
+                    "own network namespace with only loopback: the Sequence API through the "
+                    "runner's forwarder, public egress only through its filtering proxy",
                 ),
                 Protection("ipc-uts-namespaces", "own IPC and UTS namespaces"),
-                Protection("capabilities", "all capabilities dropped, no_new_privs"),
+                Protection("proc", "/proc is a new, read-only proc mount; /proc/sys cannot be written"),
                 Protection(
-                    "bare-interpreter", "runtime site-packages masked by empty read-only tmpfs; -s"
+                    "bare-interpreter", "runtime site-packages masked (empty, read-only); -s"
                 ),
                 Protection("die-with-parent", "the sandbox is SIGKILLed if the runner dies"),
             ]
+            if seccomp is not None:
+                active.append(
+                    Protection(
+                        "seccomp",
+                        "system-call allowlist at least as strict as Docker's default "
+                        "(no ptrace, keyrings, unshare/setns, bpf, perf, mount, modules, clock changes)",
+                    )
+                )
+            else:
+                missing.append(Protection("seccomp", seccomp_why or "libseccomp is unavailable"))
         else:
             self._bwrap = None
             what = f"bubblewrap: {why}"
@@ -192,10 +286,15 @@ class Sandbox:
                     "pid-namespace",
                     f"{what}; the strategy sees host processes (and /proc/<pid>/environ)",
                 ),
+                Protection(
+                    "network-namespace",
+                    f"{what}; the strategy shares the host network (loopback services included)",
+                ),
                 Protection("ipc-uts-namespaces", what),
                 Protection(
-                    "capabilities", f"{what}; the strategy runs with the runner's privileges"
+                    "user-namespace", f"{what}; the strategy runs with the runner's privileges"
                 ),
+                Protection("seccomp", f"{what}; no system-call filter"),
             ]
             active.append(
                 Protection(
@@ -208,6 +307,9 @@ class Sandbox:
             )
             if cfg.bubblewrap is True:
                 errors.append(f"bubblewrap is required but unusable: {why}")
+        self._features = features if bwrap_ok else None
+        self._mirrors = mirrors
+        self._seccomp = seccomp if bwrap_ok else None
 
         layout: CgroupLayout | None = None
         if cfg.cgroups is False:
@@ -227,9 +329,10 @@ class Sandbox:
             Protection("session", "own session and process group; stop signals the whole run"),
             Protection("rlimits", f"core dumps off, {cfg.nofile} open files"),
         ]
-        notes.append(
-            "network: host network by design (strategies reach the coordinator on loopback)"
-        )
+        if not cfg.egress:
+            notes.append("egress: disabled on this runner for every strategy")
+        elif cfg.egress_allow:
+            notes.append(f"egress: besides public addresses, the proxy also reaches {cfg.egress_allow}")
 
         self._runtime = runtime
         if runtime is not None and not bwrap_ok:
@@ -239,7 +342,7 @@ class Sandbox:
                 errors.append(f"cannot create the bare interpreter environment: {exc}")
         has_cg = layout is not None and layout.has_memory and layout.has_pids
         level: Literal["full", "partial", "none"] = "partial"
-        if bwrap_ok and has_cg:
+        if bwrap_ok and has_cg and self._seccomp is not None:
             level = "full"
         elif not bwrap_ok and layout is None:
             level = "none"
@@ -273,17 +376,33 @@ class Sandbox:
             raise SandboxError(
                 f"memory_mb must be an integer >= {MIN_MEMORY_MB}, got {spec.memory_mb!r}"
             )
+        if not isinstance(spec.disk_mb, int) or spec.disk_mb < MIN_DISK_MB:
+            raise SandboxError(f"disk_mb must be an integer >= {MIN_DISK_MB}, got {spec.disk_mb!r}")
         cfg = self.config
-        ws = await asyncio.to_thread(
-            prepare_workspace,
-            cfg.runs_dir,
-            spec.run_id,
-            spec.artifact,
-            spec.artifact_sha256,
-            entrypoint=spec.entrypoint,
-            manifest=spec.manifest,
-            limits=cfg.archive,
-        )
+        if self._bwrap is not None:
+            # The supervisor unpacks the artifact inside the sandbox, into the
+            # workspace tmpfs; here only what the host needs: the hash, and a
+            # run dir for the log spool.
+            await asyncio.to_thread(verify_sha256, spec.artifact, spec.artifact_sha256)
+            run_dir = RunDir(cfg.runs_dir / check_run_id(spec.run_id))
+            cfg.runs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            remove_tree(run_dir.root)
+            run_dir.root.mkdir(mode=0o700)
+            run_dir.logs.mkdir(mode=0o700)
+            ws = Workspace(run_dir=run_dir, entrypoint=_entrypoint(spec.entrypoint), members=0,
+                           unpacked_bytes=0)
+        else:
+            ws = await asyncio.to_thread(
+                prepare_workspace,
+                cfg.runs_dir,
+                spec.run_id,
+                spec.artifact,
+                spec.artifact_sha256,
+                entrypoint=spec.entrypoint,
+                manifest=spec.manifest,
+                limits=cfg.archive,
+            )
+        _write_run_record(ws.run_dir, spec)
         cgroup: RunCgroup | None = None
         try:
             if self._layout is not None:
@@ -298,20 +417,30 @@ class Sandbox:
             raise
         return handle
 
-    def _rlimits(self, memory_mb: int) -> list[tuple[int, tuple[int, int]]]:
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        nofile = (
-            self.config.nofile
-            if hard == resource.RLIM_INFINITY or os.getuid() == 0
-            else min(self.config.nofile, hard)
-        )
-        out = [(resource.RLIMIT_CORE, (0, 0)), (resource.RLIMIT_NOFILE, (nofile, nofile))]
+    def _rlimits(self, memory_mb: int) -> list[str]:
+        """Supervisor options: the limits it sets on itself before starting the strategy."""
+        out = ["--rlimit", "core=0", "--rlimit", f"nofile={self.config.nofile}"]
         if self._layout is None or not self._layout.has_memory:
             # No memory cgroup: a per-process data-segment cap is the only floor
             # left (MemoryError instead of an OOM kill; not reported as oom).
-            data = memory_mb << 20
-            out.append((resource.RLIMIT_DATA, (data, data)))
+            out += ["--rlimit", f"data={memory_mb << 20}"]
         return out
+
+    def _alloc_uid(self) -> int | None:
+        """A host uid no other live run of this runner uses (root runners only)."""
+        if not self._root:
+            return None
+        with self._lock:
+            for uid in range(self._uid_first, self._uid_first + 4096):
+                if uid not in self._uids:
+                    self._uids.add(uid)
+                    return uid
+        raise SandboxError("no free sandbox uid: more than 4096 runs on one runner")
+
+    def _release_uid(self, uid: int | None) -> None:
+        if uid is not None:
+            with self._lock:
+                self._uids.discard(uid)
 
     async def _launch(
         self, spec: RunSpec, ws: Workspace, cgroup: RunCgroup | None, sink: LogSink
@@ -319,89 +448,114 @@ class Sandbox:
         cfg = self.config
         rt = self._runtime
         assert rt is not None
-        identity = RunIdentity(
-            api_key=spec.api_key,
-            api_url=spec.api_url,
-            strategy_id=spec.strategy_id,
-            run_id=spec.run_id,
-            client_id=spec.client_id,
-            is_sandbox=spec.is_sandbox,
-        )
         run_dir = ws.run_dir
-        if self._bwrap is not None:
-            env = build_environment(
-                identity,
-                manifest_path=f"{WORKSPACE}/{MANIFEST_RELPATH}",
-                home=WORKSPACE,
-                env=spec.env,
-                secrets=spec.secrets,
-                path_prefix=str(rt.executable.parent),
-            )
-            passwd, group = write_identity_files(run_dir.sandbox)
-            opts = bwrap_argv(
-                bwrap=self._bwrap,
-                runtime=rt,
-                workspace=ws.path,
-                passwd=passwd,
-                group=group,
-                tmp_bytes=(cfg.tmp_mb or spec.memory_mb) << 20,
-                hostname=cfg.hostname,
-                extra_ro=cfg.extra_ro_binds,
-            )
-            exe = str(rt.executable)
+        pump = LogPump(
+            sink,
+            spool_dir=run_dir.logs,
+            config=replace(cfg.logs, rate_lines=spec.log_rate_lines, burst_lines=spec.log_burst_lines),
+            mask=[*spec.secrets.values(), spec.api_key],
+        )
+        child_fds: list[int] = []
+        limits = self._rlimits(spec.memory_mb)
+        uid: int | None = None
+        network: tuple[RunNetwork, socket.socket] | None = None
+        try:
+            if self._bwrap is not None and self._features is not None:
+                api_port, egress_port = sandbox_ports(spec.api_url)
+                egress = cfg.egress and spec.egress == "public"
+                identity = _identity(spec, f"http://127.0.0.1:{api_port}")
+                env = build_environment(
+                    identity,
+                    manifest_path=f"{WORKSPACE}/{MANIFEST_RELPATH}",
+                    home=WORKSPACE,
+                    env=spec.env,
+                    secrets=spec.secrets,
+                    path_prefix=str(rt.executable.parent),
+                    proxy=f"http://127.0.0.1:{egress_port}" if egress else None,
+                )
+                fds = DataFds(
+                    files={k: data_fd(k, v) for k, v in identity_files(cfg.hostname).items()},
+                    seccomp=data_fd("seccomp", self._seccomp) if self._seccomp is not None else None,
+                )
+                child_fds += fds.all
+                artifact_fd = data_fd("artifact", spec.artifact)
+                manifest_fd = data_fd("manifest", _manifest_bytes(spec.manifest))
+                child_fds += [artifact_fd, manifest_fd]
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                ctrl_fd = theirs.detach()
+                child_fds.append(ctrl_fd)
+                net = RunNetwork(
+                    run_id=spec.run_id,
+                    api_url=spec.api_url,
+                    egress=self._egress_policy if egress else None,
+                    on_notice=pump.system,
+                )
+                network = (net, ours)
+                disk = spec.disk_mb << 20
+                opts = bwrap_argv(
+                    features=self._features,
+                    runtime=rt,
+                    mirrors=self._mirrors,
+                    fds=fds,
+                    workspace_bytes=int(disk * _DISK_SLACK),
+                    tmp_bytes=(cfg.tmp_mb or spec.memory_mb) << 20,
+                    hostname=cfg.hostname,
+                    extra_ro=cfg.extra_ro_binds,
+                )
+                exe = str(rt.executable)
+                sup_opts = [
+                    "--artifact", str(artifact_fd), "--manifest", str(manifest_fd),
+                    "--workspace", WORKSPACE, "--entrypoint", ws.entrypoint,
+                    "--max-members", str(cfg.archive.max_members),
+                    "--max-bytes", str(cfg.archive.max_bytes),
+                    "--ctrl", str(ctrl_fd), "--listen", f"api:{api_port}",
+                    *(["--listen", f"egress:{egress_port}"] if egress else []),
+                    "--quota", str(disk),
+                ]  # fmt: skip
 
-            def argv(status_fd: int) -> list[str]:
-                return [
-                    *opts,
-                    "--",
-                    exe,
-                    "-I",
-                    "-S",
-                    "-c",
-                    SUPERVISOR_SOURCE,
-                    str(status_fd),
-                    "-",
-                    "--",
-                    exe,
-                    "-u",
-                    "-s",
-                    ws.entrypoint,
-                ]
+                def argv(status_fd: int) -> list[str]:
+                    return [
+                        *opts, "--", exe, "-I", "-S", "-c", SUPERVISOR_SOURCE,
+                        "--status", str(status_fd), *sup_opts, *limits,
+                        "--", exe, "-u", "-s", ws.entrypoint,
+                    ]  # fmt: skip
 
-            cwd = run_dir.root
-        else:
-            venv = self._venv_python
-            assert venv is not None
-            env = build_environment(
-                identity,
-                manifest_path=str(ws.manifest_path),
-                home=str(ws.path),
-                env=spec.env,
-                secrets=spec.secrets,
-                path_prefix=str(venv.parent),
-                tmpdir=str(run_dir.tmp),
-            )
-            runner_pid = os.getpid()
+                cwd = Path("/")
+                uid = self._alloc_uid()
+            else:
+                venv = self._venv_python
+                assert venv is not None
+                env = build_environment(
+                    _identity(spec, spec.api_url),
+                    manifest_path=str(ws.manifest_path),
+                    home=str(ws.path),
+                    env=spec.env,
+                    secrets=spec.secrets,
+                    path_prefix=str(venv.parent),
+                    tmpdir=str(run_dir.tmp),
+                )
+                runner_pid = os.getpid()
 
-            def argv(status_fd: int) -> list[str]:
-                return [
-                    str(rt.executable),
-                    "-I",
-                    "-S",
-                    "-c",
-                    SUPERVISOR_SOURCE,
-                    str(status_fd),
-                    str(runner_pid),
-                    "--",
-                    str(venv),
-                    "-u",
-                    "-s",
-                    ws.entrypoint,
-                ]
+                def argv(status_fd: int) -> list[str]:
+                    return [
+                        str(rt.executable), "-I", "-S", "-c", SUPERVISOR_SOURCE,
+                        "--status", str(status_fd), "--parent", str(runner_pid), *limits,
+                        "--", str(venv), "-u", "-s", ws.entrypoint,
+                    ]  # fmt: skip
 
-            cwd = ws.path
+                cwd = ws.path
+        except BaseException:
+            for fd in child_fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if network is not None:
+                network[1].close()
+            with contextlib.suppress(Exception):
+                await pump.aclose()
+            raise
 
         def after_exit() -> None:
+            self._release_uid(uid)
             for p in (run_dir.workspace, run_dir.sandbox, run_dir.tmp):
                 remove_tree(p)
 
@@ -411,7 +565,6 @@ class Sandbox:
             else:
                 remove_tree(run_dir.root)
 
-        pump = LogPump(sink, spool_dir=run_dir.logs, config=cfg.logs)
         try:
             return await launch(
                 run_id=spec.run_id,
@@ -420,13 +573,16 @@ class Sandbox:
                 cwd=cwd,
                 pump=pump,
                 cgroup=cgroup,
-                rlimits=self._rlimits(spec.memory_mb),
                 sandboxed=self._bwrap is not None,
                 memory_mb=spec.memory_mb,
                 on_exit=[after_exit],
                 cleanup=cleanup,
+                child_fds=child_fds,
+                user=uid,
+                network=network,
             )
         except BaseException:
+            self._release_uid(uid)
             with contextlib.suppress(Exception):
                 await pump.aclose()
             raise
@@ -469,3 +625,37 @@ class Sandbox:
             if d.name not in cleaned:
                 cleaned.append(d.name)
         return cleaned
+
+
+def _identity(spec: RunSpec, api_url: str) -> RunIdentity:
+    return RunIdentity(
+        api_key=spec.api_key,
+        api_url=api_url,
+        strategy_id=spec.strategy_id,
+        run_id=spec.run_id,
+        client_id=spec.client_id,
+        is_sandbox=spec.is_sandbox,
+    )
+
+
+def _entrypoint(entrypoint: str) -> str:
+    parts = [p for p in (entrypoint or "").split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or entrypoint.startswith("/") or parts[0] == ".sequence":
+        raise SandboxError(f"entrypoint {entrypoint!r} is not a valid path inside the artifact")
+    return "/".join(parts)
+
+
+def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    try:
+        return json.dumps(dict(manifest or {}), ensure_ascii=False, indent=2).encode()
+    except (TypeError, ValueError) as exc:
+        raise SandboxError(f"manifest is not a JSON object: {exc}") from exc
+
+
+RUN_RECORD = "run.json"
+
+
+def _write_run_record(run_dir: RunDir, spec: RunSpec) -> None:
+    """What a later runner process needs to deliver this run's spooled logs."""
+    data = {"run_id": spec.run_id, "epoch": spec.epoch, "strategy_id": spec.strategy_id}
+    (run_dir.root / RUN_RECORD).write_text(json.dumps(data))
