@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sequence.cli import datadir
 from sequence.cli.output import console, emit_json, fail, table
 from sequence.secrets import Keyring, Sealed, SealingError, new_key_text, write_key_file
 from sequence.settings import Settings, SettingsError
@@ -36,6 +37,7 @@ def open_store(data_dir: Path | None) -> tuple[Settings, Store]:
     from sequence.store.engine import Database
     from sequence.store.store import Store
 
+    datadir.private_umask()  # a store or key file these commands create stays private
     try:
         settings = Settings.from_env(data_dir=data_dir)
     except SettingsError as exc:

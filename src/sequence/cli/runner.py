@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -46,13 +47,20 @@ def runner(
     as_json: Annotated[bool, typer.Option("--json", help="With --check: print the report as JSON.")] = False,
 ) -> None:
     """Run a runner daemon: claim strategies from a coordinator and run them sandboxed."""
+    from sequence.cli import datadir, lifeline
+
+    try:  # first: started by `sequence up`, this process must not outlive it
+        lifeline.die_with_parent(os.environ)
+    except lifeline.ParentGone as exc:
+        fail(f"not starting the runner: {exc}")
+    datadir.private_umask()
     from sequence.runner.client import CoordinatorClient
     from sequence.runner.daemon import RunnerDaemon, default_name, stop_on_signals
     from sequence.runner.errors import RunnerError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    datadir.prepare(data_dir)
     sandbox = _sandbox(data_dir, runtime, no_sandbox)
     if check:
         report = sandbox.check()

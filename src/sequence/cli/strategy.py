@@ -12,11 +12,13 @@ from urllib.parse import quote
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.text import Text
 
 from sequence import bundle
 from sequence.cli import config as cfgmod
 from sequence.cli.http import Api
-from sequence.cli.output import console, emit_json, err_console, fail, table
+from sequence.cli.output import console, emit_json, err_console, fail, literal, table
+from sequence.cli.terminal import LogWriter
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 
@@ -168,14 +170,17 @@ def deploy(
     if as_json:
         emit_json(res)
         return
-    console.print(f"[bold green]deployed[/] {res['name']}  id [bold]{res['strategy_id']}[/]  status [bold]{res['status']}[/]")
-    console.print(f"  artifact sha256 {res['artifact_sha256'][:16]}…  ({res['artifact_size']} bytes)")
+    shown = literal(res["name"])
+    console.print(Text.assemble(("deployed", "bold green"), " ", shown, "  id ", literal(res["strategy_id"], "bold"),
+                                "  status ", literal(res["status"], "bold")))
+    console.print(Text.assemble("  artifact sha256 ", literal(res["artifact_sha256"][:16]), "…  (",
+                                literal(res["artifact_size"]), " bytes)"))
     if res.get("waiting_reason"):
-        console.print(f"  [yellow]{res['waiting_reason']}[/]")
+        console.print(Text.assemble("  ", literal(res["waiting_reason"], "yellow")))
     if start:
-        console.print(f"  follow its logs: sequence strategy logs {res['name']} --follow")
+        console.print(Text.assemble("  follow its logs: sequence strategy logs ", shown, " --follow"))
     else:
-        console.print(f"  start it: sequence strategy start {res['name']}")
+        console.print(Text.assemble("  start it: sequence strategy start ", shown))
 
 
 @app.command("list")
@@ -207,7 +212,7 @@ def inspect(ident: Ident, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(s)
         return
-    console.print(f"[bold]{s['name']}[/]  {s['strategy_id']}")
+    console.print(Text.assemble(literal(s["name"], "bold"), "  ", literal(s["strategy_id"])))
     fields = [
         ("status", f"{s['status']} (desired {s['desired_state']})"),
         ("waiting", s.get("waiting_reason")),
@@ -226,7 +231,7 @@ def inspect(ident: Ident, as_json: JsonOpt = False) -> None:
     ]
     for k, v in fields:
         if v is not None:
-            console.print(f"  {k:<13} {v}", soft_wrap=True)
+            console.print(Text.assemble(f"  {k:<13} ", literal(v)), soft_wrap=True)
 
 
 def _lifecycle(verb: str, ident: str, as_json: bool) -> None:
@@ -235,7 +240,7 @@ def _lifecycle(verb: str, ident: str, as_json: bool) -> None:
     if as_json:
         emit_json(s)
     else:
-        console.print(f"{s['name']}: {s['status']}")
+        console.print(Text.assemble(literal(s["name"]), ": ", literal(s["status"])))
 
 
 @app.command()
@@ -261,7 +266,7 @@ def delete(ident: Ident, yes: Annotated[bool, typer.Option("--yes", "-y", help="
     if as_json:
         emit_json(res)
     else:
-        console.print(f"deleted {res['strategy_id']}")
+        console.print(Text.assemble("deleted ", literal(res["strategy_id"])))
 
 
 @app.command()
@@ -270,35 +275,62 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream new lines until the strategy stops.")] = False,
     run_id: Annotated[str | None, typer.Option("--run-id", help="A specific run (default: the latest).")] = None,
     after_seq: Annotated[int, typer.Option("--after-seq", help="Only lines after this sequence number.")] = 0,
+    raw: Annotated[bool, typer.Option("--raw", help="Write lines exactly as stored, even to a terminal.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Print a run's log lines (raw, so `| jq` works)."""
+    """Print a run's log lines: exact when piped, control characters escaped on a terminal.
+
+    On a terminal, control characters a strategy printed (escape sequences,
+    carriage returns, backspaces, ...) are shown escaped the way Python writes
+    them (\\x1b, \\r, \\x08) so they cannot control your terminal, and the
+    platform's own lines (exit reasons, rate-limit notices) are prefixed
+    \\[sequence] and dimmed. Piped or redirected, or with --raw, stdout gets
+    the strategy's lines exactly as stored, so `| jq` works, and the platform's
+    lines go to stderr. With --json every record is on stdout.
+    """
     params: dict[str, Any] = {"after_seq": after_seq}
     if run_id:
         params["run_id"] = run_id
-    out = sys.stdout
+    out = LogWriter(sys.stdout.buffer, escape=not raw and sys.stdout.isatty(), as_json=as_json,
+                    dim=console.color_system is not None and not console.no_color,
+                    notes=sys.stderr.buffer, notes_escape=sys.stderr.isatty())
     with _api() as api:
         if follow:
             params["follow"] = "true"
             try:
-                for raw in api.stream_lines(_path(ident, "/logs"), params):
-                    if not raw:
+                for raw_line in api.stream_lines(_path(ident, "/logs"), params):
+                    if not raw_line:
                         continue
-                    rec = json.loads(raw)
-                    out.write((raw if as_json else rec["line"]) + "\n")
+                    rec = json.loads(raw_line)
+                    if "line" not in rec:  # not a log line: a notice, perhaps
+                        _dropped_notice(rec)
+                        continue
+                    out.write(rec, raw_line)
                     out.flush()
             except KeyboardInterrupt:
                 return
             return
+        first = True
         while True:
             res = api.request("GET", _path(ident, "/logs"), params={**params, "limit": 5000})
+            if first:
+                _dropped_notice(res)
+                first = False
             for rec in res["lines"]:
-                out.write((json.dumps(rec) if as_json else rec["line"]) + "\n")
+                out.write(rec)
             if len(res["lines"]) < 5000:
                 break
             params["after_seq"] = res["next_seq"]
             params["run_id"] = res["run_id"]
         out.flush()
+
+
+def _dropped_notice(res: dict[str, Any]) -> None:
+    """Say on stderr that the log retention limit removed lines of this run."""
+    n = res.get("dropped_lines")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        what = "older line of this run was" if n == 1 else "older lines of this run were"
+        err_console.print(f"[yellow]{n} {what} dropped by the log retention limit[/]")
 
 
 @app.command()

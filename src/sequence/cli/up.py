@@ -21,6 +21,7 @@ import uvicorn
 from sequence.api.app import build_core, create_app
 from sequence.api.state import Core
 from sequence.cli import config as cfgmod
+from sequence.cli import datadir, lifeline
 from sequence.cli.output import console, fail
 from sequence.settings import Settings, SettingsError
 
@@ -72,8 +73,11 @@ def runner_token(core: Core, data_dir: Path) -> str:
 
 
 def start_runner(settings: Settings, token: str, region: str, capacity: int) -> subprocess.Popen[bytes]:
+    """Start the local runner; it dies with this process (see :mod:`sequence.cli.lifeline`),
+    so call this from a thread that lives as long as the runner should."""
     env = dict(os.environ)
     env["SEQUENCE_RUNNER_TOKEN"] = token
+    lifeline.child_environ(env)
     cmd = [sys.executable, "-m", "sequence.cli.main", "runner", "--api-url", settings.api_url,
            "--region", region, "--capacity", str(capacity), "--data-dir", str(settings.data_dir / "runner")]
     return subprocess.Popen(cmd, env=env, start_new_session=True)
@@ -81,12 +85,13 @@ def start_runner(settings: Settings, token: str, region: str, capacity: int) -> 
 
 def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region: str, runner_capacity: int,
            replay: Path | None, seed: int | None) -> None:
+    datadir.private_umask()  # before anything is created: the store, the key, the runner's files
     try:
         settings = Settings.from_env(data_dir=data_dir, host=host, port=port, market_replay=replay, market_seed=seed)
     except SettingsError as exc:
         fail(str(exc))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    datadir.prepare(settings.data_dir)
     try:
         core = build_core(settings)
     except Exception as exc:
@@ -132,6 +137,10 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
         if runner:
             console.print(f"  local runner: region {runner_region}, capacity {runner_capacity}")
         console.print("  next: [bold]sequence strategy deploy ./my-strategy --start[/]   (Ctrl-C stops everything)")
+        if proc is not None:
+            # The runner's parent-death signal fires when the thread that forked it
+            # exits, not the process: park this (daemon) thread until the process ends.
+            threading.Event().wait()
 
     threading.Thread(target=_after_start, daemon=True).start()
     try:
