@@ -34,6 +34,13 @@ class Settings:
     # URL strategies use to reach the coordinator (SEQUENCE_API_URL inside a run).
     public_url: str | None = None
     max_artifact_mb: int = 50
+    # Cap on an artifact's inflated size, enforced while inflating at upload (413 above it).
+    max_unpacked_mb: int = 512
+    # Per strategy: stored log bytes kept (oldest lines of old runs dropped first); 0 = unlimited.
+    log_retention_mb: int = 256
+    # Per strategy, enforced by the runner: sustained lines/second (0 = unlimited) and burst.
+    log_rate_lines: int = 10_000
+    log_burst_lines: int = 100_000
     # A runner SIGKILL is noticed after at most one lease: 12 s keeps failover under 15 s.
     lease_seconds: float = 12.0
     heartbeat_seconds: float = 2.0
@@ -49,6 +56,14 @@ class Settings:
     @property
     def max_artifact_bytes(self) -> int:
         return self.max_artifact_mb * 1024 * 1024
+
+    @property
+    def max_unpacked_bytes(self) -> int:
+        return self.max_unpacked_mb * 1024 * 1024
+
+    @property
+    def log_retention_bytes(self) -> int:
+        return self.log_retention_mb * 1024 * 1024
 
     @property
     def effective_database_url(self) -> str:
@@ -74,6 +89,10 @@ class Settings:
             "port": int,
             "public_url": str,
             "max_artifact_mb": int,
+            "max_unpacked_mb": int,
+            "log_retention_mb": int,
+            "log_rate_lines": int,
+            "log_burst_lines": int,
             "lease_seconds": float,
             "heartbeat_seconds": float,
             "claim_wait_seconds": float,
@@ -107,6 +126,12 @@ class Settings:
     def validate(self) -> None:
         if not 1 <= self.max_artifact_mb <= 4096:
             raise SettingsError("max_artifact_mb must be between 1 and 4096")
+        if not 1 <= self.max_unpacked_mb <= 65536:
+            raise SettingsError("max_unpacked_mb must be between 1 and 65536")
+        if self.log_retention_mb < 0:
+            raise SettingsError("log_retention_mb must be 0 (unlimited) or more")
+        if self.log_rate_lines < 0 or self.log_burst_lines < 0:
+            raise SettingsError("log_rate_lines and log_burst_lines must be 0 or more")
         if self.heartbeat_seconds * 3 > self.lease_seconds:
             raise SettingsError("lease_seconds must be at least 3x heartbeat_seconds")
         if self.database_url and not self.database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):

@@ -12,7 +12,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy.exc import IntegrityError
 
 from sequence.store import tables as t
-from sequence.store.store import Conflict, ExitReport, NotFound, StaleWrite, Store
+from sequence.store.store import (
+    LOG_LINE_OVERHEAD,
+    Conflict,
+    ExitReport,
+    NotFound,
+    StaleWrite,
+    Store,
+)
 from tests.helpers import make_tar
 
 
@@ -275,3 +282,111 @@ def test_delete_purges_artifact_runs_and_logs(store: Store, client_id: str, runn
         for table in (t.strategies, t.runs, t.artifacts, t.hosted_strategy_logs):
             assert c.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
     assert store.heartbeat(runner_id, [(run["run_id"], run["epoch"])]) == {run["run_id"]: "kill"}
+
+
+def test_a_fresh_coordinator_charges_no_lease_for_one_lease_period(store: Store, client_id: str, runner_id: str,
+                                                                   clock: Clock) -> None:
+    _deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    clock.now += store.lease_seconds * 3  # the coordinator was down; nobody could heartbeat
+    restarted = Store(store.db, clock=clock, lease_seconds=store.lease_seconds)
+    restarted.begin_lease_grace()
+    assert restarted.expire_leases() == []
+    clock.now += store.lease_seconds - 0.01
+    assert restarted.expire_leases() == []
+    clock.now += 0.02  # grace over, no heartbeat came: lost as before
+    assert restarted.expire_leases() == [run["run_id"]]
+
+
+def test_a_heartbeat_within_the_grace_renews_a_lapsed_lease(store: Store, client_id: str, runner_id: str,
+                                                            clock: Clock) -> None:
+    _deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    clock.now += store.lease_seconds * 3
+    assert store.heartbeat(runner_id, [(run["run_id"], run["epoch"])]) == {run["run_id"]: "kill"}  # no grace
+    restarted = Store(store.db, clock=clock, lease_seconds=store.lease_seconds)
+    restarted.begin_lease_grace()
+    clock.now += 1
+    assert restarted.heartbeat(runner_id, [(run["run_id"], run["epoch"])]) == {run["run_id"]: "continue"}
+    clock.now += store.lease_seconds  # past the grace, inside the renewed lease
+    assert restarted.expire_leases() == []
+    clock.now += 1
+    assert restarted.expire_leases() == [run["run_id"]]
+
+
+def _lines(a: int, b: int, width: int = 10) -> list[dict[str, Any]]:
+    return [{"seq": i, "ts": float(i), "stream": "stdout", "line": f"{i:0{width}d}"} for i in range(a, b)]
+
+
+def test_logs_of_an_ended_run_are_history_and_still_stored(store: Store, client_id: str, runner_id: str) -> None:
+    _deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    rid, ep = run["run_id"], run["epoch"]
+    store.append_logs(rid, ep, runner_id, _lines(1, 3))
+    store.report_exit(rid, ep, runner_id, ExitReport(code=0))
+    assert store.append_logs(rid, ep, runner_id, _lines(2, 5)) == 5  # late, overlapping: stored once
+    with pytest.raises(Conflict):
+        store.append_logs(rid, ep, runner_id, _lines(7, 8))
+    with pytest.raises(StaleWrite):
+        store.append_logs(rid, ep + 1, runner_id, _lines(5, 6))
+    tid, _ = store.create_runner_token("other")
+    other = store.register_runner(tid, "other", "us-east-1", 1, {})
+    with pytest.raises(StaleWrite):
+        store.append_logs(rid, ep, other, _lines(5, 6))
+    assert [x["seq"] for x in store.read_logs(rid, 0, 100)] == [1, 2, 3, 4]
+
+
+def test_runner_tokens_authenticate_as_their_own_runners_only(store: Store, runner_id: str) -> None:
+    tid, token = store.create_runner_token("x")
+    mine = store.register_runner(tid, "x", "us-east-1", 1, {})
+    assert store.authenticate_runner_as(token, mine) == (tid, True)
+    assert store.authenticate_runner_as(token, runner_id) == (tid, False)
+    assert store.authenticate_runner_as("seq_runner_nope", mine) is None
+    store.revoke_runner_token(tid)
+    assert store.authenticate_runner_as(token, mine) is None
+
+
+def test_retention_drops_old_runs_first_then_the_current_runs_oldest(store: Store, client_id: str,
+                                                                      runner_id: str) -> None:
+    store.log_retention_bytes = 100 * (10 + LOG_LINE_OVERHEAD)  # room for 100 lines of 10 characters
+    _deploy(store, client_id)
+    old = store.claim(runner_id, ["us-east-1"], 5)
+    assert old is not None
+    store.append_logs(old["run_id"], old["epoch"], runner_id, _lines(1, 61))
+    store.report_exit(old["run_id"], old["epoch"], runner_id, ExitReport(code=1))
+    store.start_strategy(client_id, "sid-1")
+    store.clock = lambda: 10**10  # past the restart backoff
+    cur = store.claim(runner_id, ["us-east-1"], 5)
+    assert cur is not None
+    for a in range(1, 201, 20):
+        store.append_logs(cur["run_id"], cur["epoch"], runner_id, _lines(a, a + 20))
+    store.enforce_log_retention("sid-1")
+    assert store.strategy_log_bytes("sid-1") <= store.log_retention_bytes
+    old_run, cur_run = store.get_run(old["run_id"]), store.get_run(cur["run_id"])
+    assert old_run is not None and cur_run is not None
+    assert old_run["dropped_lines"] == 60 and store.read_logs(old["run_id"], 0, 1000) == []
+    kept = [x["seq"] for x in store.read_logs(cur["run_id"], 0, 1000)]
+    assert kept == list(range(cur_run["dropped_lines"] + 1, 201))  # the newest, contiguous
+    assert cur_run["dropped_lines"] > 0 and len(kept) >= 80
+    # Appends go on after a trim, and the counter keeps matching what is stored.
+    store.append_logs(cur["run_id"], cur["epoch"], runner_id, _lines(201, 202))
+    with store.db.read() as c:
+        stored = c.execute(sa.select(sa.func.sum(sa.func.length(t.hosted_strategy_logs.c.line))
+                                     + LOG_LINE_OVERHEAD * sa.func.count())).scalar()
+    assert store.strategy_log_bytes("sid-1") == stored
+
+
+def test_runs_page_newest_first_by_epoch(store: Store, client_id: str, runner_id: str, clock: Clock) -> None:
+    _deploy(store, client_id)
+    epochs = []
+    for _ in range(3):
+        run = store.claim(runner_id, ["us-east-1"], 5)
+        assert run is not None
+        epochs.append(run["epoch"])
+        store.report_exit(run["run_id"], run["epoch"], runner_id, ExitReport(code=1))
+        clock.now += 100
+    assert [r["epoch"] for r in store.list_runs(client_id, "sid-1", 2)] == epochs[:0:-1]
+    assert [r["epoch"] for r in store.list_runs(client_id, "sid-1", 2, before_epoch=epochs[1])] == [epochs[0]]

@@ -59,6 +59,12 @@ class Principal:
     key_id: str
     mode: str  # live | test
     run_id: str | None = None
+    # Set with run_id: the strategy a run-scoped key belongs to (all it may see).
+    strategy_id: str | None = None
+
+    @property
+    def is_run_key(self) -> bool:
+        return self.run_id is not None
 
     @property
     def is_sandbox(self) -> bool:
@@ -102,11 +108,23 @@ def _row(r: Any) -> dict[str, Any]:
     return dict(r._mapping)
 
 
+# What one stored log line costs besides its text (run_id, strategy_id, seq, ts,
+# stream, index entry), for the retention byte count: an estimate, kept in SQL too.
+LOG_LINE_OVERHEAD = 64
+
+
 class Store:
-    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time, lease_seconds: float = 12.0) -> None:
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time, lease_seconds: float = 12.0,
+                 log_retention_bytes: int = 0) -> None:
         self.db = db
         self.clock = clock
         self.lease_seconds = lease_seconds
+        # Per strategy, 0 = unlimited.  Checked once a strategy has sent an eighth of
+        # it since the last check (per process), not on every batch.
+        self.log_retention_bytes = log_retention_bytes
+        self._log_bytes_unchecked: dict[str, int] = {}
+        # Until then no lease is charged: see begin_lease_grace.
+        self.lease_grace_until = float("-inf")
 
     # ------------------------------------------------------------------ clients & keys
     def create_client(self, name: str, client_id: str | None = None) -> str:
@@ -177,7 +195,7 @@ class Store:
             return None
         k = t.api_keys
         q = (sa.select(k.c.key_id, k.c.client_id, k.c.mode, k.c.run_id, k.c.revoked_at,
-                       t.runs.c.active_guard, t.strategies.c.current_run_id)
+                       t.runs.c.active_guard, t.runs.c.strategy_id, t.strategies.c.current_run_id)
              .select_from(k.outerjoin(t.runs, t.runs.c.run_id == k.c.run_id)
                           .outerjoin(t.strategies, t.strategies.c.strategy_id == t.runs.c.strategy_id))
              .where(k.c.key_hash == token_hash(token)))
@@ -187,7 +205,7 @@ class Store:
             return None
         if r.run_id is not None and (r.active_guard is None or r.current_run_id != r.run_id):
             return None
-        return Principal(r.client_id, r.key_id, r.mode, r.run_id)
+        return Principal(r.client_id, r.key_id, r.mode, r.run_id, r.strategy_id if r.run_id is not None else None)
 
     def key_is_usable(self, key_id: str) -> bool:
         with self.db.read() as c:
@@ -221,6 +239,21 @@ class Store:
             r = c.execute(sa.select(t.runner_tokens.c.token_id, t.runner_tokens.c.revoked_at)
                           .where(t.runner_tokens.c.token_hash == token_hash(token))).first()
         return r.token_id if r is not None and r.revoked_at is None else None
+
+    def authenticate_runner_as(self, token: str, runner_id: str) -> tuple[str, bool] | None:
+        """``(token_id, registered_runner_id)`` for a valid token, else None: one indexed join.
+
+        The flag says whether ``runner_id`` was registered with this token.
+        """
+        rt, rn = t.runner_tokens, t.runners
+        with self.db.read() as c:
+            r = c.execute(sa.select(rt.c.token_id, rt.c.revoked_at, rn.c.runner_id)
+                          .select_from(rt.outerjoin(rn, sa.and_(rn.c.token_id == rt.c.token_id,
+                                                                 rn.c.runner_id == runner_id)))
+                          .where(rt.c.token_hash == token_hash(token))).first()
+        if r is None or r.revoked_at is not None:
+            return None
+        return r.token_id, r.runner_id is not None
 
     # ------------------------------------------------------------------ strategies
     def find_strategy_id(self, client_id: str, name: str) -> str | None:
@@ -540,7 +573,7 @@ class Store:
                 except StaleWrite:
                     out[run_id] = "kill"
                     continue
-                if r.lease_expires_at is not None and r.lease_expires_at < now:
+                if r.lease_expires_at is not None and r.lease_expires_at < now and now >= self.lease_grace_until:
                     # Too late: the lease has lapsed; expire_leases will (or did) re-queue it.
                     out[run_id] = "kill"
                     continue
@@ -572,10 +605,23 @@ class Store:
         """
         return self.append_log_columns(run_id, epoch, runner_id, LogColumns.from_records(lines))
 
+    def _log_run(self, c: Connection, run_id: str, epoch: int, runner_id: str) -> Any:
+        """The run a log batch is for: it must be this runner's, at this epoch — but it
+        need not be current.  Logs are history: a run that ended, was stopped or was
+        re-queued while its runner was cut off still gets the lines it printed."""
+        q = sa.select(t.runs.c.strategy_id, t.runs.c.epoch, t.runs.c.runner_id, t.runs.c.log_lines).where(
+            t.runs.c.run_id == run_id)
+        if not self.db.is_sqlite:
+            q = q.with_for_update()
+        r = c.execute(q).first()
+        if r is None or r.epoch != epoch or r.runner_id != runner_id:
+            raise StaleWrite(f"run {run_id} epoch {epoch} is not this runner's")
+        return r
+
     def append_log_columns(self, run_id: str, epoch: int, runner_id: str, cols: LogColumns) -> int:
         """The columnar form of :meth:`append_logs` (what the runner sends): same rules."""
         with self.db.write() as c:
-            r = self._current_run(c, run_id, epoch, runner_id)
+            r = self._log_run(c, run_id, epoch, runner_id)
             nxt = int(r.log_lines) + 1  # seq starts at 1 within a run
             n = len(cols.lines)
             skip = nxt - cols.first_seq
@@ -594,8 +640,75 @@ class Store:
                 "INSERT INTO hosted_strategy_logs (run_id, seq, strategy_id, ts, stream, line, partial) "
                 f"VALUES ({', '.join([mark] * 7)})", list(rows))
             stored = n - skip
-            c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(log_lines=nxt - 1 + stored))
+            # sum(map(len)) runs in C: the byte count costs no per-line Python work.
+            nbytes = sum(map(len, cols.lines[skip:] if skip else cols.lines)) + LOG_LINE_OVERHEAD * stored
+            c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(
+                log_lines=nxt - 1 + stored, log_bytes=t.runs.c.log_bytes + nbytes))
+        if self.log_retention_bytes:
+            sid = r.strategy_id
+            due = self._log_bytes_unchecked.get(sid, 0) + nbytes
+            if due >= self.log_retention_bytes // 8:
+                self._log_bytes_unchecked.pop(sid, None)
+                self.enforce_log_retention(sid)
+            else:
+                if len(self._log_bytes_unchecked) > 100_000:
+                    self._log_bytes_unchecked.clear()
+                self._log_bytes_unchecked[sid] = due
         return nxt + stored
+
+    def enforce_log_retention(self, strategy_id: str, limit: int | None = None) -> int:
+        """Drop a strategy's oldest log lines until its stored bytes are back under 7/8
+        of the limit: old runs' lines first, then the current run's oldest.  Each run
+        counts what it lost in ``dropped_lines`` (always a prefix of its seqs).
+        Returns the number of lines dropped."""
+        limit = self.log_retention_bytes if limit is None else limit
+        if not limit:
+            return 0
+        runs, lg = t.runs, t.hosted_strategy_logs
+        dropped_total = 0
+        with self.db.write() as c:
+            # Lock order strategy → runs, as every lifecycle verb; appends lock only their run.
+            q = sa.select(t.strategies.c.strategy_id).where(t.strategies.c.strategy_id == strategy_id)
+            rq = (sa.select(runs.c.run_id, runs.c.log_lines, runs.c.dropped_lines, runs.c.log_bytes)
+                  .where(runs.c.strategy_id == strategy_id, runs.c.log_bytes > 0).order_by(runs.c.epoch))
+            if not self.db.is_sqlite:
+                q, rq = q.with_for_update(), rq.with_for_update()
+            if c.execute(q).first() is None:
+                return 0
+            rows = c.execute(rq).all()
+            total = sum(int(r.log_bytes) for r in rows)
+            if total <= limit:
+                return 0
+            excess = total - limit * 7 // 8
+            for r in rows:
+                first, last, nbytes = int(r.dropped_lines), int(r.log_lines), int(r.log_bytes)
+                while excess > 0 and first < last:
+                    if nbytes <= excess:
+                        cut = last
+                    else:  # an estimate from the run's mean line size; the loop corrects it
+                        per_line = max(1, nbytes // (last - first))
+                        cut = min(last, first + max(1, -(-excess // per_line)))
+                    n, size = c.execute(
+                        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.func.length(lg.c.line)), 0))
+                        .where(lg.c.run_id == r.run_id, lg.c.seq > first, lg.c.seq <= cut)).one()
+                    c.execute(lg.delete().where(lg.c.run_id == r.run_id, lg.c.seq <= cut))
+                    freed = int(size) + LOG_LINE_OVERHEAD * int(n)
+                    nbytes = max(0, nbytes - freed) if cut < last else 0
+                    excess -= freed
+                    dropped_total += cut - first
+                    first = cut
+                if first >= last:
+                    nbytes = 0
+                c.execute(runs.update().where(runs.c.run_id == r.run_id).values(dropped_lines=first, log_bytes=nbytes))
+                if excess <= 0:
+                    break
+        return dropped_total
+
+    def strategy_log_bytes(self, strategy_id: str) -> int:
+        """Stored log bytes of a strategy, as retention counts them."""
+        with self.db.read() as c:
+            return int(c.execute(sa.select(sa.func.coalesce(sa.func.sum(t.runs.c.log_bytes), 0))
+                                 .where(t.runs.c.strategy_id == strategy_id)).scalar_one())
 
     def report_exit(self, run_id: str, epoch: int, runner_id: str, report: ExitReport) -> dict[str, Any]:
         now = self.clock()
@@ -640,9 +753,20 @@ class Store:
         upd["status"] = str(status)
         c.execute(s.update().where(s.c.strategy_id == st.strategy_id).values(**upd))
 
+    def begin_lease_grace(self) -> None:
+        """Call when the coordinator starts: for one lease period no lease is charged.
+
+        While the coordinator was down no runner could heartbeat, so leases that
+        lapsed meanwhile say nothing about the runners; they get one full period
+        to check in (a heartbeat renews them) before the reaper may call a run lost.
+        """
+        self.lease_grace_until = self.clock() + self.lease_seconds
+
     def expire_leases(self) -> list[str]:
         """Mark runs whose lease lapsed as lost, and fail/re-queue their strategies."""
         now = self.clock()
+        if now < self.lease_grace_until:
+            return []
         lost: list[str] = []
         q = sa.select(t.runs).where(t.runs.c.active_guard.is_not(None), t.runs.c.lease_expires_at < now)
         if not self.db.is_sqlite:
@@ -670,11 +794,14 @@ class Store:
             r = c.execute(sa.select(t.runs).where(t.runs.c.run_id == run_id)).first()
         return _row(r) if r else None
 
-    def list_runs(self, client_id: str, strategy_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    def list_runs(self, client_id: str, strategy_id: str, limit: int = 50, *,
+                  before_epoch: int | None = None) -> list[dict[str, Any]]:
+        """Newest first (epochs grow with every claim); ``before_epoch`` pages back."""
+        q = sa.select(t.runs).where(t.runs.c.strategy_id == strategy_id, t.runs.c.client_id == client_id)
+        if before_epoch is not None:
+            q = q.where(t.runs.c.epoch < before_epoch)
         with self.db.read() as c:
-            return [_row(r) for r in c.execute(sa.select(t.runs).where(
-                t.runs.c.strategy_id == strategy_id, t.runs.c.client_id == client_id)
-                .order_by(t.runs.c.claimed_at.desc(), t.runs.c.epoch.desc()).limit(limit))]
+            return [_row(r) for r in c.execute(q.order_by(t.runs.c.epoch.desc()).limit(limit))]
 
     def latest_run_id(self, strategy_id: str) -> str | None:
         with self.db.read() as c:

@@ -74,6 +74,9 @@ strategies = sa.Table(
     sa.Column("stop_timeout_s", sa.Float, nullable=False),
     sa.Column("placement", sa.JSON, nullable=False),
     sa.Column("region", sa.String(32), nullable=True),
+    # Workspace disk quota (MiB) and egress policy ("public" | "none"), enforced by the runner.
+    sa.Column("disk_mb", sa.Integer, nullable=False, server_default="1024"),
+    sa.Column("egress", sa.String(16), nullable=False, server_default="public"),
     sa.Column("restart_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
     sa.Column("next_restart_at", Ts, nullable=True),
@@ -148,6 +151,10 @@ runs = sa.Table(
     sa.Column("peak_rss_bytes", sa.BigInteger, nullable=True),
     sa.Column("cpu_seconds", sa.Float, nullable=True),
     sa.Column("log_lines", sa.BigInteger, nullable=False, server_default="0"),
+    # Retention: bytes of this run's stored lines, and how many of its oldest lines
+    # were dropped (they are always a prefix: seq 1..dropped_lines).
+    sa.Column("log_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("dropped_lines", sa.BigInteger, nullable=False, server_default="0"),
     sa.UniqueConstraint("strategy_id", "active_guard", name="uq_runs_one_active"),
     sa.Index(None, "strategy_id", "claimed_at"),
     sa.Index(None, "status", "lease_expires_at"),

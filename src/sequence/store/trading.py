@@ -1,6 +1,8 @@
 """Storage verbs for trading: graphs, nodes (their orders), fills, positions.
 
-The only trading code that speaks SQL. Every read is scoped to a client.
+The only trading code that speaks SQL. Every read is scoped to a client, and
+with ``strategy_id`` (a run-scoped key's strategy) to the graphs that
+strategy's runs submitted, their fills, and the positions those fills make.
 :meth:`TradingStore.commit` writes fills, node and graph status and the
 positions they move in **one transaction**, so a reader never sees a fill
 whose node or graph status does not reflect it.
@@ -102,10 +104,11 @@ class TradingStore:
         """
         key = graph.get("idempotency_key")
         client_id = graph["client_id"]
+        graph = dict(graph)
         try:
             with self.db.write() as c:
                 if run_id is not None:
-                    self._check_current(c, run_id)
+                    graph["strategy_id"] = self._check_current(c, run_id)
                 if key is not None:
                     existing = self._by_key(c, client_id, key)
                     if existing is not None:
@@ -126,6 +129,9 @@ class TradingStore:
 
     @staticmethod
     def _replay(existing: dict[str, Any], graph: Mapping[str, Any]) -> Created:
+        if existing.get("strategy_id") != graph.get("strategy_id"):
+            # Another strategy's (or the client's own) graph: never hand it to this caller.
+            raise IdempotencyConflict(str(graph.get("idempotency_key")), "")
         if existing.get("request_hash") != graph.get("request_hash"):
             raise IdempotencyConflict(str(graph.get("idempotency_key")), existing["graph_id"])
         return Created(existing, False)
@@ -135,7 +141,8 @@ class TradingStore:
                                                  tt.graphs.c.idempotency_key == key)).first()
         return _row(r) if r else None
 
-    def _check_current(self, c: Connection, run_id: str) -> None:
+    def _check_current(self, c: Connection, run_id: str) -> str:
+        """The run's strategy id, if the run is current; else raises Fenced."""
         q = sa.select(t.runs.c.active_guard, t.runs.c.strategy_id).where(t.runs.c.run_id == run_id)
         if not self.db.is_sqlite:
             q = q.with_for_update(read=True)
@@ -146,12 +153,24 @@ class TradingStore:
                         .where(t.strategies.c.strategy_id == run.strategy_id)).scalar()
         if cur != run_id:
             raise Fenced(run_id)
+        return str(run.strategy_id)
 
-    def get_graph(self, client_id: str, graph_id: str) -> dict[str, Any] | None:
-        """The graph row with ``nodes`` (in submission order), or ``None`` for someone else's id."""
+    def graph_visible(self, client_id: str, graph_id: str, strategy_id: str | None) -> bool:
+        """Whether the caller may see the graph: its client's, and with ``strategy_id`` that strategy's."""
+        g = tt.graphs
+        q = sa.select(g.c.graph_id).where(g.c.graph_id == graph_id, g.c.client_id == client_id)
+        if strategy_id is not None:
+            q = q.where(g.c.strategy_id == strategy_id)
         with self.db.read() as c:
-            g = c.execute(sa.select(tt.graphs).where(tt.graphs.c.graph_id == graph_id,
-                                                     tt.graphs.c.client_id == client_id)).first()
+            return c.execute(q).first() is not None
+
+    def get_graph(self, client_id: str, graph_id: str, *, strategy_id: str | None = None) -> dict[str, Any] | None:
+        """The graph row with ``nodes`` (in submission order), or ``None`` for someone else's id."""
+        q = sa.select(tt.graphs).where(tt.graphs.c.graph_id == graph_id, tt.graphs.c.client_id == client_id)
+        if strategy_id is not None:
+            q = q.where(tt.graphs.c.strategy_id == strategy_id)
+        with self.db.read() as c:
+            g = c.execute(q).first()
             if g is None:
                 return None
             nodes = c.execute(sa.select(tt.graph_nodes).where(tt.graph_nodes.c.graph_id == graph_id)
@@ -161,9 +180,11 @@ class TradingStore:
         return out
 
     def list_graphs(self, client_id: str, *, status: str | None = None, limit: int = 50,
-                    before: tuple[float, str] | None = None) -> list[dict[str, Any]]:
+                    before: tuple[float, str] | None = None, strategy_id: str | None = None) -> list[dict[str, Any]]:
         g = tt.graphs
         q = sa.select(g).where(g.c.client_id == client_id)
+        if strategy_id is not None:
+            q = q.where(g.c.strategy_id == strategy_id)
         if status is not None:
             q = q.where(g.c.status == status)
         if before is not None:
@@ -233,10 +254,13 @@ class TradingStore:
     # -- fills & positions ------------------------------------------------------------
     def list_fills(self, client_id: str, *, symbol: str | None = None, graph_id: str | None = None,
                    since: float | None = None, limit: int = 50,
-                   before: tuple[float, int] | None = None) -> list[dict[str, Any]]:
+                   before: tuple[float, int] | None = None, strategy_id: str | None = None) -> list[dict[str, Any]]:
         """Newest first: by ``ts`` then ``seq``. ``since`` is inclusive; ``before`` is a keyset cursor."""
         f = tt.fills
         q = sa.select(f).where(f.c.client_id == client_id)
+        if strategy_id is not None:
+            q = q.where(f.c.graph_id.in_(sa.select(tt.graphs.c.graph_id).where(
+                tt.graphs.c.client_id == client_id, tt.graphs.c.strategy_id == strategy_id)))
         if symbol is not None:
             q = q.where(f.c.symbol == symbol)
         if graph_id is not None:
@@ -259,7 +283,9 @@ class TradingStore:
             return int(c.execute(sa.select(sa.func.max(tt.graph_nodes.c.order_seq))).scalar() or 0)
 
     def positions(self, client_id: str, *, sandbox: bool | None = None,
-                  symbol: str | None = None) -> list[dict[str, Any]]:
+                  symbol: str | None = None, strategy_id: str | None = None) -> list[dict[str, Any]]:
+        if strategy_id is not None:
+            return self._strategy_positions(client_id, strategy_id, sandbox=sandbox, symbol=symbol)
         p = tt.positions
         q = sa.select(p).where(p.c.client_id == client_id)
         if sandbox is not None:
@@ -269,3 +295,28 @@ class TradingStore:
         q = q.order_by(p.c.sandbox, p.c.symbol)
         with self.db.read() as c:
             return [_row(r) for r in c.execute(q)]
+
+    def _strategy_positions(self, client_id: str, strategy_id: str, *, sandbox: bool | None,
+                            symbol: str | None) -> list[dict[str, Any]]:
+        """One strategy's positions, folded from its fills in commit order (the rows
+        :meth:`commit` keeps are per client; a run key sees only its strategy's)."""
+        f, g = tt.fills, tt.graphs
+        q = (sa.select(f).where(f.c.client_id == client_id, f.c.graph_id.in_(
+            sa.select(g.c.graph_id).where(g.c.client_id == client_id, g.c.strategy_id == strategy_id))))
+        if sandbox is not None:
+            q = q.where(f.c.sandbox == sandbox)
+        if symbol is not None:
+            q = q.where(f.c.symbol == symbol)
+        folded: dict[tuple[bool, str], tuple[Position, Mapping[str, Any]]] = {}
+        with self.db.read() as c:
+            for r in c.execute(q.order_by(f.c.seq)):
+                key = (bool(r.sandbox), r.symbol)
+                pos = folded[key][0] if key in folded else Position()
+                pos = apply_fill(pos, r.side, Fraction(r.price_units, r.price_scale), r.qty_1e8, r.fee_1e8)
+                folded[key] = (pos, dict(r._mapping))
+        out = []
+        for (sb, sym), (pos, last) in sorted(folded.items()):
+            out.append({"client_id": client_id, "sandbox": sb, "symbol": sym, "venue": last["venue"],
+                        "net_1e8": pos.net_1e8, "cost_1e8": pos.cost_1e8, "realized_1e8": pos.realized_1e8,
+                        "fees_1e8": pos.fees_1e8, "fill_count": pos.fill_count, "updated_at": last["ts"]})
+        return out

@@ -23,6 +23,8 @@ graphs = sa.Table(
     sa.Column("client_id", sa.String(32), sa.ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False),
     sa.Column("key_id", sa.String(40), nullable=False),
     sa.Column("run_id", sa.String(40), nullable=True),
+    # The strategy whose run key submitted it (NULL for a client key): run keys see only these.
+    sa.Column("strategy_id", sa.String(40), nullable=True),
     # Per client; NULLs never collide, so graphs without a key are unconstrained.
     sa.Column("idempotency_key", sa.String(255), nullable=True),
     sa.Column("request_hash", sa.String(64), nullable=True),
@@ -37,6 +39,7 @@ graphs = sa.Table(
     sa.Column("ended_at", Ts, nullable=True),
     sa.UniqueConstraint("client_id", "idempotency_key"),
     sa.Index(None, "client_id", "created_at"),
+    sa.Index(None, "strategy_id", "created_at"),
     sa.Index(None, "status"),
 )
 
