@@ -13,7 +13,8 @@ import os
 import re
 import tarfile
 import tomllib
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,10 +26,32 @@ SKIP_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", ".sequence", ".my
                        ".pytest_cache", "node_modules"})
 SKIP_SUFFIXES = (".pyc", ".pyo")
 LATENCY_TARGETS = ("coinbase", "kalshi", "polymarket")
+# Workspace disk quota per strategy (MiB): the default and the range a deploy may ask for.
+DISK_MB_DEFAULT, DISK_MB_MIN, DISK_MB_MAX = 1024, 16, 65536
+# Whether a run may reach public internet addresses through the runner's egress proxy.
+EGRESS_CHOICES = ("public", "none")
+EGRESS_DEFAULT = "public"
+# What execve() can take, with room to spare under Linux's limits (one string ≤ 128 KiB,
+# argv + envp ≤ about a quarter of the stack rlimit): checked at deploy, not at run time.
+MAX_ENV_VALUE_BYTES = 32 * 1024
+MAX_ENV_TOTAL_BYTES = 128 * 1024
 
 
 class BundleError(ValueError):
-    """A strategy folder, its Sequence.toml or its archive is not usable."""
+    """A strategy folder, its Sequence.toml or its archive is not usable.
+
+    Exceptions::
+
+        BundleError
+         └── ArchiveTooLarge   the artifact inflates past the cap (stopped at it)
+    """
+
+
+class ArchiveTooLarge(BundleError):
+    def __init__(self, limit: int, inflated: int) -> None:
+        super().__init__(f"artifact inflates to more than {limit // (1024 * 1024)} MiB "
+                         f"(the limit on unpacked size); inflating stopped there")
+        self.limit, self.inflated = limit, inflated
 
 
 @dataclass
@@ -42,11 +65,14 @@ class StrategyConfig:
     secrets: dict[str, str] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     latency_target: list[str] = field(default_factory=list)
+    disk_mb: int | None = None
+    egress: str | None = None
 
 
 _ALLOWED = {
     "strategy": {"name", "runtime", "description"},
-    "hosted": {"entrypoint", "memory_mb", "stop_timeout_s", "env", "secrets", "manifest", "placement"},
+    "hosted": {"entrypoint", "memory_mb", "stop_timeout_s", "env", "secrets", "manifest", "placement", "disk_mb",
+               "egress"},
     "hosted.placement": {"latency_target"},
 }
 
@@ -110,6 +136,17 @@ def parse_config(path: Path) -> StrategyConfig:
             if isinstance(v, bool) or not isinstance(v, typ):
                 raise _err(path, text, key, f"[hosted] {key} must be a number")
             setattr(cfg, key, v)
+    if "disk_mb" in hosted:
+        v = hosted["disk_mb"]
+        if isinstance(v, bool) or not isinstance(v, int) or not DISK_MB_MIN <= v <= DISK_MB_MAX:
+            raise _err(path, text, "disk_mb", f"[hosted] disk_mb must be a whole number of MiB from {DISK_MB_MIN} "
+                                              f"to {DISK_MB_MAX}")
+        cfg.disk_mb = v
+    if "egress" in hosted:
+        v = hosted["egress"]
+        if v not in EGRESS_CHOICES:
+            raise _err(path, text, "egress", f"[hosted] egress must be one of: {', '.join(map(repr, EGRESS_CHOICES))}")
+        cfg.egress = v
     for slot in ("env", "secrets"):
         table = hosted.get(slot, {})
         if not isinstance(table, dict):
@@ -169,6 +206,28 @@ def reserved_names(names: Iterable[str]) -> list[str]:
 
 def invalid_env_names(names: Iterable[str]) -> list[str]:
     return sorted(n for n in names if not ENV_NAME_RE.match(n))
+
+
+def env_value_problem(slots: Mapping[str, Mapping[str, str]]) -> tuple[str, str, str] | None:
+    """The first value that cannot be passed to execve(): ``(slot, name, problem)``, or None.
+
+    A NUL byte ends a C string (the value would be cut or refused); a value over
+    MAX_ENV_VALUE_BYTES, or all of them together over MAX_ENV_TOTAL_BYTES, risks E2BIG.
+    """
+    total = 0
+    for slot, values in slots.items():
+        for name, value in values.items():
+            if "\0" in value or "\0" in name:
+                return slot, name, f"{slot} variable {name} contains a NUL byte, which an environment cannot hold"
+            size = len(value.encode("utf-8", "surrogatepass"))
+            if size > MAX_ENV_VALUE_BYTES:
+                return slot, name, (f"{slot} variable {name} is {size} bytes; a value may be at most "
+                                    f"{MAX_ENV_VALUE_BYTES // 1024} KiB (put large data in the manifest)")
+            total += size + len(name) + 2
+    if total > MAX_ENV_TOTAL_BYTES:
+        return "env", "", (f"env and secrets together are {total} bytes; at most {MAX_ENV_TOTAL_BYTES // 1024} KiB "
+                           "fit in a process environment (put large data in the manifest)")
+    return None
 
 
 # ---------------------------------------------------------------------- building
@@ -232,18 +291,71 @@ def sha256_hex(data: bytes) -> str:
 
 # ---------------------------------------------------------------------- server-side inspection
 
-def inspect_archive(data: bytes, entrypoint: str, *, max_members: int = 100_000) -> list[str]:
+class _CappedGunzip(io.RawIOBase):
+    """A gzip stream inflated on demand, refusing to produce more than ``limit`` bytes.
+
+    Reads the compressed input in small pieces, so a bomb costs at most ``limit``
+    bytes of inflation (and CPU), never its full size.
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        self._src = memoryview(data)
+        self._pos = 0
+        self._limit = limit
+        self.inflated = 0
+        self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _more(self, want: int) -> bytes:
+        while True:
+            if self._d.eof:
+                rest = self._d.unused_data
+                if not rest and self._pos >= len(self._src):
+                    return b""
+                # A concatenated gzip member: go on with a fresh decompressor.
+                self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._buf = rest
+            if not self._buf and not self._d.unconsumed_tail:
+                if self._pos >= len(self._src):
+                    raise EOFError("compressed data ended early")
+                self._buf = bytes(self._src[self._pos:self._pos + self.CHUNK])
+                self._pos += len(self._buf)
+            src = self._d.unconsumed_tail or self._buf
+            self._buf = b""
+            out = self._d.decompress(src, max(1, min(want, self._limit + 1 - self.inflated)))
+            if out:
+                self.inflated += len(out)
+                if self.inflated > self._limit:
+                    raise ArchiveTooLarge(self._limit, self.inflated)
+                return out
+
+    def readinto(self, b: Any) -> int:
+        out = self._more(len(b))
+        n = len(out)
+        b[:n] = out
+        return n
+
+
+def inspect_archive(data: bytes, entrypoint: str, *, max_members: int = 100_000,
+                    max_unpacked: int = 512 * 1024 * 1024) -> list[str]:
     """Check an uploaded artifact is a gzip tarball holding the entrypoint.
 
-    Only reads the member headers; the runner does the full, safe unpacking.
+    Streams through it once, never inflating more than ``max_unpacked`` bytes
+    (ArchiveTooLarge past that); the runner does the full, safe unpacking.
     """
     if data[:2] != b"\x1f\x8b":
         raise BundleError("artifact is not a gzip-compressed tarball")
     want = PurePosixPath(entrypoint).as_posix()
     names: list[str] = []
     found = False
+    stream = io.BufferedReader(_CappedGunzip(data, max_unpacked), buffer_size=_CappedGunzip.CHUNK)
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
             for i, m in enumerate(tar):
                 if i >= max_members:
                     raise BundleError(f"artifact has more than {max_members} files")
@@ -251,7 +363,7 @@ def inspect_archive(data: bytes, entrypoint: str, *, max_members: int = 100_000)
                 names.append(name)
                 if name == want and m.isfile():
                     found = True
-    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise BundleError(f"artifact is not a valid tar.gz: {exc.__class__.__name__}") from exc
     if not found:
         raise BundleError(f"entrypoint '{entrypoint}' not found in the artifact")
