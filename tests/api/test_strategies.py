@@ -93,8 +93,8 @@ def test_logs_and_runs_of_a_never_run_strategy_are_empty(server: LiveServer) -> 
     with server.client() as c:
         sid = _create(c, name="x").json()["strategy_id"]
         assert c.get(f"/v1/strategies/{sid}/logs").json() == {"strategy_id": sid, "run_id": None, "lines": [],
-                                                               "next_seq": 0}
-        assert c.get(f"/v1/strategies/{sid}/runs").json() == {"strategy_id": sid, "runs": []}
+                                                               "next_seq": 0, "dropped_lines": 0}
+        assert c.get(f"/v1/strategies/{sid}/runs").json() == {"strategy_id": sid, "runs": [], "next_cursor": None}
 
 
 def test_another_clients_strategy_answers_404_on_every_route(server: LiveServer) -> None:

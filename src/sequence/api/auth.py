@@ -40,6 +40,9 @@ class Authenticator:
     def runner_token(self, token: str) -> str | None:
         return self.store.authenticate_runner(token)
 
+    def runner_token_as(self, token: str, runner_id: str) -> tuple[str, bool] | None:
+        return self.store.authenticate_runner_as(token, runner_id)
+
 
 def bearer(header: str | None) -> str | None:
     if not header:
@@ -74,4 +77,21 @@ def require_runner(request: Request) -> str:
     tid = request.app.state.auth.runner_token(token) if token else None
     if tid is None:
         raise ApiError(401, "unauthorized", "missing or invalid runner token")
+    return str(tid)
+
+
+def require_runner_of(request: Request, runner_id: str) -> str:
+    """A runner token that registered the path's ``runner_id``, in one indexed lookup.
+
+    401 for a bad token; 404 for a runner registered with another token (a runner
+    never acts, or writes logs, as another).
+    """
+    token = bearer(request.headers.get("authorization"))
+    plausible = 0 < len(runner_id) <= 64 and runner_id.isprintable()
+    got = request.app.state.auth.runner_token_as(token, runner_id if plausible else "") if token else None
+    if got is None:
+        raise ApiError(401, "unauthorized", "missing or invalid runner token")
+    tid, registered = got
+    if not registered:
+        raise ApiError(404, "not_found", "runner not found")
     return str(tid)

@@ -13,7 +13,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from sequence.lifecycle import IllegalTransition
 from sequence.store.store import Conflict, NotFound, StaleWrite
@@ -70,10 +72,28 @@ def install(app: FastAPI) -> None:
         return envelope(422, "validation_error", f"{first['field']}: {first['message']}", {"errors": errors})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         msg = exc.detail if isinstance(exc.detail, str) else code
-        return envelope(exc.status_code, code, msg, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # Starlette names only the first route that matched the path; a path served by
+            # several routes (GET and POST /v1/strategies) supports all of theirs.
+            headers = {**(headers or {}), "Allow": _allowed(req)}
+        return envelope(exc.status_code, code, msg, headers=headers)
+
+    @app.exception_handler(DataError)
+    async def _data(req: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value (out of range, a NUL byte): the input's fault.
+        log.warning("database refused a value on %s %s: %s", req.method, req.url.path, exc.orig)
+        return envelope(400, "bad_request", "a value in the request cannot be stored (out of range, or it "
+                        "contains a NUL byte)", {"request_id": request_id(req)})
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def _unicode(req: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        log.warning("text that is not valid Unicode on %s %s", req.method, req.url.path)
+        return envelope(400, "bad_request", "a value in the request is not valid Unicode text (a lone surrogate)",
+                        {"request_id": request_id(req)})
 
     @app.exception_handler(NotFound)
     async def _nf(_req: Request, exc: NotFound) -> JSONResponse:
@@ -91,8 +111,27 @@ def install(app: FastAPI) -> None:
     async def _stale(_req: Request, exc: StaleWrite) -> JSONResponse:
         return envelope(409, "stale_run", str(exc))
 
+    @app.exception_handler(RecursionError)
+    async def _deep(req: Request, exc: RecursionError) -> JSONResponse:
+        return envelope(400, "invalid_json", "request body is nested too deeply", {"field": "body"})
+
     @app.exception_handler(Exception)
     async def _crash(req: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", req.method, req.url.path)
         return envelope(500, "internal", "internal error; see the coordinator log",
-                        {"request_id": req.headers.get("x-request-id", "")})
+                        {"request_id": request_id(req)})
+
+
+def request_id(req: Request) -> str:
+    """The id RequestMiddleware gave this request (also in the X-Request-ID response header)."""
+    rid = req.scope.get("sequence.request_id")
+    return str(rid) if rid else req.headers.get("x-request-id", "")
+
+
+def _allowed(req: Request) -> str:
+    methods: set[str] = set()
+    for route in req.app.router.routes:
+        match, _child = route.matches(req.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))

@@ -15,6 +15,9 @@ from sequence.store.store import LogColumns
 
 QUEUE = 5000
 
+# What a run-scoped key may subscribe to: market data, and its own strategy's logs.
+RUN_KEY_CHANNELS = frozenset({"prices", "book"})
+
 
 def register(core: Core) -> None:
     market = core.market
@@ -32,6 +35,21 @@ def register(core: Core) -> None:
 
     market.hub.register(ChannelKind(name="logs", needs_arg=True, validate=validate, snapshot=None,
                                     per_client=True, conflate=False, queue_size=QUEUE), replace=True)
+
+    def guard(kind: str, arg: str | None, principal: Any) -> None:
+        sid = getattr(principal, "strategy_id", None)
+        if getattr(principal, "run_id", None) is None or kind in RUN_KEY_CHANNELS:
+            return
+        if kind == "logs":
+            if arg != sid:
+                raise ChannelError(f"logs:{arg}", f"no strategy {arg}", code="not_found")
+            return
+        # fills/graphs are the client's whole activity, not one strategy's.
+        raise ChannelError(kind if arg is None else f"{kind}:{arg}",
+                           f"run-scoped keys cannot subscribe to {kind!r}: it carries the whole client's activity; "
+                           "poll GET /v1/fills or GET /v1/graphs (scoped to this strategy)", code="forbidden")
+
+    market.hub.guard = guard
 
 
 def publish(core: Core, run: dict[str, Any], cols: LogColumns, start: int = 0) -> None:

@@ -29,6 +29,8 @@ def strategy(row: dict[str, Any], *, waiting_reason: str | None = None) -> dict[
         "manifest": row["manifest"],
         "secret_names": row["secret_names"],
         "memory_mb": row["memory_mb"],
+        "disk_mb": row["disk_mb"],
+        "egress": row["egress"],
         "stop_timeout_s": row["stop_timeout_s"],
         "placement": row["placement"],
         "region": row["region"],
@@ -73,6 +75,7 @@ def run(row: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_bytes": row["peak_rss_bytes"],
         "cpu_seconds": row["cpu_seconds"],
         "log_lines": row["log_lines"],
+        "dropped_lines": row["dropped_lines"],
     }
 
 

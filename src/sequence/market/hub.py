@@ -106,11 +106,14 @@ class Subscription:
         "dropped",
         "id",
         "max_channels",
+        "principal",
     )
 
-    def __init__(self, sub_id: int, client_id: str | None, max_channels: int, control_limit: int):
+    def __init__(self, sub_id: int, client_id: str | None, max_channels: int, control_limit: int,
+                 principal: Any = None):
         self.id = sub_id
         self.client_id = client_id
+        self.principal = principal  # opaque here: for Hub.guard
         self.max_channels = max_channels
         self.channels: dict[str, _Key] = {}
         self._pending: dict[str, Message | deque[Message]] = {}
@@ -189,6 +192,9 @@ class Hub:
         self._ids = count(1)
         self._open: dict[int, Subscription] = {}
         self._control_limit = control_limit
+        #: ``guard(kind_name, arg, principal)`` runs before a kind's validator and raises
+        #: :class:`ChannelError` to refuse (the coordinator limits run-scoped keys with it).
+        self.guard: Callable[[str, str | None, Any], None] | None = None
 
     # -- registry ---------------------------------------------------------------
     def register(self, kind: ChannelKind, *, replace: bool = False) -> None:
@@ -220,8 +226,8 @@ class Hub:
         return kind, (arg if sep else None)
 
     # -- subscriptions -------------------------------------------------------------
-    def open(self, client_id: str | None = None, *, max_channels: int = 200) -> Subscription:
-        sub = Subscription(next(self._ids), client_id, max_channels, self._control_limit)
+    def open(self, client_id: str | None = None, *, max_channels: int = 200, principal: Any = None) -> Subscription:
+        sub = Subscription(next(self._ids), client_id, max_channels, self._control_limit, principal)
         self._open[sub.id] = sub
         return sub
 
@@ -243,6 +249,8 @@ class Hub:
         for channel in channels:
             try:
                 kind, arg = self.parse(channel)
+                if self.guard is not None:
+                    self.guard(kind.name, arg, sub.principal)
                 if kind.validate is not None:
                     kind.validate(arg, sub.client_id)
             except ChannelError as exc:

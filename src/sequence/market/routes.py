@@ -240,7 +240,7 @@ async def serve_stream(
     """Run one accepted-or-acceptable ``/v1/stream`` connection for ``principal``."""
     hub = _service(websocket.app).hub
     await websocket.accept()
-    sub = hub.open(client_id=_client_id(principal), max_channels=max_subscriptions)
+    sub = hub.open(client_id=_client_id(principal), max_channels=max_subscriptions, principal=principal)
     writer = asyncio.create_task(_writer(websocket, sub), name=f"stream-writer-{sub.id}")
     try:
         while True:
@@ -285,7 +285,10 @@ async def _resolve(resolver: Callable[[Request], Any], request: Request) -> Any:
 
 
 def _param(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+    out = {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+    if not required:
+        out["allowEmptyValue"] = True  # an empty optional parameter means "not given"
+    return out
 
 
 _MARKETS_PARAMS = [
@@ -300,7 +303,7 @@ _MARKETS_PARAMS = [
     _param("cursor", {"type": "string"}, "next_cursor of the previous page"),
 ]
 _QUOTES_PARAMS = [
-    _param("symbol", {"type": "string"}, "token id, Kalshi ticker or product id", required=True),
+    _param("symbol", {"type": "string", "minLength": 1}, "token id, Kalshi ticker or product id", required=True),
     _param("depth", {"type": "integer", "minimum": 0, "maximum": 100, "default": DEFAULT_DEPTH},
            "levels per side"),
 ]

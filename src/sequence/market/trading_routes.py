@@ -13,7 +13,6 @@ Every route is scoped to the caller's client (someone else's graph id answers
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 from collections.abc import AsyncIterator
@@ -22,9 +21,10 @@ from datetime import datetime
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
+from sequence.api import cursor as cursors
 from sequence.api.auth import require_principal
 from sequence.api.errors import ApiError
 from sequence.store.store import Principal
@@ -32,7 +32,8 @@ from sequence.store.trading import Fenced, IdempotencyConflict, TradingStore
 
 from .engine import TradingEngine, fill_json, graph_json
 from .fees import FeeSchedule
-from .graphs import GS, GraphError
+from .graphs import GS, MAX_EDGES, MAX_NODES, TRIGGERS, URGENCIES, GraphError
+from .routes import _param
 
 router = APIRouter(tags=["trading"])
 
@@ -100,22 +101,56 @@ def _encode_cursor(values: list[Any]) -> str:
 
 
 def _decode_cursor(raw: str | None, kinds: tuple[type, ...]) -> list[Any] | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        values = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (ValueError, binascii.Error):
-        raise _bad("cursor", "invalid cursor", code="bad_cursor") from None
-    if (not isinstance(values, list) or len(values) != len(kinds)
-            or not all(isinstance(v, k) and not isinstance(v, bool) for v, k in zip(values, kinds, strict=True))):
-        raise _bad("cursor", "invalid cursor", code="bad_cursor")
-    return values
+    # The coordinator's one cursor scheme: rejects NaN, out-of-range numbers, deep nesting.
+    values = cursors.decode(raw, kinds)
+    return None if values is None else list(values)
+
+
+# What the hand-parsed requests accept, for /openapi.json (FastAPI cannot see it).
+_ERRS: dict[int | str, dict[str, Any]] = {503: {"description": "the trading engine is starting or stopping"}}
+
+
+def _hidden() -> Any:
+    """A query parameter parsed by hand and documented in ``openapi_extra`` (one FieldInfo each)."""
+    return Query(None, include_in_schema=False)
+
+
+_LIMIT = _param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                "page size")
+_CURSOR = _param("cursor", {"type": "string"}, "next_cursor of the previous page")
+_NODE = {
+    "type": "object", "required": ["node_id", "symbol", "side", "qty"], "additionalProperties": False,
+    "properties": {
+        "node_id": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+        "symbol": {"type": "string", "minLength": 1},
+        "side": {"type": "string", "enum": ["buy", "sell"]},
+        "qty": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string"}]},
+        "venue": {"type": "string"},
+        "instrument_type": {"type": "string", "enum": ["spot", "prediction"]},
+        "limit_price": {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}]},
+        "urgency": {"type": "string", "enum": list(URGENCIES)},
+        "activation": {"type": "string", "enum": ["root", "triggered"]},
+    },
+}
+_GRAPH_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["nodes"], "additionalProperties": False,
+    "properties": {
+        "nodes": {"type": "array", "minItems": 1, "maxItems": MAX_NODES, "items": _NODE},
+        "edges": {"type": "array", "maxItems": MAX_EDGES, "items": {
+            "type": "object", "required": ["from", "to", "trigger"], "additionalProperties": False,
+            "properties": {"from": {"type": "string"}, "to": {"type": "string"},
+                           "trigger": {"type": "string", "enum": list(TRIGGERS)}}}},
+        "sandbox": {"type": "boolean"},
+    }}}}}
 
 
 # -- graphs ----------------------------------------------------------------------------------
 
 
-@router.post("/v1/graphs", summary="Submit an execution graph", status_code=201)
+@router.post("/v1/graphs", summary="Submit an execution graph", status_code=201, responses={
+    200: {"description": "an idempotent replay: the graph this Idempotency-Key placed"},
+    409: {"description": "the Idempotency-Key was used for a different request"},
+    413: {"description": "body over 1 MiB"}, **_ERRS}, openapi_extra={"requestBody": _GRAPH_BODY})
 async def submit_graph(request: Request, principal: Principal = Depends(require_principal)) -> JSONResponse:
     """Validate and place a graph; answers ``{"graph_id", "status": "active", "node_count", "edge_count"}``.
 
@@ -150,11 +185,14 @@ async def submit_graph(request: Request, principal: Principal = Depends(require_
     return JSONResponse(ack, status_code=200 if ack["idempotent_replay"] else 201)
 
 
-@router.get("/v1/graphs", summary="List your graphs, newest first")
+@router.get("/v1/graphs", summary="List your graphs, newest first", responses=_ERRS, openapi_extra={
+    "parameters": [_param("status", {"type": "string", "enum": [s.value for s in GS]}, "only this status"),
+                   _LIMIT, _CURSOR]})
 async def list_graphs(request: Request, principal: Principal = Depends(require_principal),
-                      status: str | None = None, limit: str | None = None,
-                      cursor: str | None = None) -> dict[str, Any]:
+                      status: str | None = _hidden(), limit: str | None = _hidden(),
+                      cursor: str | None = _hidden()) -> dict[str, Any]:
     engine = _engine(request)
+    status = status or None  # empty means not given, as for every optional parameter here
     if status is not None and status not in {s.value for s in GS}:
         raise _bad("status", f"status must be one of {', '.join(s.value for s in GS)}")
     n = _limit(limit)
@@ -162,7 +200,8 @@ async def list_graphs(request: Request, principal: Principal = Depends(require_p
     before = None if cur is None else (float(cur[0]), str(cur[1]))
 
     def _read() -> list[dict[str, Any]]:
-        return engine.store.list_graphs(principal.client_id, status=status, limit=n + 1, before=before)
+        return engine.store.list_graphs(principal.client_id, status=status, limit=n + 1, before=before,
+                                        strategy_id=principal.strategy_id)
 
     rows = await anyio.to_thread.run_sync(_read)
     more = len(rows) > n
@@ -171,30 +210,40 @@ async def list_graphs(request: Request, principal: Principal = Depends(require_p
     return {"graphs": [graph_json(r) for r in rows], "next_cursor": nxt}
 
 
-@router.get("/v1/graphs/{graph_id}", summary="One graph with per-node state")
+@router.get("/v1/graphs/{graph_id}", summary="One graph with per-node state", responses=_ERRS)
 async def get_graph(graph_id: str, request: Request,
                     principal: Principal = Depends(require_principal)) -> dict[str, Any]:
+    await _visible(request, principal, graph_id)
     out = await _engine(request).graph(principal.client_id, graph_id)
     if out is None:
         raise ApiError(404, "not_found", "graph not found", {"graph_id": graph_id})
     return out
 
 
+async def _visible(request: Request, principal: Principal, graph_id: str) -> None:
+    """A run-scoped key sees only its own strategy's graphs: any other id is 404."""
+    if principal.strategy_id is not None and not await anyio.to_thread.run_sync(
+            _engine(request).store.graph_visible, principal.client_id, graph_id, principal.strategy_id):
+        raise ApiError(404, "not_found", "graph not found", {"graph_id": graph_id})
+
+
 async def _cancel(graph_id: str, request: Request, principal: Principal) -> dict[str, Any]:
+    await _visible(request, principal, graph_id)
     out = await _engine(request).cancel(principal.client_id, graph_id)
     if out is None:
         raise ApiError(404, "not_found", "graph not found", {"graph_id": graph_id})
     return out
 
 
-@router.post("/v1/graphs/{graph_id}/cancel", summary="Cancel every working node")
+@router.post("/v1/graphs/{graph_id}/cancel", summary="Cancel every working node", responses=_ERRS)
 async def cancel_graph(graph_id: str, request: Request,
                        principal: Principal = Depends(require_principal)) -> dict[str, Any]:
     """Idempotent: cancelling an ended graph answers its state unchanged."""
     return await _cancel(graph_id, request, principal)
 
 
-@router.delete("/v1/graphs/{graph_id}", summary="Cancel every working node (same as POST …/cancel)")
+@router.delete("/v1/graphs/{graph_id}", summary="Cancel every working node (same as POST …/cancel)",
+                responses=_ERRS)
 async def delete_graph(graph_id: str, request: Request,
                        principal: Principal = Depends(require_principal)) -> dict[str, Any]:
     return await _cancel(graph_id, request, principal)
@@ -203,10 +252,13 @@ async def delete_graph(graph_id: str, request: Request,
 # -- fills & positions ----------------------------------------------------------------------
 
 
-@router.get("/v1/fills", summary="Your fills, newest first")
+@router.get("/v1/fills", summary="Your fills, newest first", responses=_ERRS, openapi_extra={"parameters": [
+    _param("symbol", {"type": "string"}, "only this symbol"), _param("graph_id", {"type": "string"}, "only this graph"),
+    _LIMIT, _param("since", {"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]},
+                   "epoch seconds or ISO-8601 with a timezone; inclusive"), _CURSOR]})
 async def list_fills(request: Request, principal: Principal = Depends(require_principal),
-                     symbol: str | None = None, graph_id: str | None = None, limit: str | None = None,
-                     since: str | None = None, cursor: str | None = None) -> dict[str, Any]:
+                     symbol: str | None = _hidden(), graph_id: str | None = _hidden(), limit: str | None = _hidden(),
+                     since: str | None = _hidden(), cursor: str | None = _hidden()) -> dict[str, Any]:
     """``{"fills": [...], "next_cursor"}``. ``since`` (epoch seconds or ISO-8601) is inclusive."""
     engine = _engine(request)
     n = _limit(limit)
@@ -216,7 +268,7 @@ async def list_fills(request: Request, principal: Principal = Depends(require_pr
 
     def _read() -> list[dict[str, Any]]:
         return engine.store.list_fills(principal.client_id, symbol=symbol or None, graph_id=graph_id or None,
-                                       since=t0, limit=n + 1, before=before)
+                                       since=t0, limit=n + 1, before=before, strategy_id=principal.strategy_id)
 
     rows = await anyio.to_thread.run_sync(_read)
     more = len(rows) > n
@@ -225,9 +277,11 @@ async def list_fills(request: Request, principal: Principal = Depends(require_pr
     return {"fills": [fill_json(r) for r in rows], "next_cursor": nxt}
 
 
-@router.get("/v1/positions", summary="Net positions and P&L per symbol")
+@router.get("/v1/positions", summary="Net positions and P&L per symbol", responses=_ERRS, openapi_extra={
+    "parameters": [_param("sandbox", {"type": "boolean"}, "only sandbox (true) or live (false) rows"),
+                   _param("symbol", {"type": "string"}, "only this symbol")]})
 async def list_positions(request: Request, principal: Principal = Depends(require_principal),
-                         sandbox: str | None = None, symbol: str | None = None) -> dict[str, Any]:
+                         sandbox: str | None = _hidden(), symbol: str | None = _hidden()) -> dict[str, Any]:
     """Net quantity, average price, realized and unrealized P&L (marked to mid), per symbol;
     sandbox and live rows apart. A ``seq_test_`` key sees its sandbox rows only."""
     engine = _engine(request)
@@ -238,7 +292,8 @@ async def list_positions(request: Request, principal: Principal = Depends(requir
         want = True
 
     def _read() -> list[dict[str, Any]]:
-        return engine.store.positions(principal.client_id, sandbox=want, symbol=symbol or None)
+        return engine.store.positions(principal.client_id, sandbox=want, symbol=symbol or None,
+                                      strategy_id=principal.strategy_id)
 
     rows = await anyio.to_thread.run_sync(_read)
     return {"positions": engine.positions_json(rows)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from sequence.api import present
@@ -16,6 +16,17 @@ from sequence.store.store import Principal
 router = APIRouter(tags=["keys"])
 
 VENUES = ("kalshi", "polymarket", "coinbase")
+_VENUE = Path(json_schema_extra={"enum": list(VENUES)})
+_CREDENTIALS = Body(json_schema_extra={"minProperties": 1, "maxProperties": 20,
+                                       "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 65536}})
+
+_R: dict[int | str, dict[str, Any]] = {
+    400: {"description": "bad input; `details.field` names it"},
+    401: {"description": "no key, or a bad or revoked one"},
+    403: {"description": "run-scoped keys cannot manage keys or credentials"},
+    422: {"description": "the body does not match the schema"},
+}
+_R404: dict[int | str, dict[str, Any]] = {**_R, 404: {"description": "no such key (or not yours)"}}
 
 
 class NewKey(BaseModel):
@@ -26,11 +37,12 @@ class NewKey(BaseModel):
 
 def _client_key(p: Principal) -> Principal:
     if p.run_id is not None:
-        raise ApiError(403, "forbidden", "run-scoped keys cannot manage keys or credentials")
+        raise ApiError(403, "forbidden", "run-scoped keys cannot manage keys or credentials; use a client key",
+                       {"run_id": p.run_id})
     return p
 
 
-@router.post("/v1/keys", status_code=201)
+@router.post("/v1/keys", status_code=201, responses=_R)
 def create_key(request: Request, body: NewKey | None = Body(None),
                p: Principal = Depends(require_principal)) -> dict[str, Any]:
     _client_key(p)
@@ -40,28 +52,30 @@ def create_key(request: Request, body: NewKey | None = Body(None),
     return {**present.api_key(row), "key": plaintext}
 
 
-@router.get("/v1/keys")
+@router.get("/v1/keys", responses=_R)
 def list_keys(request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
     _client_key(p)
     return {"keys": [present.api_key(r) for r in core_of(request.app).store.list_api_keys(p.client_id)]}
 
 
-@router.delete("/v1/keys/{key_id}")
+@router.delete("/v1/keys/{key_id}", responses=_R404)
 def revoke_key(key_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
     _client_key(p)
+    if not (0 < len(key_id) <= 64 and key_id.isprintable()):
+        raise ApiError(404, "not_found", "API key not found")
     core = core_of(request.app)
     row = core.store.revoke_api_key(p.client_id, key_id)
     core.auth.invalidate()
     return {**present.api_key(row), "revoked": True}
 
 
-@router.get("/v1/me")
+@router.get("/v1/me", responses={401: _R[401]})
 def whoami(request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
     return {"client_id": p.client_id, "key_id": p.key_id, "mode": p.mode, "is_sandbox": p.is_sandbox,
             "run_id": p.run_id}
 
 
-@router.get("/v1/venues")
+@router.get("/v1/venues", responses={401: _R[401]})
 def list_venues(request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
     have = {r["venue"]: r for r in core_of(request.app).store.venue_credentials(p.client_id)}
     return {"venues": [{"venue": v, "has_credentials": v in have,
@@ -69,9 +83,10 @@ def list_venues(request: Request, p: Principal = Depends(require_principal)) -> 
                         "updated_at": present.iso(have[v]["updated_at"]) if v in have else None} for v in VENUES]}
 
 
-@router.put("/v1/venues/{venue}/credentials")
-def put_credentials(venue: str, request: Request, body: dict[str, Any] = Body(...),
+@router.put("/v1/venues/{venue}/credentials", responses=_R)
+def put_credentials(request: Request, venue: str = _VENUE, body: dict[str, Any] = _CREDENTIALS,
                     p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    """Seal and store this client's credentials for a venue (an object of non-empty strings)."""
     _client_key(p)
     if venue not in VENUES:
         raise bad_request(f"unknown venue '{venue}'; use one of: {', '.join(VENUES)}", "venue")
@@ -79,14 +94,19 @@ def put_credentials(venue: str, request: Request, body: dict[str, Any] = Body(..
         raise bad_request("credentials must be a non-empty JSON object of non-empty strings", "body")
     if len(body) > 20 or sum(len(v) for v in body.values()) > 64 * 1024:
         raise bad_request("credentials object is too large", "body")
+    try:
+        "".join(f"{k}{v}" for k, v in body.items()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request("credentials must be valid Unicode text (no lone surrogates)", "body") from None
     core = core_of(request.app)
     sealed = core.keyring.seal_json(body, f"venue:{p.client_id}:{venue}")
     core.store.put_venue_credentials(p.client_id, venue, sealed.ciphertext, sealed.nonce, sealed.key_id, sorted(body))
     return {"venue": venue, "has_credentials": True, "credential_fields": sorted(body)}
 
 
-@router.delete("/v1/venues/{venue}/credentials")
-def delete_credentials(venue: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
+@router.delete("/v1/venues/{venue}/credentials", responses=_R)
+def delete_credentials(request: Request, venue: str = _VENUE,
+                       p: Principal = Depends(require_principal)) -> dict[str, Any]:
     _client_key(p)
     if venue not in VENUES:
         raise bad_request(f"unknown venue '{venue}'", "venue")

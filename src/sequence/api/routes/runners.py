@@ -11,20 +11,29 @@ import time
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection
 
 from sequence.api import log_stream
-from sequence.api.auth import require_runner
+from sequence.api.auth import require_runner, require_runner_of
 from sequence.api.errors import ApiError, not_found
 from sequence.api.notify import QUEUE, logs_topic, runner_topic, strategy_topic
+from sequence.api.openapi import inline_schema
 from sequence.api.state import Core, core_of
 from sequence.secrets import Sealed, SealingError
 from sequence.store.store import ExitReport, LogColumns
 
 router = APIRouter(tags=["runners"], include_in_schema=True)
+
+INT64 = 2**63 - 1
+_ERRS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid runner token"},
+    404: {"description": "no such runner for this token"},
+    409: {"description": "stale_run: the run is not this runner's at this epoch (or a log gap)"},
+    422: {"description": "the body does not match the schema"},
+}
 
 
 class Register(BaseModel):
@@ -45,44 +54,45 @@ class Poll(BaseModel):
 
 class RunRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    run_id: str
-    epoch: int
+    run_id: str = Field(max_length=64)
+    epoch: int = Field(ge=0, le=INT64)
 
 
 class Heartbeat(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    runs: list[RunRef] = Field(default_factory=list)
+    runs: list[RunRef] = Field(default_factory=list, max_length=10_000)
 
 
 class EpochBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    epoch: int
+    epoch: int = Field(ge=0, le=INT64)
 
 
 class LogLine(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    seq: int = Field(ge=1)
+    seq: int = Field(ge=1, le=INT64)
     ts: float
-    stream: str = Field(pattern="^(stdout|stderr)$")
+    stream: str = Field(pattern="^(stdout|stderr|system)$")
     line: str
     partial: bool = False
 
 
 class Logs(BaseModel):
+    """The record form; the runner sends the columnar one (docs/runner-protocol.md)."""
     model_config = ConfigDict(extra="forbid")
-    epoch: int
+    epoch: int = Field(ge=0, le=INT64)
     lines: list[LogLine] = Field(max_length=100_000)
 
 
 class Exit(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    epoch: int
-    code: int | None = None
-    signal: int | None = None
+    epoch: int = Field(ge=0, le=INT64)
+    code: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
+    signal: int | None = Field(None, ge=0, le=2**31 - 1)
     oom: bool = False
     reason: str | None = Field(None, max_length=2000)
-    peak_rss_bytes: int | None = None
-    cpu_seconds: float | None = None
+    peak_rss_bytes: int | None = Field(None, ge=0, le=INT64)
+    cpu_seconds: float | None = Field(None, ge=0, le=1e12)
 
 
 def _runner(core: Core, runner_id: str, token_id: str) -> dict[str, Any]:
@@ -117,6 +127,10 @@ def _claim_spec(core: Core, row: dict[str, Any]) -> dict[str, Any]:
         "secrets": secrets,
         "manifest": row["manifest"],
         "memory_mb": row["memory_mb"],
+        "disk_mb": row["disk_mb"],
+        "egress": row["egress"],
+        "log_rate_lines": core.settings.log_rate_lines,
+        "log_burst_lines": core.settings.log_burst_lines,
         "stop_timeout_s": row["stop_timeout_s"],
         "is_sandbox": bool(row["is_sandbox"]),
         "api_key": row["run_api_key"],
@@ -193,20 +207,20 @@ async def poll(runner_id: str, body: Poll, request: Request, token_id: str = Dep
             core.notifier.release(runner_topic(runner_id), r_ev)
 
 
-@router.post("/v1/runners/{runner_id}/heartbeat")
-def heartbeat(runner_id: str, body: Heartbeat, request: Request, token_id: str = Depends(require_runner)) -> dict[str, Any]:
+@router.post("/v1/runners/{runner_id}/heartbeat", responses=_ERRS)
+def heartbeat(runner_id: str, body: Heartbeat, request: Request,
+              token_id: str = Depends(require_runner_of)) -> dict[str, Any]:
     core = core_of(request.app)
-    _runner(core, runner_id, token_id)
     actions = core.store.heartbeat(runner_id, [(r.run_id, r.epoch) for r in body.runs])
     return {"runs": actions, "lease_seconds": core.settings.lease_seconds}
 
 
-@router.get("/v1/runners/{runner_id}/runs/{run_id}/artifact")
-def artifact(runner_id: str, run_id: str, epoch: int, request: Request,
-             token_id: str = Depends(require_runner)) -> Response:
+@router.get("/v1/runners/{runner_id}/runs/{run_id}/artifact", responses={
+    200: {"description": "the artifact (tar.gz)", "content": {"application/gzip": {}}}, **_ERRS})
+def artifact(runner_id: str, run_id: str, request: Request, epoch: int = Query(ge=0, le=INT64),
+             token_id: str = Depends(require_runner_of)) -> Response:
     core = core_of(request.app)
-    _runner(core, runner_id, token_id)
-    run = core.store.get_run(run_id)
+    run = core.store.get_run(run_id) if run_id.isprintable() else None
     if run is None or run["epoch"] != epoch or run["runner_id"] != runner_id or run["ended_at"] is not None:
         raise ApiError(409, "stale_run", f"run {run_id} epoch {epoch} is not current")
     got = core.store.artifact(run["artifact_id"]) if run["artifact_id"] else None
@@ -216,11 +230,10 @@ def artifact(runner_id: str, run_id: str, epoch: int, request: Request,
     return Response(data, media_type="application/gzip", headers={"X-Artifact-SHA256": sha})
 
 
-@router.post("/v1/runners/{runner_id}/runs/{run_id}/started")
+@router.post("/v1/runners/{runner_id}/runs/{run_id}/started", responses=_ERRS)
 def started(runner_id: str, run_id: str, body: EpochBody, request: Request,
-            token_id: str = Depends(require_runner)) -> dict[str, Any]:
+            token_id: str = Depends(require_runner_of)) -> dict[str, Any]:
     core = core_of(request.app)
-    _runner(core, runner_id, token_id)
     core.store.mark_started(run_id, body.epoch, runner_id)
     run = core.store.get_run(run_id)
     if run:
@@ -228,11 +241,11 @@ def started(runner_id: str, run_id: str, body: EpochBody, request: Request,
     return {"ok": True}
 
 
-_STREAMS = frozenset({"stdout", "stderr"})
+_STREAMS = frozenset({"stdout", "stderr", "system"})
 MAX_LOG_BATCH = 100_000
 
-
-_STREAM_CODES = {"o": "stdout", "e": "stderr"}
+# "system": lines the runner itself adds (rate-limit notices, exit reasons).
+_STREAM_CODES = {"o": "stdout", "e": "stderr", "s": "system"}
 
 
 def _bad(field: str, message: str) -> ApiError:
@@ -248,12 +261,12 @@ def _parse_logs(raw: bytes) -> tuple[int, LogColumns]:
     """
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+    except (ValueError, RecursionError):
+        raise ApiError(400, "invalid_json", "request body is not valid JSON", {"field": "body"}) from None
     if not isinstance(body, dict):
         raise _bad("body", "body must be a JSON object")
     epoch, lines = body.get("epoch"), body.get("lines")
-    if type(epoch) is not int:
+    if type(epoch) is not int or not 0 <= epoch <= INT64:
         raise _bad("epoch", "epoch must be an integer")
     if not isinstance(lines, list) or len(lines) > MAX_LOG_BATCH:
         raise _bad("lines", f"lines must be a list of at most {MAX_LOG_BATCH}")
@@ -262,34 +275,54 @@ def _parse_logs(raw: bytes) -> tuple[int, LogColumns]:
             raise _bad("body", "unknown fields in a columnar log batch")
         first, ts, streams, partial = body["first_seq"], body.get("ts"), body.get("streams"), body.get("partial", [])
         n = len(lines)
-        if type(first) is not int or first < 1:
+        if type(first) is not int or not 1 <= first <= INT64 - n:
             raise _bad("first_seq", "first_seq must be an integer >= 1")
         if not isinstance(ts, list) or len(ts) != n or not all(type(x) in (float, int) for x in ts):
             raise _bad("ts", "ts must be a list of numbers, one per line")
         if not isinstance(streams, str) or len(streams) != n or not set(streams) <= _STREAM_CODES.keys():
-            raise _bad("streams", "streams must be a string of 'o'/'e', one per line")
+            raise _bad("streams", "streams must be a string of 'o'/'e'/'s', one per line")
         if not all(type(x) is str for x in lines):
             raise _bad("lines", "lines must be strings")
         if not isinstance(partial, list) or not all(type(i) is int and 0 <= i < n for i in partial):
             raise _bad("partial", "partial must list line indexes")
+        if b"\\u0000" in raw or b"\\ud" in raw or b"\\uD" in raw:
+            lines = _storable(lines)
         return epoch, LogColumns(first, ts, [_STREAM_CODES[c] for c in streams], lines, partial)
     if set(body) - {"epoch", "lines"}:
         raise _bad("body", "body must be {epoch, lines}")
     for i, x in enumerate(lines):
-        if not (isinstance(x, dict) and type(x.get("seq")) is int and x["seq"] >= 1
+        if not (isinstance(x, dict) and type(x.get("seq")) is int and 1 <= x["seq"] <= INT64 - len(lines)
                 and type(x.get("ts")) in (int, float) and x.get("stream") in _STREAMS
                 and isinstance(x.get("line"), str) and type(x.get("partial", False)) is bool
                 and len(x) <= 5):
             raise _bad(f"lines.{i}", f"lines.{i} is not a log record")
         if x["seq"] != lines[0]["seq"] + i:
             raise _bad(f"lines.{i}", "records must have consecutive seq values")
-    return epoch, LogColumns.from_records(lines)
+    cols = LogColumns.from_records(lines)
+    if b"\\u0000" in raw or b"\\ud" in raw or b"\\uD" in raw:
+        cols = LogColumns(cols.first_seq, cols.ts, cols.streams, _storable(cols.lines), cols.partial)
+    return epoch, cols
 
 
-@router.post("/v1/runners/{runner_id}/runs/{run_id}/logs", openapi_extra={"requestBody": {"content": {
-    "application/json": {"schema": Logs.model_json_schema()}}, "required": True}})
+def _storable(lines: list[str]) -> list[str]:
+    """Lines a database can hold: NUL (PostgreSQL text cannot) and lone surrogates
+    (not UTF-8) become U+FFFD.  Only called when the raw batch has such an escape."""
+    out = []
+    for x in lines:
+        x = x.replace("\0", "\ufffd")
+        if not x.isascii():
+            x = x.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        out.append(x)
+    return out
+
+
+@router.post("/v1/runners/{runner_id}/runs/{run_id}/logs", responses={
+    400: {"description": "the body is not JSON"}, **_ERRS}, openapi_extra={"requestBody": {"content": {
+        "application/json": {"schema": inline_schema(Logs)}}, "required": True}})
 async def logs(runner_id: str, run_id: str, request: Request,
-               token_id: str = Depends(require_runner)) -> dict[str, Any]:
+               token_id: str = Depends(require_runner_of)) -> dict[str, Any]:
+    """Store a batch of a run's lines.  The run must be this runner's, at this epoch, but
+    need not be current: lines of a run that ended or was re-queued are history, kept."""
     core = core_of(request.app)
     epoch, cols = _parse_logs(await request.body())
     nxt = await anyio.to_thread.run_sync(core.store.append_log_columns, run_id, epoch, runner_id, cols)
@@ -320,11 +353,10 @@ def _run_owner(core: Core, run_id: str) -> dict[str, Any] | None:
     return hit
 
 
-@router.post("/v1/runners/{runner_id}/runs/{run_id}/exit")
+@router.post("/v1/runners/{runner_id}/runs/{run_id}/exit", responses=_ERRS)
 def exit_report(runner_id: str, run_id: str, body: Exit, request: Request,
-                token_id: str = Depends(require_runner)) -> dict[str, Any]:
+                token_id: str = Depends(require_runner_of)) -> dict[str, Any]:
     core = core_of(request.app)
-    _runner(core, runner_id, token_id)
     run = core.store.get_run(run_id)
     out = core.store.report_exit(run_id, body.epoch, runner_id, ExitReport(
         code=body.code, signal=body.signal, oom=body.oom, reason=body.reason,

@@ -1,0 +1,73 @@
+"""Values that cannot run are refused at deploy, not in a restart loop.
+
+Before: an env value with a NUL byte, or of 200 KiB, was accepted (201) and
+failed only at run time, over and over. Now such values are a 400 at deploy
+naming the variable; the workspace quota and egress policy are validated,
+stored and handed to the runner.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.fake_runner import FakeRunner
+from tests.helpers import LiveServer, create_body
+
+KIB = 1024
+
+
+@pytest.mark.parametrize(("slots", "field"), [
+    ({"env": {"GOOD": "x", "BAD": "a\x00b"}}, "env.BAD"),
+    ({"secrets": {"TOKEN": "\x00"}}, "secrets.TOKEN"),
+    ({"env": {"HUGE": "x" * (200 * KIB)}}, "env.HUGE"),
+    ({"secrets": {"BIG": "y" * (33 * KIB)}}, "secrets.BIG"),
+    ({"env": {f"V{i}": "z" * (30 * KIB) for i in range(4)}, "secrets": {"S": "z" * (30 * KIB)}}, "env"),
+])
+def test_values_that_cannot_be_execd_are_refused_at_deploy(any_server: LiveServer, slots: dict, field: str) -> None:
+    with any_server.client() as c:
+        r = c.post("/v1/strategies", json=create_body(name="s", start=True, **slots))
+        assert r.status_code == 400, r.text[:300]
+        err = r.json()["error"]
+        assert err["code"] == "bad_request" and err["details"]["field"] == field
+        name = field.partition(".")[2]
+        if name:
+            assert name in err["message"] and err["details"]["name"] == name
+        assert "\x00" not in r.text and "zzzz" not in r.text  # values are never echoed
+        assert c.get("/v1/strategies").json()["strategies"] == []
+
+
+def test_values_just_under_the_limits_are_accepted(server: LiveServer) -> None:
+    env = {"A": "x" * (32 * KIB), "B": "y" * (32 * KIB), "C": "z" * (32 * KIB)}
+    with server.client() as c:
+        assert c.post("/v1/strategies", json=create_body(name="s", env=env)).status_code == 201
+
+
+@pytest.mark.parametrize("extra", [{"disk_mb": 8}, {"disk_mb": 70000}, {"disk_mb": "1024"}, {"egress": "open"},
+                                   {"egress": None}])
+def test_quota_and_egress_are_validated(server: LiveServer, extra: dict) -> None:
+    with server.client() as c:
+        r = c.post("/v1/strategies", json=create_body(name="s", **extra))
+        assert r.status_code == 422, r.text[:300]
+        assert r.json()["error"]["details"]["errors"][0]["field"] == next(iter(extra))
+
+
+def test_quota_and_egress_are_stored_returned_and_handed_to_the_runner(any_server: LiveServer) -> None:
+    with any_server.client() as c:
+        s = c.post("/v1/strategies", json=create_body(name="d", start=True)).json()
+        assert (s["disk_mb"], s["egress"]) == (1024, "public")  # the defaults
+        s = c.post("/v1/strategies", json=create_body(name="s", disk_mb=64, egress="none", start=True)).json()
+        assert (s["disk_mb"], s["egress"]) == (64, "none")
+        assert c.get("/v1/strategies/s").json()["egress"] == "none"
+    runner = FakeRunner(any_server)
+    try:
+        specs = {x["name"]: x for x in runner.claim(2)}
+        if len(specs) < 2:
+            specs.update({x["name"]: x for x in runner.claim(2)})
+        assert (specs["s"]["disk_mb"], specs["s"]["egress"]) == (64, "none")
+        assert (specs["d"]["disk_mb"], specs["d"]["egress"]) == (1024, "public")
+        settings = any_server.settings
+        for spec in specs.values():
+            assert spec["log_rate_lines"] == settings.log_rate_lines == 10_000
+            assert spec["log_burst_lines"] == settings.log_burst_lines == 100_000
+    finally:
+        runner.close()

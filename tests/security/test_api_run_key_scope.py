@@ -1,0 +1,154 @@
+"""A strategy's own SEQUENCE_API_KEY (a run-scoped key) against its siblings.
+
+Before: with the injected key a strategy listed, inspected (env included),
+stopped and deleted the client's other strategies and read their logs. Now a
+run key sees only its own strategy; everything else is 404 (reads) or 403
+(anything that manages).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from tests.api.fake_runner import FakeRunner
+from tests.helpers import LiveServer, create_body
+
+SIBLING_ENV = {"SIBLING_ONLY": "do-not-leak"}
+
+
+@pytest.fixture
+def scene(server: LiveServer) -> Iterator[dict[str, Any]]:
+    """Two strategies of one client; "mine" is running with a run key, "sibling" is not."""
+    with server.client() as c:
+        sib = c.post("/v1/strategies", json=create_body(name="sibling", env=SIBLING_ENV)).json()
+        mine = c.post("/v1/strategies", json=create_body(name="mine", start=True)).json()
+    runner = FakeRunner(server)
+    spec = runner.claim_one()
+    assert spec["strategy_id"] == mine["strategy_id"]
+    runner.logs(spec, 1, ["mine says hi"])
+    yield {"mine": mine["strategy_id"], "sibling": sib["strategy_id"], "spec": spec, "runner": runner,
+           "key": spec["api_key"]}
+    runner.close()
+
+
+def _forbidden(r: httpx.Response) -> None:
+    assert r.status_code == 403, r.text
+    err = r.json()["error"]
+    assert err["code"] == "forbidden" and "run-scoped keys cannot" in err["message"]
+
+
+def test_run_key_sees_only_its_own_strategy(server: LiveServer, scene: dict[str, Any]) -> None:
+    mine, sib = scene["mine"], scene["sibling"]
+    with server.client(scene["key"]) as rk:
+        listed = rk.get("/v1/strategies").json()
+        assert [s["strategy_id"] for s in listed["strategies"]] == [mine] and listed["next_cursor"] is None
+        for ident in (sib, "sibling"):
+            for path in ("", "/logs", "/runs"):
+                r = rk.get(f"/v1/strategies/{ident}{path}")
+                assert r.status_code == 404, (path, r.text)
+                assert "do-not-leak" not in r.text
+        # Its own strategy: inspect, runs and logs work.
+        assert rk.get(f"/v1/strategies/{mine}").json()["strategy_id"] == mine
+        assert rk.get("/v1/strategies/mine").json()["strategy_id"] == mine
+        assert [x["line"] for x in rk.get(f"/v1/strategies/{mine}/logs").json()["lines"]] == ["mine says hi"]
+        assert len(rk.get(f"/v1/strategies/{mine}/runs").json()["runs"]) == 1
+
+
+def test_run_key_cannot_start_stop_delete_or_deploy(server: LiveServer, scene: dict[str, Any]) -> None:
+    mine, sib = scene["mine"], scene["sibling"]
+    with server.client(scene["key"]) as rk:
+        for target in (sib, mine, "no-such-strategy"):
+            _forbidden(rk.post(f"/v1/strategies/{target}/stop"))
+            _forbidden(rk.post(f"/v1/strategies/{target}/start"))
+            _forbidden(rk.delete(f"/v1/strategies/{target}"))
+        _forbidden(rk.post("/v1/strategies", json=create_body(name="sibling", start=True,
+                                                              sequence_api_key=server.live_key)))
+        _forbidden(rk.post("/v1/strategies", json=create_body(name="new-one")))
+    with server.client() as c:
+        s = c.get(f"/v1/strategies/{sib}").json()
+        assert s["status"] == "stopped" and s["env"] == SIBLING_ENV and s["artifact_sha256"]
+        assert c.get(f"/v1/strategies/{mine}").json()["status"] == "running"
+        assert [x["name"] for x in c.get("/v1/strategies").json()["strategies"]] == ["sibling", "mine"]
+
+
+def test_run_key_cannot_touch_keys_or_venue_credentials(server: LiveServer, scene: dict[str, Any]) -> None:
+    with server.client(scene["key"]) as rk:
+        _forbidden(rk.get("/v1/keys"))
+        _forbidden(rk.post("/v1/keys", json={"mode": "live"}))
+        _forbidden(rk.delete("/v1/keys/key_whatever"))
+        _forbidden(rk.put("/v1/venues/kalshi/credentials", json={"api_key_id": "x"}))
+        _forbidden(rk.delete("/v1/venues/kalshi/credentials"))
+    with server.client() as c:
+        assert not any(v["has_credentials"] for v in c.get("/v1/venues").json()["venues"])
+
+
+def _graph(c: httpx.Client) -> str:
+    body = {"nodes": [{"node_id": "a", "symbol": "BTC-USD", "side": "buy", "qty": 0.01, "urgency": "high"}],
+            "sandbox": True}
+    r = c.post("/v1/graphs", json=body)
+    assert r.status_code == 201, r.text
+    gid: str = r.json()["graph_id"]
+    return gid
+
+
+def _fills(c: httpx.Client, **params: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = c.get("/v1/fills", params=params).json()["fills"]
+    return out
+
+
+def test_run_key_trades_and_reads_only_its_strategys_graphs(server: LiveServer, scene: dict[str, Any]) -> None:
+    with server.client() as c, server.client(scene["key"]) as rk:
+        theirs = _graph(c)  # the client's own (e.g. from a terminal or another strategy)
+        ours = _graph(rk)
+        deadline = time.monotonic() + 10
+        while not (_fills(c, graph_id=theirs) and _fills(c, graph_id=ours)):
+            assert time.monotonic() < deadline, "market orders did not fill"
+            time.sleep(0.05)
+        assert [g["graph_id"] for g in rk.get("/v1/graphs").json()["graphs"]] == [ours]
+        assert {g["graph_id"] for g in c.get("/v1/graphs").json()["graphs"]} == {ours, theirs}
+        assert rk.get(f"/v1/graphs/{ours}").status_code == 200
+        for r in (rk.get(f"/v1/graphs/{theirs}"), rk.post(f"/v1/graphs/{theirs}/cancel"),
+                  rk.delete(f"/v1/graphs/{theirs}")):
+            assert r.status_code == 404, r.text
+        assert {f["graph_id"] for f in _fills(rk)} == {ours}
+        assert _fills(rk, graph_id=theirs) == []
+        mine_qty = sum(f["qty"] for f in _fills(rk))
+        all_qty = sum(f["qty"] for f in _fills(c))
+        pos = rk.get("/v1/positions").json()["positions"]
+        assert [p["symbol"] for p in pos] == ["BTC-USD"]
+        assert pos[0]["net_qty"] == pytest.approx(mine_qty) and mine_qty < all_qty
+
+
+def _ws(server: LiveServer, key: str, channels: list[str], errors: int) -> list[dict[str, Any]]:
+    """Subscribe; return the ``subscribed`` answer and the ``errors`` error answers."""
+    url = server.url.replace("http://", "ws://") + "/v1/stream"
+    with connect(url, additional_headers={"Authorization": f"Bearer {key}"}, open_timeout=10) as ws:
+        ws.send(json.dumps({"op": "subscribe", "channels": channels}))
+        out = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            msg = json.loads(ws.recv(timeout=5))
+            if msg.get("type") in ("subscribed", "error"):
+                out.append(msg)
+            if sum(m["type"] == "error" for m in out) == errors and any(m["type"] == "subscribed" for m in out):
+                break
+        return out
+
+
+def test_run_key_streams_market_data_and_its_own_logs_only(server: LiveServer, scene: dict[str, Any]) -> None:
+    mine, sib = scene["mine"], scene["sibling"]
+    got = _ws(server, scene["key"], ["prices:BTC-USD", f"logs:{mine}", f"logs:{sib}", "fills"], errors=2)
+    subscribed = [m for m in got if m["type"] == "subscribed"]
+    assert subscribed and set(subscribed[0]["channels"]) == {"prices:BTC-USD", f"logs:{mine}"}
+    errors = {m["code"]: m["channels"] for m in got if m["type"] == "error"}
+    assert errors == {"not_found": [f"logs:{sib}"], "forbidden": ["fills"]}
+    # The client's own key still subscribes to all of them.
+    got = _ws(server, server.live_key, [f"logs:{sib}", "fills"], errors=0)
+    assert [m["channels"] for m in got if m["type"] == "subscribed"] == [[f"logs:{sib}", "fills"]]

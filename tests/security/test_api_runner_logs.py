@@ -1,0 +1,54 @@
+"""Runner tokens against each other's runs on the log route.
+
+Before: ``POST /v1/runners/{runner_id}/runs/{run_id}/logs`` skipped the
+token → runner check every other runner route makes, so runner B's token,
+naming runner A in the path, wrote lines into A's run.
+"""
+
+from __future__ import annotations
+
+from tests.api.fake_runner import FakeRunner
+from tests.helpers import LiveServer, create_body
+
+
+def test_a_runner_token_cannot_write_logs_as_another_runner(server: LiveServer) -> None:
+    with server.client() as c:
+        c.post("/v1/strategies", json=create_body(name="victim", start=True))
+    a, b = FakeRunner(server, "a"), FakeRunner(server, "b")
+    try:
+        spec = a.claim_one()
+        assert a.logs(spec, 1, ["real line"]).json() == {"next_seq": 2}
+        # B's token, A's runner id in the path: refused as an unknown runner, nothing stored.
+        r = b.logs(spec, 2, ["forged by b"], runner_id=a.runner_id)
+        assert r.status_code == 404 and r.json()["error"] == {
+            "code": "not_found", "message": "runner not found", "details": {}}
+        # B's token as itself, for A's run: not B's run.
+        r = b.logs(spec, 2, ["forged by b"])
+        assert r.status_code == 409 and r.json()["error"]["code"] == "stale_run"
+        # The same check on the other runner routes, with one lookup each.
+        epoch = {"epoch": spec["epoch"]}
+        for path, body in (("/heartbeat", {"runs": []}), (f"/runs/{spec['run_id']}/started", epoch),
+                           (f"/runs/{spec['run_id']}/exit", epoch)):
+            r = b.http.post(f"/v1/runners/{a.runner_id}{path}", json=body)
+            assert r.status_code == 404, (path, r.text)
+        rows = server.core.store.read_logs(spec["run_id"], 0, 100)
+        assert [x["line"] for x in rows] == ["real line"]
+        assert a.logs(spec, 2, ["a again"]).json() == {"next_seq": 3}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_revoked_runner_token_writes_nothing(server: LiveServer) -> None:
+    with server.client() as c:
+        c.post("/v1/strategies", json=create_body(name="s", start=True))
+    a = FakeRunner(server, "a")
+    try:
+        spec = a.claim_one()
+        tid = server.core.store.get_runner(a.runner_id)["token_id"]  # type: ignore[index]
+        server.core.store.revoke_runner_token(tid)
+        r = a.logs(spec, 1, ["after revocation"])
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        assert server.core.store.read_logs(spec["run_id"], 0, 10) == []
+    finally:
+        a.close()
