@@ -56,3 +56,16 @@ def test_websocket_with_a_bad_key_is_a_clean_401(server: LiveServer, caplog: pyt
                                                           reconnect=False))
     assert info.value.status == 401
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("PUT", "/v1/strategies", "GET, HEAD, POST"),
+    ("PATCH", "/v1/strategies/x", "DELETE, GET, HEAD"),
+    ("GET", "/v1/strategies/x/stop", "POST"),
+    ("POST", "/v1/graphs/g", "DELETE, GET, HEAD"),
+    ("DELETE", "/v1/keys", "GET, HEAD, POST"),
+])
+def test_405_lists_every_method_the_path_supports(server: LiveServer, method: str, path: str, allow: str) -> None:
+    r = httpx.request(method, server.url + path, headers={"Authorization": f"Bearer {server.live_key}"})
+    assert r.status_code == 405 and r.headers["allow"] == allow
+    assert r.json()["error"]["code"] == "method_not_allowed"

@@ -7,7 +7,9 @@ value back (it may be a secret).
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,7 +17,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from sequence.lifecycle import IllegalTransition
 from sequence.store.store import Conflict, NotFound, StaleWrite
@@ -79,7 +80,8 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:
             # Starlette names only the first route that matched the path; a path served by
             # several routes (GET and POST /v1/strategies) supports all of theirs.
-            headers = {**(headers or {}), "Allow": _allowed(req)}
+            fallback = (headers or {}).get("Allow", "")
+            headers = {**(headers or {}), "Allow": _allowed(req) or fallback}
         return envelope(exc.status_code, code, msg, headers=headers)
 
     @app.exception_handler(DataError)
@@ -128,10 +130,21 @@ def request_id(req: Request) -> str:
     return str(rid) if rid else req.headers.get("x-request-id", "")
 
 
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+@functools.lru_cache(maxsize=256)
+def _template(path: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)))
+
+
 def _allowed(req: Request) -> str:
+    """The methods /openapi.json documents for this path (HEAD wherever GET is)."""
     methods: set[str] = set()
-    for route in req.app.router.routes:
-        match, _child = route.matches(req.scope)
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
+    path = req.scope.get("path", "")
+    for template, ops in req.app.openapi().get("paths", {}).items():
+        if _template(template).fullmatch(path):
+            methods |= {m.upper() for m in ops if m in _HTTP_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
