@@ -165,3 +165,9 @@ def test_runner_bodies_are_checked(any_server: LiveServer, world: dict[str, Any]
     assert r.status_code == 200, r.text
     lines = any_server.core.store.read_logs(run, 0, 10)
     assert [(x["line"], x["stream"]) for x in lines] == [("a\ufffdb", "stdout"), ("c\ufffdd", "system")]
+    # The exit reason may quote the strategy: stored the same way.
+    _refused(_raw(h, "POST", f"/v1/runners/{rid}/runs/{run}/exit",
+                  json.dumps({"epoch": spec["epoch"], "code": 1, "reason": "bad\ud800"})), 422)
+    r = h.post(f"/v1/runners/{rid}/runs/{run}/exit", json={"epoch": spec["epoch"], "code": 1, "reason": "bad\x00"})
+    assert r.status_code == 200, r.text
+    assert any_server.core.store.get_run(run)["reason"] == "bad\ufffd"  # type: ignore[index]

@@ -375,7 +375,9 @@ def exit_report(runner_id: str, run_id: str, body: Exit, request: Request,
     core = core_of(request.app)
     run = core.store.get_run(run_id)
     out = core.store.report_exit(run_id, body.epoch, runner_id, ExitReport(
-        code=body.code, signal=body.signal, oom=body.oom, reason=body.reason,
+        code=body.code, signal=body.signal, oom=body.oom,
+        # The reason may quote the strategy's output: NUL cannot be stored (pydantic refuses lone surrogates).
+        reason=body.reason.replace("\0", "\ufffd") if body.reason else body.reason,
         peak_rss_bytes=body.peak_rss_bytes, cpu_seconds=body.cpu_seconds))
     core.auth.invalidate()
     core.notifier.notify(QUEUE)
