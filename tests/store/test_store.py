@@ -390,3 +390,35 @@ def test_runs_page_newest_first_by_epoch(store: Store, client_id: str, runner_id
         clock.now += 100
     assert [r["epoch"] for r in store.list_runs(client_id, "sid-1", 2)] == epochs[:0:-1]
     assert [r["epoch"] for r in store.list_runs(client_id, "sid-1", 2, before_epoch=epochs[1])] == [epochs[0]]
+
+
+def test_trimming_while_a_runner_appends_keeps_counts_exact(store: Store, client_id: str, runner_id: str) -> None:
+    store.log_retention_bytes = 50 * (10 + LOG_LINE_OVERHEAD)
+    _deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def trim() -> None:
+        try:
+            while not done.is_set():
+                store.enforce_log_retention("sid-1")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    th = threading.Thread(target=trim)
+    th.start()
+    try:
+        for a in range(1, 2001, 20):
+            store.append_logs(run["run_id"], run["epoch"], runner_id, _lines(a, a + 20))
+    finally:
+        done.set()
+        th.join()
+    assert errors == []
+    store.enforce_log_retention("sid-1")
+    r = store.get_run(run["run_id"])
+    assert r is not None and r["log_lines"] == 2000
+    kept = [x["seq"] for x in store.read_logs(run["run_id"], 0, 5000)]
+    assert kept == list(range(r["dropped_lines"] + 1, 2001))
+    assert store.strategy_log_bytes("sid-1") == len(kept) * (10 + LOG_LINE_OVERHEAD) <= store.log_retention_bytes

@@ -11,6 +11,7 @@ Exceptions::
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from sequence.lifecycle import (
     HEALTHY_RESET_SECONDS,
@@ -33,6 +34,8 @@ from sequence.lifecycle import (
 from sequence.store import tables as t
 from sequence.store.engine import Database
 from sequence.store.ids import key_prefix, new_token, new_uuid, short_code, token_hash
+
+log = logging.getLogger("sequence.store")
 
 
 class StoreError(Exception):
@@ -649,7 +652,11 @@ class Store:
             due = self._log_bytes_unchecked.get(sid, 0) + nbytes
             if due >= self.log_retention_bytes // 8:
                 self._log_bytes_unchecked.pop(sid, None)
-                self.enforce_log_retention(sid)
+                try:
+                    self.enforce_log_retention(sid)
+                except DBAPIError:  # the batch is stored; trim on a later batch instead
+                    log.warning("log retention of strategy %s failed; retrying later", sid, exc_info=True)
+                    self._log_bytes_unchecked[sid] = due
             else:
                 if len(self._log_bytes_unchecked) > 100_000:
                     self._log_bytes_unchecked.clear()
@@ -667,14 +674,12 @@ class Store:
         runs, lg = t.runs, t.hosted_strategy_logs
         dropped_total = 0
         with self.db.write() as c:
-            # Lock order strategy → runs, as every lifecycle verb; appends lock only their run.
-            q = sa.select(t.strategies.c.strategy_id).where(t.strategies.c.strategy_id == strategy_id)
+            # Only run rows are locked, oldest first (an append locks just its own run, and
+            # never waits while holding it), so a trim cannot deadlock with ingest.
             rq = (sa.select(runs.c.run_id, runs.c.log_lines, runs.c.dropped_lines, runs.c.log_bytes)
                   .where(runs.c.strategy_id == strategy_id, runs.c.log_bytes > 0).order_by(runs.c.epoch))
             if not self.db.is_sqlite:
-                q, rq = q.with_for_update(), rq.with_for_update()
-            if c.execute(q).first() is None:
-                return 0
+                rq = rq.with_for_update()
             rows = c.execute(rq).all()
             total = sum(int(r.log_bytes) for r in rows)
             if total <= limit:
@@ -761,6 +766,11 @@ class Store:
         to check in (a heartbeat renews them) before the reaper may call a run lost.
         """
         self.lease_grace_until = self.clock() + self.lease_seconds
+
+    def stop_charging_leases(self) -> None:
+        """The coordinator is stopping (its listener is closed, runners are refused):
+        from now on no lease is charged by this process — see api/server.py."""
+        self.lease_grace_until = float("inf")
 
     def expire_leases(self) -> list[str]:
         """Mark runs whose lease lapsed as lost, and fail/re-queue their strategies."""
