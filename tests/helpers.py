@@ -18,6 +18,7 @@ import httpx
 import uvicorn
 
 from sequence.api.app import build_core, create_app
+from sequence.api.server import CoordinatorServer
 from sequence.api.state import Core
 from sequence.bundle import sha256_hex
 from sequence.settings import Settings
@@ -92,7 +93,8 @@ def start_server(data_dir: Path, database_url: str | None = None, environ: Mappi
     _r, live = core.store.create_api_key(cid, "live", "live")
     _r, test = core.store.create_api_key(cid, "test", "test")
     app = create_app(settings, core=core)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3))
+    server = CoordinatorServer(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3),
+                               core)
     th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     th.start()
     deadline = time.monotonic() + 20

@@ -21,8 +21,10 @@ SEQ = str(Path(sys.executable).parent / "sequence")
 
 class Runner:
     def __init__(self, server: LiveServer, data_dir: Path, region: str = "us-east-1,eu-west-1",
-                 capacity: int = 20, env: dict[str, str] | None = None) -> None:
-        _tid, token = server.core.store.create_runner_token("test")
+                 capacity: int = 20, env: dict[str, str] | None = None, token: str | None = None) -> None:
+        if token is None:
+            _tid, token = server.core.store.create_runner_token("test")
+        self.token = token
         e = {k: v for k, v in os.environ.items() if not k.startswith("SEQUENCE_")}
         e.update(env or {})
         e["SEQUENCE_RUNNER_TOKEN"] = token

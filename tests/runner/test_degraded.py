@@ -225,7 +225,10 @@ async def test_pending_spools_and_stale_cleanup(tmp_path: Path) -> None:
     (logs / "spool-00000001.jsonl").write_text('[{"seq":1,"ts":0,"stream":"stdout","line":"x"}]\n')
     (sb.config.runs_dir / "old-run" / "workspace").mkdir()
     (sb.config.runs_dir / "gone-run" / "workspace").mkdir(parents=True)
-    assert sb.pending_spools() == {"old-run": logs}
+    (sb.config.runs_dir / "old-run" / "run.json").write_text('{"run_id": "old-run", "epoch": 2}')
+    assert sb.pending_spools() == {"old-run": (logs, {"run_id": "old-run", "epoch": 2})}
     assert sorted(sb.cleanup_stale()) == ["gone-run", "old-run"]
     assert os.listdir(sb.config.runs_dir) == ["old-run"]
-    assert os.listdir(sb.config.runs_dir / "old-run") == ["logs"], "undelivered logs are kept"
+    assert sorted(os.listdir(sb.config.runs_dir / "old-run")) == ["logs", "run.json"], (
+        "undelivered logs (and the record to deliver them) are kept"
+    )

@@ -14,7 +14,8 @@ import typer
 from sequence.cli.output import console, emit_json, fail
 
 
-def _sandbox(data_dir: Path, runtime: str | None, no_sandbox: bool):  # type: ignore[no-untyped-def]
+def _sandbox(data_dir: Path, runtime: str | None, no_sandbox: bool, *,  # type: ignore[no-untyped-def]
+             egress: bool = True, egress_allow: str | None = None):
     from sequence.runner.logpump import LogPumpConfig
     from sequence.runner.sandbox import Sandbox, SandboxConfig
 
@@ -25,7 +26,8 @@ def _sandbox(data_dir: Path, runtime: str | None, no_sandbox: bool):  # type: ig
     logs = LogPumpConfig(batch_lines=20_000, batch_bytes=4 << 20, memory_bytes=16 << 20, spool_when_slow=False)
     return Sandbox(SandboxConfig(data_dir=data_dir, runtime=runtime, logs=logs,
                                  bubblewrap=False if no_sandbox else None,
-                                 cgroups=False if no_sandbox else None))
+                                 cgroups=False if no_sandbox else None,
+                                 egress=egress, egress_allow=egress_allow))
 
 
 def runner(
@@ -43,6 +45,13 @@ def runner(
     runtime: Annotated[str | None, typer.Option("--runtime", envvar="SEQUENCE_RUNNER_RUNTIME",
                                                 help="Python interpreter for strategies (default: a CPython 3.12 if found) [env SEQUENCE_RUNNER_RUNTIME].")] = None,
     no_sandbox: Annotated[bool, typer.Option("--no-sandbox", help="Run without bubblewrap and cgroups (loudly degraded).")] = False,
+    no_egress: Annotated[bool, typer.Option("--no-egress", envvar="SEQUENCE_RUNNER_NO_EGRESS",
+                                            help="No strategy on this runner reaches the internet, whatever its "
+                                                 "Sequence.toml says [env SEQUENCE_RUNNER_NO_EGRESS].")] = False,
+    egress_allow: Annotated[str | None, typer.Option("--egress-allow", envvar="SEQUENCE_RUNNER_EGRESS_ALLOW",
+                                                     help="Extra networks (CIDRs, comma-separated) the egress proxy may "
+                                                          "reach besides public addresses, e.g. a database in your VPC "
+                                                          "[env SEQUENCE_RUNNER_EGRESS_ALLOW].")] = None,
     check: Annotated[bool, typer.Option("--check", help="Only check this host can run strategies; exit non-zero if not.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --check: print the report as JSON.")] = False,
 ) -> None:
@@ -61,7 +70,14 @@ def runner(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     datadir.prepare(data_dir)
-    sandbox = _sandbox(data_dir, runtime, no_sandbox)
+    if egress_allow:
+        from sequence.runner.network import EgressPolicy
+
+        try:
+            EgressPolicy.parse(egress_allow)
+        except ValueError as exc:
+            fail(f"--egress-allow: {exc}", "give networks as CIDRs, e.g. 10.0.0.0/8,192.168.1.10/32")
+    sandbox = _sandbox(data_dir, runtime, no_sandbox, egress=not no_egress, egress_allow=egress_allow)
     if check:
         report = sandbox.check()
         if as_json:

@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from sequence.api.app import build_core, create_app
+from sequence.api.server import CoordinatorServer
 from sequence.api.state import Core
 from sequence.cli import config as cfgmod
 from sequence.cli import datadir, lifeline
@@ -100,7 +101,7 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
     app = create_app(settings, core=core)
     proc: subprocess.Popen[bytes] | None = None
 
-    class _Server(uvicorn.Server):
+    class _Server(CoordinatorServer):
         """Ctrl-C stops the runner first (its strategies get SIGTERM and their last
         logs and exits still reach the coordinator), then the coordinator."""
 
@@ -120,7 +121,7 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
 
             threading.Thread(target=_stop_runner, daemon=True).start()
 
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+    server = _Server(core=core, config=uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
                                     ws_ping_interval=10, ws_ping_timeout=20, timeout_graceful_shutdown=5))
 
     def _after_start() -> None:

@@ -109,16 +109,19 @@ class CoordinatorClient:
         """Upload a contiguous batch of records in the columnar form (cheaper to encode and parse)."""
         return await self.logs_encoded(run_id, encode_logs(epoch, lines))
 
-    async def logs_encoded(self, run_id: str, body: bytes) -> int:
-        """Upload a batch already encoded by :func:`encode_logs` (so encoding can overlap uploads)."""
+    async def logs_encoded(self, run_id: str, body: bytes, *, runner_id: str | None = None) -> int:
+        """Upload a batch already encoded by :func:`encode_logs` (so encoding can overlap uploads).
+
+        *runner_id*: the runner the run belonged to, when it is not this one (spools
+        of an earlier process of this runner, delivered after a restart)."""
+        path = f"/v1/runners/{runner_id or self.runner_id}/runs/{run_id}/logs"
         try:
-            r = await self._http.post(self._run_path(run_id, "logs"), content=body,
-                                      headers={"Content-Type": "application/json"})
+            r = await self._http.post(path, content=body, headers={"Content-Type": "application/json"})
         except httpx.HTTPError as exc:
             raise _unavailable("POST logs", exc) from exc
         if r.status_code >= 400:
             # Same error mapping as every other call.
-            _raise_for(r, "POST", self._run_path(run_id, "logs"))
+            _raise_for(r, "POST", path)
         return int(r.json()["next_seq"])
 
     async def exit(self, run_id: str, epoch: int, report: Mapping[str, Any]) -> None:

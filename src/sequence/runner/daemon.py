@@ -7,31 +7,51 @@ concurrently: the **poll** loop long-polls for claims and stop requests, the
 renewed for ``FENCE_FRACTION`` of the lease is killed here before the
 coordinator can hand it to another runner), and one **task per run** drives
 its life: artifact → sandbox → started → wait → flush logs → exit report.
+
+Fencing and outages.  A run whose lease the coordinator could expire must be
+dead before it can: the runner kills a run it could not renew for
+``FENCE_FRACTION`` of the lease.  A coordinator that is *down* expires
+nothing — and after its own start it grants every lease one more period
+(store: the reaper's start grace) — so a heartbeat answered by "connection
+refused" (:class:`CoordinatorDown`: nothing listens at the coordinator's
+address, or a proxy says no replica is up) counts as a renewal: an outage
+does not kill strategies.  Timeouts and every other failure do not count
+(a partition looks like that), so fencing still holds.  Assumption, in
+docs/design.md: a partition drops packets; it does not refuse connections
+on the coordinator's behalf.
+
+Logs spool to disk while the coordinator cannot take them, and spools left
+by an earlier runner process on this data dir are delivered after start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
+import shutil
 import signal
 import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sequence.runner.client import (
     CoordinatorClient,
+    CoordinatorDown,
     CoordinatorError,
     CoordinatorUnavailable,
+    LogGap,
     Rejected,
     StaleRun,
     encode_logs,
 )
 from sequence.runner.errors import RunnerError
-from sequence.runner.logpump import LogRecord
+from sequence.runner.logpump import LogRecord, spool_files
 from sequence.runner.process import ExitInfo, RunHandle
 from sequence.runner.sandbox import RunSpec, Sandbox
 
@@ -83,10 +103,12 @@ class RunnerDaemon:
         if report.level != "full":
             log.warning("runner isolation is %s; missing: %s", report.level.upper(),
                         ", ".join(p.name for p in report.missing))
-        await asyncio.to_thread(self._cleanup_previous)
+        spools = await asyncio.to_thread(self._cleanup_previous)
         await self._register(report.to_dict(), stop)
         if stop.is_set():
             return
+        if spools:
+            self._spawn(self._replay_spools(spools))
         poll = asyncio.create_task(self._poll_loop(), name="runner-poll")
         beat = asyncio.create_task(self._heartbeat_loop(), name="runner-heartbeat")
         await stop.wait()
@@ -104,16 +126,49 @@ class RunnerDaemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
 
-    def _cleanup_previous(self) -> None:
+    def _cleanup_previous(self) -> dict[str, tuple[Path, dict[str, Any]]]:
         """Leftovers of an earlier runner process: its runs died with it (bubblewrap's
-        die-with-parent), so their leases will expire and the coordinator would refuse
-        their late logs; kill leftover cgroups and drop run dirs and spools."""
+        die-with-parent), so their leases will expire; kill leftover cgroups and drop
+        run dirs — but keep undelivered log spools, returned for :meth:`_replay_spools`."""
         self.sandbox.cleanup_stale(set())
-        import shutil
+        return self.sandbox.pending_spools()
 
-        for run_id, logs_dir in self.sandbox.pending_spools().items():
-            log.warning("dropping undelivered logs of run %s from an earlier runner process", run_id)
-            shutil.rmtree(logs_dir.parent, ignore_errors=True)
+    async def _replay_spools(self, spools: dict[str, tuple[Path, dict[str, Any]]]) -> None:
+        """Deliver the logs an earlier runner process spooled: they are history, and the
+        coordinator stores a run's lines even after the run ended."""
+        for run_id, (logs_dir, record) in spools.items():
+            runner_id, epoch = record.get("runner_id"), record.get("epoch")
+            if not isinstance(runner_id, str) or not isinstance(epoch, int):
+                log.warning("dropping the spooled logs of run %s: no run record", run_id)
+                shutil.rmtree(logs_dir.parent, ignore_errors=True)
+                continue
+            sent = 0
+            delay = 0.5
+            while not self._closing.is_set():
+                try:
+                    for path in spool_files(logs_dir):
+                        with open(path, "rb") as f:
+                            for raw in f:
+                                if raw.strip():
+                                    batch = json.loads(raw)
+                                    await self.client.logs_encoded(run_id, encode_logs(epoch, batch),
+                                                                   runner_id=runner_id)
+                                    sent += len(batch)
+                        path.unlink()
+                    log.info("delivered %d spooled log lines of run %s", sent, run_id)
+                    break
+                except (StaleRun, Rejected, LogGap) as exc:
+                    log.warning("the coordinator refused the spooled logs of run %s (%s); dropping them",
+                                run_id, exc)
+                    break
+                except CoordinatorUnavailable:
+                    await _sleep_or(self._closing, delay)
+                    delay = min(delay * 2, 10.0)
+                except (OSError, ValueError) as exc:
+                    log.warning("cannot read the spooled logs of run %s (%s); dropping them", run_id, exc)
+                    break
+            if not self._closing.is_set():
+                shutil.rmtree(logs_dir.parent, ignore_errors=True)
 
     async def _register(self, isolation: dict[str, Any], stop: asyncio.Event) -> None:
         delay = 0.2
@@ -165,6 +220,14 @@ class RunnerDaemon:
             try:
                 actions = await self.client.heartbeat([(r.run_id, r.epoch) for r in runs],
                                                       timeout=max(1.0, self.heartbeat_s))
+            except CoordinatorDown as exc:
+                # Nothing serves the coordinator: nobody can expire these leases, and
+                # when it is back it grants them one more lease period. Not charged.
+                log.warning("heartbeat: the coordinator is down (%s); runs keep going", exc)
+                for r in runs:
+                    r.renewed_at = max(r.renewed_at, sent_at)
+                self._fence(time.monotonic())
+                continue
             except CoordinatorError as exc:
                 log.warning("heartbeat failed: %s", exc)
                 self._fence(time.monotonic())
@@ -222,7 +285,12 @@ class RunnerDaemon:
                          artifact=artifact, artifact_sha256=spec["artifact_sha256"],
                          entrypoint=spec["entrypoint"], manifest=spec.get("manifest") or {},
                          env=spec.get("env") or {}, secrets=spec.get("secrets") or {},
-                         memory_mb=int(spec.get("memory_mb", 512)))
+                         memory_mb=int(spec.get("memory_mb", 512)),
+                         disk_mb=int(spec.get("disk_mb") or 1024),
+                         egress=str(spec.get("egress") or "public"),
+                         log_rate_lines=int(spec.get("log_rate_lines") or 0),
+                         log_burst_lines=int(spec.get("log_burst_lines") or 0),
+                         record={"epoch": r.epoch, "runner_id": self.client.runner_id})
             handle = await self.sandbox.start(rs, self._sink(r))
             r.handle = handle
             if r.stopping:
@@ -232,11 +300,17 @@ class RunnerDaemon:
             with contextlib.suppress(CoordinatorError):
                 await self.client.started(r.run_id, r.epoch)
             info = await handle.wait()
+            report = _exit_report(info, shutdown=r.shutdown)
+            # The last line of the run's log says why it ended (logs --follow shows it).
+            handle.pump.system(f"run ended: {report['reason']}")
+            # Logs are history: delivered even for a run that is no longer ours.
+            # When the runner shuts down, the coordinator may be down too: the
+            # spool keeps what cannot go now, and the next runner delivers it.
+            flush_s = 5.0 if (r.stale or self._closing.is_set()) else LOG_FLUSH_TIMEOUT_S
+            if await handle.flush_logs(flush_s) and r.uploader is not None:
+                await r.uploader.drain(flush_s)
             if not r.stale:
-                await handle.flush_logs(LOG_FLUSH_TIMEOUT_S)
-                if r.uploader is not None:
-                    await r.uploader.drain(LOG_FLUSH_TIMEOUT_S)
-                await self._report(r, _exit_report(info, shutdown=r.shutdown))
+                await self._report(r, report, quick=self._closing.is_set())
         except StaleRun:
             r.stale = True
             log.warning("run %s became stale; dropping it", r.run_id)
@@ -248,11 +322,12 @@ class RunnerDaemon:
             await self._report(r, {"code": None, "signal": None, "oom": False,
                                    "reason": f"runner error: {type(exc).__name__}"})
         finally:
+            if r.uploader is not None:
+                # Batches the uploader holds go back to the spool, ahead of the pump's.
+                await r.uploader.aclose(self.sandbox.config.runs_dir / r.run_id / "logs")
             if handle is not None:
                 with contextlib.suppress(Exception):
-                    await handle.close(log_timeout=0.0 if r.stale else 5.0)
-            if r.uploader is not None:
-                await r.uploader.aclose()
+                    await handle.close(log_timeout=0.0)
             self.runs.pop(r.run_id, None)
 
     async def _retry(self, call: Any, r: ActiveRun) -> Any:
@@ -266,11 +341,11 @@ class RunnerDaemon:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _report(self, r: ActiveRun, report: dict[str, Any]) -> None:
+    async def _report(self, r: ActiveRun, report: dict[str, Any], *, quick: bool = False) -> None:
         if r.stale:
             return
         delay = 0.1
-        deadline = time.monotonic() + self.lease_s * 4
+        deadline = time.monotonic() + (5.0 if quick else self.lease_s * 4)
         while time.monotonic() < deadline:
             try:
                 await self.client.exit(r.run_id, r.epoch, report)
@@ -293,42 +368,51 @@ class LogUploader:
     """The pump's sink: uploads batches in order with one in flight and one queued,
     so the pump reads and batches the next lines while the coordinator stores the
     last ones.  Retries a batch until it is stored; a full queue blocks the pump
-    (which then spools to disk): backpressure, never loss.
+    (which spools to disk once it is blocked for long): backpressure, never loss.
+    Batches still held when it is closed are written back to the run's spool.
     """
 
     def __init__(self, client: CoordinatorClient, run: ActiveRun, give_up_s: float) -> None:
         self.client = client
         self.run = run
         self.give_up_s = give_up_s
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+        self._queue: asyncio.Queue[tuple[list[LogRecord], bytes]] = asyncio.Queue(maxsize=1)
+        self._inflight: list[LogRecord] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._refused = False
+        self._closed = False
 
     async def __call__(self, batch: list[LogRecord]) -> None:
-        if self.run.stale:
-            raise StaleRun("run is stale")
+        if self._refused:
+            return  # the coordinator refused this run's logs for good: nothing to keep
+        if self._closed:
+            raise CoordinatorUnavailable("the uploader is closed")
         if self._task is None:
             self._task = asyncio.create_task(self._upload(), name=f"logs-{self.run.run_id}")
         # Encode now, while the previous batch is in flight: the coordinator
         # stores batch N while this process encodes batch N+1.
-        await self._queue.put(encode_logs(self.run.epoch, batch))
+        await self._queue.put((batch, encode_logs(self.run.epoch, batch)))
 
     async def _upload(self) -> None:
         r = self.run
         while True:
-            batch = await self._queue.get()
+            batch, body = await self._queue.get()
+            self._inflight = batch
             delay = 0.05
-            while not r.stale:
+            while not self._refused:
                 try:
-                    await self.client.logs_encoded(r.run_id, batch)
+                    await self.client.logs_encoded(r.run_id, body)
                     break
-                except StaleRun:
-                    r.stale = True
-                    if r.handle is not None:
-                        r.handle.kill()
+                except (StaleRun, Rejected) as exc:
+                    # Logs are history and normally accepted after the run ended;
+                    # a refusal here is final (the run was deleted, or not ours).
+                    log.warning("the coordinator refused logs of run %s (%s); dropping them", r.run_id, exc)
+                    self._refused = True
                 except CoordinatorError as exc:
                     log.warning("log upload for run %s failed (%s); retrying", r.run_id, exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
+            self._inflight = None
             self._queue.task_done()
 
     async def drain(self, timeout: float) -> bool:
@@ -339,11 +423,26 @@ class LogUploader:
         except TimeoutError:
             return False
 
-    async def aclose(self) -> None:
+    async def aclose(self, spool_dir: Path | None = None) -> None:
+        """Stop uploading; write batches not yet stored to *spool_dir* (delivered
+        after a runner restart; a batch the coordinator did store is ignored there)."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        pending = [self._inflight] if self._inflight else []
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait()[0])
+        if pending and spool_dir is not None and not self._refused:
+            with contextlib.suppress(OSError):
+                spool_dir.mkdir(parents=True, exist_ok=True)
+                # Sorts before the pump's own spool-00000001… files: these are older.
+                with open(spool_dir / "spool-00000000-uploader.jsonl", "wb") as f:
+                    for batch in pending:
+                        f.write(json.dumps(batch, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+                log.warning("run %s: %d undelivered log batch(es) kept for replay", self.run.run_id,
+                            len(pending))
 
 
 def _exit_report(info: ExitInfo, *, shutdown: bool) -> dict[str, Any]:

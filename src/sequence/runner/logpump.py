@@ -402,10 +402,13 @@ class LogPump:
         self._add([rec], [len(text)])
 
     def system(self, text: str) -> None:
-        """Add a platform line (stream ``system``) to the run's log, in order."""
+        """Add a platform line (stream ``system``) to the run's log, in order
+        (also after the strategy's output ended: the exit reason comes last)."""
         if self._closed:
             return
         self._system(self._masked(text) if self._mask else text, self._clock())
+        if self._sender is not None and self._sender.done() and self._loop is not None:
+            self._sender = self._loop.create_task(self._send_loop(), name="sequence-logpump-sender")
 
     def _emit_partial(self, name: Stream, part: bytes, ts: float) -> None:
         if self._cfg.rate_lines > 0 and not self._admit(1):

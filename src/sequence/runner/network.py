@@ -151,7 +151,13 @@ async def receive_listeners(ctrl: socket.socket, timeout: float) -> dict[str, so
 
     loop.add_reader(ctrl.fileno(), readable)
     try:
-        msg, fds = await asyncio.wait_for(fut, timeout)
+        msg, fds = await asyncio.wait_for(asyncio.shield(fut), timeout)
+    except BaseException:
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            for fd in fut.result()[1]:  # received just as we gave up: do not leak them
+                with contextlib.suppress(OSError):
+                    socket.close(fd)
+        raise
     finally:
         loop.remove_reader(ctrl.fileno())
     names = msg.decode(errors="replace").split(",") if msg else []
@@ -208,19 +214,26 @@ class RunNetwork:
             listeners = await receive_listeners(ctrl, timeout)
         finally:
             ctrl.close()
-        for name, sock in listeners.items():
-            if self._closed:
+        pending = dict(listeners)
+        try:
+            for name, sock in listeners.items():
+                if self._closed:
+                    break
+                if name == "api":
+                    handler = self._forward_api
+                elif name == "egress" and self.egress is not None:
+                    handler = self._proxy
+                else:
+                    continue
+                sock.setblocking(False)
+                server = await asyncio.start_server(self._track(handler), sock=sock)
+                del pending[name]
+                self._servers.append(server)
+                if self._closed:
+                    server.close()
+        finally:
+            for sock in pending.values():  # not served (closed meanwhile, or unknown)
                 sock.close()
-                continue
-            if name == "api":
-                handler = self._forward_api
-            elif name == "egress" and self.egress is not None:
-                handler = self._proxy
-            else:
-                sock.close()
-                continue
-            sock.setblocking(False)
-            self._servers.append(await asyncio.start_server(self._track(handler), sock=sock))
 
     def _track(self, handler: _Handler) -> _Handler:
         async def run(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:

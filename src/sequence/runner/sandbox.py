@@ -106,7 +106,9 @@ class RunSpec:
     egress: str = "public"  # "public": the egress proxy; "none": only the Sequence API
     log_rate_lines: int = 0  # per-run log rate limit (0 = none), lines/s
     log_burst_lines: int = 0
-    epoch: int = 0  # recorded beside the log spool, to replay it after a runner restart
+    # Written beside the log spool (run.json): what a later runner process needs
+    # to deliver spooled logs (the daemon puts run_id, epoch, runner_id there).
+    record: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -560,7 +562,9 @@ class Sandbox:
                 remove_tree(p)
 
         def cleanup(keep_logs: bool) -> None:
-            if keep_logs:
+            # Keep the run dir while any spool is left (the pump's, or batches the
+            # daemon's uploader gave back): a later runner process delivers them.
+            if keep_logs or spool_files(run_dir.logs):
                 after_exit()
             else:
                 remove_tree(run_dir.root)
@@ -589,9 +593,9 @@ class Sandbox:
 
     # -- housekeeping --------------------------------------------------------
 
-    def pending_spools(self) -> dict[str, Path]:
-        """Runs whose undelivered logs were left on disk: run_id -> logs dir."""
-        out: dict[str, Path] = {}
+    def pending_spools(self) -> dict[str, tuple[Path, dict[str, Any]]]:
+        """Runs whose undelivered logs were left on disk: run_id -> (logs dir, run record)."""
+        out: dict[str, tuple[Path, dict[str, Any]]] = {}
         try:
             entries = list(self.config.runs_dir.iterdir())
         except OSError:
@@ -599,7 +603,11 @@ class Sandbox:
         for d in entries:
             logs = RunDir(d).logs
             if spool_files(logs):
-                out[d.name] = logs
+                try:
+                    record = json.loads((d / RUN_RECORD).read_text())
+                except (OSError, ValueError):
+                    record = {}
+                out[d.name] = (logs, record if isinstance(record, dict) else {})
         return out
 
     def cleanup_stale(self, active_run_ids: set[str] | frozenset[str] = frozenset()) -> list[str]:
@@ -657,5 +665,5 @@ RUN_RECORD = "run.json"
 
 def _write_run_record(run_dir: RunDir, spec: RunSpec) -> None:
     """What a later runner process needs to deliver this run's spooled logs."""
-    data = {"run_id": spec.run_id, "epoch": spec.epoch, "strategy_id": spec.strategy_id}
+    data = {"run_id": spec.run_id, "strategy_id": spec.strategy_id, **dict(spec.record)}
     (run_dir.root / RUN_RECORD).write_text(json.dumps(data))

@@ -343,6 +343,7 @@ def main(argv: list[str]) -> None:
     import _signal
 
     _prctl(_PR_SET_DUMPABLE, 0)  # first: nothing of ours may be traced or opened via /proc
+    os.umask(0o022)  # the runner's umask (077) is none of the strategy's business
     try:
         opts, cmd = _parse(argv)
     except Refused as exc:
