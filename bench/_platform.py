@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,42 +100,100 @@ def deploy(c: Any, name: str, main: str, **extra: Any) -> dict[str, Any]:
     return out
 
 
-def run_times(cmd: list[str], n: int, env: dict[str, str] | None = None) -> list[float]:
+def run_times(cmd: list[str], n: int, env: dict[str, str] | None = None, *, pass_fds: tuple[int, ...] = (),
+              user: int | None = None) -> list[float]:
     """Wall seconds of running *cmd* to completion, *n* times."""
     import subprocess
 
     out = []
     for _ in range(n):
+        for fd in pass_fds:  # memfds are read by bwrap: rewind them
+            os.lseek(fd, 0, os.SEEK_SET)
         t = time.perf_counter()
         subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=env,
-                       stdin=subprocess.DEVNULL)
+                       stdin=subprocess.DEVNULL, pass_fds=pass_fds, cwd="/", user=user, group=user,
+                       extra_groups=[] if user is not None else None)
         out.append(time.perf_counter() - t)
     return out
 
 
-def sandbox_pass_argv(scratch: Path) -> tuple[list[str], list[str]]:
-    """Two floors for a sandboxed start, built exactly as the runner builds them
-    (sequence.runner.isolation.bwrap_argv and the in-sandbox supervisor):
-    ``bwrap … -- python -c pass`` and ``bwrap … -- supervisor -- python -u -s -c pass``.
-    Returns (bwrap_python, bwrap_supervisor_python); the caller runs them with cwd anywhere."""
+@dataclass
+class Floor:
+    argv: list[str]
+    pass_fds: tuple[int, ...] = ()
+    user: int | None = None
+
+    def times(self, n: int) -> list[float]:
+        return run_times(self.argv, n, pass_fds=self.pass_fds, user=self.user)
+
+
+def sandbox_floors() -> dict[str, Floor]:
+    """Floors for a sandboxed start, built as the runner builds them
+    (sequence.runner.isolation.bwrap_argv, the runtime mirror, the seccomp filter, the
+    sandbox uid), then with one protection added at a time:
+
+        bwrap (pid/ipc/uts/mount only, host uid)   what the first wave ran
+        + user namespace (unprivileged uid)
+        + network namespace
+        + seccomp                                  = the runner's sandbox
+        + supervisor                               two interpreter starts: every run pays this
+    """
     import shutil
 
-    from sequence.runner.isolation import bwrap_argv, write_identity_files
-    from sequence.runner.runtime import discover_runtime
-    from sequence.runner.sandbox import SUPERVISOR_SOURCE
+    from sequence.runner.isolation import (
+        DataFds,
+        bwrap_argv,
+        bwrap_features,
+        data_fd,
+        identity_files,
+    )
+    from sequence.runner.runtime import discover_runtime, mirror_runtime
+    from sequence.runner.sandbox import DEFAULT_RUNTIME_CACHE, SUPERVISOR_SOURCE
+    from sequence.runner.seccomp import filter_bytes
 
     rt = discover_runtime()
-    bw = shutil.which("bwrap")
-    if bw is None:
+    feats = bwrap_features("bwrap")
+    if feats is None or shutil.which("bwrap") is None:
         raise FileNotFoundError("bwrap")
-    ws = scratch / "workspace"
-    ws.mkdir(parents=True, exist_ok=True)
-    passwd, group = write_identity_files(scratch)
-    opts = bwrap_argv(bwrap=bw, runtime=rt, workspace=ws, passwd=passwd, group=group, tmp_bytes=64 << 20)
+    root = os.geteuid() == 0
+    mirrors = mirror_runtime(rt, DEFAULT_RUNTIME_CACHE) if root else {}
+    files = {k: data_fd(k, v) for k, v in identity_files().items()}
+    sec = data_fd("seccomp", filter_bytes())
+    full = bwrap_argv(features=feats, runtime=rt, mirrors=mirrors, fds=DataFds(files, sec),
+                      workspace_bytes=64 << 20, tmp_bytes=64 << 20)
+    fds = (*files.values(), sec)
+    uid = 1_200_000_000 if root else None
     exe = str(rt.executable)
-    # The supervisor writes its status line to fd 2 here (any open fd will do).
-    sup = [*opts, "--", exe, "-I", "-S", "-c", SUPERVISOR_SOURCE, "2", "-", "--", exe, "-u", "-s", "-c", "pass"]
-    return [*opts, "--", exe, "-c", "pass"], sup
+
+    def without(argv: list[str], *opts: str, with_value: tuple[str, ...] = ()) -> list[str]:
+        out: list[str] = []
+        skip = 0
+        for a in argv:
+            if skip:
+                skip -= 1
+                continue
+            if a in with_value:
+                skip = 1
+                continue
+            if a in opts:
+                continue
+            out.append(a)
+        return out
+
+    no_seccomp = without(full, with_value=("--seccomp",))
+    no_net = without(no_seccomp, "--unshare-net")
+    no_user = without(no_net, "--unshare-user", "--disable-userns", "--assert-userns-disabled",
+                      with_value=("--uid", "--gid"))
+    py = ["--", exe, "-c", "pass"]
+    sup = ["--", exe, "-I", "-S", "-c", SUPERVISOR_SOURCE, "--status", "2", "--workspace", "/workspace",
+           "--", exe, "-u", "-s", "-c", "pass"]
+    return {
+        "bwrap (pid/ipc/uts/mount, host uid)": Floor([*no_user, *py], fds),
+        "+ user namespace": Floor([*no_net, *py], fds, uid),
+        "+ network namespace": Floor([*no_seccomp, *py], fds, uid),
+        "+ seccomp (the runner's sandbox)": Floor([*full, *py], fds, uid),
+        "+ supervisor → python -c pass": Floor([*full, *sup], fds, uid),
+    }
 
 
 class CpuMeter:

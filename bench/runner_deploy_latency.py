@@ -21,13 +21,15 @@ Where the time goes, from the coordinator's own timestamps (same host clock):
 
 Floors, measured in the same run and interleaved with the deploys (one sample
 of each before every deploy), all with the runtime interpreter the runner uses
-(``sequence.runner.runtime.discover_runtime()``):
+(``sequence.runner.runtime.discover_runtime()``), built by ``_platform.sandbox_floors``:
 
-    python -c pass                       bare interpreter start-up
-    bwrap … -- python -c pass            + the sandbox (the runner's bwrap argv)
-    bwrap … -- supervisor -- python -c pass
-                                         + the in-sandbox supervisor: two interpreter
-                                           starts, what every run pays
+    python -c pass                            bare interpreter start-up
+    bwrap (pid/ipc/uts/mount, host uid)       the first wave's sandbox
+    + user namespace                          unprivileged uid, mapped
+    + network namespace                       only loopback
+    + seccomp (the runner's sandbox)          the allowlist filter
+    + supervisor → python -c pass             + the in-sandbox supervisor: two interpreter
+                                              starts, what every run pays
 
     .venv/bin/python bench/runner_deploy_latency.py [--deploys 20] [--warmup 2]
         [--mode names|redeploy] [--poll-ms 5] [--target-ms 300]
@@ -38,10 +40,7 @@ Prints a table and writes bench/results/runner_deploy_latency.json.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from _platform import (
@@ -51,7 +50,7 @@ from _platform import (
     platform,
     run_times,
     runner,
-    sandbox_pass_argv,
+    sandbox_floors,
     summarize,
     table,
     wait_for,
@@ -107,19 +106,16 @@ def main() -> None:
 
     rt = discover_runtime()
     exe = str(rt.executable)
-    scratch = Path(tempfile.mkdtemp(prefix="sequence-bench-bwrap-"))
     try:
-        bw_py, bw_sup = sandbox_pass_argv(scratch)
+        sandboxes = sandbox_floors()
     except FileNotFoundError:
-        bw_py = bw_sup = []
-    floors: dict[str, list[float]] = {"python -c pass": [], "bwrap … python -c pass": [],
-                                      "bwrap … supervisor → python -c pass": []}
+        sandboxes = {}
+    floors: dict[str, list[float]] = {"python -c pass": [], **{k: [] for k in sandboxes}}
 
     def floor_sample() -> None:
         floors["python -c pass"] += run_times([exe, "-c", "pass"], 1)
-        if bw_py:
-            floors["bwrap … python -c pass"] += run_times(bw_py, 1)
-            floors["bwrap … supervisor → python -c pass"] += run_times(bw_sup, 1)
+        for k, f in sandboxes.items():
+            floors[k] += f.times(1)
 
     load_before = host()
     srv, tmp = platform()
@@ -143,7 +139,6 @@ def main() -> None:
         r.stop()
         srv.stop()
     load_after = host()
-    subprocess.run(["rm", "-rf", str(scratch)], check=False)
 
     cols = ("post_ms", "claim_ms", "started_ms", "line_read_ms", "visible_ms")
     stats = {k: summarize([x[k] for x in rows if x[k] is not None]) for k in cols}
@@ -163,8 +158,10 @@ def main() -> None:
               "claim → line read": round(median([x["line_read_ms"] - x["claim_ms"] for x in rows]), 1),
               "line read → visible": round(median([x["visible_ms"] - x["line_read_ms"] for x in rows]), 1)}
     print("median stages (ms): " + ", ".join(f"{k} {v}" for k, v in stages.items()))
+    sup = fl.get("+ supervisor → python -c pass")
     print(f"p50 {p50} ms vs target ≤ {args.target_ms:g} ms: {'met' if met else 'NOT met'}; "
-          f"{p50 / base:.1f}× bare interpreter start-up")
+          f"{p50 / base:.1f}× bare interpreter start-up"
+          + (f", {p50 / sup['p50']:.1f}× the sandbox + supervisor floor" if sup else ""))
     write(args.name, {"host_before": load_before, "host_after": load_after, "runtime": rt.describe(),
                       "mode": args.mode, "deploys": args.deploys, "warmup": args.warmup, "poll_ms": args.poll_ms,
                       "floors_ms": fl, "stats_ms": stats, "median_stages_ms": stages, "rows": rows,
