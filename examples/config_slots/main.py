@@ -41,8 +41,10 @@ def main() -> int:
     # 1. [hosted.env] (+ --env overrides): plain strings.
     log_level = os.environ.get("LOG_LEVEL", "info")
     threshold = int(os.environ.get("THRESHOLD", "0"))
-    log("env", LOG_LEVEL=log_level, THRESHOLD=threshold,
-        GREETING=os.environ.get("GREETING"))  # "from secrets.json" when the secrets file is used
+    # GREETING is also a secret when secrets.json is used: the secret wins, and
+    # printing it shows "***" — the platform masks secret values in your logs.
+    log("env", LOG_LEVEL=log_level, THRESHOLD=threshold, GREETING=os.environ.get("GREETING"),
+        GREETING_is_the_env_value=os.environ.get("GREETING") == "from [hosted.env]")
 
     # 2. secrets ([hosted.secrets] + --secrets-file): env vars too, sealed at rest.
     log("secrets", present={n: n in os.environ for n in SECRET_NAMES},

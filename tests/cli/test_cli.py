@@ -94,6 +94,19 @@ def test_full_lifecycle_with_only_the_cli(env: dict[str, str], tmp_path: Path) -
     assert json.loads(run(["strategy", "list", "--json"], env).stdout)["strategies"] == []
 
 
+def test_disk_quota_and_egress_from_sequence_toml_and_flags(env: dict[str, str], tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "q", '[strategy]\nname = "q"\n[hosted]\ndisk_mb = 64\negress = "none"\n')
+    dep = json.loads(run(["strategy", "deploy", str(folder), "--json"], env).stdout)
+    assert dep["disk_mb"] == 64 and dep["egress"] == "none"
+    dep = json.loads(run(["strategy", "deploy", str(folder), "--disk-mb", "128", "--egress", "public", "--json"],
+                         env).stdout)
+    assert dep["disk_mb"] == 128 and dep["egress"] == "public"
+    human = run(["strategy", "inspect", "q"], env).stdout
+    assert "128 MB" in human and "public" in human
+    bad = run(["strategy", "deploy", str(folder), "--egress", "everywhere"], env, check=False)
+    assert bad.returncode != 0 and "--egress must be one of: public, none" in bad.stderr
+
+
 def test_deploy_start_uses_the_config_key(env: dict[str, str], tmp_path: Path, server: LiveServer) -> None:
     folder = make_folder(tmp_path / "s", '[strategy]\nname = "t"\n')
     env = {**env, "SEQUENCE_API_KEY": server.test_key}

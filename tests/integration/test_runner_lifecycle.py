@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -23,8 +24,9 @@ def test_exit_zero_stops_with_logs_in_order_and_injected_env(platform: Any) -> N
     srv = platform()
     platform.runner(srv, env={"RUNNER_CANARY": "must-not-leak"})
     main = (
-        "import os, sys, json\n"
+        "import hashlib, os, sys, json\n"
         "print(json.dumps({k: v for k, v in os.environ.items() if k != 'SEQUENCE_API_KEY'}), flush=True)\n"
+        "print('shadow', hashlib.sha256(os.environ['SHADOW'].encode()).hexdigest(), flush=True)\n"
         "print('key', os.environ['SEQUENCE_API_KEY'][:9], flush=True)\n"
         "for i in range(50):\n    print('line', i)\n"
         "print('err', file=sys.stderr)\n"
@@ -40,10 +42,12 @@ def test_exit_zero_stops_with_logs_in_order_and_injected_env(platform: Any) -> N
     env = json.loads(lines[0]["line"])
     assert env["SEQUENCE_STRATEGY_ID"] == s["strategy_id"] and env["SEQUENCE_IS_SANDBOX"] == "false"
     assert env["SEQUENCE_CLIENT_ID"] == srv.client_id and env["SEQUENCE_API_URL"] == srv.url
-    assert env["LOG_LEVEL"] == "debug" and env["SHADOW"] == "secret" and env["PYTHONUNBUFFERED"] == "1"
+    # the secret shadows the env entry; its value is masked in the logs
+    assert env["LOG_LEVEL"] == "debug" and env["SHADOW"] == "***" and env["PYTHONUNBUFFERED"] == "1"
+    assert lines[1]["line"] == "shadow " + hashlib.sha256(b"secret").hexdigest()
     assert "RUNNER_CANARY" not in env
-    assert lines[1]["line"] == "key seq_live_"
-    assert [x["line"] for x in lines[2:52]] == [f"line {i}" for i in range(50)]
+    assert lines[2]["line"] == "key seq_live_"
+    assert [x["line"] for x in lines[3:53]] == [f"line {i}" for i in range(50)]
     assert {"stream": "stderr", "line": "err"}.items() <= next(x for x in lines if x["stream"] == "stderr").items()
     stdout = [x["line"] for x in lines if x["stream"] == "stdout"]
     assert stdout[-1] == "{'pairs': [['A', 'B']]}"  # order across the two streams is arrival order
@@ -125,11 +129,12 @@ def test_oom_is_reported_as_oom_and_restarted(platform: Any) -> None:
 def test_run_key_stops_working_when_the_run_ends(platform: Any) -> None:
     srv = platform()
     platform.runner(srv)
-    main = ("import os, time\nprint(os.environ['SEQUENCE_API_KEY'], flush=True)\n"
+    # printed reversed: the key itself is masked in the logs (an encoded form is not)
+    main = ("import os, time\nprint(os.environ['SEQUENCE_API_KEY'][::-1], flush=True)\n"
             "time.sleep(60)\n")
     with srv.client() as c:
         sid = deploy(c, "keyed", main)["strategy_id"]
-        key = wait_for(lambda: next((x["line"] for x in all_lines(c, sid)), None), what="the key")
+        key = wait_for(lambda: next((x["line"] for x in all_lines(c, sid)), None), what="the key")[::-1]
         assert httpx.get(srv.url + "/v1/me", headers={"Authorization": f"Bearer {key}"}).json()["run_id"]
         c.post(f"/v1/strategies/{sid}/stop")
         _ended(c, sid)
@@ -193,8 +198,9 @@ def test_coordinator_restart_mid_run_loses_no_log_lines(platform: Any, tmp_path:
             st = wait_for(lambda: (s := strategy(c, sid))["status"] == "stopped" and s, timeout=60, what="done")
             assert st["restart_count"] == 0
             lines = all_lines(c, sid)
-        assert [x["line"] for x in lines] == [f"n {i}" for i in range(1, 301)]
-        assert [x["seq"] for x in lines] == list(range(1, 301))
+        assert [x["line"] for x in lines if x["stream"] == "stdout"] == [f"n {i}" for i in range(1, 301)]
+        assert [x["seq"] for x in lines] == list(range(1, len(lines) + 1))
+        assert lines[-1]["stream"] == "system" and lines[-1]["line"].startswith("run ended: exited with code 0")
     finally:
         runner.stop()
         srv2.stop()

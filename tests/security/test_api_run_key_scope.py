@@ -144,11 +144,49 @@ def _ws(server: LiveServer, key: str, channels: list[str], errors: int) -> list[
 
 def test_run_key_streams_market_data_and_its_own_logs_only(server: LiveServer, scene: dict[str, Any]) -> None:
     mine, sib = scene["mine"], scene["sibling"]
-    got = _ws(server, scene["key"], ["prices:BTC-USD", f"logs:{mine}", f"logs:{sib}", "fills"], errors=2)
+    got = _ws(server, scene["key"], ["prices:BTC-USD", f"logs:{mine}", f"logs:{sib}", "fills"], errors=1)
     subscribed = [m for m in got if m["type"] == "subscribed"]
-    assert subscribed and set(subscribed[0]["channels"]) == {"prices:BTC-USD", f"logs:{mine}"}
+    assert subscribed and set(subscribed[0]["channels"]) == {"prices:BTC-USD", f"logs:{mine}", "fills"}
     errors = {m["code"]: m["channels"] for m in got if m["type"] == "error"}
-    assert errors == {"not_found": [f"logs:{sib}"], "forbidden": ["fills"]}
+    assert errors == {"not_found": [f"logs:{sib}"]}
     # The client's own key still subscribes to all of them.
     got = _ws(server, server.live_key, [f"logs:{sib}", "fills"], errors=0)
     assert [m["channels"] for m in got if m["type"] == "subscribed"] == [[f"logs:{sib}", "fills"]]
+
+
+def _fill_events(key: str, server: LiveServer, act: Any, want: int) -> list[dict[str, Any]]:
+    url = server.url.replace("http://", "ws://") + "/v1/stream"
+    out: list[dict[str, Any]] = []
+    with connect(url, additional_headers={"Authorization": f"Bearer {key}"}, open_timeout=10) as ws:
+        ws.send(json.dumps({"op": "subscribe", "channels": ["fills", "graphs"]}))
+        assert json.loads(ws.recv(timeout=5))["type"] == "subscribed"
+        act()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                msg = json.loads(ws.recv(timeout=0.5))
+            except TimeoutError:
+                if len(out) >= want:
+                    break
+                continue
+            if msg.get("channel") in ("fills", "graphs"):
+                out.append(msg)
+    return out
+
+
+def test_run_key_streams_only_its_strategys_fills_and_graphs(server: LiveServer, scene: dict[str, Any]) -> None:
+    """The client-wide fills/graphs channels, scoped: a run key gets its own strategy's only."""
+    graphs: dict[str, str] = {}
+
+    def trade() -> None:
+        with server.client() as c, server.client(scene["key"]) as rk:
+            graphs["theirs"] = _graph(c)
+            graphs["ours"] = _graph(rk)
+
+    seen = _fill_events(scene["key"], server, trade, want=2)
+    ids = {m["data"]["graph_id"] for m in seen}
+    assert ids == {graphs["ours"]}, (ids, graphs)
+    assert any(m["channel"] == "fills" for m in seen) and any(m["channel"] == "graphs" for m in seen)
+    # the client's own key sees both strategies' activity
+    seen = _fill_events(server.live_key, server, trade, want=4)
+    assert {graphs["ours"], graphs["theirs"]} <= {m["data"]["graph_id"] for m in seen}

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import all_lines, deploy, platform, strategy, wait_for  # noqa: F401
+from tests.integration.conftest import all_lines, deploy, strategy, wait_for
 from tests.integration.test_runner_lifecycle import _restart
 
 pytestmark = pytest.mark.slow

@@ -36,9 +36,9 @@ def _host_values() -> dict[str, str]:
 
 async def test_proc_sys_writes_are_refused_and_nothing_changes(sandbox: Sandbox) -> None:
     before = _host_values()
-    code = f"""
+    code = """
 import json, os
-out = {{}}
+out = {}
 for key, value in [("kernel/core_pattern", "|/workspace/evil %p"), ("kernel/panic", "1"),
                    ("kernel/pid_max", "4242"), ("vm/swappiness", "1"), ("fs/protected_symlinks", "0")]:
     try:
@@ -64,7 +64,7 @@ for p in ("/proc/sysrq-trigger", "/proc/kmsg", "/proc/kcore"):
         writable.append(p)
     except OSError:
         pass
-print(json.dumps({{"out": out, "writable": writable}}))
+print(json.dumps({"out": out, "writable": writable}))
 """
     r = await run_code(sandbox, code)
     result = json.loads(r.stdout[0])

@@ -175,7 +175,7 @@ async def test_egress_reaches_what_the_operator_allows(
     sb = Sandbox(SandboxConfig(data_dir=tmp_path_factory.mktemp("egress"), egress_allow="127.0.0.1/32"))
     if not sb.check().bubblewrap:
         pytest.fail("bubblewrap is not usable here:\n" + sb.check().render())
-    r = await run_code(sb, "URLS = [('ok', 'http://127.0.0.1:%d/')]\n" % port + PROXY, egress="public")
+    r = await run_code(sb, f"URLS = [('ok', 'http://127.0.0.1:{port}/')]\n" + PROXY, egress="public")
     assert json.loads(r.stdout[0])["ok"] == "pong"
     assert got and got[0].startswith(b"GET / HTTP/1.1")
 

@@ -44,10 +44,10 @@ def register(core: Core) -> None:
             if arg != sid:
                 raise ChannelError(f"logs:{arg}", f"no strategy {arg}", code="not_found")
             return
-        # fills/graphs are the client's whole activity, not one strategy's.
+        if kind in ("fills", "graphs"):
+            return  # delivered scoped to the run key's strategy (Hub.publish scope)
         raise ChannelError(kind if arg is None else f"{kind}:{arg}",
-                           f"run-scoped keys cannot subscribe to {kind!r}: it carries the whole client's activity; "
-                           "poll GET /v1/fills or GET /v1/graphs (scoped to this strategy)", code="forbidden")
+                           f"run-scoped keys cannot subscribe to {kind!r}", code="forbidden")
 
     market.hub.guard = guard
 

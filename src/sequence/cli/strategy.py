@@ -90,6 +90,8 @@ def deploy(
     secrets_file: Annotated[Path | None, typer.Option("--secrets-file", help="JSON object of secret env vars, merged on \\[hosted.secrets].")] = None,
     manifest: Annotated[Path | None, typer.Option("--manifest", help="JSON object replacing the synthesized manifest.")] = None,
     memory_mb: Annotated[int | None, typer.Option("--memory-mb", help="Override \\[hosted] memory_mb.")] = None,
+    disk_mb: Annotated[int | None, typer.Option("--disk-mb", help="Override \\[hosted] disk_mb: the /workspace quota (MiB).")] = None,
+    egress: Annotated[str | None, typer.Option("--egress", help="Override \\[hosted] egress: 'public' (internet through the runner's proxy) or 'none'.")] = None,
     latency_target: Annotated[list[str] | None, typer.Option("--latency-target", help="Placement hint (coinbase, kalshi, polymarket); repeatable.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -108,6 +110,14 @@ def deploy(
         cfg.entrypoint = entrypoint
     if memory_mb is not None:
         cfg.memory_mb = memory_mb
+    if disk_mb is not None:
+        if not bundle.DISK_MB_MIN <= disk_mb <= bundle.DISK_MB_MAX:
+            fail(f"--disk-mb must be from {bundle.DISK_MB_MIN} to {bundle.DISK_MB_MAX} MiB")
+        cfg.disk_mb = disk_mb
+    if egress is not None:
+        if egress not in bundle.EGRESS_CHOICES:
+            fail(f"--egress must be one of: {', '.join(bundle.EGRESS_CHOICES)}")
+        cfg.egress = egress
     if latency_target:
         cfg.latency_target = list(latency_target)
     cfg.env.update(_parse_env(env or []))
@@ -155,6 +165,10 @@ def deploy(
         spec["memory_mb"] = cfg.memory_mb
     if cfg.stop_timeout_s is not None:
         spec["stop_timeout_s"] = float(cfg.stop_timeout_s)
+    if cfg.disk_mb is not None:
+        spec["disk_mb"] = cfg.disk_mb
+    if cfg.egress is not None:
+        spec["egress"] = cfg.egress
     if start:
         spec["sequence_api_key"] = api.cfg.api_key
     show = not as_json and sys.stderr.isatty()
@@ -220,6 +234,8 @@ def inspect(ident: Ident, as_json: JsonOpt = False) -> None:
         ("entrypoint", s["entrypoint"]),
         ("artifact", f"{s['artifact_sha256']} ({s['artifact_size']} bytes)"),
         ("memory", f"{s['memory_mb']} MB"),
+        ("disk", f"{s['disk_mb']} MB" if s.get("disk_mb") else None),
+        ("egress", s.get("egress")),
         ("placement", ", ".join(s["placement"].get("latency_target") or []) or "any region"),
         ("restarts", s["restart_count"]),
         ("next restart", s["next_restart_at"]),

@@ -244,6 +244,7 @@ class _Graph:
     sandbox: bool
     run: GraphRun
     nodes: dict[str, _Node]
+    strategy_id: str | None = None  # submitted by a run of this strategy (its stream scope)
 
 
 @dataclass
@@ -254,7 +255,7 @@ class _Step:
     batch: TradeBatch = field(default_factory=TradeBatch)
     queue: deque[tuple[_Graph, str]] = field(default_factory=deque)
     touched: dict[str, _Graph] = field(default_factory=dict)
-    fills: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    fills: list[tuple[_Graph, dict[str, Any]]] = field(default_factory=list)
     changed_nodes: dict[str, dict[str, None]] = field(default_factory=dict)
 
     @property
@@ -361,7 +362,8 @@ class TradingEngine:
         return parse_graph(body, self._lookup, venues=self.market.venues, force_sandbox=force_sandbox)
 
     async def submit(self, body: Any, *, client_id: str, key_id: str, sandbox_key: bool = False,
-                     run_id: str | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+                     run_id: str | None = None, idempotency_key: str | None = None,
+                     strategy_id: str | None = None) -> dict[str, Any]:
         """Validate, store and activate a graph; returns the ack (``POST /v1/graphs``).
 
         Raises ``GraphError`` (400), ``Fenced`` and ``IdempotencyConflict`` (from the store).
@@ -390,6 +392,7 @@ class TradingEngine:
         if not created.created:
             return ack_json(created.graph, replay=True)
         g = self._graph_from_spec(graph_id, client_id, spec)
+        g.strategy_id = created.graph.get("strategy_id") or strategy_id
         preset = {r["node_id"]: r["order_seq"] for r in node_rows if r["order_seq"] is not None}
         for nid, seq in preset.items():
             g.nodes[nid].order_seq = seq
@@ -581,7 +584,7 @@ class TradingEngine:
             "liquidity": ev.liquidity, "sandbox": g.sandbox, "ts": step.ts,
         }
         step.batch.fills.append(row)
-        step.fills.append((g.client_id, row))
+        step.fills.append((g, row))
         complete = node.filled_units >= node.qty_units
         if complete:
             self._orders.pop(ev.order_id, None)
@@ -719,10 +722,10 @@ class TradingEngine:
                 time.sleep(delay)
                 delay *= 4
 
-    def _messages(self, step: _Step) -> list[tuple[str, str, dict[str, Any]]]:
-        out: list[tuple[str, str, dict[str, Any]]] = []
-        for client_id, row in step.fills:
-            out.append(("fills", client_id, fill_json(row)))
+    def _messages(self, step: _Step) -> list[tuple[str, _Graph, dict[str, Any]]]:
+        out: list[tuple[str, _Graph, dict[str, Any]]] = []
+        for filled, row in step.fills:
+            out.append(("fills", filled, fill_json(row)))
         for gid, nids in step.changed_nodes.items():
             g = step.touched.get(gid)
             if g is None:
@@ -734,16 +737,17 @@ class TradingEngine:
                 nodes.append({"node_id": nid, "status": vals.get("status"),
                               "filled_qty": _num(vals.get("filled_1e8", 0), QTY_1E8),
                               "filled_qty_1e8": vals.get("filled_1e8", 0), "reason": vals.get("reason")})
-            out.append(("graphs", g.client_id, {"graph_id": gid, "status": gvals.get("status", g.run.status),
-                                                "nodes": nodes, "ts": iso(step.ts), "update_ts": step.ts}))
+            out.append(("graphs", g, {"graph_id": gid, "status": gvals.get("status", g.run.status),
+                                      "nodes": nodes, "ts": iso(step.ts), "update_ts": step.ts}))
         return out
 
-    def _publish(self, messages: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+    def _publish(self, messages: Sequence[tuple[str, _Graph, dict[str, Any]]]) -> None:
         hub = self.market.hub
-        for channel, client_id, data in messages:
+        for channel, g, data in messages:
             try:
-                if hub.has_subscribers(channel, client_id):
-                    hub.publish(channel, data, client_id=client_id)
+                if hub.has_subscribers(channel, g.client_id):
+                    # scope: a run key's subscription gets only its own strategy's activity
+                    hub.publish(channel, data, client_id=g.client_id, scope=g.strategy_id)
             except Exception:  # a stream problem must never break matching
                 log.exception("trading: publish on %s failed", channel)
 
@@ -791,7 +795,8 @@ class TradingEngine:
             states[node.node_id] = NodeRun(node.node_id, r["status"], int(r["filled_1e8"]) > 0, r["reason"])
         run = GraphRun(row["graph_id"], tuple(nodes), edges, nodes=states)
         run.fired = {i for i, e in enumerate(edges) if _has_fired(states[e.source], e.trigger)}
-        g = _Graph(row["graph_id"], row["client_id"], bool(row["sandbox"]), run, nodes)
+        g = _Graph(row["graph_id"], row["client_id"], bool(row["sandbox"]), run, nodes,
+                   row.get("strategy_id"))
         self._graphs[g.graph_id] = g
         step.touched[g.graph_id] = g
         live = sorted((n for n in nodes.values() if states[n.node_id].status in LIVE_NODE),

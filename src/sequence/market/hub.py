@@ -296,10 +296,15 @@ class Hub:
         """Whether anyone holds ``channel`` (for private kinds pass the client)."""
         return (channel, client_id) in self._subs
 
-    def publish(self, channel: str, data: Any, *, client_id: str | None = None) -> int:
+    def publish(self, channel: str, data: Any, *, client_id: str | None = None,
+                scope: str | None = None) -> int:
         """Send ``data`` on ``channel`` (to ``client_id``'s subscribers only, for private kinds).
 
-        Returns the number of subscriptions reached. Cheap when nobody listens.
+        *scope* narrows a private message further: a subscription whose principal
+        is bound to a strategy (a run-scoped key: ``principal.strategy_id``) gets
+        it only when *scope* is that strategy; other subscriptions of the client
+        get every message.  Returns the number of subscriptions reached. Cheap
+        when nobody listens.
         """
         name = channel.partition(":")[0]
         kind = self._kinds.get(name)
@@ -312,9 +317,14 @@ class Hub:
             return 0
         msg = Message(channel, data)
         conflate, size = kind.conflate, kind.queue_size
+        reached = 0
         for sub in subs:
+            bound = getattr(sub.principal, "strategy_id", None) if sub.principal is not None else None
+            if bound is not None and bound != scope:
+                continue
             sub.offer(msg, conflate, size)
-        return len(subs)
+            reached += 1
+        return reached
 
     # -- introspection -----------------------------------------------------------------
     @property

@@ -174,7 +174,7 @@ async def submit_graph(request: Request, principal: Principal = Depends(require_
     try:
         ack = await engine.submit(body, client_id=principal.client_id, key_id=principal.key_id,
                                   sandbox_key=principal.is_sandbox, run_id=principal.run_id,
-                                  idempotency_key=key)
+                                  idempotency_key=key, strategy_id=principal.strategy_id)
     except GraphError as exc:
         raise ApiError(400, exc.code, exc.message, exc.details) from None
     except Fenced as exc:
