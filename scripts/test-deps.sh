@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# What the test suite needs beyond the virtualenv: bubblewrap (the runner's
-# sandbox, so CI tests the real thing) and a running PostgreSQL (the second
-# store backend).  Idempotent; safe to run on every `make test`.
+# What the test suite needs beyond the virtualenv: bubblewrap and libseccomp
+# (the runner's sandbox, so CI tests the real thing) and a running PostgreSQL
+# (the second store backend).  Idempotent; safe to run on every `make test`.
 set -euo pipefail
 
 SUDO=""
 if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
 
-if ! command -v bwrap >/dev/null 2>&1; then
-  echo "test-deps: installing bubblewrap"
+need=""
+command -v bwrap >/dev/null 2>&1 || need="$need bubblewrap"
+# the runner builds its seccomp filter with libseccomp (through ctypes)
+ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || need="$need libseccomp2"
+if [ -n "$need" ]; then
+  echo "test-deps: installing$need"
   $SUDO apt-get update -qq >/dev/null 2>&1 || true
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq bubblewrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need >/dev/null
 fi
 
 pg_up() { python3 - <<'PY'

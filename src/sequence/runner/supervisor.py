@@ -48,7 +48,10 @@ from __future__ import annotations
 import os
 import sys
 import zlib
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs ~8 ms of imports on the deploy path
+if TYPE_CHECKING:
+    from typing import Any
 
 _SIGNALS_IGNORED = ("SIGTERM", "SIGINT", "SIGHUP")
 _SIGNALS_RESET = (
