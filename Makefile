@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 run: venv
+	@bash scripts/sandbox-deps.sh
 	$(VENV)/bin/sequence up
 
 lint: venv

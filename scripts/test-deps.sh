@@ -7,15 +7,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
 
-need=""
-command -v bwrap >/dev/null 2>&1 || need="$need bubblewrap"
-# the runner builds its seccomp filter with libseccomp (through ctypes)
-ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || need="$need libseccomp2"
-if [ -n "$need" ]; then
-  echo "test-deps: installing$need"
-  $SUDO apt-get update -qq >/dev/null 2>&1 || true
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need >/dev/null
-fi
+bash "$(dirname "$0")/sandbox-deps.sh"
 
 pg_up() { python3 - <<'PY'
 import socket, sys

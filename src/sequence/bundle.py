@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import stat
 import tarfile
 import tomllib
 import zlib
@@ -238,33 +239,111 @@ def _sdk_dir() -> Path:
     return Path(sequence_markets.__file__).parent
 
 
-def iter_files(root: Path, exclude: Iterable[Path] = ()) -> list[tuple[str, Path]]:
+# Left out of every artifact without being asked: names that usually hold secrets.
+SECRET_LOOKING = ("secrets*.json", "*.pem", ".env", ".env.*", "*.key")
+IGNORE_FILES = (".sequenceignore", ".gitignore")
+# A folder whose files add up to more than this is refused before it is bundled
+# (the coordinator's default cap on an artifact's unpacked size).
+MAX_FOLDER_BYTES = 512 * 1024 * 1024
+
+
+@dataclass
+class Collected:
+    """What goes into an artifact, and what was left out and why."""
+
+    files: list[tuple[str, Path]] = field(default_factory=list)
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+    total_bytes: int = 0
+
+
+def _ignore_spec(root: Path) -> list[tuple[str, Any]]:
+    import pathspec  # only the CLI needs it
+
+    out = []
+    for name in IGNORE_FILES:
+        f = root / name
+        if f.is_file():
+            lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
+            out.append((name, pathspec.PathSpec.from_lines("gitwildmatch", lines)))
+    return out
+
+
+def collect_files(root: Path, exclude: Mapping[Path, str] | None = None, *,
+                  max_bytes: int = MAX_FOLDER_BYTES) -> Collected:
+    """Walk a strategy folder: the files to bundle, and what is left out.
+
+    Left out (and reported): the files in *exclude* (path → reason, e.g. the
+    ``--secrets-file``), whatever ``.sequenceignore`` or ``.gitignore`` at the
+    root match, and secret-looking names (:data:`SECRET_LOOKING`). Skipped
+    silently: VCS and cache folders (:data:`SKIP_DIRS`), ``*.pyc``.  Refused at
+    once: FIFOs, sockets and devices, symlinks leaving the folder, and a folder
+    over *max_bytes* (before reading all of it).
+    """
+    import fnmatch
+
     root = root.resolve()
-    skip = {p.resolve() for p in exclude}
-    out: list[tuple[str, Path]] = []
+    skip = {p.resolve(): why for p, why in (exclude or {}).items()}
+    specs = _ignore_spec(root)
+    out = Collected()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
-        for fn in sorted(filenames):
-            p = Path(dirpath) / fn
-            if fn.endswith(SKIP_SUFFIXES) or p.resolve() in skip or p in skip:
+        here = Path(dirpath)
+        kept_dirs = []
+        for d in sorted(dirnames):
+            if d in SKIP_DIRS:
                 continue
+            rel = (here / d).relative_to(root).as_posix() + "/"
+            why = next((n for n, spec in specs if spec.match_file(rel)), None)
+            if why is not None:
+                out.left_out.append((rel, why))
+                continue
+            kept_dirs.append(d)
+        dirnames[:] = kept_dirs
+        for fn in sorted(filenames):
+            p = here / fn
             rel = p.relative_to(root).as_posix()
+            if fn.endswith(SKIP_SUFFIXES):
+                continue
+            why = skip.get(p.resolve()) or skip.get(p)
+            if why is None:
+                why = next((n for n, spec in specs if spec.match_file(rel)), None)
+            if why is None and any(fnmatch.fnmatch(fn, pat) for pat in SECRET_LOOKING):
+                why = "looks like a secret"
+            if why is not None:
+                out.left_out.append((rel, why))
+                continue
+            st = p.lstat()
             if p.is_symlink():
                 target = p.resolve()
                 if root not in target.parents:
                     raise BundleError(f"{rel} is a symlink pointing outside the strategy folder")
-            out.append((rel, p))
+            elif not stat.S_ISREG(st.st_mode):
+                kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                        else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a file")
+                raise BundleError(f"{rel} is {kind}: only files, folders and symlinks can be deployed "
+                                  "(remove it, or list it in .sequenceignore)")
+            else:
+                out.total_bytes += st.st_size
+                if out.total_bytes > max_bytes:
+                    raise BundleError(f"the folder holds more than {max_bytes >> 20} MiB of files (at {rel}); "
+                                      "leave data out with .sequenceignore, or deploy a smaller folder")
+            out.files.append((rel, p))
     return out
 
 
-def build_artifact(root: Path, *, vendor_sdk: bool = True, exclude: Iterable[Path] = ()) -> bytes:
+def iter_files(root: Path, exclude: Iterable[Path] = ()) -> list[tuple[str, Path]]:
+    """The files :func:`build_artifact` would bundle (see :func:`collect_files`)."""
+    return collect_files(root, {p: "excluded" for p in exclude}).files
+
+
+def build_artifact(root: Path, *, vendor_sdk: bool = True, exclude: Iterable[Path] = (),
+                   collected: Collected | None = None) -> bytes:
     """A reproducible tar.gz of the folder (sorted, zeroed mtimes and owners)."""
-    files = iter_files(root, exclude)
+    files = list((collected or collect_files(root, {p: "excluded" for p in exclude})).files)
     names = {rel for rel, _ in files}
     has_sdk = any(n.startswith("sequence_markets/") or n == "sequence_markets.py" for n in names)
     if vendor_sdk and not has_sdk:
         sdk = _sdk_dir()
-        for rel, p in iter_files(sdk):
+        for rel, p in collect_files(sdk).files:
             files.append((f"sequence_markets/{rel}", p))
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=6) as gz, \

@@ -123,6 +123,13 @@ class Settings:
         settings.validate()
         return settings
 
+    def __post_init__(self) -> None:
+        # Absolute from the moment settings exist: a relative data dir would be
+        # resolved again by whoever changes directory later (the runner does).
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
+        if self.market_replay is not None:
+            object.__setattr__(self, "market_replay", Path(self.market_replay).expanduser().absolute())
+
     def validate(self) -> None:
         if not 1 <= self.max_artifact_mb <= 4096:
             raise SettingsError("max_artifact_mb must be between 1 and 4096")

@@ -232,3 +232,25 @@ async def test_pending_spools_and_stale_cleanup(tmp_path: Path) -> None:
     assert sorted(os.listdir(sb.config.runs_dir / "old-run")) == ["logs", "run.json"], (
         "undelivered logs (and the record to deliver them) are kept"
     )
+
+
+async def test_a_relative_data_dir_is_made_absolute_and_runs_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sequence up`'s default data dir is the relative `.sequence`: the first wave's runner
+    reached its run folders through that relative path after changing directory (exit 127)."""
+    monkeypatch.chdir(tmp_path)
+    sb = Sandbox(SandboxConfig(data_dir=Path(".sequence/runner"), bubblewrap=False, cgroups=False))
+    assert sb.config.data_dir == tmp_path / ".sequence" / "runner"
+    r = await run_code(sb, "import os\nprint('ran in', os.getcwd())")
+    assert r.info.code == 0, (r.info, r.stderr)
+    assert r.stdout == [f"ran in {tmp_path}/.sequence/runner/runs/{r.handle.run_id}/workspace"]
+
+
+def test_settings_paths_are_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sequence.settings import Settings
+
+    monkeypatch.chdir(tmp_path)
+    s = Settings.from_env({}, data_dir=Path(".sequence"), market_replay=Path("day.jsonl"))
+    assert s.data_dir == tmp_path / ".sequence" and s.market_replay == tmp_path / "day.jsonl"
+    assert s.effective_database_url == f"sqlite:///{tmp_path}/.sequence/sequence.db"

@@ -61,6 +61,7 @@ def up(
     runner_capacity: Annotated[int, typer.Option("--runner-capacity", help="Concurrent strategies on the local runner.")] = 50,
     replay: Annotated[Path | None, typer.Option("--replay", help="Drive the simulated venues from a recording (sequence market record).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", envvar="SEQUENCE_MARKET_SEED", help="Seed of the simulated venues [env SEQUENCE_MARKET_SEED].")] = None,
+    unsandboxed: Annotated[bool, typer.Option("--unsandboxed", help="Let the local runner run strategies WITHOUT bubblewrap (no isolation; said on every deploy, inspect and run log).")] = False,
 ) -> None:
     """Run the whole platform locally: coordinator, simulated venues and a runner."""
     from sequence.cli.up import run_up
@@ -68,7 +69,7 @@ def up(
     if replay is not None and not replay.is_file():
         fail(f"recording {replay} does not exist", "make one with `sequence market record --out day.jsonl`")
     run_up(data_dir, host, port, runner=runner, runner_region=runner_region, runner_capacity=runner_capacity,
-           replay=replay, seed=seed)
+           replay=replay, seed=seed, unsandboxed=unsandboxed)
 
 
 @app.command()

@@ -14,8 +14,8 @@ import typer
 from sequence.cli.output import console, emit_json, fail
 
 
-def _sandbox(data_dir: Path, runtime: str | None, no_sandbox: bool, *,  # type: ignore[no-untyped-def]
-             egress: bool = True, egress_allow: str | None = None):
+def _sandbox(data_dir: Path, runtime: str | None, unsandboxed: bool, *,  # type: ignore[no-untyped-def]
+             egress: bool = True, egress_allow: str | None = None, bwrap: str | None = None):
     from sequence.runner.logpump import LogPumpConfig
     from sequence.runner.sandbox import Sandbox, SandboxConfig
 
@@ -24,10 +24,17 @@ def _sandbox(data_dir: Path, runtime: str | None, no_sandbox: bool, *,  # type: 
     # Spool to disk only while the coordinator is down; when it is merely
     # slower than a chatty strategy, the strategy's writes wait (backpressure).
     logs = LogPumpConfig(batch_lines=20_000, batch_bytes=4 << 20, memory_bytes=16 << 20, spool_when_slow=False)
+    # Secure by default: bubblewrap is required unless the operator says --unsandboxed.
     return Sandbox(SandboxConfig(data_dir=data_dir, runtime=runtime, logs=logs,
-                                 bubblewrap=False if no_sandbox else None,
-                                 cgroups=False if no_sandbox else None,
+                                 bubblewrap=not unsandboxed,
+                                 bwrap_path=bwrap or os.environ.get("SEQUENCE_RUNNER_BWRAP") or "bwrap",
                                  egress=egress, egress_allow=egress_allow))
+
+
+UNSANDBOXED_HELP = ("Run strategies WITHOUT bubblewrap (no namespaces, no seccomp: a strategy can read the "
+                    "runner's files and reach its network). Every deploy, inspect and run log says so.")
+NO_BWRAP_HINT = ("install bubblewrap (`apt-get install bubblewrap`; it needs unprivileged user namespaces), check "
+                 "with `sequence doctor`, or start with --unsandboxed to run strategies without isolation")
 
 
 def runner(
@@ -44,7 +51,7 @@ def runner(
     name: Annotated[str | None, typer.Option("--name", help="Runner name (default: host name + suffix).")] = None,
     runtime: Annotated[str | None, typer.Option("--runtime", envvar="SEQUENCE_RUNNER_RUNTIME",
                                                 help="Python interpreter for strategies (default: a CPython 3.12 if found) [env SEQUENCE_RUNNER_RUNTIME].")] = None,
-    no_sandbox: Annotated[bool, typer.Option("--no-sandbox", help="Run without bubblewrap and cgroups (loudly degraded).")] = False,
+    unsandboxed: Annotated[bool, typer.Option("--unsandboxed", "--no-sandbox", help=UNSANDBOXED_HELP)] = False,
     no_egress: Annotated[bool, typer.Option("--no-egress", envvar="SEQUENCE_RUNNER_NO_EGRESS",
                                             help="No strategy on this runner reaches the internet, whatever its "
                                                  "Sequence.toml says [env SEQUENCE_RUNNER_NO_EGRESS].")] = False,
@@ -69,6 +76,7 @@ def runner(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    data_dir = data_dir.expanduser().absolute()  # absolute before anything changes directory
     datadir.prepare(data_dir)
     if egress_allow:
         from sequence.runner.network import EgressPolicy
@@ -77,7 +85,7 @@ def runner(
             EgressPolicy.parse(egress_allow)
         except ValueError as exc:
             fail(f"--egress-allow: {exc}", "give networks as CIDRs, e.g. 10.0.0.0/8,192.168.1.10/32")
-    sandbox = _sandbox(data_dir, runtime, no_sandbox, egress=not no_egress, egress_allow=egress_allow)
+    sandbox = _sandbox(data_dir, runtime, unsandboxed, egress=not no_egress, egress_allow=egress_allow)
     if check:
         report = sandbox.check()
         if as_json:
@@ -102,7 +110,7 @@ def runner(
     try:
         asyncio.run(main())
     except RunnerError as exc:
-        fail(str(exc), "see `sequence doctor`", code=2)
+        fail(str(exc), NO_BWRAP_HINT if "bubblewrap" in str(exc) else "see `sequence doctor`", code=2)
 
 
 def doctor(
@@ -121,5 +129,7 @@ def doctor(
         emit_json({"version": __version__, "api_url": cfg.api_url, "isolation": report.to_dict()})
     else:
         console.print(f"sequence {__version__}; CLI talks to {cfg.api_url}")
-        console.print(report.render())
+        console.print(report.render(), markup=False)
+        if not report.can_run:
+            console.print(f"hint: {NO_BWRAP_HINT}", markup=False)
     raise typer.Exit(report.exit_code())

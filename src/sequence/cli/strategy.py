@@ -92,6 +92,7 @@ def deploy(
     memory_mb: Annotated[int | None, typer.Option("--memory-mb", help="Override \\[hosted] memory_mb.")] = None,
     disk_mb: Annotated[int | None, typer.Option("--disk-mb", help="Override \\[hosted] disk_mb: the /workspace quota (MiB).")] = None,
     egress: Annotated[str | None, typer.Option("--egress", help="Override \\[hosted] egress: 'public' (internet through the runner's proxy) or 'none'.")] = None,
+    clear_secrets: Annotated[bool, typer.Option("--clear-secrets", help="Drop the strategy's sealed secrets (a redeploy otherwise keeps them unless new ones are given).")] = False,
     latency_target: Annotated[list[str] | None, typer.Option("--latency-target", help="Placement hint (coinbase, kalshi, polymarket); repeatable.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -121,7 +122,7 @@ def deploy(
     if latency_target:
         cfg.latency_target = list(latency_target)
     cfg.env.update(_parse_env(env or []))
-    exclude: list[Path] = []
+    exclude: dict[Path, str] = {}
     if secrets_file is not None:
         try:
             extra = bundle.load_json_object(secrets_file, "secrets file")
@@ -131,12 +132,16 @@ def deploy(
         if bad:
             fail(f"secrets file values must be strings; not for: {', '.join(sorted(bad))}")
         cfg.secrets.update(extra)
-        exclude.append(secrets_file)  # secrets never travel inside the artifact
+        exclude[secrets_file] = "--secrets-file"  # secrets never travel inside the artifact
     if manifest is not None:
         try:
             cfg.manifest = bundle.load_json_object(manifest, "manifest file")
         except bundle.BundleError as exc:
             fail(str(exc))
+        exclude[manifest] = "--manifest"
+    if clear_secrets and cfg.secrets:
+        fail("--clear-secrets drops the strategy's secrets, but this deploy also gives some",
+             "use one or the other")
     if not cfg.name:
         fail("the strategy has no name", "add [strategy] name = \"...\" to Sequence.toml or pass --name")
     for check in (bundle.validate_name(cfg.name), bundle.validate_entrypoint(cfg.entrypoint)):
@@ -151,16 +156,21 @@ def deploy(
         if reserved:
             fail(f"{slot} uses reserved names: {', '.join(reserved)}", "SEQUENCE_* variables are set by the runner")
     try:
-        artifact = bundle.build_artifact(root, exclude=exclude)
+        collected = bundle.collect_files(root, exclude)
+        artifact = bundle.build_artifact(root, collected=collected)
     except (bundle.BundleError, OSError) as exc:
         fail(f"cannot bundle {root}: {exc}")
     sha = bundle.sha256_hex(artifact)
     api = _api()
     spec: dict[str, Any] = {
         "name": cfg.name, "runtime": cfg.runtime, "entrypoint": cfg.entrypoint, "artifact_sha256": sha,
-        "env": cfg.env, "secrets": cfg.secrets, "manifest": cfg.manifest,
+        "env": cfg.env, "manifest": cfg.manifest,
         "placement": {"latency_target": cfg.latency_target}, "start": start,
     }
+    # Secrets are sent only when this deploy gives some (or clears them): a
+    # redeploy without them keeps the strategy's sealed secrets.
+    if cfg.secrets or clear_secrets:
+        spec["secrets"] = cfg.secrets
     if cfg.memory_mb is not None:
         spec["memory_mb"] = cfg.memory_mb
     if cfg.stop_timeout_s is not None:
@@ -182,19 +192,36 @@ def deploy(
             res = api.request("POST", "/v1/strategies", files={"artifact": ("artifact.tar.gz", artifact, "application/gzip")},
                               data={"spec": json.dumps(spec)})
     if as_json:
-        emit_json(res)
+        emit_json({**res, "left_out": [{"path": p, "reason": why} for p, why in collected.left_out]})
         return
+    _left_out_notice(collected.left_out)
     shown = literal(res["name"])
     console.print(Text.assemble(("deployed", "bold green"), " ", shown, "  id ", literal(res["strategy_id"], "bold"),
                                 "  status ", literal(res["status"], "bold")))
     console.print(Text.assemble("  artifact sha256 ", literal(res["artifact_sha256"][:16]), "…  (",
                                 literal(res["artifact_size"]), " bytes)"))
+    if res.get("secret_names"):
+        kept = "" if "secrets" in spec else " (kept from the previous deploy)"
+        console.print(Text.assemble("  secrets ", literal(", ".join(res["secret_names"])), kept))
+    warning = (res.get("isolation") or {}).get("warning")
+    if warning:
+        console.print(Text.assemble("  ", ("warning: ", "bold yellow"), literal(warning, "yellow")))
     if res.get("waiting_reason"):
         console.print(Text.assemble("  ", literal(res["waiting_reason"], "yellow")))
-    if start:
+    if res.get("desired_state") == "running":
+        if not start and res.get("status") in ("stopping", "queued"):
+            console.print("  it was running: it restarts with the new code on its own")
         console.print(Text.assemble("  follow its logs: sequence strategy logs ", shown, " --follow"))
     else:
         console.print(Text.assemble("  start it: sequence strategy start ", shown))
+
+
+def _left_out_notice(left_out: list[tuple[str, str]], most: int = 8) -> None:
+    if not left_out:
+        return
+    items = [f"{p} ({why})" for p, why in left_out[:most]]
+    more = f", and {len(left_out) - most} more" if len(left_out) > most else ""
+    err_console.print(Text.assemble("left out of the artifact: ", literal(", ".join(items) + more)))
 
 
 @app.command("list")
@@ -233,6 +260,7 @@ def inspect(ident: Ident, as_json: JsonOpt = False) -> None:
         ("sandbox", s["is_sandbox"]),
         ("entrypoint", s["entrypoint"]),
         ("artifact", f"{s['artifact_sha256']} ({s['artifact_size']} bytes)"),
+        ("isolation", _isolation_text(s.get("isolation"))),
         ("memory", f"{s['memory_mb']} MB"),
         ("disk", f"{s['disk_mb']} MB" if s.get("disk_mb") else None),
         ("egress", s.get("egress")),
@@ -248,6 +276,12 @@ def inspect(ident: Ident, as_json: JsonOpt = False) -> None:
     for k, v in fields:
         if v is not None:
             console.print(Text.assemble(f"  {k:<13} ", literal(v)), soft_wrap=True)
+
+
+def _isolation_text(iso: dict[str, Any] | None) -> str | None:
+    if not iso:
+        return None
+    return str(iso["level"]) + (f" — {iso['warning']}" if iso.get("warning") else "")
 
 
 def _lifecycle(verb: str, ident: str, as_json: bool) -> None:

@@ -7,9 +7,11 @@ written so the next ``sequence strategy …`` needs no flags.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -73,7 +75,8 @@ def runner_token(core: Core, data_dir: Path) -> str:
     return tok
 
 
-def start_runner(settings: Settings, token: str, region: str, capacity: int) -> subprocess.Popen[bytes]:
+def start_runner(settings: Settings, token: str, region: str, capacity: int, *,
+                 unsandboxed: bool = False) -> subprocess.Popen[bytes]:
     """Start the local runner; it dies with this process (see :mod:`sequence.cli.lifeline`),
     so call this from a thread that lives as long as the runner should."""
     env = dict(os.environ)
@@ -81,18 +84,53 @@ def start_runner(settings: Settings, token: str, region: str, capacity: int) -> 
     lifeline.child_environ(env)
     cmd = [sys.executable, "-m", "sequence.cli.main", "runner", "--api-url", settings.api_url,
            "--region", region, "--capacity", str(capacity), "--data-dir", str(settings.data_dir / "runner")]
+    if unsandboxed:
+        cmd.append("--unsandboxed")
     return subprocess.Popen(cmd, env=env, start_new_session=True)
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the coordinator's port up front: a busy port is a clear message, not a traceback."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(fam, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            fail(f"port {port} on {host} is already in use",
+                 "is Sequence already running? (`sequence strategy list` talks to it) — or start this one "
+                 "with --port N")
+        fail(f"cannot listen on {host}:{port}: {exc.strerror}", "pick another address with --host / --port")
+    sock.listen(2048)
+    return sock
+
+
+def _check_isolation(settings: Settings, unsandboxed: bool) -> None:
+    """Before anything starts: refuse to run strategies unsandboxed unless asked;
+    print what is missing (above the banner) when isolation is not full."""
+    from sequence.cli.runner import NO_BWRAP_HINT, _sandbox
+
+    # A level below full is logged by the check itself, with every missing protection.
+    report = _sandbox(settings.data_dir / "runner", None, unsandboxed).check()
+    if not report.can_run:
+        fail("strategies cannot run on this host:\n" + "\n".join(report.errors), NO_BWRAP_HINT, code=2)
+
+
 def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region: str, runner_capacity: int,
-           replay: Path | None, seed: int | None) -> None:
+           replay: Path | None, seed: int | None, unsandboxed: bool = False) -> None:
     datadir.private_umask()  # before anything is created: the store, the key, the runner's files
     try:
         settings = Settings.from_env(data_dir=data_dir, host=host, port=port, market_replay=replay, market_seed=seed)
     except SettingsError as exc:
         fail(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations are not news
+    sock = _listen(host, port)
     datadir.prepare(settings.data_dir)
+    if runner:
+        _check_isolation(settings, unsandboxed)
     try:
         core = build_core(settings)
     except Exception as exc:
@@ -131,12 +169,14 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
         if server.should_exit:
             return
         if runner:
-            proc = start_runner(settings, runner_token(core, settings.data_dir), runner_region, runner_capacity)
+            proc = start_runner(settings, runner_token(core, settings.data_dir), runner_region, runner_capacity,
+                                unsandboxed=unsandboxed)
         console.print(f"[bold green]Sequence is up[/] at [bold]{settings.api_url}[/]  (data in {settings.data_dir})")
         if info.get("created"):
             console.print(f"  local client '{LOCAL_CLIENT}' created; live key and test key saved to {info['config_path']}")
         if runner:
-            console.print(f"  local runner: region {runner_region}, capacity {runner_capacity}")
+            console.print(f"  local runner: region {runner_region}, capacity {runner_capacity}"
+                          + ("  [bold red](UNSANDBOXED)[/]" if unsandboxed else ""))
         console.print("  next: [bold]sequence strategy deploy ./my-strategy --start[/]   (Ctrl-C stops everything)")
         if proc is not None:
             # The runner's parent-death signal fires when the thread that forked it
@@ -145,7 +185,7 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
 
     threading.Thread(target=_after_start, daemon=True).start()
     try:
-        server.run()
+        server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; that is our clean stop
     finally:

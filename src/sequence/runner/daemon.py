@@ -257,6 +257,10 @@ class RunnerDaemon:
 
     # ------------------------------------------------------------------ runs
     def _start(self, spec: dict[str, Any]) -> None:
+        report = self.sandbox.report
+        if report is not None and report.level != "full":
+            log.warning("claimed run %s (%s) with %s isolation; missing: %s", spec.get("run_id"), spec.get("name"),
+                        report.level.upper(), ", ".join(p.name for p in report.missing) or "-")
         r = ActiveRun(run_id=spec["run_id"], epoch=int(spec["epoch"]), strategy_id=spec["strategy_id"],
                       name=spec.get("name", ""), stop_timeout_s=float(spec.get("stop_timeout_s", 10.0)),
                       renewed_at=time.monotonic())

@@ -138,6 +138,13 @@ class SandboxConfig:
     egress_allow: str | None = None  # extra networks the egress proxy may reach (CIDRs)
 
     def __post_init__(self) -> None:
+        # Every path the runner keeps is absolute: runs, spools, the bare venv and
+        # the runtime are reached from other working directories.
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
+        if self.runtime_cache is not None:
+            object.__setattr__(self, "runtime_cache", Path(self.runtime_cache).expanduser().absolute())
+        if self.runtime is not None and os.sep in self.runtime:
+            object.__setattr__(self, "runtime", os.path.abspath(os.path.expanduser(self.runtime)))
         if self.pids_max < 8:
             raise ValueError("pids_max must be at least 8")
         if self.nofile < 64:
@@ -457,6 +464,12 @@ class Sandbox:
             config=replace(cfg.logs, rate_lines=spec.log_rate_lines, burst_lines=spec.log_burst_lines),
             mask=[*spec.secrets.values(), spec.api_key],
         )
+        if self._bwrap is None:
+            # The first line of every unsandboxed run says so (the operator chose it).
+            pump.system(
+                "this run is NOT isolated: the runner has no bubblewrap (started with --unsandboxed), so the "
+                "strategy runs with the runner's privileges, can read its files and reach its network"
+            )
         child_fds: list[int] = []
         limits = self._rlimits(spec.memory_mb)
         uid: int | None = None

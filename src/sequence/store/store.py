@@ -289,11 +289,15 @@ class Store:
                     c.execute(art)
                     status = STRATEGY.next(cur.status, "redeploy")
                     desired = "running" if start else cur.desired_state
-                    if start and status in (S.stopped, S.failed):
+                    # A crash-looping strategy (failed, waiting for its backoff) runs the
+                    # new code now, as a running one does after its restart.
+                    if (start or desired == "running") and status in (S.stopped, S.failed):
                         status = STRATEGY.next(status, "start")
-                    upd: dict[str, Any] = {"status": str(status), "desired_state": desired}
+                    # New code, fresh count: a redeploy ends a crash loop's backoff too.
+                    upd: dict[str, Any] = {"status": str(status), "desired_state": desired, "restart_count": 0,
+                                           "consecutive_failures": 0}
                     if status == S.queued:
-                        upd.update(queued_at=now, next_restart_at=None, consecutive_failures=0)
+                        upd.update(queued_at=now, next_restart_at=None)
                     c.execute(s.update().where(s.c.strategy_id == strategy_id).values(**values, **upd))
                     if status == S.stopping and cur.current_run_id:
                         self._request_stop(c, cur.current_run_id, now)

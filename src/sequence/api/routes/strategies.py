@@ -116,7 +116,8 @@ class CreateSpec(BaseModel):
     entrypoint: str = Field("main.py", max_length=255)
     artifact_sha256: str = Field(max_length=128)
     env: dict[str, str] = Field(default_factory=dict, max_length=500)
-    secrets: dict[str, str] = Field(default_factory=dict, max_length=500)
+    # None (absent): a redeploy keeps the strategy's sealed secrets; {} clears them.
+    secrets: dict[str, str] | None = Field(None, max_length=500)
     manifest: dict[str, Any] = Field(default_factory=dict)
     memory_mb: int = Field(512, ge=64, le=65536)
     stop_timeout_s: float = Field(10.0, gt=0, le=600)
@@ -183,8 +184,43 @@ def _waiting_reason(core: Core, row: dict[str, Any]) -> str | None:
         " is at capacity"
 
 
-def render(core: Core, row: dict[str, Any]) -> dict[str, Any]:
-    return present.strategy(row, waiting_reason=_waiting_reason(core, row))
+_LEVELS = ("none", "partial", "full")
+
+
+def _isolation(core: Core, row: dict[str, Any], runners: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """How isolated this strategy's runs are: its runner's level, or (not running) the
+    weakest of the connected runners that could claim it. None: no runner to judge by."""
+    cur = row.get("current_run")
+    if cur and cur.get("runner_id"):
+        one = core.store.get_runner(cur["runner_id"])
+        candidates = [one] if one else []
+    else:
+        live = runners if runners is not None else core.store.list_runners(seen_within=core.settings.lease_seconds * 2)
+        region = row["region"]
+        candidates = [r for r in live if region is None or region in r["region"].split(",")]
+    levels = [(r, (r.get("isolation") or {}).get("level")) for r in candidates]
+    levels = [(r, lv) for r, lv in levels if lv in _LEVELS]
+    if not levels:
+        return None
+    runner, level = min(levels, key=lambda x: _LEVELS.index(x[1]))
+    out: dict[str, Any] = {"level": level}
+    if level != "full":
+        missing = [m.get("name") for m in (runner.get("isolation") or {}).get("missing", []) if isinstance(m, dict)]
+        if not (runner.get("isolation") or {}).get("bubblewrap"):
+            out["warning"] = (f"runs on runner {runner['name']} are NOT isolated (no bubblewrap: it was started "
+                              "with --unsandboxed): the strategy can read the runner's files and reach its network")
+        else:
+            out["warning"] = (f"runs on runner {runner['name']} are only partly isolated; missing: "
+                              + (", ".join(x for x in missing if x) or "see `sequence doctor` on that host"))
+    return out
+
+
+def render(core: Core, row: dict[str, Any], runners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    out = present.strategy(row, waiting_reason=_waiting_reason(core, row))
+    iso = _isolation(core, row, runners)
+    if iso is not None:
+        out["isolation"] = iso
+    return out
 
 
 @router.post("/v1/strategies", status_code=201, responses={
@@ -263,7 +299,7 @@ async def _deploy(core: Core, p: Principal, request: Request, spec: CreateSpec, 
     sha = spec.artifact_sha256.lower()
     if bundle.sha256_hex(artifact) != sha:
         raise bad_request("artifact_sha256 does not match the artifact's SHA-256", "artifact_sha256")
-    for slot, values in (("env", spec.env), ("secrets", spec.secrets)):
+    for slot, values in (("env", spec.env), ("secrets", spec.secrets or {})):
         reserved = bundle.reserved_names(values)
         if reserved:
             raise bad_request(f"{slot} uses reserved names: {', '.join(reserved)} (SEQUENCE_* is reserved)",
@@ -272,7 +308,7 @@ async def _deploy(core: Core, p: Principal, request: Request, spec: CreateSpec, 
         if bad:
             raise bad_request(f"{slot} has invalid variable names: {', '.join(bad[:10])}", slot, names=bad[:50])
         _storable_text(values, slot)
-    problem = bundle.env_value_problem({"env": spec.env, "secrets": spec.secrets})
+    problem = bundle.env_value_problem({"env": spec.env, "secrets": spec.secrets or {}})
     if problem:
         slot, name, message = problem
         raise bad_request(message, f"{slot}.{name}" if name else slot, **({"name": name} if name else {}))
@@ -308,7 +344,8 @@ async def _deploy(core: Core, p: Principal, request: Request, spec: CreateSpec, 
             raise bad_request("sequence_api_key is not a valid API key of this client", "sequence_api_key")
     assert key_principal is not None
 
-    sid = await anyio.to_thread.run_sync(core.store.find_strategy_id, p.client_id, spec.name) or new_uuid()
+    existing = await anyio.to_thread.run_sync(core.store.find_strategy_id, p.client_id, spec.name)
+    sid = existing or new_uuid()
     fields: dict[str, Any] = {
         "name": spec.name,
         "runtime": spec.runtime,
@@ -317,7 +354,6 @@ async def _deploy(core: Core, p: Principal, request: Request, spec: CreateSpec, 
         "artifact_size": len(artifact),
         "env": spec.env,
         "manifest": spec.manifest,
-        "secret_names": sorted(spec.secrets),
         "memory_mb": spec.memory_mb,
         "disk_mb": spec.disk_mb,
         "egress": spec.egress,
@@ -329,9 +365,11 @@ async def _deploy(core: Core, p: Principal, request: Request, spec: CreateSpec, 
     }
     if spec.secrets:
         sealed = core.keyring.seal_json(spec.secrets, f"strategy:{sid}:secrets")
-        fields.update(secrets_ciphertext=sealed.ciphertext, secrets_nonce=sealed.nonce, secrets_key_id=sealed.key_id)
-    else:
-        fields.update(secrets_ciphertext=None, secrets_nonce=None, secrets_key_id=None)
+        fields.update(secrets_ciphertext=sealed.ciphertext, secrets_nonce=sealed.nonce, secrets_key_id=sealed.key_id,
+                      secret_names=sorted(spec.secrets))
+    elif spec.secrets is not None or existing is None:
+        fields.update(secrets_ciphertext=None, secrets_nonce=None, secrets_key_id=None, secret_names=[])
+    # else: a redeploy that gives no secrets keeps the sealed ones (they survive deploys)
     sk = core.keyring.seal(key_text.encode(), f"strategy:{sid}:sequence_api_key")
     fields.update(sequence_api_key_ciphertext=sk.ciphertext, sequence_api_key_nonce=sk.nonce,
                   sequence_api_key_key_id=sk.key_id)
@@ -362,7 +400,8 @@ def list_strategies(request: Request, p: Principal = Depends(require_principal),
     rows = core.store.list_strategies(p.client_id, limit=limit + 1, after=after)
     more = len(rows) > limit
     rows = rows[:limit]
-    return {"strategies": [render(core, r) for r in rows],
+    runners = core.store.list_runners(seen_within=core.settings.lease_seconds * 2)
+    return {"strategies": [render(core, r, runners) for r in rows],
             "next_cursor": cursors.encode(rows[-1]["created_at"], rows[-1]["strategy_id"]) if more and rows else None}
 
 
