@@ -16,7 +16,6 @@ os.environ["_TYPER_FORCE_DISABLE_TERMINAL"] = "1"
 os.environ["NO_COLOR"] = "1"
 
 import click
-import typer
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
@@ -44,16 +43,20 @@ def _names(cmd: click.Command, path: list[str], ctx_parent: click.Context | None
 
 
 def render() -> str:
+    import typer.testing
     from typer.testing import CliRunner
 
-    from sequence.cli.main import app
+    from sequence.cli.app import app, command
 
+    # Render the command exactly as `sequence` runs it (with its placeholders),
+    # not as Typer would build it afresh from the app.
+    typer.testing._get_command = lambda _app: command()  # type: ignore[attr-defined]
     runner = CliRunner()
-    root = typer.main.get_command(app)
+    root = command()
     parts = [HEADER]
     for path in _names(root, [], None):
-        res = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "100", "TERMINAL_WIDTH": "100"},
-                            terminal_width=100)
+        res = runner.invoke(app, [*path, "--help"], prog_name="sequence",
+                            env={"COLUMNS": "100", "TERMINAL_WIDTH": "100"}, terminal_width=100)
         if res.exit_code != 0:
             raise SystemExit(f"sequence {' '.join(path)} --help failed: {res.output}")
         lines = [ln.rstrip() for ln in res.output.splitlines()]

@@ -28,7 +28,7 @@ app.add_typer(runner_token, name="runner-token")
 app.add_typer(client, name="client")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="SEQUENCE_DATA_DIR",
-                                              help="Coordinator data directory [env SEQUENCE_DATA_DIR].")]
+                                              help="Coordinator data directory.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 

@@ -55,7 +55,9 @@ class Api:
         msg = err.get("message") or f"HTTP {r.status_code}"
         hint = None
         if r.status_code == 401:
-            hint = "your API key is missing, invalid or revoked: run `sequence login` or `sequence keys create`"
+            hint = ("your API key is missing, invalid or revoked: log in with a valid one "
+                    "(`sequence login --api-url URL --api-key KEY`, or SEQUENCE_API_KEY); on a local platform, "
+                    "restarting `sequence up` writes a working key to the CLI config")
         elif r.status_code == 404:
             hint = "check the name or id with `sequence strategy list`"
         elif r.status_code == 413:

@@ -8,7 +8,7 @@ import typer
 
 from sequence.cli import config as cfgmod
 from sequence.cli.http import Api
-from sequence.cli.output import console, emit_json, err_console, table
+from sequence.cli.output import console, emit_json, err_console, table, when
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -28,6 +28,11 @@ def create(
         return
     console.print(res["key"])
     err_console.print(f"[dim]{res['key_id']} ({res['mode']}); store it now — it is not shown again[/]")
+    what = ("a test key: every order a strategy deployed with it places is paper-filled"
+            if res["mode"] == "test" else "a live key")
+    err_console.print(f"{what}. Use it for one command with SEQUENCE_API_KEY=<key> sequence strategy deploy . "
+                      "--start, or make it the CLI's key with sequence login --api-url URL --api-key <key>.",
+                      markup=False)
 
 
 @app.command("list")
@@ -39,8 +44,8 @@ def list_(as_json: JsonOpt = False) -> None:
         emit_json(res)
         return
     table(["key id", "prefix", "mode", "name", "created", "revoked"],
-          [(k["key_id"], k["prefix"] + "…", k["mode"], k["name"], k["created_at"], k["revoked_at"] or "")
-           for k in res["keys"]])
+          [(k["key_id"], k["prefix"] + "…", k["mode"], k["name"], when(k["created_at"]), when(k["revoked_at"]))
+           for k in res["keys"]], keep=("key id",))
 
 
 @app.command()

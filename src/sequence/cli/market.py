@@ -27,7 +27,7 @@ VENUE_FIELDS = {
 def record(
     out: Annotated[Path, typer.Option("--out", help="Where to write the recording (.jsonl, or .jsonl.gz).")],
     duration: Annotated[float, typer.Option("--duration", min=0.1, help="Seconds of market to record.")] = 60.0,
-    seed: Annotated[int, typer.Option("--seed", envvar="SEQUENCE_MARKET_SEED", help="Simulation seed [env SEQUENCE_MARKET_SEED].")] = 7,
+    seed: Annotated[int, typer.Option("--seed", envvar="SEQUENCE_MARKET_SEED", help="Simulation seed.")] = 7,
     rate_hz: Annotated[float, typer.Option("--rate-hz", min=0.1, help="Update rate of the liquid markets.")] = 8.0,
 ) -> None:
     """Record the simulated venues' book events; replay them with `sequence up --replay FILE`."""

@@ -50,10 +50,73 @@ def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
-    t = Table(title=title, show_edge=False, header_style="bold")
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*[literal("" if v is None else v) for v in r])
+STATUS_STYLES = {"running": "green", "queued": "yellow", "stopping": "yellow", "claimed": "yellow",
+                 "starting": "yellow", "failed": "red", "lost": "red", "stopped": "dim", "exited": "dim"}
+
+
+def status_text(status: Any) -> Text:
+    """A status word, coloured (the colour is dropped by NO_COLOR and pipes)."""
+    return literal(status, STATUS_STYLES.get(str(status), ""))
+
+
+def short_id(value: Any, n: int = 8) -> str:
+    """The head of a UUID-ish id: enough to tell rows apart in a table (commands take names)."""
+    text = "" if value is None else str(value)
+    return text[:n]
+
+
+def when(iso: Any) -> str:
+    """An ISO-8601 UTC time as ``2026-11-30 06:53:08`` (seconds, no zone noise)."""
+    if not iso:
+        return ""
+    text = str(iso).replace("T", " ")
+    return text[:19]
+
+
+def exit_words(last_exit: dict[str, Any] | None) -> str:
+    """A run's end in words: ``exited 0``, ``exited 3``, ``killed by SIGKILL``, ``out of memory`` …"""
+    if not last_exit:
+        return ""
+    reason = last_exit.get("reason")
+    if last_exit.get("oom"):
+        return "out of memory"
+    if reason:
+        return str(reason).removeprefix("runner lost: ")[:60]
+    if last_exit.get("signal") is not None:
+        return f"killed by signal {last_exit['signal']}"
+    if last_exit.get("code") is not None:
+        return f"exited {last_exit['code']}"
+    return ""
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None, *,
+          keep: Sequence[str] = (), drop: Sequence[str] = ()) -> None:
+    """Rows of values, shown literally, fitted to the terminal.
+
+    Columns in *keep* are never cut (names). When the rows do not fit, the
+    columns in *drop* go first, in that order (ids, hashes: the commands take
+    names), then the others are folded."""
+    grid: list[list[Any]] = [list(r) for r in rows]
+    cols = list(columns)
+
+    def width(i: int) -> int:
+        cells = [len(v.plain) if isinstance(v, Text) else len(str("" if v is None else v)) for v in (r[i] for r in grid)]
+        return max([len(cols[i]), *cells])
+
+    for name in drop:
+        if sum(width(i) for i in range(len(cols))) + 3 * (len(cols) - 1) <= console.width:
+            break
+        if name in cols:
+            i = cols.index(name)
+            cols.pop(i)
+            for r in grid:
+                r.pop(i)
+    t = Table(title=title, show_edge=False, header_style="bold", pad_edge=False)
+    for i, c in enumerate(cols):
+        if c in keep:
+            t.add_column(c, no_wrap=True, min_width=width(i))
+        else:
+            t.add_column(c, overflow="fold")
+    for r in grid:
+        t.add_row(*[v if isinstance(v, Text) else literal("" if v is None else v) for v in r])
     console.print(t)

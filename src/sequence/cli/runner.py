@@ -39,26 +39,25 @@ NO_BWRAP_HINT = ("install bubblewrap (`apt-get install bubblewrap`; it needs unp
 
 def runner(
     api_url: Annotated[str, typer.Option("--api-url", envvar="SEQUENCE_RUNNER_API_URL",
-                                         help="Coordinator URL [env SEQUENCE_RUNNER_API_URL].")] = "http://127.0.0.1:8700",
+                                         help="Coordinator URL.")] = "http://127.0.0.1:8700",
     token: Annotated[str | None, typer.Option("--token", envvar="SEQUENCE_RUNNER_TOKEN",
-                                              help="Runner token from `sequence admin runner-token create` [env SEQUENCE_RUNNER_TOKEN].")] = None,
+                                              help="Runner token from `sequence admin runner-token create`.")] = None,
     region: Annotated[str, typer.Option("--region", envvar="SEQUENCE_RUNNER_REGION",
-                                        help="Region(s) served, comma-separated [env SEQUENCE_RUNNER_REGION].")] = "us-east-1",
+                                        help="Region(s) served, comma-separated.")] = "us-east-1",
     capacity: Annotated[int, typer.Option("--capacity", envvar="SEQUENCE_RUNNER_CAPACITY", min=1,
-                                          help="Concurrent strategies [env SEQUENCE_RUNNER_CAPACITY].")] = 50,
+                                          help="Concurrent strategies.")] = 50,
     data_dir: Annotated[Path, typer.Option("--data-dir", envvar="SEQUENCE_RUNNER_DATA_DIR",
-                                           help="Run directories and log spools [env SEQUENCE_RUNNER_DATA_DIR].")] = Path(".sequence/runner"),
+                                           help="Run directories and log spools.")] = Path(".sequence/runner"),
     name: Annotated[str | None, typer.Option("--name", help="Runner name (default: host name + suffix).")] = None,
     runtime: Annotated[str | None, typer.Option("--runtime", envvar="SEQUENCE_RUNNER_RUNTIME",
-                                                help="Python interpreter for strategies (default: a CPython 3.12 if found) [env SEQUENCE_RUNNER_RUNTIME].")] = None,
+                                                help="Python interpreter for strategies (default: a CPython 3.12 if found).")] = None,
     unsandboxed: Annotated[bool, typer.Option("--unsandboxed", "--no-sandbox", help=UNSANDBOXED_HELP)] = False,
     no_egress: Annotated[bool, typer.Option("--no-egress", envvar="SEQUENCE_RUNNER_NO_EGRESS",
                                             help="No strategy on this runner reaches the internet, whatever its "
-                                                 "Sequence.toml says [env SEQUENCE_RUNNER_NO_EGRESS].")] = False,
+                                                 "Sequence.toml says.")] = False,
     egress_allow: Annotated[str | None, typer.Option("--egress-allow", envvar="SEQUENCE_RUNNER_EGRESS_ALLOW",
                                                      help="Extra networks (CIDRs, comma-separated) the egress proxy may "
-                                                          "reach besides public addresses, e.g. a database in your VPC "
-                                                          "[env SEQUENCE_RUNNER_EGRESS_ALLOW].")] = None,
+                                                          "reach besides public addresses, e.g. a database in your VPC.")] = None,
     check: Annotated[bool, typer.Option("--check", help="Only check this host can run strategies; exit non-zero if not.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --check: print the report as JSON.")] = False,
 ) -> None:
@@ -115,7 +114,7 @@ def runner(
 
 def doctor(
     runtime: Annotated[str | None, typer.Option("--runtime", envvar="SEQUENCE_RUNNER_RUNTIME",
-                                                help="Interpreter to check [env SEQUENCE_RUNNER_RUNTIME].")] = None,
+                                                help="Interpreter to check.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Print the isolation level strategies get on this host, and why."""

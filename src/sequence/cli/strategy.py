@@ -17,7 +17,18 @@ from rich.text import Text
 from sequence import bundle
 from sequence.cli import config as cfgmod
 from sequence.cli.http import Api
-from sequence.cli.output import console, emit_json, err_console, fail, literal, table
+from sequence.cli.output import (
+    console,
+    emit_json,
+    err_console,
+    exit_words,
+    fail,
+    literal,
+    short_id,
+    status_text,
+    table,
+    when,
+)
 from sequence.cli.terminal import LogWriter
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
@@ -237,12 +248,12 @@ def list_(as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(res)
         return
-    rows = [(s["name"], s["strategy_id"], s["status"], s["restart_count"], s["artifact_sha256"][:12],
-             (s.get("current_run") or {}).get("run_id", "")) for s in res["strategies"]]
+    rows = [(s["name"], status_text(s["status"]), s["restart_count"], exit_words(s.get("last_exit")),
+             short_id(s["strategy_id"]), s["artifact_sha256"][:8]) for s in res["strategies"]]
     if not rows:
         console.print("no strategies yet: `sequence strategy deploy . --start`")
         return
-    table(["name", "id", "status", "restarts", "sha256", "current run"], rows)
+    table(["name", "status", "restarts", "last exit", "id", "sha256"], rows, keep=("name",), drop=("sha256", "id"))
 
 
 @app.command()
@@ -254,10 +265,11 @@ def inspect(ident: Ident, as_json: JsonOpt = False) -> None:
         emit_json(s)
         return
     console.print(Text.assemble(literal(s["name"], "bold"), "  ", literal(s["strategy_id"])))
+    cur = s.get("current_run")
     fields = [
-        ("status", f"{s['status']} (desired {s['desired_state']})"),
+        ("status", Text.assemble(status_text(s["status"]), f" (desired {s['desired_state']})")),
         ("waiting", s.get("waiting_reason")),
-        ("sandbox", s["is_sandbox"]),
+        ("paper trading", "yes (every order is paper-filled)" if s["is_sandbox"] else "no (live orders)"),
         ("entrypoint", s["entrypoint"]),
         ("artifact", f"{s['artifact_sha256']} ({s['artifact_size']} bytes)"),
         ("isolation", _isolation_text(s.get("isolation"))),
@@ -266,16 +278,17 @@ def inspect(ident: Ident, as_json: JsonOpt = False) -> None:
         ("egress", s.get("egress")),
         ("placement", ", ".join(s["placement"].get("latency_target") or []) or "any region"),
         ("restarts", s["restart_count"]),
-        ("next restart", s["next_restart_at"]),
-        ("last exit", json.dumps(s["last_exit"]) if s["last_exit"] else None),
-        ("current run", json.dumps(s["current_run"]) if s["current_run"] else None),
+        ("next restart", when(s["next_restart_at"]) or None),
+        ("last exit", exit_words(s["last_exit"]) or None),
+        ("latest run", f"{cur['run_id']} ({cur['status']} on {cur['runner_id']} since {when(cur['started_at'])})"
+         if cur else None),
         ("env", json.dumps(s["env"])),
         ("secrets", ", ".join(s["secret_names"]) or "(none)"),
         ("manifest", json.dumps(s["manifest"])),
     ]
     for k, v in fields:
         if v is not None:
-            console.print(Text.assemble(f"  {k:<13} ", literal(v)), soft_wrap=True)
+            console.print(Text.assemble(f"  {k:<13} ", v if isinstance(v, Text) else literal(v)), soft_wrap=True)
 
 
 def _isolation_text(iso: dict[str, Any] | None) -> str | None:
@@ -345,6 +358,8 @@ def logs(
                     dim=console.color_system is not None and not console.no_color,
                     notes=sys.stderr.buffer, notes_escape=sys.stderr.isatty())
     with _api() as api:
+        if not run_id and not _has_run(api, ident, follow):
+            return
         if follow:
             params["follow"] = "true"
             try:
@@ -383,6 +398,24 @@ def _dropped_notice(res: dict[str, Any]) -> None:
         err_console.print(f"[yellow]{n} {what} dropped by the log retention limit[/]")
 
 
+def _has_run(api: Api, ident: str, follow: bool) -> bool:
+    """False (after saying why and what to do) for a strategy that never ran and will not."""
+    s = api.request("GET", _path(ident))
+    if s.get("current_run") or api.request("GET", _path(ident, "/runs"), params={"limit": 1})["runs"]:
+        return True
+    name = s["name"]
+    if s["desired_state"] != "running":
+        err_console.print(Text.assemble(literal(name, "bold"), " has never run: start it with ",
+                                        (f"sequence strategy start {name}", "bold"),
+                                        " (or deploy with --start)"))
+        return False
+    if follow:
+        why = s.get("waiting_reason") or f"it is {s['status']}"
+        err_console.print(Text.assemble(literal(name, "bold"), " has not started yet (", literal(why),
+                                        "); following its first run …"))
+    return True
+
+
 @app.command()
 def runs(ident: Ident, as_json: JsonOpt = False) -> None:
     """Run history with exit reasons and resource figures."""
@@ -396,6 +429,8 @@ def runs(ident: Ident, as_json: JsonOpt = False) -> None:
         ex = r["exit"] or {}
         rss = f"{r['peak_rss_bytes'] / 1048576:.1f} MB" if r["peak_rss_bytes"] else ""
         cpu = f"{r['cpu_seconds']:.2f}" if r["cpu_seconds"] is not None else ""
-        rows.append((r["run_id"], r["epoch"], r["status"], r["started_at"] or r["claimed_at"],
-                     r["duration_s"], ex.get("reason", ""), rss, cpu, r["log_lines"]))
-    table(["run", "epoch", "status", "started", "duration s", "exit", "peak rss", "cpu s", "lines"], rows)
+        dur = f"{r['duration_s']:.1f}" if isinstance(r["duration_s"], (int, float)) else ""
+        rows.append((short_id(r["run_id"]), status_text(r["status"]), when(r["started_at"] or r["claimed_at"]),
+                     dur, exit_words(ex), rss, cpu, r["log_lines"]))
+    table(["run", "status", "started", "secs", "exit", "peak rss", "cpu s", "lines"], rows, keep=("run",),
+          drop=("cpu s", "lines", "peak rss"))

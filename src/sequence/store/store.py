@@ -183,14 +183,17 @@ class Store:
                 t.api_keys.c.client_id == client_id, t.api_keys.c.key_id == key_id, t.api_keys.c.run_id.is_(None))).first()
             if r is None:
                 raise NotFound(f"no API key {key_id}")
+            now = self.clock()
+            revoked_at = r.revoked_at if r.revoked_at is not None else now
             if r.revoked_at is None:
-                c.execute(t.api_keys.update().where(t.api_keys.c.key_id == key_id).values(revoked_at=self.clock()))
+                c.execute(t.api_keys.update().where(t.api_keys.c.key_id == key_id).values(revoked_at=now))
             # Run keys minted from a revoked key die with it.
             c.execute(t.api_keys.update().where(
                 t.api_keys.c.run_id.in_(sa.select(t.runs.c.run_id).join(
                     t.strategies, t.strategies.c.strategy_id == t.runs.c.strategy_id).where(
-                    t.strategies.c.api_key_id == key_id)), t.api_keys.c.revoked_at.is_(None)).values(revoked_at=self.clock()))
-        return {**_row(r), "revoked": True}
+                    t.strategies.c.api_key_id == key_id)), t.api_keys.c.revoked_at.is_(None)).values(revoked_at=now))
+        # The revocation time it set (or the earlier one, revoking twice changes nothing).
+        return {**_row(r), "revoked_at": revoked_at, "revoked": True}
 
     def authenticate(self, token: str) -> Principal | None:
         """Resolve a bearer token; run-scoped keys are valid only while their run is current."""
