@@ -43,8 +43,8 @@ def serve(port: int) -> None:
 
     import uvicorn
 
+    from sequence.api.standalone import build_app
     from sequence.market import MarketService, RealClock
-    from sequence.market.standalone import build_app
 
     pin({0})
 

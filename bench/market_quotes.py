@@ -41,8 +41,8 @@ def build(target: str) -> Any:
     from starlette.responses import Response
     from starlette.routing import Route
 
+    from sequence.api.standalone import build_app
     from sequence.market import MarketService, RealClock
-    from sequence.market.standalone import build_app
 
     service = MarketService.simulated(seed=7, clock=RealClock())
 
@@ -70,7 +70,8 @@ def build(target: str) -> Any:
 
         from fastapi import FastAPI
 
-        from sequence.market.routes import build_router, install_error_handler
+        from sequence.api import errors
+        from sequence.api.routes.market import build_router
 
         @asynccontextmanager
         async def lifespan(app: Any) -> Any:
@@ -80,8 +81,8 @@ def build(target: str) -> Any:
 
         app = FastAPI(lifespan=lifespan)
         app.state.market = service
-        app.include_router(build_router(principal=bearer_principal, ws_authenticator=lambda ws: None))
-        install_error_handler(app)
+        errors.install(app)
+        app.include_router(build_router(principal=bearer_principal))
         return app
     if target == "ceiling":
         bodies = {
@@ -274,8 +275,8 @@ def asgi_costs(n: int = 5000) -> dict[str, float]:
     from starlette.responses import Response
     from starlette.routing import Route
 
+    from sequence.api.standalone import build_app
     from sequence.market import ManualClock, MarketService
-    from sequence.market.standalone import build_app
 
     service = MarketService.simulated(seed=7, clock=ManualClock())
     body = service.quote_json("BTC-USD", DEPTH)

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from sequence.market.book import Book, Side  # noqa: E402
-from sequence.market.matching import LevelDelta, MatchingCore, Order  # noqa: E402
+from sequence.trading.matching import LevelDelta, MatchingCore, Order  # noqa: E402
 
 TICK = 100
 MID = 5000

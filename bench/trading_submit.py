@@ -44,7 +44,6 @@ def serve(port: int, data_dir: str, database_url: str | None) -> None:
     import uvicorn
 
     from sequence.api.app import build_core, create_app
-    from sequence.market.trading_routes import attach_trading
     from sequence.settings import Settings
 
     settings = Settings.from_env({}, data_dir=Path(data_dir), database_url=database_url, port=port)
@@ -52,8 +51,7 @@ def serve(port: int, data_dir: str, database_url: str | None) -> None:
     cid = core.store.create_client("bench")
     _r, live = core.store.create_api_key(cid, "live", "live")
     _r, test = core.store.create_api_key(cid, "test", "test")
-    app = create_app(settings, core=core)
-    attach_trading(app, core)
+    app = create_app(settings, core=core)  # with the market service and the graph engine
     print(json.dumps({"live": live, "test": test}), flush=True)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, timeout_keep_alive=60)
 

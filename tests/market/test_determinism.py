@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sequence.market import ManualClock, MarketService, SimConfig
-from sequence.market.clock import RealClock, iso_utc, seeded_rng
+from sequence.market.clock import RealClock, iso, seeded_rng
 from sequence.market.venues import SimCoinbase, SimKalshi, SimPolymarket, SimVenue
 
 VENUES: list[Callable[[ManualClock, SimConfig], SimVenue]] = [SimKalshi, SimPolymarket, SimCoinbase]
@@ -80,7 +80,8 @@ def test_clocks() -> None:
     with pytest.raises(ValueError):
         c.set(50)
     assert abs(RealClock().now() - __import__("time").time()) < 5
-    assert iso_utc(0) == "1970-01-01T00:00:00Z"
+    assert iso(0, "seconds") == "1970-01-01T00:00:00Z"
+    assert iso(0.125) == "1970-01-01T00:00:00.125Z" and iso(None) is None
     assert seeded_rng(1, "a").random() == seeded_rng(1, "a").random()
     assert seeded_rng(1, "a").random() != seeded_rng(1, "b").random()
 

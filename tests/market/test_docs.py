@@ -7,11 +7,13 @@ import re
 from pathlib import Path
 
 from sequence.market import ManualClock, MarketService, SimConfig
-from sequence.market.routes import MAX_SUBSCRIPTIONS
 from sequence.market.service import MAX_DEPTH, MAX_LIMIT
+from sequence.stream.protocol import MAX_SUBSCRIPTIONS
 
-DOC = (Path(__file__).resolve().parents[2] / "docs" / "markets.md").read_text()
-ROUTES = (Path(__file__).resolve().parents[2] / "src" / "sequence" / "market" / "routes.py").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+DOC = (ROOT / "docs" / "markets.md").read_text()
+# The stream's protocol and its WebSocket endpoint, where every stream error code is raised.
+STREAM = "".join((ROOT / "src" / "sequence" / p).read_text() for p in ("stream/protocol.py", "api/routes/stream.py"))
 
 
 def test_endpoints_and_channels_are_documented() -> None:
@@ -23,7 +25,7 @@ def test_endpoints_and_channels_are_documented() -> None:
 
 
 def test_stream_error_codes_are_documented() -> None:
-    codes = set(re.findall(r'_error\(\s*"([a-z_]+)"', ROUTES)) | {"unknown_channel", "unknown_symbol"}
+    codes = set(re.findall(r'\berror\(\s*"([a-z_]+)"', STREAM)) | {"unknown_channel", "unknown_symbol"}
     assert codes >= {"bad_json", "binary_frame", "subscription_limit"}
     for code in codes:
         assert f"`{code}`" in DOC, code

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import sequence.market
-import sequence.market.routes
 import sequence.market.venues
 
 
 def test_all_is_exact() -> None:
     # (ruff's RUF022 keeps each __all__ sorted)
-    for module in (sequence.market, sequence.market.venues, sequence.market.routes):
+    for module in (sequence.market, sequence.market.venues):
         names = module.__all__
         assert len(set(names)) == len(names)
         for name in names:
@@ -22,3 +21,4 @@ def test_public_classes_are_exported_from_the_package() -> None:
         and value.__module__.startswith("sequence.market")
     }  # fmt: skip
     assert public <= set(sequence.market.__all__)
+

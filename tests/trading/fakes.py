@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sequence.market import Book, BookView, Hub, ManualClock, MirrorBook, Side, UnknownSymbol
+from sequence.market import Book, BookView, ManualClock, MirrorBook, Side, UnknownSymbol
 from sequence.market.events import BookEvent, LevelUpdate, TickSizeChange, Trade
 from sequence.market.service import Instrument
+from sequence.stream import Hub
+from sequence.venues import VENUES
 
 KALSHI = "KX-TEST-YES"
 KALSHI_NO = "KX-TEST-NO"
@@ -33,7 +35,7 @@ def _inst(symbol: str, venue: str, book_symbol: str, outcome: str | None, *, tic
 class FakeMarket:
     """Three venues, one book each (plus a closed Kalshi market). Prices/sizes in book units."""
 
-    venues = ("kalshi", "polymarket", "coinbase")
+    venues = VENUES
 
     def __init__(self) -> None:
         self.clock = ManualClock()

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from fastapi.routing import APIRoute
 
-import sequence.market.graphs as graphs_mod
-import sequence.market.trading_routes as routes_mod
-from sequence.market.trading_routes import router
+import sequence.api.cursor as cursor_mod
+import sequence.api.query as query_mod
+import sequence.api.routes.trading as routes_mod
+import sequence.trading.validation as validation_mod
+from sequence.api.routes.trading import router
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "trading.md").read_text(encoding="utf-8")
@@ -27,11 +29,14 @@ def test_every_route_is_documented() -> None:
 
 def test_every_error_code_is_documented() -> None:
     codes = set()
-    for mod in (graphs_mod, routes_mod):
+    for mod in (validation_mod, routes_mod, query_mod, cursor_mod):
         src = Path(mod.__file__ or "").read_text(encoding="utf-8")
         codes |= set(re.findall(r'code="(\w+)"', src))
         codes |= set(re.findall(r'ApiError\(\d+, "(\w+)"', src))
+        if "bad_request(" in src:
+            codes.add("bad_request")
     codes.add("invalid_graph")  # GraphError's default
+    assert {"bad_request", "bad_cursor", "unavailable", "idempotency_conflict", "cycle"} <= codes
     missing = sorted(c for c in codes if f"`{c}`" not in DOC)
     assert missing == []
 

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sequence.market.fees import FeeConfigError, FeeModel, FeeSchedule
-from sequence.market.positions import Position, apply_fill, to_json
+from sequence.trading.fees import FeeConfigError, FeeModel, FeeSchedule
+from sequence.trading.positions import Position, apply_fill
+from sequence.trading.wire import position_json
 
 Q = 100_000_000  # qty_1e8 of one unit
 
@@ -62,11 +63,11 @@ def test_flipping_from_long_to_short() -> None:
 
 def test_position_json_shape() -> None:
     p = apply_fill(Position(), "buy", Fraction(37, 100), Q, fee_1e8=2_000_000)
-    out = to_json(p, symbol="X", venue="kalshi", sandbox=True, mark=Fraction(4, 10))
+    out = position_json(p, symbol="X", venue="kalshi", paper=True, mark=Fraction(4, 10))
     assert out["net_qty"] == 1.0 and out["net_qty_1e8"] == Q and out["avg_price"] == 0.37
     assert out["unrealized_pnl"] == pytest.approx(0.03) and out["fees"] == 0.02
     assert out["total_pnl"] == pytest.approx(0.01) and out["sandbox"] is True
-    assert to_json(p, symbol="X", venue="kalshi", sandbox=False, mark=None)["unrealized_pnl"] is None
+    assert position_json(p, symbol="X", venue="kalshi", paper=False, mark=None)["unrealized_pnl"] is None
 
 
 def test_apply_fill_rejects_nonsense() -> None:

@@ -1,4 +1,4 @@
-"""Graph validation (precise 400s), lifecycles and trigger logic — pure, no I/O."""
+"""Graph validation (precise 400s), the graph and node model, lifecycles and triggers — pure, no I/O."""
 
 from __future__ import annotations
 
@@ -9,30 +9,31 @@ import pytest
 
 from sequence.lifecycle import IllegalTransition
 from sequence.market.book import Side
-from sequence.market.graphs import (
+from sequence.trading.graphs import (
     GRAPH,
-    GS,
     NODE,
-    NS,
-    EdgeSpec,
-    GraphError,
-    GraphRun,
-    find_cycle,
-    parse_graph,
+    Edge,
+    Graph,
+    GraphStatus,
+    Node,
+    NodeStatus,
 )
+from sequence.trading.validation import GraphError, GraphRequest, find_cycle, parse_graph
 from tests.trading.fakes import CLOSED, KALSHI_NO, POLY, SPOT, FakeMarket, node
 
 M = FakeMarket()
+Q = 100_000_000
+GS, NS = GraphStatus, NodeStatus
 
 
-def parse(body: Any, *, force_sandbox: bool = False):
+def parse(body: Any, *, force_paper: bool = False) -> GraphRequest:
     def lookup(symbol: str):
         try:
             return M.instrument(symbol)
         except Exception:
             return None
 
-    return parse_graph(body, lookup, venues=M.venues, force_sandbox=force_sandbox)
+    return parse_graph(body, lookup, venues=M.venues, force_paper=force_paper)
 
 
 def error(body: Any) -> GraphError:
@@ -45,12 +46,13 @@ def test_a_two_leg_graph_with_no_edges_has_two_roots() -> None:
     spec = parse({"nodes": [node("a"), node("b", POLY, "sell", 8, 0.15)], "edges": []})
     assert [n.activation for n in spec.nodes] == ["root", "root"]
     assert spec.nodes[1].qty_units == 800 and spec.nodes[1].book_limit == 1500
-    assert spec.sandbox is False
+    assert spec.paper is False
+    assert all(isinstance(n, Node) and n.status == NS.pending for n in spec.nodes)
 
 
-def test_sandbox_is_forced_for_test_keys_whatever_the_body_says() -> None:
-    assert parse({"nodes": [node()], "sandbox": False}, force_sandbox=True).sandbox is True
-    assert parse({"nodes": [node()], "sandbox": True}).sandbox is True
+def test_paper_is_forced_for_test_keys_whatever_the_body_says() -> None:
+    assert parse({"nodes": [node()], "sandbox": False}, force_paper=True).paper is True
+    assert parse({"nodes": [node()], "sandbox": True}).paper is True
 
 
 def test_no_token_orders_are_translated_to_the_yes_book() -> None:
@@ -140,8 +142,8 @@ def test_cycles_are_rejected_with_the_cycle_named() -> None:
 
 
 def test_find_cycle_on_a_diamond_is_none() -> None:
-    edges = [EdgeSpec("a", "b", "filled"), EdgeSpec("a", "c", "filled"), EdgeSpec("b", "d", "filled"),
-             EdgeSpec("c", "d", "filled")]
+    edges = [Edge("a", "b", "filled"), Edge("a", "c", "filled"), Edge("b", "d", "filled"),
+             Edge("c", "d", "filled")]
     assert find_cycle(["a", "b", "c", "d"], edges) is None
 
 
@@ -192,22 +194,27 @@ def test_every_transition_legal_or_illegal(machine: Any, states: list, events: l
                 machine.next(state, event)
 
 
-def run(edges: list[tuple[str, str, str]], nodes: tuple[str, ...] = ("a", "b", "c")) -> GraphRun:
-    return GraphRun("g", nodes, tuple(EdgeSpec(*e) for e in edges))
+def run(edges: list[tuple[str, str, str]], nodes: tuple[str, ...] = ("a", "b", "c")) -> Graph:
+    """A graph of one-contract Kalshi nodes (``qty_1e8`` = Q each)."""
+    req = parse({"nodes": [node(n) for n in nodes],
+                 "edges": [{"from": a, "to": b, "trigger": t} for a, b, t in edges]})
+    return Graph.new("g", "client", req.nodes, req.edges, paper=False, now=1.0)
 
 
 def test_hedge_fires_only_when_its_source_fills() -> None:
     g = run([("a", "b", "filled")], ("a", "b"))
     assert g.roots() == ["a"]
     g.on_activated("a")
-    assert g.on_fill("a", complete=False) == []
-    assert g.on_fill("a", complete=True) == ["b"]
+    assert g.on_fill("a", Q // 2) == []
+    assert g.nodes["a"].status == NS.partially_filled and g.nodes["a"].filled_units == 50
+    assert g.on_fill("a", Q // 2) == ["b"]
+    assert g.nodes["a"].status == NS.filled and g.nodes["a"].fill_count == 2
 
 
 def test_partially_filled_fires_on_the_first_fill_even_a_complete_one() -> None:
     g = run([("a", "b", "partially_filled"), ("a", "c", "filled")])
     g.on_activated("a")
-    assert g.on_fill("a", complete=True) == ["b", "c"]
+    assert g.on_fill("a", Q) == ["b", "c"]
 
 
 def test_cancel_and_reject_triggers_and_the_outcome() -> None:
@@ -216,7 +223,7 @@ def test_cancel_and_reject_triggers_and_the_outcome() -> None:
     g.on_activated("b")
     assert g.on_cancelled("b", "self_trade_prevented") == ["c"]
     g.on_activated("c")
-    g.on_fill("c", complete=True)
+    g.on_fill("c", Q)
     assert g.quiescent() and g.outcome() == GS.completed  # the rejection was handled by an edge
 
 
@@ -236,3 +243,32 @@ def test_user_cancel_outcome_and_silent_cancel() -> None:
     g.user_cancelled = True
     assert g.on_cancelled("a", "cancelled_by_user", fire=False) == []
     assert g.outcome() == GS.cancelled
+
+
+# -- one model, one row ------------------------------------------------------------------------------
+
+
+def test_a_node_round_trips_through_its_store_row() -> None:
+    g = run([("a", "b", "filled")], ("a", "b"))
+    a = g.nodes["a"]
+    assert a.node_order_id == "graph:g:a:1" and a.graph_id == "g"
+    g.on_activated("a")
+    g.on_fill("a", Q // 4, notional_1e8=Q // 8, fee_1e8=7)
+    a.order_seq, a.activated_at = 3, 1.0
+    a.stamp(2.0)
+    back = Node.from_row(a.row("client"))
+    assert back.row("client") == a.row("client")
+    assert (back.status, back.filled_units, back.fees_1e8, back.updated_at) == (NS.partially_filled, 25, 7, 2.0)
+
+
+def test_a_graph_read_back_from_the_store_knows_which_edges_fired() -> None:
+    g = run([("a", "b", "partially_filled"), ("a", "c", "filled"), ("b", "c", "cancelled")])
+    g.on_activated("a")
+    assert g.on_fill("a", Q // 2) == ["b"]
+    g.on_activated("b")
+    g.on_cancelled("b", "cancelled_by_user", fire=False)
+    row = {**g.row(key_id="k", run_id=None, idempotency_key=None, request_hash=None, now=1.0),
+           "nodes": [n.row("client") for n in g.nodes.values()]}
+    back = Graph.from_rows(row)
+    assert back.fired == {0} and back.paper is False
+    assert back.on_fill("a", Q // 2) == ["c"]  # `filled` had not fired; `partially_filled` does not again

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sequence.market.book import Book, Side
-from sequence.market.matching import (
+from sequence.trading.matching import (
     NO_LIQUIDITY,
     POST_ONLY_WOULD_TAKE,
     SELF_TRADE,

@@ -1,4 +1,13 @@
-"""ASGI app factory for the coordinator."""
+"""The coordinator's app: its shared objects, routes, error envelope and lifespan.
+
+:func:`create_app` assembles everything: the store-backed routes
+(strategies, keys, runners), and — with the market — the market service
+(:func:`build_market`, from the settings), its routes ahead of every other
+(``/v1/quotes`` is the hot path), the graph engine and its routes, and
+``/v1/stream`` with the ``logs:`` channel. The lifespan starts the market
+service, then the engine (which restores working orders), and stops them in
+the reverse order.
+"""
 
 from __future__ import annotations
 
@@ -25,15 +34,21 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sequence import __version__
-from sequence.api import errors
+from sequence.api import errors, log_stream
 from sequence.api.auth import Authenticator
 from sequence.api.notify import QUEUE, Notifier, strategy_topic
-from sequence.api.routes import keys, runners, strategies
+from sequence.api.routes import keys, market, runners, strategies, stream, trading
 from sequence.api.state import Core
+from sequence.execution.engine import TradingEngine
+from sequence.market.clock import Clock
+from sequence.market.service import MarketService
+from sequence.market.venues.sim import SimConfig
 from sequence.secrets import Keyring
 from sequence.settings import Settings
 from sequence.store.engine import Database
 from sequence.store.store import Store
+from sequence.store.trading import TradingStore
+from sequence.trading.fees import FeeSchedule
 
 log = logging.getLogger("sequence.coordinator")
 
@@ -113,8 +128,20 @@ def build_core(settings: Settings, environ: Mapping[str, str] | None = None) -> 
     return Core(settings=settings, store=store, keyring=keyring, auth=Authenticator(store), notifier=Notifier())
 
 
+def build_market(settings: Settings, *, clock: Clock | None = None) -> MarketService:
+    """The market service the settings describe: a replay (``market_replay``), or the
+    simulators seeded with ``market_seed`` at ``market_rate_hz``."""
+    if settings.market_replay:
+        return MarketService.from_recording(settings.market_replay, clock=clock)
+    config = SimConfig(seed=settings.market_seed, rate_hz=settings.market_rate_hz)
+    return MarketService.simulated(config=config, clock=clock)
+
+
 def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] | None = None,
-               core: Core | None = None, market: Any = None, with_market: bool = True) -> FastAPI:
+               core: Core | None = None, market: MarketService | None = None,
+               with_market: bool = True) -> FastAPI:
+    """The coordinator app. ``market``: use this service instead of :func:`build_market`'s;
+    ``with_market=False``: no market, trading or stream routes."""
     settings = settings or Settings.from_env(environ)
     core = core or build_core(settings, environ)
     _quiet_ws_denials()
@@ -125,8 +152,10 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
         core.notifier.bind(asyncio.get_running_loop())
         # Leases that lapsed while this coordinator was down are not the runners' fault.
         core.store.begin_lease_grace()
-        if core.market is not None and hasattr(core.market, "start"):
+        if core.market is not None:
             await core.market.start()
+        if core.trading is not None:
+            await core.trading.start()  # after the market: it restores orders into its books
         task = asyncio.create_task(_reaper(core, metrics))
         try:
             yield
@@ -134,7 +163,9 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            if core.market is not None and hasattr(core.market, "stop"):
+            if core.trading is not None:
+                await core.trading.stop()
+            if core.market is not None:
                 await core.market.stop()
 
     app = FastAPI(title="Sequence", version=__version__, lifespan=lifespan,
@@ -160,7 +191,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
     app.include_router(keys.router)
     app.include_router(runners.router)
     if with_market:
-        _attach_market(app, core, settings, market)
+        _attach_market(app, core, market or build_market(settings))
     app.add_middleware(RequestMiddleware, metrics=metrics)
     _document_errors(app)
     return app
@@ -210,20 +241,17 @@ def _document_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _attach_market(app: FastAPI, core: Core, settings: Settings, market: Any) -> None:
-    import importlib
-
-    try:
-        wiring = importlib.import_module("sequence.market.wiring")
-    except ImportError:  # the market package is optional at this layer
-        return
-    wiring.attach(app, core, settings, market)
-    from sequence.market.trading_routes import attach_trading
-
-    attach_trading(app, core)
-    from sequence.api import log_stream
-
-    log_stream.register(core)
+def _attach_market(app: FastAPI, core: Core, service: MarketService) -> None:
+    """The market service, the graph engine over it, their routes and ``/v1/stream``."""
+    core.market = service
+    app.state.market = service  # the market routes read it (the standalone app has no core)
+    app.state.hub = service.hub
+    market.install_routes(app)  # ahead of the others: /v1/quotes is the hot path
+    fees = FeeSchedule.from_mapping(core.settings.trading_fees)
+    core.trading = TradingEngine(TradingStore(core.store.db), service, fees=fees)
+    app.include_router(trading.router)
+    stream.install_route(app)
+    log_stream.register(core, service.hub)
 
 
 async def _reaper(core: Core, metrics: Metrics) -> None:

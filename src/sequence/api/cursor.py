@@ -1,20 +1,22 @@
-"""Opaque list cursors: base64url of a short JSON array of typed keyset values.
+"""Keyset list cursors: base64url of a short JSON array of typed keyset values.
 
-One scheme for every coordinator list (strategies, runs).  A cursor is a
-client-held value, so decoding trusts nothing: any text that is not exactly
-what :func:`encode` could have produced answers 400 ``bad_cursor`` naming the
-field — never a 500, never a NaN or an out-of-range number reaching SQL.
+One scheme for every store-backed list (strategies, runs, graphs, fills); the
+market listing's signed offsets are the other scheme, and both share one text
+encoding (:mod:`sequence.market.cursor`). A cursor is a client-held value, so
+decoding trusts nothing: any text that is not exactly what :func:`encode`
+could have produced answers 400 ``bad_cursor`` naming the field — never a
+500, never a NaN or an out-of-range number reaching SQL.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import math
 from typing import Any
 
 from sequence.api.errors import ApiError
+from sequence.market.cursor import b64url, unb64url
 
 MAX_CURSOR_CHARS = 512
 INT64_MAX = 2**63 - 1
@@ -22,8 +24,7 @@ _MAX_STR = 200
 
 
 def encode(*values: Any) -> str:
-    raw = json.dumps(list(values), separators=(",", ":"), allow_nan=False).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return b64url(json.dumps(list(values), separators=(",", ":"), allow_nan=False).encode())
 
 
 def _bad(field: str) -> ApiError:
@@ -54,7 +55,7 @@ def decode(raw: str | None, kinds: tuple[type, ...], field: str = "cursor") -> t
     if len(raw) > MAX_CURSOR_CHARS or not raw.isascii():
         raise _bad(field)
     try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        text = unb64url(raw)
         values = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, binascii.Error, RecursionError):
         raise _bad(field) from None

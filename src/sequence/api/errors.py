@@ -1,8 +1,11 @@
 """One JSON error envelope and the handlers that produce it.
 
 Every error leaves as ``{"error": {"code", "message", "details"}}`` with an
-HTTP status; nothing — not a validation error, not a crash — echoes a request
-value back (it may be a secret).
+HTTP status, from :func:`envelope` and nowhere else: the API's own
+:class:`ApiError`, market-data errors (:class:`~sequence.market.errors.MarketError`,
+which carry their status and code), store and lifecycle errors, FastAPI's and
+Starlette's. Nothing — not a validation error, not a crash — echoes a request
+value back unless a message chose to show it (it may be a secret).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sequence.lifecycle import IllegalTransition
+from sequence.market.errors import MarketError
 from sequence.store.store import Conflict, NotFound, StaleWrite
 
 log = logging.getLogger("sequence.api")
@@ -38,6 +42,11 @@ def bad_request(message: str, field: str | None = None, **details: Any) -> ApiEr
 
 def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
+
+
+def from_market(exc: MarketError) -> ApiError:
+    """The API error a market-data error answers (its status, code, message and details)."""
+    return ApiError(exc.status, exc.code, exc.message, dict(exc.details))
 
 
 def envelope(status: int, code: str, message: str, details: dict[str, Any] | None = None,
@@ -60,6 +69,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:
         return envelope(exc.status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(MarketError)
+    async def _market(_req: Request, exc: MarketError) -> JSONResponse:
+        err = from_market(exc)
+        return envelope(err.status, err.code, err.message, err.details)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:

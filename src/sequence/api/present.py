@@ -3,14 +3,14 @@ a strategy row leaves the coordinator, so sealed columns cannot slip out."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
+
+from sequence.market.clock import iso as _iso
 
 
 def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    """A strategy, run or key time: ISO-8601 UTC, microseconds when there are any."""
+    return _iso(ts, "auto")
 
 
 def strategy(row: dict[str, Any], *, waiting_reason: str | None = None) -> dict[str, Any]:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sequence.api.auth import Authenticator
 from sequence.api.notify import Notifier
 from sequence.secrets import Keyring
 from sequence.settings import Settings
 from sequence.store.store import Store
+
+if TYPE_CHECKING:
+    from sequence.execution.engine import TradingEngine
+    from sequence.market.service import MarketService
 
 
 @dataclass
@@ -19,8 +23,10 @@ class Core:
     keyring: Keyring
     auth: Authenticator
     notifier: Notifier
-    market: Any = None
-    trading: Any = None
+    #: The market service (venues, books, the stream hub); None in an app built without it.
+    market: MarketService | None = None
+    #: The graph engine; set with the market service.
+    trading: TradingEngine | None = None
 
 
 def core_of(app: Any) -> Core:

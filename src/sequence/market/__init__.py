@@ -1,8 +1,8 @@
-"""Market data: simulated venues, order books, quotes, listings and stream channels.
+"""Market data: venues (simulated, replayed), order books, catalogues, quotes and listings.
 
-The HTTP/WebSocket routes live in :mod:`sequence.market.routes` and the
-coordinator hook in :mod:`sequence.market.wiring`; neither is imported here,
-so the service and books can be used without the web stack.
+No HTTP here: the routes are :mod:`sequence.api.routes.market`, and the
+service publishes ``prices``/``book`` on a :class:`sequence.stream.Hub`. The
+trading model that reads these books is :mod:`sequence.trading`.
 """
 
 from .book import Book, BookView, Level, MirrorBook, Side
@@ -11,14 +11,11 @@ from .clock import Clock, ManualClock, RealClock, seeded_rng
 from .errors import (
     BadCursor,
     BadRequest,
-    ChannelError,
     MarketError,
     NotFound,
-    Unauthorized,
     UnknownSymbol,
 )
 from .events import BookEvent, LevelUpdate, TickSizeChange, Trade
-from .hub import ChannelKind, Hub, Message, SubscribeResult, Subscription
 from .recording import Recorder, RecordingError, RecordingReader
 from .service import Instrument, MarketService
 from .venues import ReplayVenue, SimConfig, VenueAdapter
@@ -30,11 +27,8 @@ __all__ = [
     "BookEvent",
     "BookView",
     "Catalogue",
-    "ChannelError",
-    "ChannelKind",
     "Clock",
     "EventSpec",
-    "Hub",
     "Instrument",
     "Level",
     "LevelUpdate",
@@ -42,7 +36,6 @@ __all__ = [
     "MarketError",
     "MarketService",
     "MarketSpec",
-    "Message",
     "MirrorBook",
     "NotFound",
     "RealClock",
@@ -52,11 +45,8 @@ __all__ = [
     "ReplayVenue",
     "Side",
     "SimConfig",
-    "SubscribeResult",
-    "Subscription",
     "TickSizeChange",
     "Trade",
-    "Unauthorized",
     "UnknownSymbol",
     "VenueAdapter",
     "seeded_rng",

@@ -169,9 +169,6 @@ class BookView(ABC):
     def tick_size(self) -> float:
         return self.tick / self.price_scale
 
-    def on_tick(self, price: int) -> bool:
-        return price % self.tick == 0
-
     def levels_json(self, side: Side, n: int) -> list[dict[str, float]]:
         ps, ss = self.price_scale, self.size_scale
         return [{"price": p / ps, "size": s / ss} for p, s in self.depth(side, n)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import time
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, overload, runtime_checkable
 
 #: 2026-11-25T00:00:00Z — the default start of a :class:`ManualClock`.
 DEFAULT_MANUAL_START = datetime(2026, 11, 25, tzinfo=UTC).timestamp()
@@ -66,14 +66,27 @@ def now_ms(clock: Clock) -> int:
     return round(clock.now() * 1000)
 
 
-def ms_to_ts(ms: int) -> float:
-    """Epoch milliseconds to epoch seconds, exactly representable to the millisecond."""
-    return ms / 1000
+Timespec = Literal["auto", "seconds", "milliseconds"]
 
 
-def iso_utc(ts: float) -> str:
-    """Epoch seconds to an ISO-8601 UTC string with a ``Z`` suffix."""
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+@overload
+def iso(ts: float, timespec: Timespec = ...) -> str: ...
+@overload
+def iso(ts: None, timespec: Timespec = ...) -> None: ...
+@overload
+def iso(ts: float | None, timespec: Timespec = ...) -> str | None: ...
+
+
+def iso(ts: float | None, timespec: Timespec = "milliseconds") -> str | None:
+    """Epoch seconds as ISO-8601 UTC with a ``Z`` suffix (``None`` stays ``None``).
+
+    The one time formatter of the API: trading objects carry milliseconds
+    (``2026-11-25T00:00:00.125Z``), catalogue close times whole seconds, and
+    strategy rows ``auto`` (microseconds when there are any).
+    """
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def seeded_rng(seed: int | str, *scope: str) -> random.Random:

@@ -1,11 +1,19 @@
-"""Opaque list cursors: an offset bound to the query that produced it.
+"""List cursors: the one text encoding, and the market listing's signed offsets.
 
-``base64url(version | offset | query fingerprint | checksum)``. The checksum
-is a keyed BLAKE2b over the rest, so an edited cursor is rejected, and the
-fingerprint ties a cursor to its query's filters, so a cursor from one listing
-cannot page through another. The key is a constant, not a secret: cursors are
-not credentials (an offset reveals nothing), and a constant key lets every
-coordinator replica accept every other replica's cursors.
+Two schemes share :func:`b64url` / :func:`unb64url` (base64url, no padding):
+
+* **keyset** cursors (:mod:`sequence.api.cursor`) page through store-backed
+  lists — strategies, runs, graphs, fills — by the last row's sort key; the
+  values are checked on the way back in;
+* **signed offset** cursors (here) page through ``GET /v1/markets``, a list
+  held in memory and sorted by values that move (volume, liquidity), where no
+  keyset exists: ``base64url(version | offset | query fingerprint | checksum)``.
+  The checksum is a keyed BLAKE2b over the rest, so an edited cursor is
+  rejected, and the fingerprint ties a cursor to its query's filters, so a
+  cursor from one listing cannot page through another. The key is a constant,
+  not a secret: cursors are not credentials (an offset reveals nothing), and
+  a constant key lets every coordinator replica accept every other replica's
+  cursors.
 """
 
 from __future__ import annotations
@@ -25,6 +33,16 @@ _LAYOUT = struct.Struct(">BI8s")
 _MAC_SIZE = 8
 
 
+def b64url(raw: bytes) -> str:
+    """``raw`` as unpadded base64url text."""
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    """The bytes of unpadded base64url text; raises ``ValueError`` (``binascii.Error``) if it is not."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def fingerprint(parts: Iterable[object]) -> bytes:
     text = "\x1f".join("" if p is None else str(p) for p in parts)
     return hashlib.blake2b(text.encode(), digest_size=8).digest()
@@ -36,13 +54,13 @@ def _mac(payload: bytes) -> bytes:
 
 def encode_cursor(offset: int, query: bytes) -> str:
     payload = _LAYOUT.pack(_VERSION, offset, query)
-    return base64.urlsafe_b64encode(payload + _mac(payload)).rstrip(b"=").decode()
+    return b64url(payload + _mac(payload))
 
 
 def decode_cursor(cursor: str, query: bytes) -> int:
     """The offset inside ``cursor``; :class:`BadCursor` unless we issued it for ``query``."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        raw = unb64url(cursor)
     except (binascii.Error, ValueError) as exc:
         raise BadCursor("cursor is not valid base64") from exc
     if len(raw) != _LAYOUT.size + _MAC_SIZE:

@@ -5,25 +5,19 @@ One root, so callers can catch everything this component raises::
     MarketError                  every error from sequence.market
     ├── BadRequest               400  bad input; ``field`` names the culprit
     │   └── BadCursor            400  cursor is malformed, tampered with or from another query
-    ├── Unauthorized             401  no usable credentials (only when auth is not wired)
-    ├── NotFound                 404  something named does not exist
-    │   └── UnknownSymbol        404  no book for this symbol
-    └── ChannelError             stream-only: a channel that cannot be subscribed
-                                 (sent as ``{"type": "error"}``, never an HTTP status)
+    └── NotFound                 404  something named does not exist
+        └── UnknownSymbol        404  no book for this symbol
 
-``market_error_to_http`` (in :mod:`sequence.market.routes`) turns any of these
-into ``(status, code, message, details)`` for the API's one error envelope.
+Each carries the HTTP ``status`` and ``code`` it answers; the API's one error
+envelope (:mod:`sequence.api.errors`) sends them. A stream channel that cannot
+be subscribed is a :class:`sequence.stream.ChannelError`, not one of these.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-
-def shown(value: object, limit: int = 64) -> str:
-    """``repr(value)`` clipped, for echoing a caller's input back in a message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+from sequence.echo import shown
 
 
 class MarketError(Exception):
@@ -58,11 +52,6 @@ class BadCursor(BadRequest):
         super().__init__("cursor", message)
 
 
-class Unauthorized(MarketError):
-    status = 401
-    code = "unauthorized"
-
-
 class NotFound(MarketError):
     status = 404
     code = "not_found"
@@ -74,14 +63,3 @@ class UnknownSymbol(NotFound):
         super().__init__(f"unknown symbol: {shown(symbol)}", symbol=symbol)
         self.symbol = symbol
 
-
-class ChannelError(MarketError):
-    """A stream channel that cannot be subscribed (unknown kind, unknown symbol, ...)."""
-
-    status = 400
-    code = "bad_channel"
-
-    def __init__(self, channel: str, message: str, *, code: str = "bad_channel") -> None:
-        super().__init__(message, channel=channel)
-        self.channel = channel
-        self.code = code

@@ -29,13 +29,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from sequence.echo import shown
+from sequence.stream import ChannelError, Hub, channels
+from sequence.venues import VENUES
+
 from .book import Book, BookView, MirrorBook, Side
 from .catalogue import Catalogue, EventSpec, MarketSpec
 from .clock import Clock, ManualClock, RealClock, now_ms
 from .cursor import decode_cursor, encode_cursor, fingerprint
-from .errors import BadRequest, ChannelError, UnknownSymbol, shown
+from .errors import BadRequest, UnknownSymbol
 from .events import BookEvent, LevelUpdate, TickSizeChange, Trade
-from .hub import ChannelKind, Hub
 from .recording import Recorder
 from .venues.base import VenueAdapter
 from .venues.replay import ReplayVenue
@@ -201,14 +204,8 @@ class MarketService:
         self.catalogue = Catalogue(tuple(markets), tuple(events))
         self._slugs = {(st.spec.venue, st.spec.slug): st for st in self._states.values()}
         self.venues: tuple[str, ...] = tuple(dict.fromkeys(m.venue for m in markets))
-        self.hub.register(
-            ChannelKind(
-                "prices", validate=self._validate_channel, snapshot=self._prices_snapshot
-            )
-        )
-        self.hub.register(
-            ChannelKind("book", validate=self._validate_channel, snapshot=self._book_snapshot)
-        )
+        self.hub.register(channels.prices(self._validate_channel, self._prices_snapshot))
+        self.hub.register(channels.book(self._validate_channel, self._book_snapshot))
 
     def _add(self, spec: MarketSpec, book: Book) -> None:
         if spec.book_symbol in self._states:
@@ -239,7 +236,7 @@ class MarketService:
         *,
         seed: int | None = None,
         clock: Clock | None = None,
-        venues: Iterable[str] = ("kalshi", "polymarket", "coinbase"),
+        venues: Iterable[str] = VENUES,
         config: SimConfig | None = None,
         hub: Hub | None = None,
         pump_interval: tuple[float, float] = (0.005, 0.1),
@@ -415,9 +412,6 @@ class MarketService:
         return rec
 
     # -- lookups -------------------------------------------------------------------------
-    def has_symbol(self, symbol: str) -> bool:
-        return symbol in self._symbols
-
     def symbols(self, venue: str | None = None) -> list[str]:
         return [s for s, (st, _) in self._symbols.items() if venue is None or st.spec.venue == venue]
 

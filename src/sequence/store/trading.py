@@ -25,10 +25,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from sequence.market.positions import Position, apply_fill
 from sequence.store import tables as t
-from sequence.store import trading_tables as tt
 from sequence.store.engine import Database
+from sequence.trading.positions import Position, apply_fill
 
 
 class TradingStoreError(Exception):
@@ -69,13 +68,6 @@ class TradeBatch:
     def graph(self, graph_id: str, **values: Any) -> None:
         self.graphs.setdefault(graph_id, {}).update(values)
 
-    def merge(self, other: TradeBatch) -> None:
-        self.fills.extend(other.fills)
-        for k, v in other.nodes.items():
-            self.nodes.setdefault(k, {}).update(v)
-        for g, v in other.graphs.items():
-            self.graphs.setdefault(g, {}).update(v)
-
 
 @dataclass(frozen=True)
 class Created:
@@ -113,9 +105,9 @@ class TradingStore:
                     existing = self._by_key(c, client_id, key)
                     if existing is not None:
                         return self._replay(existing, graph)
-                c.execute(tt.graphs.insert().values(**graph))
+                c.execute(t.graphs.insert().values(**graph))
                 if nodes:
-                    c.execute(tt.graph_nodes.insert(), [dict(n) for n in nodes])
+                    c.execute(t.graph_nodes.insert(), [dict(n) for n in nodes])
         except IntegrityError:
             # Lost a race with a concurrent submit of the same key: answer with the winner.
             if key is None:
@@ -137,8 +129,8 @@ class TradingStore:
         return Created(existing, False)
 
     def _by_key(self, c: Connection, client_id: str, key: str) -> dict[str, Any] | None:
-        r = c.execute(sa.select(tt.graphs).where(tt.graphs.c.client_id == client_id,
-                                                 tt.graphs.c.idempotency_key == key)).first()
+        r = c.execute(sa.select(t.graphs).where(t.graphs.c.client_id == client_id,
+                                                 t.graphs.c.idempotency_key == key)).first()
         return _row(r) if r else None
 
     def _check_current(self, c: Connection, run_id: str) -> str:
@@ -157,7 +149,7 @@ class TradingStore:
 
     def graph_visible(self, client_id: str, graph_id: str, strategy_id: str | None) -> bool:
         """Whether the caller may see the graph: its client's, and with ``strategy_id`` that strategy's."""
-        g = tt.graphs
+        g = t.graphs
         q = sa.select(g.c.graph_id).where(g.c.graph_id == graph_id, g.c.client_id == client_id)
         if strategy_id is not None:
             q = q.where(g.c.strategy_id == strategy_id)
@@ -166,22 +158,22 @@ class TradingStore:
 
     def get_graph(self, client_id: str, graph_id: str, *, strategy_id: str | None = None) -> dict[str, Any] | None:
         """The graph row with ``nodes`` (in submission order), or ``None`` for someone else's id."""
-        q = sa.select(tt.graphs).where(tt.graphs.c.graph_id == graph_id, tt.graphs.c.client_id == client_id)
+        q = sa.select(t.graphs).where(t.graphs.c.graph_id == graph_id, t.graphs.c.client_id == client_id)
         if strategy_id is not None:
-            q = q.where(tt.graphs.c.strategy_id == strategy_id)
+            q = q.where(t.graphs.c.strategy_id == strategy_id)
         with self.db.read() as c:
             g = c.execute(q).first()
             if g is None:
                 return None
-            nodes = c.execute(sa.select(tt.graph_nodes).where(tt.graph_nodes.c.graph_id == graph_id)
-                              .order_by(tt.graph_nodes.c.idx)).all()
+            nodes = c.execute(sa.select(t.graph_nodes).where(t.graph_nodes.c.graph_id == graph_id)
+                              .order_by(t.graph_nodes.c.idx)).all()
         out = _row(g)
         out["nodes"] = [_row(n) for n in nodes]
         return out
 
     def list_graphs(self, client_id: str, *, status: str | None = None, limit: int = 50,
                     before: tuple[float, str] | None = None, strategy_id: str | None = None) -> list[dict[str, Any]]:
-        g = tt.graphs
+        g = t.graphs
         q = sa.select(g).where(g.c.client_id == client_id)
         if strategy_id is not None:
             q = q.where(g.c.strategy_id == strategy_id)
@@ -198,7 +190,7 @@ class TradingStore:
         """Every active graph with its nodes (for the engine's restore on startup)."""
         with self.db.read() as c:
             graphs = [_row(r) for r in c.execute(
-                sa.select(tt.graphs).where(tt.graphs.c.status == "active").order_by(tt.graphs.c.created_at))]
+                sa.select(t.graphs).where(t.graphs.c.status == "active").order_by(t.graphs.c.created_at))]
             if not graphs:
                 return []
             by_id = {g["graph_id"]: g for g in graphs}
@@ -207,8 +199,8 @@ class TradingStore:
             ids = list(by_id)
             for i in range(0, len(ids), 500):
                 chunk = ids[i:i + 500]
-                for r in c.execute(sa.select(tt.graph_nodes).where(tt.graph_nodes.c.graph_id.in_(chunk))
-                                   .order_by(tt.graph_nodes.c.graph_id, tt.graph_nodes.c.idx)):
+                for r in c.execute(sa.select(t.graph_nodes).where(t.graph_nodes.c.graph_id.in_(chunk))
+                                   .order_by(t.graph_nodes.c.graph_id, t.graph_nodes.c.idx)):
                     by_id[r.graph_id]["nodes"].append(_row(r))
         return graphs
 
@@ -218,22 +210,22 @@ class TradingStore:
             return
         with self.db.write() as c:
             if batch.fills:
-                c.execute(tt.fills.insert(), batch.fills)
+                c.execute(t.fills.insert(), batch.fills)
                 self._fold_positions(c, batch.fills)
-            n = tt.graph_nodes
+            n = t.graph_nodes
             for (gid, nid), values in batch.nodes.items():
                 c.execute(n.update().where(n.c.graph_id == gid, n.c.node_id == nid).values(**values))
-            g = tt.graphs
+            g = t.graphs
             for gid, values in batch.graphs.items():
                 c.execute(g.update().where(g.c.graph_id == gid).values(**values))
 
     def _fold_positions(self, c: Connection, fills: Iterable[Mapping[str, Any]]) -> None:
-        p = tt.positions
+        p = t.positions
         groups: dict[tuple[str, bool, str], list[Mapping[str, Any]]] = {}
         for f in fills:
             groups.setdefault((f["client_id"], bool(f["sandbox"]), f["symbol"]), []).append(f)
-        for (client_id, sandbox, symbol), rows in groups.items():
-            where = (p.c.client_id == client_id, p.c.sandbox == sandbox, p.c.symbol == symbol)
+        for (client_id, paper, symbol), rows in groups.items():
+            where = (p.c.client_id == client_id, p.c.sandbox == paper, p.c.symbol == symbol)
             q = sa.select(p).where(*where)
             if not self.db.is_sqlite:
                 q = q.with_for_update()
@@ -247,7 +239,7 @@ class TradingStore:
                       "realized_1e8": pos.realized_1e8, "fees_1e8": pos.fees_1e8,
                       "fill_count": pos.fill_count, "updated_at": rows[-1]["ts"]}
             if cur is None:
-                c.execute(p.insert().values(client_id=client_id, sandbox=sandbox, symbol=symbol, **values))
+                c.execute(p.insert().values(client_id=client_id, sandbox=paper, symbol=symbol, **values))
             else:
                 c.execute(p.update().where(*where).values(**values))
 
@@ -256,11 +248,11 @@ class TradingStore:
                    since: float | None = None, limit: int = 50,
                    before: tuple[float, int] | None = None, strategy_id: str | None = None) -> list[dict[str, Any]]:
         """Newest first: by ``ts`` then ``seq``. ``since`` is inclusive; ``before`` is a keyset cursor."""
-        f = tt.fills
+        f = t.fills
         q = sa.select(f).where(f.c.client_id == client_id)
         if strategy_id is not None:
-            q = q.where(f.c.graph_id.in_(sa.select(tt.graphs.c.graph_id).where(
-                tt.graphs.c.client_id == client_id, tt.graphs.c.strategy_id == strategy_id)))
+            q = q.where(f.c.graph_id.in_(sa.select(t.graphs.c.graph_id).where(
+                t.graphs.c.client_id == client_id, t.graphs.c.strategy_id == strategy_id)))
         if symbol is not None:
             q = q.where(f.c.symbol == symbol)
         if graph_id is not None:
@@ -276,35 +268,36 @@ class TradingStore:
 
     def max_fill_seq(self) -> int:
         with self.db.read() as c:
-            return int(c.execute(sa.select(sa.func.max(tt.fills.c.seq))).scalar() or 0)
+            return int(c.execute(sa.select(sa.func.max(t.fills.c.seq))).scalar() or 0)
 
     def max_order_seq(self) -> int:
         with self.db.read() as c:
-            return int(c.execute(sa.select(sa.func.max(tt.graph_nodes.c.order_seq))).scalar() or 0)
+            return int(c.execute(sa.select(sa.func.max(t.graph_nodes.c.order_seq))).scalar() or 0)
 
-    def positions(self, client_id: str, *, sandbox: bool | None = None,
+    def positions(self, client_id: str, *, paper: bool | None = None,
                   symbol: str | None = None, strategy_id: str | None = None) -> list[dict[str, Any]]:
+        """Positions per (paper, symbol); ``paper`` None: both paper and live rows."""
         if strategy_id is not None:
-            return self._strategy_positions(client_id, strategy_id, sandbox=sandbox, symbol=symbol)
-        p = tt.positions
+            return self._strategy_positions(client_id, strategy_id, paper=paper, symbol=symbol)
+        p = t.positions
         q = sa.select(p).where(p.c.client_id == client_id)
-        if sandbox is not None:
-            q = q.where(p.c.sandbox == sandbox)
+        if paper is not None:
+            q = q.where(p.c.sandbox == paper)
         if symbol is not None:
             q = q.where(p.c.symbol == symbol)
         q = q.order_by(p.c.sandbox, p.c.symbol)
         with self.db.read() as c:
             return [_row(r) for r in c.execute(q)]
 
-    def _strategy_positions(self, client_id: str, strategy_id: str, *, sandbox: bool | None,
+    def _strategy_positions(self, client_id: str, strategy_id: str, *, paper: bool | None,
                             symbol: str | None) -> list[dict[str, Any]]:
         """One strategy's positions, folded from its fills in commit order (the rows
         :meth:`commit` keeps are per client; a run key sees only its strategy's)."""
-        f, g = tt.fills, tt.graphs
+        f, g = t.fills, t.graphs
         q = (sa.select(f).where(f.c.client_id == client_id, f.c.graph_id.in_(
             sa.select(g.c.graph_id).where(g.c.client_id == client_id, g.c.strategy_id == strategy_id))))
-        if sandbox is not None:
-            q = q.where(f.c.sandbox == sandbox)
+        if paper is not None:
+            q = q.where(f.c.sandbox == paper)
         if symbol is not None:
             q = q.where(f.c.symbol == symbol)
         folded: dict[tuple[bool, str], tuple[Position, Mapping[str, Any]]] = {}

@@ -12,10 +12,10 @@ from sequence.api.auth import require_principal
 from sequence.api.errors import ApiError, bad_request
 from sequence.api.state import core_of
 from sequence.store.store import Principal
+from sequence.venues import VENUES
 
 router = APIRouter(tags=["keys"])
 
-VENUES = ("kalshi", "polymarket", "coinbase")
 _VENUE = Path(json_schema_extra={"enum": list(VENUES)})
 _CREDENTIALS = Body(json_schema_extra={"minProperties": 1, "maxProperties": 20,
                                        "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 65536}})

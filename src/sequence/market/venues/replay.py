@@ -34,10 +34,6 @@ class ReplayVenue(VenueAdapter):
         self._next_at: int | None = None
         self._peek()
 
-    @property
-    def recorded_start_ms(self) -> int:
-        return self._reader.start_ms
-
     def _at(self, ts_ms: int) -> int:
         return self._start_ms + round((ts_ms - self._reader.start_ms) / self.speed)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -402,9 +402,3 @@ def prediction_params(
         quote_asks=lo <= 1 - one_sided_below,
         tick_rule=tick_rule,
     )
-
-
-def spread_out(values: Sequence[float], total: float) -> list[float]:
-    """Scale ``values`` so they sum to ``total``."""
-    s = sum(values)
-    return [v * total / s for v in values]

@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from ..catalogue import Catalogue, EventSpec, MarketSpec
-from ..clock import Clock, seeded_rng
+from ..clock import Clock, iso, seeded_rng
 from .sim import SimConfig, SimParams, SimVenue, norm_cdf, prediction_params
 
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -56,9 +56,7 @@ def month_code(d: date) -> str:
 
 
 def _iso(d: date, hour: int, minute: int = 0) -> str:
-    return datetime(d.year, d.month, d.day, hour, minute, tzinfo=UTC).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    return iso(datetime(d.year, d.month, d.day, hour, minute, tzinfo=UTC).timestamp(), "seconds")
 
 
 def _long_date(d: date) -> str:

@@ -17,9 +17,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from sequence.market import ChannelKind
-
-from .conftest import LiveServer
+from sequence.stream import ChannelKind
+from tests.api.conftest import MarketServer
 
 FAILSAFE = 20.0  # seconds; only ever reached when something is broken
 
@@ -41,12 +40,12 @@ def subscribe(ws: ClientConnection, channels: list[str], op: str = "subscribe") 
     ws.send(json.dumps({"op": op, "channels": channels}))
 
 
-def liquid_symbols(srv: LiveServer) -> list[str]:
+def liquid_symbols(srv: MarketServer) -> list[str]:
     rows = httpx.get(srv.http + "/v1/markets", params={"venue": "kalshi", "limit": 5, "active": "true"}).json()
     return [m["yes_token_id"] for m in rows["markets"] if m["best_bid"] and m["best_ask"]]
 
 
-def test_subscribe_gets_ack_snapshot_then_changes(live_server: LiveServer) -> None:
+def test_subscribe_gets_ack_snapshot_then_changes(live_server: MarketServer) -> None:
     with connect(live_server.ws) as ws:
         subscribe(ws, ["prices:BTC-USD", "book:ETH-USD"])
         assert recv_json(ws) == {"type": "subscribed", "channels": ["prices:BTC-USD", "book:ETH-USD"]}
@@ -66,7 +65,7 @@ def test_subscribe_gets_ack_snapshot_then_changes(live_server: LiveServer) -> No
         assert all(a != b for a, b in itertools.pairwise(tops))  # only when the top moves
 
 
-def test_two_liquid_symbols_yield_eight_messages_quickly(live_server: LiveServer) -> None:
+def test_two_liquid_symbols_yield_eight_messages_quickly(live_server: MarketServer) -> None:
     """The seed's strategy waits for 8 messages on prices: of its two symbols (max 12 s)."""
     kalshi = liquid_symbols(live_server)[0]
     poly = httpx.get(live_server.http + "/v1/markets",
@@ -86,7 +85,7 @@ def test_two_liquid_symbols_yield_eight_messages_quickly(live_server: LiveServer
     print(f"8 messages in {elapsed:.2f}s")
 
 
-def test_bad_messages_get_errors_and_the_socket_stays_open(live_server: LiveServer) -> None:
+def test_bad_messages_get_errors_and_the_socket_stays_open(live_server: MarketServer) -> None:
     with connect(live_server.ws) as ws:
         ws.send('{"op": "subscribe", "channels": [')
         assert recv_json(ws)["code"] == "bad_json"
@@ -111,7 +110,7 @@ def test_bad_messages_get_errors_and_the_socket_stays_open(live_server: LiveServ
         recv_until(ws, lambda m: m.get("type") == "pong")
 
 
-def test_ten_thousand_channels_in_one_request_are_capped(live_server: LiveServer) -> None:
+def test_ten_thousand_channels_in_one_request_are_capped(live_server: MarketServer) -> None:
     symbols = httpx.get(live_server.http + "/v1/markets", params={"limit": 500, "expand": "outcomes"}).json()
     valid = [f"{kind}:{m[f]}" for m in symbols["markets"] for f in ("yes_token_id", "no_token_id", "symbol")
              if m.get(f) for kind in ("prices", "book")]
@@ -134,7 +133,7 @@ def test_ten_thousand_channels_in_one_request_are_capped(live_server: LiveServer
         recv_until(ws, lambda m: m.get("type") == "subscribed" and m["channels"] == [valid[-1]])
 
 
-def test_ten_thousand_subscribe_messages_on_one_socket(live_server: LiveServer) -> None:
+def test_ten_thousand_subscribe_messages_on_one_socket(live_server: MarketServer) -> None:
     with connect(live_server.ws) as ws:
         for i in range(10_000):
             subscribe(ws, [f"prices:FAKE-{i}" if i % 2 else "prices:BTC-USD"])
@@ -144,7 +143,7 @@ def test_ten_thousand_subscribe_messages_on_one_socket(live_server: LiveServer) 
         assert subs == [1]
 
 
-def test_unsubscribe_stops_the_flow(live_server: LiveServer) -> None:
+def test_unsubscribe_stops_the_flow(live_server: MarketServer) -> None:
     with connect(live_server.ws) as ws:
         subscribe(ws, ["prices:BTC-USD"])
         recv_until(ws, lambda m: m.get("channel") == "prices:BTC-USD")
@@ -154,7 +153,7 @@ def test_unsubscribe_stops_the_flow(live_server: LiveServer) -> None:
             ws.recv(timeout=1.0)
 
 
-def test_unauthenticated_upgrade_is_refused(make_server: Callable[..., LiveServer]) -> None:
+def test_unauthenticated_upgrade_is_refused(make_server: Callable[..., MarketServer]) -> None:
     srv = make_server(principal=None)
     with pytest.raises(InvalidStatus) as info:
         connect(srv.ws)
@@ -162,7 +161,7 @@ def test_unauthenticated_upgrade_is_refused(make_server: Callable[..., LiveServe
     assert json.loads(info.value.response.body or b"{}")["error"]["code"] == "unauthorized"
 
 
-def test_private_channels_registered_by_other_components(make_server: Callable[..., LiveServer]) -> None:
+def test_private_channels_registered_by_other_components(make_server: Callable[..., MarketServer]) -> None:
     srv = make_server()
     hub = srv.service.hub
     srv.call(lambda: hub.register(ChannelKind("fills", needs_arg=False, per_client=True, conflate=False)))
@@ -207,7 +206,7 @@ def send_text(sock: socket.socket, text: str) -> None:
 
 @pytest.mark.slow
 def test_a_client_that_never_reads_is_conflated_and_others_are_served(
-    make_server: Callable[..., LiveServer],
+    make_server: Callable[..., MarketServer],
 ) -> None:
     srv = make_server(rate_hz=40.0)
     rows = httpx.get(srv.http + "/v1/markets", params={"limit": 500, "expand": "outcomes", "active": "true"}).json()

@@ -36,7 +36,9 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
-from .errors import ChannelError, shown
+from sequence.echo import shown
+
+from .errors import ChannelError
 
 #: ``validate(arg, client_id)`` raises :class:`ChannelError`; ``snapshot(arg, client_id)``
 #: returns the data to send on subscribe, or ``None`` for nothing.

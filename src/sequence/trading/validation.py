@@ -1,31 +1,12 @@
-"""Execution graphs: validation, lifecycles and activation. Pure — no I/O.
+"""Graph requests: a ``POST /v1/graphs`` body validated into nodes and edges. Pure — no I/O.
 
-A graph is a set of **nodes** (one order each) and **edges**
-``{"from", "to", "trigger"}``. Nodes that are no edge's target are roots and
-fire on submit; an edge activates its target when its trigger happens on its
-source:
-
-=====================  ===================================================
-trigger                fires when the source …
-=====================  ===================================================
-``partially_filled``   gets its first fill (of any size, a complete fill too)
-``filled``             is completely filled
-``cancelled``          is cancelled by the engine (self-trade prevention,
-                       tick-size change, an unfilled market order) — *not*
-                       when the user cancels the graph
-``rejected``           is refused on activation (post-only that would take,
-                       market closed meanwhile)
-=====================  ===================================================
-
-A node activates at most once, on the first of its incoming edges that fires.
-The graph ends when no node has a working order (nothing left can fire an
-edge); nodes never activated by then end ``cancelled`` with reason
-``not_triggered`` and fire nothing. The graph ends ``cancelled`` if the user
-cancelled it, ``failed`` if a node was rejected and no ``rejected`` edge
-handled it, else ``completed``.
-
-Validation (:func:`parse_graph`) raises :class:`GraphError` naming the field,
-with a ``code`` for programs and a message for people.
+:func:`parse_graph` checks the shape (node ids, edges, an acyclic graph), each
+node against its instrument as of now (venue, tick, range, size increment,
+minimums, ``instrument_type``) and the venue's rules (:data:`VENUE_RULES`),
+and translates NO-token orders into the YES book's terms. It answers a
+:class:`GraphRequest` of :class:`~sequence.trading.graphs.Node` objects —
+the same objects the engine then runs — or raises :class:`GraphError` naming
+the field, with a ``code`` for programs and a message for people.
 
 Errors::
 
@@ -36,14 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
 from typing import Any, Literal, Protocol
 
-from sequence.lifecycle import StateMachine
+from sequence.market.book import Side
 
-from .book import Side
+from .graphs import QTY_1E8, TRIGGERS, Edge, Node
 
 MAX_NODES = 100
 MAX_EDGES = 1_000
@@ -53,9 +33,7 @@ NODE_FIELDS = frozenset(
     {"node_id", "symbol", "side", "qty", "venue", "instrument_type", "limit_price", "urgency", "activation"}
 )
 GRAPH_FIELDS = frozenset({"nodes", "edges", "sandbox"})
-TRIGGERS = ("filled", "partially_filled", "cancelled", "rejected")
 URGENCIES = ("low", "normal", "high")
-QTY_1E8 = 100_000_000
 
 
 class GraphError(ValueError):
@@ -69,60 +47,6 @@ class GraphError(ValueError):
         self.details: dict[str, Any] = {"field": field, **details}
 
 
-# -- lifecycles ---------------------------------------------------------------------
-
-
-class GS(StrEnum):
-    """Graph status (API.md)."""
-
-    active = "active"
-    completed = "completed"
-    cancelled = "cancelled"
-    failed = "failed"
-
-
-class NS(StrEnum):
-    """Node status (API.md)."""
-
-    pending = "pending"
-    working = "working"
-    partially_filled = "partially_filled"
-    filled = "filled"
-    cancelled = "cancelled"
-    rejected = "rejected"
-
-
-GRAPH = StateMachine(
-    "graph",
-    {
-        (GS.active, "complete"): GS.completed,
-        (GS.active, "cancel"): GS.cancelled,
-        (GS.active, "fail"): GS.failed,
-    },
-)
-
-# Events: activate (its order is placed), partial_fill, fill (complete), cancel
-# (user, engine or graph end), reject (refused on activation).
-NODE = StateMachine(
-    "node",
-    {
-        (NS.pending, "activate"): NS.working,
-        (NS.pending, "cancel"): NS.cancelled,
-        (NS.pending, "reject"): NS.rejected,
-        (NS.working, "partial_fill"): NS.partially_filled,
-        (NS.working, "fill"): NS.filled,
-        (NS.working, "cancel"): NS.cancelled,
-        (NS.working, "reject"): NS.rejected,
-        (NS.partially_filled, "partial_fill"): NS.partially_filled,
-        (NS.partially_filled, "fill"): NS.filled,
-        (NS.partially_filled, "cancel"): NS.cancelled,
-    },
-)
-
-LIVE_NODE = frozenset({NS.working.value, NS.partially_filled.value})
-FINAL_NODE = frozenset({NS.filled.value, NS.cancelled.value, NS.rejected.value})
-
-
 # -- venue rules ----------------------------------------------------------------------
 
 
@@ -131,7 +55,7 @@ class VenueRules:
     """What the engine enforces per venue beyond tick and range."""
 
     #: Under the minimum notional: ``rest`` = accepted, works forever, never crosses
-    #: (Polymarket, as the seed documents); ``reject`` = 400 (Coinbase's quote_min_size).
+    #: (Polymarket, as the product document says); ``reject`` = 400 (Coinbase's quote_min_size).
     min_notional: Literal["rest", "reject"] = "reject"
     #: Enforce the market's ``min_order_size`` with a 400.
     min_order_size: bool = False
@@ -177,56 +101,16 @@ class InstrumentLike(Protocol):
 Lookup = Callable[[str], InstrumentLike | None]
 
 
-# -- parsed graph ---------------------------------------------------------------------
+# -- the parsed request ------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class NodeSpec:
-    node_id: str
-    idx: int
-    symbol: str
-    venue: str
-    instrument_type: str
-    side: str  # buy | sell (symbol's terms)
-    qty: float
-    qty_1e8: int
-    qty_units: int  # book size units
-    limit_price: float | None
-    limit_units: int | None  # symbol's terms
-    book_symbol: str
-    book_side: Side
-    book_limit: int | None  # book's terms
-    price_scale: int
-    size_scale: int
-    urgency: str
-    activation: str  # root | triggered
-    never_crosses: bool
+class GraphRequest:
+    """A valid graph request: its nodes (pending) and edges, and whether it trades on paper."""
 
-    @property
-    def post_only(self) -> bool:
-        return self.urgency == "low"
-
-    @property
-    def complement(self) -> bool:
-        """A NO token: book prices are ``price_scale − price`` and sides swap."""
-        return self.book_side is not (Side.BID if self.side == "buy" else Side.ASK)
-
-
-@dataclass(frozen=True, slots=True)
-class EdgeSpec:
-    source: str
-    target: str
-    trigger: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"from": self.source, "to": self.target, "trigger": self.trigger}
-
-
-@dataclass(frozen=True, slots=True)
-class GraphSpec:
-    nodes: tuple[NodeSpec, ...]
-    edges: tuple[EdgeSpec, ...]
-    sandbox: bool
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+    paper: bool  # the wire's ``sandbox``, forced for a ``seq_test_`` key
 
 
 # -- parsing ----------------------------------------------------------------------------
@@ -255,8 +139,11 @@ def _units(d: Decimal, scale: int) -> Decimal:
     return d * scale
 
 
-def parse_graph(body: Any, lookup: Lookup, *, venues: Iterable[str], force_sandbox: bool) -> GraphSpec:
-    """Validate a ``POST /v1/graphs`` body into a :class:`GraphSpec` (or raise :class:`GraphError`)."""
+def parse_graph(body: Any, lookup: Lookup, *, venues: Iterable[str], force_paper: bool) -> GraphRequest:
+    """Validate a ``POST /v1/graphs`` body into a :class:`GraphRequest` (or raise :class:`GraphError`).
+
+    ``force_paper``: the caller's key trades on paper only (a ``seq_test_`` key),
+    whatever the body's ``sandbox`` says."""
     if not isinstance(body, Mapping):
         raise GraphError("body", 'the body must be a JSON object: {"nodes": [...], "edges": [...]}')
     unknown = sorted(set(body) - GRAPH_FIELDS)
@@ -266,7 +153,7 @@ def parse_graph(body: Any, lookup: Lookup, *, venues: Iterable[str], force_sandb
     sandbox_raw = body.get("sandbox")
     if sandbox_raw is not None and not isinstance(sandbox_raw, bool):
         raise GraphError("sandbox", "sandbox must be true or false")
-    sandbox = bool(sandbox_raw) or force_sandbox
+    paper = bool(sandbox_raw) or force_paper
 
     raw_nodes = body.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
@@ -307,11 +194,11 @@ def parse_graph(body: Any, lookup: Lookup, *, venues: Iterable[str], force_sandb
     nodes = tuple(
         _parse_node(raw, i, lookup, venue_set, targets) for i, raw in enumerate(raw_nodes)
     )
-    return GraphSpec(nodes, edges, sandbox)
+    return GraphRequest(nodes, edges, paper)
 
 
-def _parse_edges(raw_edges: Sequence[Any], ids: Mapping[str, int]) -> tuple[EdgeSpec, ...]:
-    edges: list[EdgeSpec] = []
+def _parse_edges(raw_edges: Sequence[Any], ids: Mapping[str, int]) -> tuple[Edge, ...]:
+    edges: list[Edge] = []
     seen: set[tuple[str, str, str]] = set()
     for j, raw in enumerate(raw_edges):
         where = f"edges[{j}]"
@@ -338,7 +225,7 @@ def _parse_edges(raw_edges: Sequence[Any], ids: Mapping[str, int]) -> tuple[Edge
             raise GraphError(where, f"{where} repeats the edge {src!r} -> {dst!r} on {trigger}",
                              code="duplicate_edge")
         seen.add(key3)
-        edges.append(EdgeSpec(src, dst, trigger))
+        edges.append(Edge(src, dst, trigger))
     cycle = find_cycle(list(ids), edges)
     if cycle:
         path = " -> ".join(cycle)
@@ -347,7 +234,7 @@ def _parse_edges(raw_edges: Sequence[Any], ids: Mapping[str, int]) -> tuple[Edge
     return tuple(edges)
 
 
-def find_cycle(node_ids: Sequence[str], edges: Iterable[EdgeSpec]) -> list[str] | None:
+def find_cycle(node_ids: Sequence[str], edges: Iterable[Edge]) -> list[str] | None:
     """A cycle as ``[a, b, …, a]``, or ``None`` if the graph is acyclic."""
     out: dict[str, list[str]] = {n: [] for n in node_ids}
     for e in edges:
@@ -379,7 +266,7 @@ def find_cycle(node_ids: Sequence[str], edges: Iterable[EdgeSpec]) -> list[str] 
 
 def _parse_node(
     raw: Mapping[str, Any], i: int, lookup: Lookup, venues: frozenset[str], targets: set[str]
-) -> NodeSpec:
+) -> Node:
     where = f"nodes[{i}]"
     nid: str = raw["node_id"]
     unknown = sorted(set(raw) - NODE_FIELDS)
@@ -534,112 +421,10 @@ def _parse_node(
         book_side = Side.BID if buy else Side.ASK
         book_limit = limit_units
 
-    return NodeSpec(
+    return Node(
         node_id=nid, idx=i, symbol=symbol, venue=venue, instrument_type=itype, side=side,
-        qty=float(qd), qty_1e8=qty_1e8, qty_units=qty_units, limit_price=limit_price,
+        qty_1e8=qty_1e8, qty_units=qty_units, limit_price=limit_price,
         limit_units=limit_units, book_symbol=inst.book_symbol, book_side=book_side,
         book_limit=book_limit, price_scale=scale, size_scale=size_scale, urgency=urgency,
         activation=activation, never_crosses=never_crosses,
     )
-
-
-# -- runtime ------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class NodeRun:
-    """A node's lifecycle state inside a running graph."""
-
-    node_id: str
-    status: str = NS.pending.value
-    filled_any: bool = False
-    reason: str | None = None
-
-    def move(self, event: str) -> str:
-        self.status = NODE.next(self.status, event)
-        return self.status
-
-
-@dataclass(slots=True)
-class GraphRun:
-    """Which nodes fire when; the graph's own status. Drive it with the ``on_*`` methods;
-    each returns the node ids to activate now."""
-
-    graph_id: str
-    node_ids: tuple[str, ...]
-    edges: tuple[EdgeSpec, ...]
-    status: str = GS.active.value
-    nodes: dict[str, NodeRun] = field(default_factory=dict)
-    fired: set[int] = field(default_factory=set)
-    user_cancelled: bool = False
-
-    def __post_init__(self) -> None:
-        for nid in self.node_ids:
-            self.nodes.setdefault(nid, NodeRun(nid))
-
-    @property
-    def targets(self) -> set[str]:
-        return {e.target for e in self.edges}
-
-    def roots(self) -> list[str]:
-        targets = self.targets
-        return [n for n in self.node_ids if n not in targets]
-
-    def _fire(self, source: str, trigger: str) -> list[str]:
-        out: list[str] = []
-        for i, e in enumerate(self.edges):
-            if e.source == source and e.trigger == trigger and i not in self.fired:
-                self.fired.add(i)
-                if self.nodes[e.target].status == NS.pending and e.target not in out:
-                    out.append(e.target)
-        return out
-
-    def on_activated(self, node_id: str) -> None:
-        self.nodes[node_id].move("activate")
-
-    def on_fill(self, node_id: str, complete: bool) -> list[str]:
-        node = self.nodes[node_id]
-        node.move("fill" if complete else "partial_fill")
-        fire: list[str] = []
-        if not node.filled_any:
-            node.filled_any = True
-            fire += self._fire(node_id, "partially_filled")
-        if complete:
-            fire += [n for n in self._fire(node_id, "filled") if n not in fire]
-        return fire
-
-    def on_cancelled(self, node_id: str, reason: str, *, fire: bool = True) -> list[str]:
-        node = self.nodes[node_id]
-        node.move("cancel")
-        node.reason = reason
-        return self._fire(node_id, "cancelled") if fire else []
-
-    def on_rejected(self, node_id: str, reason: str) -> list[str]:
-        node = self.nodes[node_id]
-        node.move("reject")
-        node.reason = reason
-        return self._fire(node_id, "rejected")
-
-    def live(self) -> list[str]:
-        return [n for n, s in self.nodes.items() if s.status in LIVE_NODE]
-
-    def pending(self) -> list[str]:
-        return [n for n, s in self.nodes.items() if s.status == NS.pending]
-
-    def quiescent(self) -> bool:
-        """Nothing is working, so nothing can fire any more: the graph should end."""
-        return self.status == GS.active and not self.live()
-
-    def outcome(self) -> str:
-        """The status the graph ends with (call once :meth:`quiescent`)."""
-        if self.user_cancelled:
-            return GS.cancelled.value
-        handled = {self.edges[i].source for i in self.fired if self.edges[i].trigger == "rejected"}
-        for nid, node in self.nodes.items():
-            if node.status == NS.rejected and nid not in handled:
-                return GS.failed.value
-        return GS.completed.value
-
-    def end(self, status: str) -> None:
-        event = {"completed": "complete", "cancelled": "cancel", "failed": "fail"}[status]
-        self.status = GRAPH.next(self.status, event)

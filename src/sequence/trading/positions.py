@@ -7,17 +7,15 @@ price is ``cost / net`` and unrealized P&L at ``mark`` is ``mark × net − cost
 
 Fees are accumulated apart from trading P&L: ``realized_pnl`` is the gain on
 closed quantity, ``fees`` what was paid, and ``total_pnl`` is
-``realized + unrealized − fees``. Sandbox and live positions are separate rows
-(the store keys them by ``(client, sandbox, symbol)``).
+``realized + unrealized − fees``. Paper and live positions are separate rows
+(the store keys them by ``(client, sandbox, symbol)``). The ``GET /v1/positions``
+row is :func:`sequence.trading.wire.position_json`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any
-
-from .fees import USD_1E8
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,29 +72,3 @@ def apply_fill(pos: Position, side: str, price: Fraction, qty_1e8: int, fee_1e8:
         fill_count=pos.fill_count + 1,
     )
 
-
-def _money(v: int | None) -> float | None:
-    return None if v is None else v / USD_1E8
-
-
-def to_json(pos: Position, *, symbol: str, venue: str, sandbox: bool, mark: Fraction | None,
-            updated_at: str | None = None) -> dict[str, Any]:
-    """The ``GET /v1/positions`` row."""
-    avg = pos.avg_price
-    unreal = pos.unrealized_1e8(mark)
-    total = None if unreal is None else pos.realized_1e8 + unreal - pos.fees_1e8
-    return {
-        "symbol": symbol,
-        "venue": venue,
-        "sandbox": sandbox,
-        "net_qty": pos.net_1e8 / USD_1E8,
-        "net_qty_1e8": pos.net_1e8,
-        "avg_price": None if avg is None else round(float(avg), 10),
-        "mark": None if mark is None else float(mark),
-        "realized_pnl": _money(pos.realized_1e8),
-        "unrealized_pnl": _money(unreal),
-        "fees": _money(pos.fees_1e8),
-        "total_pnl": _money(total),
-        "fill_count": pos.fill_count,
-        "updated_at": updated_at,
-    }

@@ -1,8 +1,10 @@
-"""A small app serving only the market routes, for tests, benchmarks and demos.
+"""A small app serving only the market API, for tests, benchmarks and demos.
 
 Not the coordinator: no store, and authentication is whatever ``principal``
-says (every caller is that principal). The coordinator includes the routes
-through :mod:`sequence.market.wiring` instead.
+says (every caller is that principal). It has the coordinator's market routes
+(:mod:`sequence.api.routes.market`), its ``/v1/stream``
+(:mod:`sequence.api.routes.stream`) and its one error envelope
+(:mod:`sequence.api.errors`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 
-from .errors import Unauthorized
-from .routes import MAX_SUBSCRIPTIONS, install_error_handler, install_routes
-from .service import MarketService
+from sequence.api import errors
+from sequence.api.routes import market, stream
+from sequence.market.service import MarketService
+from sequence.stream.protocol import MAX_SUBSCRIPTIONS
 
 
 def build_app(
@@ -43,7 +46,7 @@ def build_app(
 
     async def http_principal(request: Request) -> Any:
         if principal is None:
-            raise Unauthorized("no principal configured")
+            raise errors.ApiError(401, "unauthorized", "no principal configured")
         return principal
 
     def ws_principal(websocket: WebSocket) -> Any:
@@ -51,11 +54,8 @@ def build_app(
 
     app = FastAPI(title="Sequence market (standalone)", lifespan=lifespan)
     app.state.market = service
-    install_routes(
-        app,
-        principal=http_principal,
-        ws_authenticator=ws_principal,
-        max_subscriptions=max_subscriptions,
-    )
-    install_error_handler(app)
+    app.state.hub = service.hub
+    errors.install(app)
+    market.install_routes(app, principal=http_principal)
+    stream.install_route(app, ws_authenticator=ws_principal, max_subscriptions=max_subscriptions)
     return app

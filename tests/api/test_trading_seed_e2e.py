@@ -346,7 +346,7 @@ def test_fills_stream_delivers_own_fills(coord: Any) -> None:
 
 
 def test_restart_keeps_working_orders_working(tmp_path: Any) -> None:
-    from tests.trading.conftest import start_trading_server
+    from tests.api.conftest import start_trading_server
 
     srv = start_trading_server(tmp_path / "data")
     try:

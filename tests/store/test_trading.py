@@ -158,7 +158,7 @@ def test_fill_filters_and_keyset_paging(store: Store, ts: TradingStore, client_i
     rest = ts.list_fills(client_id, before=(page[-1]["ts"], page[-1]["seq"]))
     assert [f["seq"] for f in rest] == [9, 3, 2, 1]
     assert {p["sandbox"] for p in ts.positions(client_id)} == {True, False}
-    assert [p["symbol"] for p in ts.positions(client_id, sandbox=True)] == ["T-YES"]
+    assert [p["symbol"] for p in ts.positions(client_id, paper=True)] == ["T-YES"]
 
 
 def test_load_active_returns_graphs_with_their_nodes(store: Store, ts: TradingStore, client_id: str) -> None:

@@ -8,10 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from sequence.api.errors import ApiError, from_market
 from sequence.market import BadCursor, BadRequest, MarketError, UnknownSymbol
-from sequence.market.routes import market_error_to_http
-
-from .conftest import LiveServer
+from tests.api.conftest import MarketServer
 
 
 def error_of(resp: httpx.Response) -> dict[str, Any]:
@@ -22,7 +21,7 @@ def error_of(resp: httpx.Response) -> dict[str, Any]:
     return body["error"]  # type: ignore[no-any-return]
 
 
-def test_markets_and_quotes_over_http(live_server: LiveServer) -> None:
+def test_markets_and_quotes_over_http(live_server: MarketServer) -> None:
     with httpx.Client(base_url=live_server.http) as client:
         r = client.get("/v1/markets", params={"venue": "kalshi", "limit": 30, "order": "volume", "active": "true"})
         assert r.status_code == 200 and r.headers["content-type"] == "application/json"
@@ -63,7 +62,7 @@ def test_markets_and_quotes_over_http(live_server: LiveServer) -> None:
     ],
 )
 def test_errors_use_the_envelope(
-    live_server: LiveServer, path: str, params: dict[str, str], status: int, code: str, field: str | None
+    live_server: MarketServer, path: str, params: dict[str, str], status: int, code: str, field: str | None
 ) -> None:
     r = httpx.get(live_server.http + path, params=params)
     assert r.status_code == status
@@ -75,14 +74,17 @@ def test_errors_use_the_envelope(
         assert err["details"] == {"symbol": "NOPE-USD"}
 
 
-def test_unauthenticated_requests_are_refused(make_server: Callable[..., LiveServer]) -> None:
+def test_unauthenticated_requests_are_refused(make_server: Callable[..., MarketServer]) -> None:
     srv = make_server(principal=None)
     r = httpx.get(srv.http + "/v1/quotes", params={"symbol": "BTC-USD"})
     assert r.status_code == 401 and error_of(r)["code"] == "unauthorized"
 
 
-def test_market_error_to_http() -> None:
-    assert market_error_to_http(BadRequest("limit", "too big")) == (400, "bad_request", "too big", {"field": "limit"})
-    assert market_error_to_http(BadCursor())[:2] == (400, "bad_cursor")
-    assert market_error_to_http(UnknownSymbol("X")) == (404, "not_found", "unknown symbol: 'X'", {"symbol": "X"})
-    assert market_error_to_http(MarketError("boom"))[:2] == (500, "market_error")
+def test_market_errors_become_api_errors() -> None:
+    def parts(e: ApiError) -> tuple[int, str, str, dict[str, Any]]:
+        return e.status, e.code, e.message, e.details
+
+    assert parts(from_market(BadRequest("limit", "too big"))) == (400, "bad_request", "too big", {"field": "limit"})
+    assert parts(from_market(BadCursor()))[:2] == (400, "bad_cursor")
+    assert parts(from_market(UnknownSymbol("X"))) == (404, "not_found", "unknown symbol: 'X'", {"symbol": "X"})
+    assert parts(from_market(MarketError("boom")))[:2] == (500, "market_error")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sequence.market import ChannelError, ChannelKind, Hub
+from sequence.stream import ChannelError, ChannelKind, Hub
 
 
 def make_hub() -> Hub:

@@ -10,7 +10,7 @@ and quantities and returned as an integer number of 10⁻⁸ US dollars
 * **coinbase** — a share of notional: 0.60 % taker, 0.40 % maker (the
   lowest-volume Advanced Trade tier).
 
-Sandbox fills are charged the same fees (on paper) so that paper P&L is
+Paper fills are charged the same fees so that paper P&L is
 comparable with live P&L. Override any venue with :meth:`FeeSchedule.from_mapping`::
 
     {"coinbase": {"model": "notional", "taker": 0.004, "maker": 0.0025},

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sequence.execution.engine import TradingEngine
 from sequence.market import ManualClock, MarketService, Side
-from sequence.market.engine import TradingEngine
-from tests.trading.conftest import Env, async_test, settle
+from tests.execution.conftest import Env, async_test, settle
 
 
 def two_sided(service: MarketService, venue: str) -> str:

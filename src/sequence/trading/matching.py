@@ -10,13 +10,13 @@ book's price and size units (a NO-token order is translated by the engine).
 
 Two kinds of order
 ------------------
-**Paper** orders (sandbox) fill against the displayed book without changing
+**Paper** orders (the wire's ``sandbox``) fill against the displayed book without changing
 it. On arrival the marketable part walks the book's depth at the book's
 prices (taker); the rest rests, invisible, and fills — at its own limit, as a
 maker — whenever the book later crosses that limit. Paper liquidity is never
 consumed, so two paper orders can fill against the same displayed size.
 
-**Venue** orders (not sandbox, on a simulated venue) enter the book. On
+**Venue** orders (live, on a simulated venue) enter the book. On
 arrival they take venue liquidity first and then other clients' resting venue
 orders at each level (price, then time priority among ours); what is left
 rests *visibly* at the limit. A resting venue order fills, as a maker at its
@@ -29,7 +29,7 @@ Order flags
 -----------
 ``post_only`` (urgency ``low``): rejected if marketable on arrival.
 ``crossable=False`` (under a venue's minimum notional): accepted and working,
-never shown, never matched — it "sits forever", as the seed warns.
+never shown, never matched — it "sits forever", as the product document warns.
 ``limit=None``: a market order; whatever does not fill on arrival is cancelled.
 """
 
@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from .book import BookView, Side
+from sequence.market.book import BookView, Side
 
 Liquidity = Literal["maker", "taker"]
 

@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 
+from sequence.execution.engine import TradingEngine
 from sequence.market.book import Side
-from sequence.market.engine import TradingEngine
 from sequence.market.events import TickSizeChange
-from sequence.market.graphs import GraphError
 from sequence.store.trading import IdempotencyConflict
-from tests.trading.conftest import Env, async_test, settle
+from sequence.trading.graphs import Graph
+from sequence.trading.validation import GraphError
+from tests.execution.conftest import Env, async_test, settle
 from tests.trading.fakes import KALSHI, KALSHI_NO, POLY, SPOT, FakeMarket, node
 
 Q = 100_000_000
@@ -24,7 +25,7 @@ async def submit(engine: TradingEngine, env: Env, nodes: list[dict[str, Any]], e
     body: dict[str, Any] = {"nodes": nodes, "edges": edges or []}
     if sandbox is not None:
         body["sandbox"] = sandbox
-    ack = await engine.submit(body, client_id=client_id or env.client_id, key_id="key", sandbox_key=test_key,
+    ack = await engine.submit(body, client_id=client_id or env.client_id, key_id="key", paper_only=test_key,
                               idempotency_key=key)
     assert ack["status"] == "active"
     return str(ack["graph_id"])
@@ -361,14 +362,11 @@ async def test_restart_keeps_working_orders_working(any_env: Env) -> None:
 async def test_restore_fires_roots_accepted_before_a_crash(env: Env) -> None:
     std_book(env.market)
     engine = env.engine()
-    spec = engine.validate({"nodes": [node(qty=5, limit_price=0.43)]}, force_sandbox=True)
-    from sequence.market.engine import TradingEngine as _E  # the row builders are static
-
-    row = {"graph_id": "graph_crash", "client_id": env.client_id, "key_id": "k", "run_id": None,
-           "idempotency_key": None, "request_hash": None, "status": "active", "sandbox": True,
-           "node_count": 1, "edge_count": 0, "edges": [], "reason": None, "created_at": 1.0,
-           "updated_at": 1.0, "ended_at": None}
-    env.trading.create_graph(row, [_E._node_row("graph_crash", env.client_id, spec.nodes[0], 1.0)])
+    req = engine.validate({"nodes": [node(qty=5, limit_price=0.43)]}, force_paper=True)
+    g = Graph.new("graph_crash", env.client_id, req.nodes, req.edges, paper=req.paper, now=1.0)
+    row = g.row(key_id="k", run_id=None, idempotency_key=None, request_hash=None, now=1.0)
+    assert row["sandbox"] is True and row["status"] == "active"
+    env.trading.create_graph(row, [n.row(env.client_id) for n in req.nodes])  # accepted, never activated
     await engine.start()
     g = await graph(engine, env, "graph_crash")
     assert g["status"] == "completed" and len(env.trading.list_fills(env.client_id)) == 1

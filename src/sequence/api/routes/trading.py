@@ -1,39 +1,33 @@
 """HTTP routes for trading: ``/v1/graphs``, ``/v1/fills``, ``/v1/positions``.
 
-:func:`attach_trading` is the coordinator hook: it builds the
-:class:`~sequence.market.engine.TradingEngine` over the coordinator's store and
-market service, includes :data:`router`, and wraps the app's lifespan so the
-engine starts (restoring working orders) after the market service and stops
-before it.
-
-Every route is scoped to the caller's client (someone else's graph id answers
-404) and reports errors in the API's one envelope, naming the field.
+The coordinator includes :data:`router` and runs the graph engine
+(:class:`~sequence.execution.engine.TradingEngine`, ``core.trading``) beside
+the market service (:mod:`sequence.api.app`). Every route is scoped to the
+caller's client (someone else's graph id answers 404) — and for a run-scoped
+key to its strategy — and reports errors in the API's one envelope, naming the
+field. A ``seq_test_`` key (``is_sandbox``) trades on paper only.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from sequence.api import cursor as cursors
 from sequence.api.auth import require_principal
-from sequence.api.errors import ApiError
+from sequence.api.errors import ApiError, bad_request
+from sequence.api.query import bool_param, limit_param, param, time_param
+from sequence.api.state import core_of
+from sequence.execution.engine import TradingEngine
 from sequence.store.store import Principal
-from sequence.store.trading import Fenced, IdempotencyConflict, TradingStore
-
-from .engine import TradingEngine, fill_json, graph_json
-from .fees import FeeSchedule
-from .graphs import GS, MAX_EDGES, MAX_NODES, TRIGGERS, URGENCIES, GraphError
-from .routes import _param
+from sequence.store.trading import Fenced, IdempotencyConflict
+from sequence.trading.graphs import TRIGGERS, GraphStatus
+from sequence.trading.validation import MAX_EDGES, MAX_NODES, URGENCIES, GraphError
+from sequence.trading.wire import fill_json, graph_json
 
 router = APIRouter(tags=["trading"])
 
@@ -44,66 +38,10 @@ MAX_LIMIT = 500
 
 
 def _engine(request: Request) -> TradingEngine:
-    engine = getattr(request.app.state, "trading", None)
+    engine = core_of(request.app).trading
     if engine is None or not engine.started:
         raise ApiError(503, "unavailable", "the trading engine is not running")
-    return engine  # type: ignore[no-any-return]
-
-
-def _bad(field: str, message: str, code: str = "bad_request", **details: Any) -> ApiError:
-    return ApiError(400, code, message, {"field": field, **details})
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return DEFAULT_LIMIT
-    try:
-        n = int(raw)
-    except ValueError:
-        raise _bad("limit", f"limit must be an integer from 1 to {MAX_LIMIT}") from None
-    if not 1 <= n <= MAX_LIMIT:
-        raise _bad("limit", f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return n
-
-
-def _since(raw: str | None) -> float | None:
-    """Epoch seconds (``1767225600.5``) or ISO-8601 (``2026-01-01T00:00:00Z``)."""
-    if raw is None or raw == "":
-        return None
-    try:
-        v = float(raw)
-        if math.isfinite(v):
-            return v
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise _bad("since", "since must be epoch seconds or an ISO-8601 time like 2026-01-01T00:00:00Z") from None
-    if dt.tzinfo is None:
-        raise _bad("since", "since needs a timezone (end it with Z for UTC)")
-    return dt.timestamp()
-
-
-def _bool(field: str, raw: str | None) -> bool | None:
-    if raw is None or raw == "":
-        return None
-    v = raw.strip().lower()
-    if v in ("true", "1", "yes"):
-        return True
-    if v in ("false", "0", "no"):
-        return False
-    raise _bad(field, f"{field} must be true or false")
-
-
-def _encode_cursor(values: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(raw: str | None, kinds: tuple[type, ...]) -> list[Any] | None:
-    # The coordinator's one cursor scheme: rejects NaN, out-of-range numbers, deep nesting.
-    values = cursors.decode(raw, kinds)
-    return None if values is None else list(values)
+    return engine
 
 
 # What the hand-parsed requests accept, for /openapi.json (FastAPI cannot see it).
@@ -115,9 +53,9 @@ def _hidden() -> Any:
     return Query(None, include_in_schema=False)
 
 
-_LIMIT = _param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-                "page size")
-_CURSOR = _param("cursor", {"type": "string"}, "next_cursor of the previous page")
+_LIMIT = param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+               "page size")
+_CURSOR = param("cursor", {"type": "string"}, "next_cursor of the previous page")
 _NODE = {
     "type": "object", "required": ["node_id", "symbol", "side", "qty"], "additionalProperties": False,
     "properties": {
@@ -163,7 +101,8 @@ async def submit_graph(request: Request, principal: Principal = Depends(require_
     if key is not None:
         key = key.strip()
         if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
-            raise _bad("Idempotency-Key", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters")
+            raise bad_request(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters",
+                              "Idempotency-Key")
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "payload_too_large", f"graph requests are limited to {MAX_BODY_BYTES} bytes")
@@ -173,7 +112,7 @@ async def submit_graph(request: Request, principal: Principal = Depends(require_
         raise ApiError(400, "invalid_json", "request body is not valid JSON", {"field": "body"}) from None
     try:
         ack = await engine.submit(body, client_id=principal.client_id, key_id=principal.key_id,
-                                  sandbox_key=principal.is_sandbox, run_id=principal.run_id,
+                                  paper_only=principal.is_sandbox, run_id=principal.run_id,
                                   idempotency_key=key, strategy_id=principal.strategy_id)
     except GraphError as exc:
         raise ApiError(400, exc.code, exc.message, exc.details) from None
@@ -186,17 +125,17 @@ async def submit_graph(request: Request, principal: Principal = Depends(require_
 
 
 @router.get("/v1/graphs", summary="List your graphs, newest first", responses=_ERRS, openapi_extra={
-    "parameters": [_param("status", {"type": "string", "enum": [s.value for s in GS]}, "only this status"),
+    "parameters": [param("status", {"type": "string", "enum": [s.value for s in GraphStatus]}, "only this status"),
                    _LIMIT, _CURSOR]})
 async def list_graphs(request: Request, principal: Principal = Depends(require_principal),
                       status: str | None = _hidden(), limit: str | None = _hidden(),
                       cursor: str | None = _hidden()) -> dict[str, Any]:
     engine = _engine(request)
     status = status or None  # empty means not given, as for every optional parameter here
-    if status is not None and status not in {s.value for s in GS}:
-        raise _bad("status", f"status must be one of {', '.join(s.value for s in GS)}")
-    n = _limit(limit)
-    cur = _decode_cursor(cursor, (float, str))
+    if status is not None and status not in {s.value for s in GraphStatus}:
+        raise bad_request(f"status must be one of {', '.join(s.value for s in GraphStatus)}", "status")
+    n = limit_param(limit, DEFAULT_LIMIT, MAX_LIMIT)
+    cur = cursors.decode(cursor, (float, str))
     before = None if cur is None else (float(cur[0]), str(cur[1]))
 
     def _read() -> list[dict[str, Any]]:
@@ -206,7 +145,7 @@ async def list_graphs(request: Request, principal: Principal = Depends(require_p
     rows = await anyio.to_thread.run_sync(_read)
     more = len(rows) > n
     rows = rows[:n]
-    nxt = _encode_cursor([rows[-1]["created_at"], rows[-1]["graph_id"]]) if more and rows else None
+    nxt = cursors.encode(rows[-1]["created_at"], rows[-1]["graph_id"]) if more and rows else None
     return {"graphs": [graph_json(r) for r in rows], "next_cursor": nxt}
 
 
@@ -253,17 +192,17 @@ async def delete_graph(graph_id: str, request: Request,
 
 
 @router.get("/v1/fills", summary="Your fills, newest first", responses=_ERRS, openapi_extra={"parameters": [
-    _param("symbol", {"type": "string"}, "only this symbol"), _param("graph_id", {"type": "string"}, "only this graph"),
-    _LIMIT, _param("since", {"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]},
-                   "epoch seconds or ISO-8601 with a timezone; inclusive"), _CURSOR]})
+    param("symbol", {"type": "string"}, "only this symbol"), param("graph_id", {"type": "string"}, "only this graph"),
+    _LIMIT, param("since", {"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]},
+                  "epoch seconds or ISO-8601 with a timezone; inclusive"), _CURSOR]})
 async def list_fills(request: Request, principal: Principal = Depends(require_principal),
                      symbol: str | None = _hidden(), graph_id: str | None = _hidden(), limit: str | None = _hidden(),
                      since: str | None = _hidden(), cursor: str | None = _hidden()) -> dict[str, Any]:
     """``{"fills": [...], "next_cursor"}``. ``since`` (epoch seconds or ISO-8601) is inclusive."""
     engine = _engine(request)
-    n = _limit(limit)
-    t0 = _since(since)
-    cur = _decode_cursor(cursor, (float, int))
+    n = limit_param(limit, DEFAULT_LIMIT, MAX_LIMIT)
+    t0 = time_param("since", since)
+    cur = cursors.decode(cursor, (float, int))
     before = None if cur is None else (float(cur[0]), int(cur[1]))
 
     def _read() -> list[dict[str, Any]]:
@@ -273,66 +212,30 @@ async def list_fills(request: Request, principal: Principal = Depends(require_pr
     rows = await anyio.to_thread.run_sync(_read)
     more = len(rows) > n
     rows = rows[:n]
-    nxt = _encode_cursor([rows[-1]["ts"], rows[-1]["seq"]]) if more and rows else None
+    nxt = cursors.encode(rows[-1]["ts"], rows[-1]["seq"]) if more and rows else None
     return {"fills": [fill_json(r) for r in rows], "next_cursor": nxt}
 
 
 @router.get("/v1/positions", summary="Net positions and P&L per symbol", responses=_ERRS, openapi_extra={
-    "parameters": [_param("sandbox", {"type": "boolean"}, "only sandbox (true) or live (false) rows"),
-                   _param("symbol", {"type": "string"}, "only this symbol")]})
+    "parameters": [param("sandbox", {"type": "boolean"}, "only sandbox (true) or live (false) rows"),
+                   param("symbol", {"type": "string"}, "only this symbol")]})
 async def list_positions(request: Request, principal: Principal = Depends(require_principal),
                          sandbox: str | None = _hidden(), symbol: str | None = _hidden()) -> dict[str, Any]:
     """Net quantity, average price, realized and unrealized P&L (marked to mid), per symbol;
     sandbox and live rows apart. A ``seq_test_`` key sees its sandbox rows only."""
     engine = _engine(request)
-    want = _bool("sandbox", sandbox)
+    paper = bool_param("sandbox", sandbox)
     if principal.is_sandbox:
-        if want is False:
-            raise _bad("sandbox", "a seq_test_ key trades in the sandbox only; it has no live positions")
-        want = True
+        if paper is False:
+            raise bad_request("a seq_test_ key trades in the sandbox only; it has no live positions", "sandbox")
+        paper = True
 
     def _read() -> list[dict[str, Any]]:
-        return engine.store.positions(principal.client_id, sandbox=want, symbol=symbol or None,
+        return engine.store.positions(principal.client_id, paper=paper, symbol=symbol or None,
                                       strategy_id=principal.strategy_id)
 
     rows = await anyio.to_thread.run_sync(_read)
     return {"positions": engine.positions_json(rows)}
 
 
-# -- wiring ----------------------------------------------------------------------------------
-
-
-def attach_trading(app: FastAPI, core: Any, *, fees: FeeSchedule | None = None) -> TradingEngine:
-    """Create the engine on ``core`` (``core.trading``, ``app.state.trading``), include the
-    routes and start/stop the engine with the app. Call after the market service is attached
-    (``core.market``). Idempotent: a second call returns the first engine.
-    """
-    existing = getattr(app.state, "trading", None)
-    if isinstance(existing, TradingEngine):
-        return existing
-    market = getattr(core, "market", None)
-    if market is None:
-        raise RuntimeError("attach the market service (core.market) before the trading engine")
-    if fees is None:
-        fees = FeeSchedule.from_mapping(getattr(core.settings, "trading_fees", None))
-    engine = TradingEngine(TradingStore(core.store.db), market, fees=fees)
-    core.trading = engine
-    app.state.trading = engine
-    app.include_router(router)
-
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(a: Any) -> AsyncIterator[Any]:
-        async with inner(a) as state:
-            await engine.start()
-            try:
-                yield state
-            finally:
-                await engine.stop()
-
-    app.router.lifespan_context = lifespan
-    return engine
-
-
-__all__ = ["attach_trading", "router"]
+__all__ = ["router"]

@@ -1,9 +1,12 @@
 """The graph engine: graphs → orders → matching → fills, in the store and on the stream.
 
-:class:`TradingEngine` ties the pure parts together — :mod:`.graphs`
-(validation, lifecycles, triggers), :mod:`.matching` (one
-:class:`~.matching.MatchingCore` per book), :mod:`.fees` and
-:mod:`.positions` — to the market service's books and hub and to the
+:class:`TradingEngine` ties the pure trading model together —
+:mod:`sequence.trading.validation` (requests into nodes),
+:mod:`sequence.trading.graphs` (the graph and node model, its state tables and
+triggers), :mod:`sequence.trading.matching` (one
+:class:`~sequence.trading.matching.MatchingCore` per book),
+:mod:`sequence.trading.fees` and :mod:`sequence.trading.positions` — to the
+market service's books, the stream hub and the
 :class:`~sequence.store.trading.TradingStore`. It runs on the coordinator's
 event loop.
 
@@ -14,10 +17,10 @@ loop thread against in-memory state, which is therefore authoritative while
 the process lives. Each decision step produces one
 :class:`~sequence.store.trading.TradeBatch` — the fills plus the node and
 graph status they imply, including nodes they trigger — which is committed in
-**one transaction** by a single writer thread, in the order the steps were
-taken. Readers (``GET /v1/graphs``, ``/v1/fills``) read the store, so status
-never lags fills; stream messages are published after the commit, so a client
-that sees a fill on ``fills`` can read it back.
+**one transaction** by a single writer thread (:mod:`.writer`), in the order
+the steps were taken. Readers (``GET /v1/graphs``, ``/v1/fills``) read the
+store, so status never lags fills; stream messages are published after the
+commit, so a client that sees a fill on ``fills`` can read it back.
 
 Book changes: the market service calls our listener after each batch of venue
 events. The listener re-applies the size of our resting venue orders on top
@@ -40,50 +43,48 @@ import contextlib
 import hashlib
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Protocol
 
 import anyio
 
+from sequence.market.book import BookView, Side
+from sequence.market.clock import Clock, iso
+from sequence.market.errors import MarketError
+from sequence.market.events import BookEvent, LevelUpdate, TickSizeChange, Trade
 from sequence.store.ids import short_code
 from sequence.store.trading import Created, TradeBatch, TradingStore
-
-from .book import BookView, Side
-from .clock import Clock
-from .errors import MarketError
-from .events import BookEvent, LevelUpdate, TickSizeChange, Trade
-from .fees import USD_1E8, FeeSchedule
-from .graphs import (
-    FINAL_NODE,
-    GS,
-    LIVE_NODE,
-    NS,
+from sequence.stream import Hub, channels
+from sequence.trading.fees import FeeSchedule
+from sequence.trading.graphs import (
+    NOT_TRIGGERED,
     QTY_1E8,
-    EdgeSpec,
-    GraphRun,
-    GraphSpec,
-    InstrumentLike,
-    NodeRun,
-    NodeSpec,
-    parse_graph,
+    SILENT_CANCELS,
+    USER_CANCEL,
+    Graph,
+    Node,
+    NodeStatus,
 )
-from .hub import ChannelKind, Hub
-from .matching import Cancelled, Event, Fill, LevelDelta, MatchingCore, Order, Print, Rejected
-from .positions import Position
-from .positions import to_json as position_json
+from sequence.trading.matching import (
+    Cancelled,
+    Event,
+    Fill,
+    LevelDelta,
+    MatchingCore,
+    Order,
+    Print,
+    Rejected,
+)
+from sequence.trading.positions import Position
+from sequence.trading.validation import GraphRequest, InstrumentLike, parse_graph
+from sequence.trading.wire import ack_json, fill_json, graph_json, graph_update_json, position_json
+
+from .writer import Writer
 
 log = logging.getLogger(__name__)
-
-USER_CANCEL = "cancelled_by_user"
-NOT_TRIGGERED = "not_triggered"
-#: Cancellation reasons that do not fire ``cancelled`` edges.
-SILENT_CANCELS = frozenset({USER_CANCEL, NOT_TRIGGERED})
-COMMIT_ATTEMPTS = 3
 
 
 class MarketPort(Protocol):
@@ -104,147 +105,13 @@ class MarketPort(Protocol):
     def add_listener(self, listener: Callable[[Sequence[BookEvent]], None]) -> Callable[[], None]: ...
 
 
-# -- presentation ---------------------------------------------------------------------
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _num(v: int, scale: int) -> float:
-    return v / scale
-
-
-def fill_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """API.md fill: ``fill_id``, ``node_order_id``, …, ``qty_1e8``, ``fee``, ``ts``, ``sandbox``."""
-    return {
-        "fill_id": row["fill_id"],
-        "node_order_id": row["node_order_id"],
-        "graph_id": row["graph_id"],
-        "node_id": row["node_id"],
-        "symbol": row["symbol"],
-        "venue": row["venue"],
-        "side": row["side"],
-        "price": _num(row["price_units"], row["price_scale"]),
-        "qty": _num(row["qty_1e8"], QTY_1E8),
-        "qty_1e8": int(row["qty_1e8"]),
-        "fee": _num(row["fee_1e8"], USD_1E8),
-        "liquidity": row["liquidity"],
-        "ts": iso(row["ts"]),
-        "fill_ts": row["ts"],
-        "sandbox": bool(row["sandbox"]),
-    }
-
-
-def node_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    filled, qty = int(row["filled_1e8"]), int(row["qty_1e8"])
-    avg = None if filled == 0 else round(row["notional_1e8"] / filled, 10)
-    return {
-        "node_id": row["node_id"],
-        "node_order_id": row["node_order_id"],
-        "symbol": row["symbol"],
-        "venue": row["venue"],
-        "instrument_type": row["instrument_type"],
-        "side": row["side"],
-        "qty": _num(qty, QTY_1E8),
-        "qty_1e8": qty,
-        "limit_price": None if row["limit_units"] is None else _num(row["limit_units"], row["price_scale"]),
-        "urgency": row["urgency"],
-        "activation": row["activation"],
-        "status": row["status"],
-        "filled_qty": _num(filled, QTY_1E8),
-        "filled_qty_1e8": filled,
-        "remaining_qty": _num(qty - filled, QTY_1E8) if row["status"] in LIVE_NODE else 0.0,
-        "avg_fill_price": avg,
-        "fees": _num(row["fees_1e8"], USD_1E8),
-        "fill_count": row["fill_count"],
-        "never_crosses": bool(row["never_crosses"]),
-        "reason": row["reason"],
-        "activated_at": iso(row["activated_at"]),
-        "updated_at": iso(row["updated_at"]),
-        "ended_at": iso(row["ended_at"]),
-    }
-
-
-def graph_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    out = {
-        "graph_id": row["graph_id"],
-        "status": row["status"],
-        "sandbox": bool(row["sandbox"]),
-        "node_count": row["node_count"],
-        "edge_count": row["edge_count"],
-        "reason": row["reason"],
-        "created_at": iso(row["created_at"]),
-        "updated_at": iso(row["updated_at"]),
-        "ended_at": iso(row["ended_at"]),
-        "edges": row["edges"],
-    }
-    if "nodes" in row:
-        out["nodes"] = [node_json(n) for n in row["nodes"]]
-    return out
-
-
-def ack_json(row: Mapping[str, Any], *, replay: bool = False) -> dict[str, Any]:
-    """The ``POST /v1/graphs`` answer. ``status`` is the status at acceptance (``active``);
-    a replay answers the original graph with its current status."""
-    return {
-        "graph_id": row["graph_id"],
-        "status": row["status"] if replay else GS.active.value,
-        "node_count": row["node_count"],
-        "edge_count": row["edge_count"],
-        "sandbox": bool(row["sandbox"]),
-        "created_at": iso(row["created_at"]),
-        "idempotent_replay": replay,
-    }
-
-
-def request_hash(body: Any, sandbox: bool) -> str:
-    text = json.dumps({"body": body, "sandbox": sandbox}, sort_keys=True, separators=(",", ":"), default=str)
+def request_hash(body: Any, paper: bool) -> str:
+    """What an ``Idempotency-Key`` is bound to (stored: the input's shape must not change)."""
+    text = json.dumps({"body": body, "sandbox": paper}, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-# -- in-memory state ----------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Node:
-    graph_id: str
-    node_id: str
-    node_order_id: str
-    symbol: str
-    book_symbol: str
-    venue: str
-    side: str
-    book_side: Side
-    qty_units: int
-    book_limit: int | None
-    price_scale: int
-    size_scale: int
-    post_only: bool
-    never_crosses: bool
-    complement: bool
-    unit_1e8: int  # qty_1e8 per size unit
-    filled_units: int = 0
-    filled_1e8: int = 0
-    notional_1e8: int = 0
-    fees_1e8: int = 0
-    fill_count: int = 0
-    order_seq: int | None = None
-    activated_at: float | None = None
-
-
-@dataclass(slots=True)
-class _Graph:
-    graph_id: str
-    client_id: str
-    sandbox: bool
-    run: GraphRun
-    nodes: dict[str, _Node]
-    strategy_id: str | None = None  # submitted by a run of this strategy (its stream scope)
+# -- a decision step ---------------------------------------------------------------------
 
 
 @dataclass
@@ -253,20 +120,14 @@ class _Step:
 
     ts: float
     batch: TradeBatch = field(default_factory=TradeBatch)
-    queue: deque[tuple[_Graph, str]] = field(default_factory=deque)
-    touched: dict[str, _Graph] = field(default_factory=dict)
-    fills: list[tuple[_Graph, dict[str, Any]]] = field(default_factory=list)
+    queue: deque[tuple[Graph, str]] = field(default_factory=deque)
+    touched: dict[str, Graph] = field(default_factory=dict)
+    fills: list[tuple[Graph, dict[str, Any]]] = field(default_factory=list)
     changed_nodes: dict[str, dict[str, None]] = field(default_factory=dict)
 
     @property
     def ts_ms(self) -> int:
         return int(self.ts * 1000)
-
-
-def _unit_1e8(size_scale: int) -> int:
-    if QTY_1E8 % size_scale:
-        raise ValueError(f"size scale {size_scale} does not divide 1e8")
-    return QTY_1E8 // size_scale
 
 
 # -- the engine ---------------------------------------------------------------------------------
@@ -279,20 +140,18 @@ class TradingEngine:
         self.store = store
         self.market = market
         self.fees = fees or FeeSchedule()
-        self._graphs: dict[str, _Graph] = {}
+        self._graphs: dict[str, Graph] = {}
         self._cores: dict[str, MatchingCore] = {}
-        self._orders: dict[str, _Node] = {}
+        self._orders: dict[str, Node] = {}  # node_order_id -> its node, while the order works
         self._fill_seq = 0
         self._order_seq = 0
         self._applying = False
         self._dirty: dict[str, bool] = {}  # book symbol -> tick changed
         self._rematch_scheduled = False
-        self._writer: ThreadPoolExecutor | None = None
+        self._writer = Writer(store)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._remove_listener: Callable[[], None] | None = None
-        self._pending: set[asyncio.Future[None]] = set()
         self.started = False
-        self.commit_failures = 0
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -300,11 +159,11 @@ class TradingEngine:
         if self.started:
             return
         self._loop = asyncio.get_running_loop()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trading-writer")
+        self._writer.start()
         hub = self.market.hub
-        for name in ("fills", "graphs"):
-            if name not in hub.kinds:
-                hub.register(ChannelKind(name, needs_arg=False, per_client=True, conflate=False))
+        for kind in (channels.fills(), channels.graphs()):
+            if kind.name not in hub.kinds:
+                hub.register(kind)
         self._fill_seq = await anyio.to_thread.run_sync(self.store.max_fill_seq)
         self._order_seq = await anyio.to_thread.run_sync(self.store.max_order_seq)
         self._remove_listener = self.market.add_listener(self._on_book_events)
@@ -319,11 +178,7 @@ class TradingEngine:
             with contextlib.suppress(ValueError):
                 self._remove_listener()
             self._remove_listener = None
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            await anyio.to_thread.run_sync(lambda: writer.shutdown(wait=True))
+        await self._writer.stop()
         self._graphs.clear()
         self._cores.clear()
         self._orders.clear()
@@ -333,8 +188,7 @@ class TradingEngine:
 
     async def flush(self) -> None:
         """Wait until every decision taken so far is committed (tests, shutdown)."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        await self._writer.flush()
 
     # -- lookups --------------------------------------------------------------------------
     def _lookup(self, symbol: str) -> InstrumentLike | None:
@@ -357,50 +211,47 @@ class TradingEngine:
         return list(self._graphs)
 
     # -- submit -----------------------------------------------------------------------------
-    def validate(self, body: Any, *, force_sandbox: bool) -> GraphSpec:
-        """Parse a graph request (raises :class:`~.graphs.GraphError`)."""
-        return parse_graph(body, self._lookup, venues=self.market.venues, force_sandbox=force_sandbox)
+    def validate(self, body: Any, *, force_paper: bool) -> GraphRequest:
+        """Parse a graph request (raises :class:`~sequence.trading.validation.GraphError`)."""
+        return parse_graph(body, self._lookup, venues=self.market.venues, force_paper=force_paper)
 
-    async def submit(self, body: Any, *, client_id: str, key_id: str, sandbox_key: bool = False,
+    async def submit(self, body: Any, *, client_id: str, key_id: str, paper_only: bool = False,
                      run_id: str | None = None, idempotency_key: str | None = None,
                      strategy_id: str | None = None) -> dict[str, Any]:
         """Validate, store and activate a graph; returns the ack (``POST /v1/graphs``).
 
+        ``paper_only``: the caller's key trades on paper only (a ``seq_test_`` key).
         Raises ``GraphError`` (400), ``Fenced`` and ``IdempotencyConflict`` (from the store).
         When this returns, root orders are placed and any immediate fills are committed.
         """
-        spec = self.validate(body, force_sandbox=sandbox_key)
+        req = self.validate(body, force_paper=paper_only)
         now = self._now()
-        graph_id = "graph_" + short_code(20)
-        graph_row = {
-            "graph_id": graph_id, "client_id": client_id, "key_id": key_id, "run_id": run_id,
-            "idempotency_key": idempotency_key,
-            "request_hash": request_hash(body, spec.sandbox) if idempotency_key else None,
-            "status": GS.active.value, "sandbox": spec.sandbox, "node_count": len(spec.nodes),
-            "edge_count": len(spec.edges), "edges": [e.to_json() for e in spec.edges], "reason": None,
-            "created_at": now, "updated_at": now, "ended_at": None,
-        }
-        node_rows = [self._node_row(graph_id, client_id, n, now) for n in spec.nodes]
+        g = Graph.new("graph_" + short_code(20), client_id, req.nodes, req.edges, paper=req.paper, now=now)
+        graph_row = g.row(key_id=key_id, run_id=run_id, idempotency_key=idempotency_key,
+                          request_hash=request_hash(body, g.paper) if idempotency_key else None, now=now)
         # Roots are written already "working", with their time priority: when placing them
         # changes nothing else (the usual resting order) the insert is the only commit.
-        for row in node_rows:
-            if row["activation"] == "root":
+        # Their status moves when they are placed, below.
+        preset: dict[str, int] = {}
+        node_rows = []
+        for n in req.nodes:
+            row = n.row(client_id)
+            if n.activation == "root":
                 self._order_seq += 1
-                row.update(status=NS.working.value, activated_at=now, order_seq=self._order_seq)
+                n.order_seq = preset[n.node_id] = self._order_seq
+                n.activated_at = now
+                row.update(status=NodeStatus.working.value, activated_at=now, order_seq=n.order_seq)
+            node_rows.append(row)
         created: Created = await anyio.to_thread.run_sync(
             lambda: self.store.create_graph(graph_row, node_rows, run_id=run_id))
         if not created.created:
             return ack_json(created.graph, replay=True)
-        g = self._graph_from_spec(graph_id, client_id, spec)
         g.strategy_id = created.graph.get("strategy_id") or strategy_id
-        preset = {r["node_id"]: r["order_seq"] for r in node_rows if r["order_seq"] is not None}
-        for nid, seq in preset.items():
-            g.nodes[nid].order_seq = seq
-            g.nodes[nid].activated_at = now
+        graph_id = g.graph_id
         self._graphs[graph_id] = g
         step = _Step(self._now())
         step.touched[graph_id] = g
-        for nid in g.run.roots():
+        for nid in g.roots():
             step.queue.append((g, nid))
         self._decide(step)
         if _only_as_written(step, graph_id, preset):
@@ -408,34 +259,6 @@ class TradingEngine:
         else:
             await self._commit(step)
         return ack_json(graph_row)
-
-    @staticmethod
-    def _node_row(graph_id: str, client_id: str, n: NodeSpec, now: float) -> dict[str, Any]:
-        return {
-            "graph_id": graph_id, "node_id": n.node_id, "idx": n.idx, "client_id": client_id,
-            "node_order_id": f"graph:{graph_id}:{n.node_id}:1", "symbol": n.symbol,
-            "book_symbol": n.book_symbol, "venue": n.venue, "instrument_type": n.instrument_type,
-            "side": n.side, "book_side": n.book_side.value, "qty_1e8": n.qty_1e8,
-            "limit_price": n.limit_price, "limit_units": n.limit_units, "book_limit": n.book_limit,
-            "price_scale": n.price_scale, "size_scale": n.size_scale, "urgency": n.urgency,
-            "activation": n.activation, "status": NS.pending.value, "never_crosses": n.never_crosses,
-            "filled_1e8": 0, "notional_1e8": 0, "fees_1e8": 0, "fill_count": 0, "order_seq": None,
-            "reason": None, "activated_at": None, "updated_at": now, "ended_at": None,
-        }
-
-    def _graph_from_spec(self, graph_id: str, client_id: str, spec: GraphSpec) -> _Graph:
-        nodes = {
-            n.node_id: _Node(
-                graph_id=graph_id, node_id=n.node_id, node_order_id=f"graph:{graph_id}:{n.node_id}:1",
-                symbol=n.symbol, book_symbol=n.book_symbol, venue=n.venue, side=n.side,
-                book_side=n.book_side, qty_units=n.qty_units, book_limit=n.book_limit,
-                price_scale=n.price_scale, size_scale=n.size_scale, post_only=n.post_only,
-                never_crosses=n.never_crosses, complement=n.complement, unit_1e8=_unit_1e8(n.size_scale),
-            )
-            for n in spec.nodes
-        }
-        run = GraphRun(graph_id, tuple(nodes), spec.edges)
-        return _Graph(graph_id, client_id, spec.sandbox, run, nodes)
 
     # -- cancel ------------------------------------------------------------------------------
     async def cancel(self, client_id: str, graph_id: str) -> dict[str, Any] | None:
@@ -447,8 +270,8 @@ class TradingEngine:
         if g is not None and g.client_id == client_id:
             step = _Step(self._now())
             step.touched[graph_id] = g
-            g.run.user_cancelled = True
-            for nid in g.run.live():
+            g.user_cancelled = True
+            for nid in g.live():
                 node = g.nodes[nid]
                 events = self._core(node.book_symbol).cancel(node.node_order_id, USER_CANCEL)
                 self._handle(node.book_symbol, events, step)
@@ -473,10 +296,11 @@ class TradingEngine:
         return Fraction(bid + ask, 2 * view.price_scale)
 
     def positions_json(self, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Position rows as the API sends them, marked to the current mid."""
         out = []
         for r in rows:
             pos = Position(r["net_1e8"], r["cost_1e8"], r["realized_1e8"], r["fees_1e8"], r["fill_count"])
-            out.append(position_json(pos, symbol=r["symbol"], venue=r["venue"], sandbox=bool(r["sandbox"]),
+            out.append(position_json(pos, symbol=r["symbol"], venue=r["venue"], paper=bool(r["sandbox"]),
                                      mark=self.mark(r["symbol"]), updated_at=iso(r["updated_at"])))
         return out
 
@@ -492,16 +316,15 @@ class TradingEngine:
             if self._graphs.get(g.graph_id) is g:
                 self._activate(g, nid, step)
         for g in list(step.touched.values()):
-            if g.run.quiescent():
+            if g.quiescent():
                 self._end(g, step)
             elif g.graph_id in self._graphs:
                 step.batch.graph(g.graph_id, updated_at=step.ts)
 
-    def _activate(self, g: _Graph, nid: str, step: _Step) -> None:
-        state = g.run.nodes[nid]
-        if state.status != NS.pending:
-            return
+    def _activate(self, g: Graph, nid: str, step: _Step) -> None:
         node = g.nodes[nid]
+        if node.status != NodeStatus.pending:
+            return
         inst = self._lookup(node.symbol)
         reason = None
         book: BookView | None = None
@@ -509,12 +332,12 @@ class TradingEngine:
             reason = "market_closed"
         else:
             book = self.market.book(node.book_symbol)
-            if not g.sandbox and node.book_limit is not None and node.book_limit % book.tick:
+            if not g.paper and node.book_limit is not None and node.book_limit % book.tick:
                 reason = "price_off_tick"  # the venue's tick changed since the graph was accepted
         if reason is not None or book is None:
             self._rejected(g, node, reason or "market_closed", step)
             return
-        g.run.on_activated(nid)
+        g.on_activated(nid)
         if node.order_seq is None:  # roots of a new graph got theirs when it was written
             self._order_seq += 1
             node.order_seq = self._order_seq
@@ -522,7 +345,7 @@ class TradingEngine:
         self._stage(g, node, step)
         order = Order(
             node.node_order_id, node.book_side, node.book_limit, node.qty_units,
-            owner=g.client_id, paper=g.sandbox, post_only=node.post_only,
+            owner=g.client_id, paper=g.paper, post_only=node.post_only,
             crossable=not node.never_crosses, seq=node.order_seq,
         )
         self._orders[order.order_id] = node
@@ -544,8 +367,8 @@ class TradingEngine:
                 node = self._orders.pop(ev.order_id, None)
                 if node is not None:
                     g = self._graphs[node.graph_id]
-                    fire = not g.run.user_cancelled and ev.reason not in SILENT_CANCELS
-                    for t in g.run.on_cancelled(node.node_id, ev.reason, fire=fire):
+                    fire = not g.user_cancelled and ev.reason not in SILENT_CANCELS
+                    for t in g.on_cancelled(node.node_id, ev.reason, fire=fire):
                         step.queue.append((g, t))
                     self._stage(g, node, step)
             elif isinstance(ev, Rejected):
@@ -555,8 +378,8 @@ class TradingEngine:
         if deltas or prints:
             self._push_book(book_symbol, deltas, prints, step.ts_ms)
 
-    def _rejected(self, g: _Graph, node: _Node, reason: str, step: _Step) -> None:
-        for t in g.run.on_rejected(node.node_id, reason):
+    def _rejected(self, g: Graph, node: Node, reason: str, step: _Step) -> None:
+        for t in g.on_rejected(node.node_id, reason):
             step.queue.append((g, t))
         self._stage(g, node, step)
 
@@ -570,46 +393,34 @@ class TradingEngine:
         qty_1e8 = ev.size * node.unit_1e8
         price_f = Fraction(price, node.price_scale)
         fee = self.fees.fee_1e8(node.venue, price_f, Fraction(qty_1e8, QTY_1E8), ev.liquidity)
-        node.filled_units += ev.size
-        node.filled_1e8 += qty_1e8
-        node.notional_1e8 += round(price_f * qty_1e8)
-        node.fees_1e8 += fee
-        node.fill_count += 1
         self._fill_seq += 1
         row = {
             "fill_id": "fill_" + short_code(20), "seq": self._fill_seq, "client_id": g.client_id,
             "graph_id": g.graph_id, "node_id": node.node_id, "node_order_id": node.node_order_id,
             "symbol": node.symbol, "venue": node.venue, "side": node.side, "price_units": price,
             "price_scale": node.price_scale, "qty_1e8": qty_1e8, "fee_1e8": fee,
-            "liquidity": ev.liquidity, "sandbox": g.sandbox, "ts": step.ts,
+            "liquidity": ev.liquidity, "sandbox": g.paper, "ts": step.ts,
         }
         step.batch.fills.append(row)
         step.fills.append((g, row))
-        complete = node.filled_units >= node.qty_units
-        if complete:
-            self._orders.pop(ev.order_id, None)
-        for t in g.run.on_fill(node.node_id, complete):
+        for t in g.on_fill(node.node_id, qty_1e8, round(price_f * qty_1e8), fee):
             step.queue.append((g, t))
+        if node.status == NodeStatus.filled:
+            self._orders.pop(ev.order_id, None)
         self._stage(g, node, step)
 
-    def _stage(self, g: _Graph, node: _Node, step: _Step) -> None:
-        state = g.run.nodes[node.node_id]
+    def _stage(self, g: Graph, node: Node, step: _Step) -> None:
         step.touched[g.graph_id] = g
         step.changed_nodes.setdefault(g.graph_id, {})[node.node_id] = None
-        step.batch.node(
-            g.graph_id, node.node_id, status=state.status, filled_1e8=node.filled_1e8,
-            notional_1e8=node.notional_1e8, fees_1e8=node.fees_1e8, fill_count=node.fill_count,
-            reason=state.reason, activated_at=node.activated_at, order_seq=node.order_seq,
-            updated_at=step.ts, ended_at=step.ts if state.status in FINAL_NODE else None,
-        )
+        step.batch.node(g.graph_id, node.node_id, **node.stamp(step.ts))
 
-    def _end(self, g: _Graph, step: _Step) -> None:
-        reason = USER_CANCEL if g.run.user_cancelled else NOT_TRIGGERED
-        for nid in g.run.pending():
-            g.run.on_cancelled(nid, reason, fire=False)
+    def _end(self, g: Graph, step: _Step) -> None:
+        reason = USER_CANCEL if g.user_cancelled else NOT_TRIGGERED
+        for nid in g.pending():
+            g.on_cancelled(nid, reason, fire=False)
             self._stage(g, g.nodes[nid], step)
-        status = g.run.outcome()
-        g.run.end(status)
+        status = g.outcome()
+        g.end(status)
         step.batch.graph(g.graph_id, status=status, updated_at=step.ts, ended_at=step.ts)
         self._graphs.pop(g.graph_id, None)
 
@@ -692,40 +503,12 @@ class TradingEngine:
             done: asyncio.Future[None] = loop.create_future()
             done.set_result(None)
             return done
-        if self._writer is None:
-            raise RuntimeError("the trading engine is not started")
-        fut: asyncio.Future[None] = loop.run_in_executor(self._writer, self._commit_sync, step.batch)
-        self._pending.add(fut)
+        return self._writer.commit(loop, step.batch, lambda: self._publish(messages))
 
-        def _done(f: asyncio.Future[None]) -> None:
-            self._pending.discard(f)
-            if f.cancelled() or f.exception() is not None:
-                return
-            self._publish(messages)
-
-        fut.add_done_callback(_done)
-        return fut
-
-    def _commit_sync(self, batch: TradeBatch) -> None:
-        delay = 0.05
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:
-                self.store.commit(batch)
-                return
-            except Exception:
-                if attempt == COMMIT_ATTEMPTS:
-                    self.commit_failures += 1
-                    log.exception("trading: could not commit %d fill(s), %d node and %d graph update(s)",
-                                  len(batch.fills), len(batch.nodes), len(batch.graphs))
-                    raise
-                log.warning("trading: commit failed (attempt %d), retrying", attempt, exc_info=True)
-                time.sleep(delay)
-                delay *= 4
-
-    def _messages(self, step: _Step) -> list[tuple[str, _Graph, dict[str, Any]]]:
-        out: list[tuple[str, _Graph, dict[str, Any]]] = []
+    def _messages(self, step: _Step) -> list[tuple[str, Graph, dict[str, Any]]]:
+        out: list[tuple[str, Graph, dict[str, Any]]] = []
         for filled, row in step.fills:
-            out.append(("fills", filled, fill_json(row)))
+            out.append((channels.FILLS, filled, fill_json(row)))
         for gid, nids in step.changed_nodes.items():
             g = step.touched.get(gid)
             if g is None:
@@ -735,13 +518,11 @@ class TradingEngine:
             for nid in nids:
                 vals = step.batch.nodes.get((gid, nid), {})
                 nodes.append({"node_id": nid, "status": vals.get("status"),
-                              "filled_qty": _num(vals.get("filled_1e8", 0), QTY_1E8),
-                              "filled_qty_1e8": vals.get("filled_1e8", 0), "reason": vals.get("reason")})
-            out.append(("graphs", g, {"graph_id": gid, "status": gvals.get("status", g.run.status),
-                                      "nodes": nodes, "ts": iso(step.ts), "update_ts": step.ts}))
+                              "filled_1e8": vals.get("filled_1e8", 0), "reason": vals.get("reason")})
+            out.append((channels.GRAPHS, g, graph_update_json(gid, gvals.get("status", g.status), nodes, step.ts)))
         return out
 
-    def _publish(self, messages: Sequence[tuple[str, _Graph, dict[str, Any]]]) -> None:
+    def _publish(self, messages: Sequence[tuple[str, Graph, dict[str, Any]]]) -> None:
         hub = self.market.hub
         for channel, g, data in messages:
             try:
@@ -774,38 +555,15 @@ class TradingEngine:
         return len(rows)
 
     def _restore_graph(self, row: Mapping[str, Any], step: _Step) -> None:
-        edges = tuple(EdgeSpec(e["from"], e["to"], e["trigger"]) for e in row["edges"])
-        nodes: dict[str, _Node] = {}
-        states: dict[str, NodeRun] = {}
-        for r in row["nodes"]:
-            unit = _unit_1e8(r["size_scale"])
-            side = Side(r["book_side"])
-            complement = side is not (Side.BID if r["side"] == "buy" else Side.ASK)
-            node = _Node(
-                graph_id=r["graph_id"], node_id=r["node_id"], node_order_id=r["node_order_id"],
-                symbol=r["symbol"], book_symbol=r["book_symbol"], venue=r["venue"], side=r["side"],
-                book_side=side, qty_units=int(r["qty_1e8"]) // unit, book_limit=r["book_limit"],
-                price_scale=r["price_scale"], size_scale=r["size_scale"], post_only=r["urgency"] == "low",
-                never_crosses=bool(r["never_crosses"]), complement=complement, unit_1e8=unit,
-                filled_units=int(r["filled_1e8"]) // unit, filled_1e8=int(r["filled_1e8"]),
-                notional_1e8=int(r["notional_1e8"]), fees_1e8=int(r["fees_1e8"]),
-                fill_count=int(r["fill_count"]), order_seq=r["order_seq"], activated_at=r["activated_at"],
-            )
-            nodes[node.node_id] = node
-            states[node.node_id] = NodeRun(node.node_id, r["status"], int(r["filled_1e8"]) > 0, r["reason"])
-        run = GraphRun(row["graph_id"], tuple(nodes), edges, nodes=states)
-        run.fired = {i for i, e in enumerate(edges) if _has_fired(states[e.source], e.trigger)}
-        g = _Graph(row["graph_id"], row["client_id"], bool(row["sandbox"]), run, nodes,
-                   row.get("strategy_id"))
+        g = Graph.from_rows(row)
         self._graphs[g.graph_id] = g
         step.touched[g.graph_id] = g
-        live = sorted((n for n in nodes.values() if states[n.node_id].status in LIVE_NODE),
-                      key=lambda n: (n.order_seq or 0, n.node_id))
+        live = sorted((n for n in g.nodes.values() if n.live), key=lambda n: (n.order_seq or 0, n.node_id))
         for node in live:
             self._restore_order(g, node, step)
-        targets = run.targets
-        for nid in run.node_ids:
-            if nid not in targets and states[nid].status == NS.pending:
+        targets = g.targets
+        for nid, node in g.nodes.items():
+            if nid not in targets and node.status == NodeStatus.pending:
                 step.queue.append((g, nid))  # accepted but never activated: fire now
 
     def _forget(self, graph_id: str, step: _Step) -> None:
@@ -823,10 +581,10 @@ class TradingEngine:
                     with contextlib.suppress(Exception):
                         self._handle(node.book_symbol, events, step)  # takes it off the book
 
-    def _restore_order(self, g: _Graph, node: _Node, step: _Step) -> None:
+    def _restore_order(self, g: Graph, node: Node, step: _Step) -> None:
         order = Order(
             node.node_order_id, node.book_side, node.book_limit, node.qty_units, owner=g.client_id,
-            paper=g.sandbox, post_only=node.post_only, crossable=not node.never_crosses,
+            paper=g.paper, post_only=node.post_only, crossable=not node.never_crosses,
             seq=node.order_seq or 0, filled=min(node.filled_units, node.qty_units),
         )
         if order.remaining <= 0 or order.limit is None:
@@ -858,28 +616,11 @@ def _only_as_written(step: _Step, graph_id: str, preset: Mapping[str, int]) -> b
     for (gid, nid), v in step.batch.nodes.items():
         if gid != graph_id or nid not in preset:
             return False
-        if v.get("status") != NS.working or v.get("filled_1e8") or v.get("reason") is not None:
+        if v.get("status") != NodeStatus.working or v.get("filled_1e8") or v.get("reason") is not None:
             return False
         if v.get("order_seq") != preset[nid]:
             return False
     return True
 
 
-def _has_fired(source: NodeRun, trigger: str) -> bool:
-    if trigger == "partially_filled":
-        return source.filled_any
-    if trigger == "filled":
-        return source.status == NS.filled
-    if trigger == "cancelled":
-        return source.status == NS.cancelled and source.reason not in SILENT_CANCELS
-    return source.status == NS.rejected
-
-
-__all__ = [
-    "MarketPort",
-    "TradingEngine",
-    "ack_json",
-    "fill_json",
-    "graph_json",
-    "node_json",
-]
+__all__ = ["MarketPort", "TradingEngine"]
