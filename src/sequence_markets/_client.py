@@ -196,7 +196,7 @@ class Sequence:
         """``GET /v1/positions`` → this client's positions."""
         return self._call(self._build.positions())
 
-    # -- helpers for the seed's pitfalls -----------------------------------
+    # -- helpers for the common trading pitfalls --------------------------
 
     def wait_for_fills(
         self,

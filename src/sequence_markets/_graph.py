@@ -66,7 +66,7 @@ def graph_body(
 def cross_price(side: str, reference: float, tick: float) -> float:
     """A limit price one tick through ``reference``, aligned to ``tick``.
 
-    The seed's ``force_cross_price``: BUY → one tick above (the ask), SELL →
+    What strategies call ``force_cross_price``: BUY → one tick above (the ask), SELL →
     one tick below (the bid), rounded to the nearest tick and never below one
     tick. Computed in decimal, so ``cross_price("buy", 0.29, 0.01)`` is
     exactly ``0.3``, not ``0.30000000000000004``.

@@ -67,7 +67,7 @@ def decode_message(message: Message, *, raw: bool) -> Optional[Dict[str, Any]]:
     """One server message → a dict to hand the user, or ``None`` to skip it.
 
     Skipped unless ``raw``: empty frames, acks and anything without both a
-    ``channel`` and non-empty ``data`` (the seed's "empty WebSocket frames"
+    ``channel`` and non-empty ``data`` (the "empty WebSocket frames"
     pitfall). A ``{"type": "error"}`` message raises ``StreamError`` unless
     ``raw``. A message that is not a JSON object raises ``StreamError``.
     """

@@ -152,7 +152,7 @@ class HTTPTransport(BaseTransport):
                 conn.close()
 
     def __del__(self) -> None:
-        # The seed's strategies never close their client; close pooled sockets
+        # Strategies often never close their client; close pooled sockets
         # when it is collected rather than leave them to the socket finalizer.
         try:
             self.close()
