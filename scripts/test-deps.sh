@@ -9,6 +9,13 @@ if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"
 
 bash "$(dirname "$0")/sandbox-deps.sh"
 
+# tests/acceptance/test_docs_run.py runs the docs' curl examples, which use jq
+if ! command -v jq >/dev/null 2>&1; then
+  echo "test-deps: installing jq"
+  $SUDO apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq jq >/dev/null
+fi
+
 pg_up() { python3 - <<'PY'
 import socket, sys
 s = socket.socket()

@@ -219,10 +219,6 @@ def test_every_quickstart_block_runs_in_order(quickstart_run: DocRun) -> None:
     assert "Traceback" not in quickstart_run.up_log, quickstart_run.up_log
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "platform bug: a run-scoped key's prices:/book: subscription gets the snapshot and no update "
-    "(Hub.publish skips strategy-bound subscribers for unscoped public messages), so btc-dip-buyer "
-    "logs one price instead of five and the end-to-end example two ws_msg records instead of eight"))
 def test_quickstart_strategies_stream_prices(quickstart_run: DocRun) -> None:
     out = quickstart_run.out.stdout
     assert quickstart_run.out.returncode == 0, quickstart_run.explain()

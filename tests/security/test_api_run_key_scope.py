@@ -190,3 +190,23 @@ def test_run_key_streams_only_its_strategys_fills_and_graphs(server: LiveServer,
     # the client's own key sees both strategies' activity
     seen = _fill_events(server.live_key, server, trade, want=4)
     assert {graphs["ours"], graphs["theirs"]} <= {m["data"]["graph_id"] for m in seen}
+
+
+def test_run_key_gets_every_price_update_and_its_own_log_lines(server: LiveServer, scene: dict[str, Any]) -> None:
+    """Scoping private channels must not silence public ones (a regression: a run key got
+    only the first prices: message)."""
+    url = server.url.replace("http://", "ws://") + "/v1/stream"
+    mine = scene["mine"]
+    with connect(url, additional_headers={"Authorization": f"Bearer {scene['key']}"}, open_timeout=10) as ws:
+        ws.send(json.dumps({"op": "subscribe", "channels": ["prices:BTC-USD", f"logs:{mine}"]}))
+        assert json.loads(ws.recv(timeout=5))["type"] == "subscribed"
+        scene["runner"].logs(scene["spec"], 2, ["second line"])
+        prices, logs = 0, []
+        deadline = time.monotonic() + 10
+        while (prices < 4 or not logs) and time.monotonic() < deadline:
+            msg = json.loads(ws.recv(timeout=5))
+            if msg.get("channel") == "prices:BTC-USD":
+                prices += 1
+            elif msg.get("channel") == f"logs:{mine}":
+                logs.append(msg["data"]["line"])
+    assert prices >= 4 and "second line" in logs, (prices, logs)

@@ -52,6 +52,10 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+#: ``Hub.publish(scope=…)`` not given: the message is for every subscriber of the channel.
+UNSCOPED: Any = object()
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelKind:
     name: str
@@ -299,14 +303,16 @@ class Hub:
         return (channel, client_id) in self._subs
 
     def publish(self, channel: str, data: Any, *, client_id: str | None = None,
-                scope: str | None = None) -> int:
+                scope: str | None | object = UNSCOPED) -> int:
         """Send ``data`` on ``channel`` (to ``client_id``'s subscribers only, for private kinds).
 
-        *scope* narrows a private message further: a subscription whose principal
-        is bound to a strategy (a run-scoped key: ``principal.strategy_id``) gets
-        it only when *scope* is that strategy; other subscriptions of the client
-        get every message.  Returns the number of subscriptions reached. Cheap
-        when nobody listens.
+        *scope*, when given, narrows the message to a strategy: a subscription
+        whose principal is bound to a strategy (a run-scoped key:
+        ``principal.strategy_id``) gets it only when *scope* is that strategy
+        (``None``: the client's own activity, no strategy's); other
+        subscriptions of the client get every message. Without *scope* (market
+        data, a strategy's own log channel) every subscriber gets it. Returns
+        the number of subscriptions reached. Cheap when nobody listens.
         """
         name = channel.partition(":")[0]
         kind = self._kinds.get(name)
@@ -321,9 +327,10 @@ class Hub:
         conflate, size = kind.conflate, kind.queue_size
         reached = 0
         for sub in subs:
-            bound = getattr(sub.principal, "strategy_id", None) if sub.principal is not None else None
-            if bound is not None and bound != scope:
-                continue
+            if scope is not UNSCOPED:
+                bound = getattr(sub.principal, "strategy_id", None) if sub.principal is not None else None
+                if bound is not None and bound != scope:
+                    continue
             sub.offer(msg, conflate, size)
             reached += 1
         return reached
