@@ -303,7 +303,7 @@ class Hub:
         return (channel, client_id) in self._subs
 
     def publish(self, channel: str, data: Any, *, client_id: str | None = None,
-                scope: str | None | object = UNSCOPED) -> int:
+                scope: str | object | None = UNSCOPED) -> int:
         """Send ``data`` on ``channel`` (to ``client_id``'s subscribers only, for private kinds).
 
         *scope*, when given, narrows the message to a strategy: a subscription
