@@ -9,6 +9,7 @@ checked; then an old world-readable data dir is tightened on start.
 from __future__ import annotations
 
 import os
+import time
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,6 +95,10 @@ def test_up_tightens_an_old_world_readable_data_dir(platform: Platform) -> None:
     assert _open_to_others(data)
 
     platform.start()
+    deadline = time.monotonic() + 30  # the local runner's token is written once the server is up
+    while not (data / "runner.token").exists():
+        assert time.monotonic() < deadline, platform.up_log(tail=50)
+        time.sleep(0.05)
     assert _mode(data) == 0o700
     for name in ("sequence.db", "credential.key", "runner.token"):
         assert _mode(data / name) == 0o600, name
