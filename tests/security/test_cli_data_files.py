@@ -9,8 +9,8 @@ checked; then an old world-readable data dir is tightened on start.
 from __future__ import annotations
 
 import os
-import time
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
