@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from sequence.venues import VENUES
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 RESERVED_PREFIX = "SEQUENCE_"
 SKIP_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", ".sequence", ".mypy_cache", ".ruff_cache",
                        ".pytest_cache", "node_modules"})
 SKIP_SUFFIXES = (".pyc", ".pyo")
-LATENCY_TARGETS = ("coinbase", "kalshi", "polymarket")
+LATENCY_TARGETS = VENUES  # a placement hint names the venue to be near
 # Workspace disk quota per strategy (MiB): the default and the range a deploy may ask for.
 DISK_MB_DEFAULT, DISK_MB_MIN, DISK_MB_MAX = 1024, 16, 65536
 # Whether a run may reach public internet addresses through the runner's egress proxy.

@@ -252,15 +252,17 @@ def test_conditional_hedge_fires_only_after_its_source_fills(coord: Any) -> None
     assert all(f["fill_ts"] >= spot_ts for f in fills if f["node_id"] == "hedge")
 
 
-def test_misaligned_price_and_missing_instrument_type_are_rejected_clearly(coord: Any) -> None:
+def test_an_off_tick_price_is_rounded_and_a_missing_instrument_type_is_rejected_clearly(coord: Any) -> None:
     seq = sdk(coord)
     m = two_sided_kalshi(seq)
     sym = m["_chosen_symbol"]
-    with pytest.raises(ValidationError) as info:
-        seq.graph([seq.node(node_id="leg", symbol=sym, side="buy", qty=1, venue="kalshi",
-                            instrument_type="prediction", limit_price=0.505)])
-    assert info.value.status == 400 and info.value.code == "misaligned_price"
-    assert "tick 0.01" in info.value.message and info.value.details["field"] == "nodes[0].limit_price"
+    # The product document's own helper aligns to 0.001 "to be safe": on a 0.01 market
+    # the price is rounded to the tick's decimals, and the graph shows the price used.
+    ack = seq.graph([seq.node(node_id="leg", symbol=sym, side="buy", qty=1, venue="kalshi",
+                              instrument_type="prediction", limit_price=0.011)])
+    got = seq.graph_status(ack["graph_id"])
+    assert [n["limit_price"] for n in got["nodes"]] == [0.01]
+    seq.cancel(ack["graph_id"])
     with pytest.raises(ValidationError) as info:
         seq.graph([seq.node(node_id="leg", symbol=sym, side="buy", qty=1, venue="kalshi", limit_price=0.2)])
     assert info.value.code == "instrument_type_required"

@@ -19,9 +19,12 @@ from tests.helpers import LiveServer, create_body, free_socket
 def test_connect_seals_venue_credentials(env: dict[str, str], server: LiveServer, tmp_path: Path) -> None:
     pem = tmp_path / "k.pem"
     pem.write_text("-----BEGIN PRIVATE KEY-----\nSECRET-PEM-BODY\n-----END PRIVATE KEY-----\n")
-    out = json.loads(run(["connect", "kalshi", "--set", "key_id=abc-123", "--set-file", f"private_key={pem}",
-                          "--json"], env).stdout)
-    assert out == {"venue": "kalshi", "has_credentials": True, "credential_fields": ["key_id", "private_key"]}
+    out = json.loads(run(["connect", "kalshi", "--set", "api_key_id=abc-123", "--set-file",
+                          f"private_key_pem={pem}", "--json"], env).stdout)
+    assert out == {"venue": "kalshi", "has_credentials": True, "credential_fields": ["api_key_id", "private_key_pem"]}
+    bad = run(["connect", "kalshi", "--set", "key_id=abc-123"], env, check=False)
+    assert bad.returncode == 1 and "unknown kalshi credential field(s): key_id" in bad.stderr
+    assert "api_key_id, private_key_pem" in bad.stderr
     listed = json.loads(run(["connect", "--list", "--json"], env).stdout)["venues"]
     assert {v["venue"]: v["has_credentials"] for v in listed} == {"kalshi": True, "polymarket": False,
                                                                   "coinbase": False}
@@ -41,7 +44,7 @@ def test_rotate_key_reseals_everything_and_a_running_coordinator_keeps_working(
         env: dict[str, str], server: LiveServer) -> None:
     with server.client() as c:
         sid = c.post("/v1/strategies", json=create_body(name="s", secrets={"TOKEN": "t0p-secret"})).json()["strategy_id"]
-        c.put("/v1/venues/coinbase/credentials", json={"api_key_name": "n", "private_key": "pk"})
+        c.put("/v1/venues/coinbase/credentials", json={"api_key_name": "n", "private_key_pem": "pk"}).raise_for_status()
     old_id = server.core.keyring.primary_id
     data_dir = server.settings.data_dir
     out = json.loads(run(["admin", "rotate-key", "--data-dir", str(data_dir), "--json"], env).stdout)

@@ -72,18 +72,38 @@ def test_missing_instrument_type_is_a_400_that_says_so() -> None:
     assert e.code == "instrument_type_required" and "got 'spot'" in e.message
 
 
-def test_misaligned_price_names_the_tick() -> None:
-    e = error({"nodes": [node(limit_price=0.505)]})
-    assert e.field == "nodes[0].limit_price" and e.code == "misaligned_price"
-    assert "tick 0.01" in e.message and "0.5 or 0.51" in e.message
-    assert e.details["tick_size"] == 0.01
+@pytest.mark.parametrize(("asked", "used"), [
+    (0.641, 0.64),  # the product document's force_cross_price(…, 0.001) on a 0.01 market
+    (0.505, 0.5),  # half to even, as the official Polymarket client's round()
+    (0.515, 0.52),
+    (0.6449, 0.64),
+    (0.01, 0.01),
+])
+def test_a_price_off_the_tick_is_rounded_to_the_ticks_decimals(asked: float, used: float) -> None:
+    n = parse({"nodes": [node(limit_price=asked)]}).nodes[0]
+    assert n.limit_price == used
+
+
+def test_rounding_to_a_tick_that_is_not_a_power_of_ten() -> None:
+    from decimal import Decimal
+
+    from sequence.trading.validation import round_to_tick
+
+    assert round_to_tick(Decimal("0.1237"), Decimal("0.0025")) == Decimal("0.1225")  # 4 decimals, then the grid
+    assert round_to_tick(Decimal("0.4731"), Decimal("0.005")) == Decimal("0.475")
+    assert round_to_tick(Decimal("0.641"), Decimal("0.01")) == Decimal("0.64")
+
+
+def test_a_price_that_rounds_out_of_range_is_still_refused() -> None:
+    e = error({"nodes": [node(limit_price=0.9949)]})
+    assert e.code == "price_out_of_range" and e.field == "nodes[0].limit_price"
 
 
 @pytest.mark.parametrize("price", [0, 0.0, 1.0, 0.995, -0.5, 1.5])
 def test_prediction_prices_must_be_inside_the_range(price: float) -> None:
     e = error({"nodes": [node(limit_price=price)]})
     assert e.field == "nodes[0].limit_price"
-    assert e.code in ("price_out_of_range", "misaligned_price")
+    assert e.code == "price_out_of_range"
 
 
 @pytest.mark.parametrize("qty", [0, -1, "x", None, True, float("inf"), 0.001])
@@ -109,7 +129,6 @@ def test_qty_must_be_a_positive_aligned_number(qty: Any) -> None:
         ({"nodes": [node(limit_price=None)]}, "nodes[0].limit_price", "missing_field"),
         ({"nodes": [node(limit="0.5")]}, "nodes[0].limit", "unknown_field"),
         ({"nodes": [node(symbol=SPOT, qty=0.00001, limit_price=50_000)]}, "nodes[0].qty", "under_min_notional"),
-        ({"nodes": [node(symbol=SPOT, qty=1, limit_price=50_000.001)]}, "nodes[0].limit_price", "misaligned_price"),
         ({"nodes": [node(symbol=SPOT, qty=1, limit_price=None, urgency="low")]}, "nodes[0].urgency",
          "invalid_urgency"),
         ({"nodes": [node("a")], "edges": {}}, "edges", "invalid_graph"),

@@ -12,15 +12,11 @@ import typer
 from sequence.cli import config as cfgmod
 from sequence.cli.http import Api
 from sequence.cli.output import console, emit_json, err_console, fail, table
+from sequence.venues import CREDENTIAL_FIELDS, credential_problem
 
 app = typer.Typer(help="Market data: record the simulated venues for replay.", no_args_is_help=True)
 
 # The fields each venue's API needs (VENUES.md); `--set` may add others.
-VENUE_FIELDS = {
-    "kalshi": (("key_id", False), ("private_key", True)),
-    "polymarket": (("api_key", False), ("api_secret", True), ("passphrase", True), ("private_key", True)),
-    "coinbase": (("api_key_name", False), ("private_key", True)),
-}
 
 
 @app.command()
@@ -78,8 +74,9 @@ def connect(
                       [(v["venue"], "yes" if v["has_credentials"] else "no", ", ".join(v["credential_fields"]),
                         v["updated_at"] or "") for v in res["venues"]])
             return
-        if venue not in VENUE_FIELDS:
-            fail(f"unknown venue '{venue}'", f"use one of: {', '.join(VENUE_FIELDS)}")
+        if venue not in CREDENTIAL_FIELDS:
+            fail(f"unknown venue '{venue}'", f"use one of: {', '.join(CREDENTIAL_FIELDS)}")
+        spec = CREDENTIAL_FIELDS[venue]
         if remove:
             res = api.request("DELETE", f"/v1/venues/{venue}/credentials")
             emit_json(res) if as_json else console.print(f"removed {venue} credentials")
@@ -98,11 +95,18 @@ def connect(
                 fields[k] = Path(p).read_text().strip()
             except OSError as exc:
                 fail(f"cannot read {p}: {exc.strerror}")
+        names = ", ".join(f"{f.name}{'' if f.required else ' (optional)'}" for f in spec)
         if not fields:
             if not sys.stdin.isatty():
-                fail("no credentials given", f"pass --set FIELD=VALUE (fields: {', '.join(f for f, _ in VENUE_FIELDS[venue])})")
-            for name, secret in VENUE_FIELDS[venue]:
-                fields[name] = typer.prompt(name, hide_input=secret)
+                fail("no credentials given", f"pass --set FIELD=VALUE or --set-file FIELD=PATH (fields: {names})")
+            for f in spec:
+                value = typer.prompt(f"{f.name} ({f.help})", hide_input=f.secret, default="" if not f.required else None,
+                                     show_default=False)
+                if value:
+                    fields[f.name] = value
+        problem = credential_problem(venue, fields)
+        if problem:
+            fail(problem, f"fields: {names}")
         res = api.request("PUT", f"/v1/venues/{venue}/credentials", json=fields)
     if as_json:
         emit_json(res)

@@ -15,10 +15,9 @@ Errors::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
 
 from sequence.market.book import Side
@@ -133,6 +132,20 @@ def _fmt(d: Decimal | float) -> str:
     d = Decimal(repr(d)) if isinstance(d, float) else d
     text = format(d.normalize(), "f")
     return text
+
+
+def round_to_tick(price: Decimal, tick_size: Decimal) -> Decimal:
+    """A price off the tick grid, rounded the way Polymarket's official client rounds:
+    to the tick's decimals (half to even), then — for ticks that are not a power of
+    ten (0.005, 0.0025) — to the nearest multiple of the tick. So the product
+    document's ``force_cross_price(…, 0.001)`` on a 0.01 market gives a valid price
+    (0.641 → 0.64) instead of a refusal; the node carries the price used."""
+    decimals = -tick_size.normalize().as_tuple().exponent  # type: ignore[operator]
+    rounded = price.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN)
+    steps = rounded / tick_size
+    if steps != steps.to_integral_value():
+        rounded = steps.quantize(Decimal(1), rounding=ROUND_HALF_EVEN) * tick_size
+    return rounded
 
 
 def _units(d: Decimal, scale: int) -> Decimal:
@@ -371,19 +384,14 @@ def _parse_node(
                              code="price_out_of_range", min_price=float(lo),
                              max_price=None if hi is None else float(hi), tick_size=float(tick_size))
         ud = _units(pd, scale)
-        aligned = ud == ud.to_integral_value() and int(ud) % tick == 0
-        if not aligned:
-            below = math.floor(ud / tick) * tick
-            near = [Decimal(p) / scale for p in (below, below + tick) if p >= tick]
-            raise GraphError(
-                f"{where}.limit_price",
-                f"{where}.limit_price {_fmt(pd)} is not aligned to {venue}'s tick {_fmt(tick_size)} for "
-                f"{symbol!r}; use a multiple of {_fmt(tick_size)}"
-                + (f" (nearest: {' or '.join(_fmt(n) for n in near)})" if near else ""),
-                code="misaligned_price", tick_size=float(tick_size), nearest=[float(n) for n in near],
-            )
+        if not (ud == ud.to_integral_value() and int(ud) % tick == 0):
+            ud = _units(round_to_tick(pd, tick_size), scale)
+            if ud < tick or (hi is not None and ud > scale - tick):
+                raise GraphError(f"{where}.limit_price", f"{where}.limit_price {_fmt(pd)} rounds to "
+                                 f"{_fmt(ud / scale)}, outside {venue}'s prices for {symbol!r} (tick "
+                                 f"{_fmt(tick_size)})", code="price_out_of_range", tick_size=float(tick_size))
         limit_units = int(ud)
-        limit_price = float(pd)
+        limit_price = float(Decimal(limit_units) / scale)
 
     # minimum notional
     never_crosses = False

@@ -12,7 +12,7 @@ from sequence.api.auth import require_principal
 from sequence.api.errors import ApiError, bad_request
 from sequence.api.state import core_of
 from sequence.store.store import Principal
-from sequence.venues import VENUES
+from sequence.venues import CREDENTIAL_FIELDS, VENUES, credential_problem
 
 router = APIRouter(tags=["keys"])
 
@@ -92,6 +92,9 @@ def put_credentials(request: Request, venue: str = _VENUE, body: dict[str, Any] 
         raise bad_request(f"unknown venue '{venue}'; use one of: {', '.join(VENUES)}", "venue")
     if not body or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in body.items()):
         raise bad_request("credentials must be a non-empty JSON object of non-empty strings", "body")
+    problem = credential_problem(venue, body)
+    if problem:
+        raise bad_request(problem, "body", allowed=[f.name for f in CREDENTIAL_FIELDS[venue]])
     if len(body) > 20 or sum(len(v) for v in body.values()) > 64 * 1024:
         raise bad_request("credentials object is too large", "body")
     try:
