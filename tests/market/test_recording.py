@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from sequence.market import ManualClock, MarketService, RecordingError
+from sequence.market import BookReset, ManualClock, MarketListed, MarketService, RecordingError
+from sequence.market.catalogue import EventSpec
 
 from .conftest import run_for
 
@@ -70,7 +72,7 @@ def test_recording_format_is_jsonl_with_a_header(tmp_path: Path) -> None:
         run_for(live, clock, 2.0)
     lines = (tmp_path / "r.jsonl").read_text().splitlines()
     header = json.loads(lines[0])
-    assert header["format"] == "sequence.market.recording" and header["version"] == 1
+    assert header["format"] == "sequence.market.recording" and header["version"] == 2
     assert header["meta"]["venues"] == ["polymarket"]
     books_ = [json.loads(x) for x in lines[1:] if x.startswith("{")]
     assert len(books_) == len(header["symbols"])
@@ -89,3 +91,52 @@ def test_bad_recordings_are_refused(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"format": "sequence.market.recording", "version": 99}) + "\n")
     with pytest.raises(RecordingError, match="version"):
         MarketService.from_recording(bad, clock=ManualClock())
+
+
+def test_live_rows_are_recorded_and_replayed(tmp_path: Path) -> None:
+    """A live session lists markets and resets books as it goes; both replay."""
+    clock = ManualClock()
+    live = MarketService.simulated(seed=3, clock=clock, venues=["kalshi"])
+    template = next(iter(live.catalogue))
+    spec = replace(template, slug="KXNEW-26DEC01", title="New market", book_symbol="KXNEW-26DEC01-YES",
+                   yes_token_id="KXNEW-26DEC01-YES", no_token_id="KXNEW-26DEC01-NO",
+                   aliases=("KXNEW-26DEC01",), event_slug="KXNEW")
+    event = EventSpec("kalshi", "KXNEW", "New event", ("KXNEW-26DEC01",))
+    path = tmp_path / "live.jsonl"
+    with live.record(path):
+        run_for(live, clock, 1.0)
+        t = int(clock.now() * 1000)
+        live.apply([
+            MarketListed(t, spec.book_symbol, spec, event),
+            BookReset(t, spec.book_symbol, bids=((4100, 1200), (4000, 500)), asks=((4400, 900),)),
+            BookReset(t, template.book_symbol, bids=((5000, 100),), asks=(), tick=10),
+        ])
+        run_for(live, clock, 1.0)
+        expected = books(live)
+    rows = [json.loads(x) for x in path.read_text().splitlines()[1:] if x.startswith("[")]
+    assert {"M", "R"} <= {r[1] for r in rows}
+
+    rclock = ManualClock(clock.now() - 2.0)
+    replay = MarketService.from_recording(path, clock=rclock)
+    assert "KXNEW-26DEC01" not in replay.symbols()  # listed later, not at the start
+    rclock.set(clock.now())
+    replay.pump()
+    assert books(replay) == expected
+    q = replay.quote("KXNEW-26DEC01")
+    assert q["bids"][0]["price"] == 0.41 and q["asks"][0]["price"] == 0.44
+    try:
+        assert replay.market("KXNEW-26DEC01").title == "New market"
+    finally:
+        replay.close()
+
+
+def test_a_listing_whose_symbol_is_taken_adds_nothing() -> None:
+    clock = ManualClock()
+    svc = MarketService.simulated(seed=3, clock=clock, venues=["kalshi"])
+    a, b = list(svc.catalogue)[:2]
+    clash = replace(b, slug="OTHER", book_symbol="OTHER-YES", yes_token_id="OTHER-YES",
+                    no_token_id=a.no_token_id, aliases=())
+    before = set(svc.symbols())
+    svc.apply([MarketListed(0, clash.book_symbol, clash)])
+    assert set(svc.symbols()) == before
+    assert "OTHER-YES" not in svc.symbols()

@@ -54,7 +54,7 @@ import anyio
 from sequence.market.book import BookView, Side
 from sequence.market.clock import Clock, iso
 from sequence.market.errors import MarketError
-from sequence.market.events import BookEvent, LevelUpdate, TickSizeChange, Trade
+from sequence.market.events import BookEvent, BookReset, LevelUpdate, TickSizeChange, Trade
 from sequence.store.ids import short_code
 from sequence.store.trading import Created, TradeBatch, TradingStore
 from sequence.stream import Hub, channels
@@ -460,6 +460,13 @@ class TradingEngine:
                 self._dirty.setdefault(ev.symbol, False)
             elif isinstance(ev, TickSizeChange):
                 self._dirty[ev.symbol] = True
+            elif isinstance(ev, BookReset):
+                # A venue snapshot replaced the book: our resting sizes go back on top.
+                venue = {Side.BID: dict(ev.bids), Side.ASK: dict(ev.asks)}
+                for side in (Side.BID, Side.ASK):
+                    for price in core.own_levels(side):
+                        last[(ev.symbol, side, price)] = venue[side].get(price, 0)
+                self._dirty[ev.symbol] = ev.tick is not None
         for (sym, side, price), venue_size in last.items():
             book = self.market.book(sym)
             if price % book.tick:

@@ -15,7 +15,7 @@ from .errors import (
     NotFound,
     UnknownSymbol,
 )
-from .events import BookEvent, LevelUpdate, TickSizeChange, Trade
+from .events import BookEvent, BookReset, LevelUpdate, MarketListed, TickSizeChange, Trade
 from .recording import Recorder, RecordingError, RecordingReader
 from .service import Instrument, MarketService
 from .venues import ReplayVenue, SimConfig, VenueAdapter
@@ -25,6 +25,7 @@ __all__ = [
     "BadRequest",
     "Book",
     "BookEvent",
+    "BookReset",
     "BookView",
     "Catalogue",
     "Clock",
@@ -34,6 +35,7 @@ __all__ = [
     "LevelUpdate",
     "ManualClock",
     "MarketError",
+    "MarketListed",
     "MarketService",
     "MarketSpec",
     "MirrorBook",

@@ -66,6 +66,13 @@ class EventSpec:
     multi_outcome: bool = False
     category: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EventSpec:
+        return cls(**{**data, "markets": tuple(data["markets"])})
+
 
 @dataclass(frozen=True, slots=True)
 class Catalogue:
@@ -83,24 +90,24 @@ class Catalogue:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "markets": [_spec_json(m) for m in self.markets],
-            "events": [asdict(e) for e in self.events],
+            "markets": [spec_json(m) for m in self.markets],
+            "events": [e.to_json() for e in self.events],
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Catalogue:
-        markets = tuple(
-            MarketSpec(**{**m, "aliases": tuple(m.get("aliases", ())), "extra": dict(m.get("extra", {}))})
-            for m in data["markets"]
-        )
-        events = tuple(
-            EventSpec(**{**e, "markets": tuple(e["markets"])}) for e in data.get("events", ())
-        )
+        markets = tuple(spec_from_json(m) for m in data["markets"])
+        events = tuple(EventSpec.from_json(e) for e in data.get("events", ()))
         return cls(markets, events)
 
 
-def _spec_json(m: MarketSpec) -> dict[str, Any]:
+def spec_json(m: MarketSpec) -> dict[str, Any]:
+    """A market spec as JSON (recordings, the live catalogue cache)."""
     d = asdict(m)
     d["aliases"] = list(m.aliases)
     d["extra"] = dict(m.extra)
     return d
+
+
+def spec_from_json(d: Mapping[str, Any]) -> MarketSpec:
+    return MarketSpec(**{**d, "aliases": tuple(d.get("aliases", ())), "extra": dict(d.get("extra", {}))})

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .book import Side
+from .catalogue import EventSpec, MarketSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,4 +44,28 @@ class Trade:
     size: int
 
 
-BookEvent = LevelUpdate | TickSizeChange | Trade
+@dataclass(frozen=True, slots=True)
+class BookReset:
+    """The whole book replaced: a venue snapshot (first subscribe, resync after a
+    sequence gap or a reconnect). Levels are ``(price, size)`` units, best first;
+    ``tick`` (price units) when the snapshot says it."""
+
+    ts_ms: int
+    symbol: str
+    bids: tuple[tuple[int, int], ...]
+    asks: tuple[tuple[int, int], ...]
+    tick: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MarketListed:
+    """A market appeared in (or changed in) a venue's catalogue while running (live
+    catalogue refresh, or a recording of one). ``symbol`` is its book symbol."""
+
+    ts_ms: int
+    symbol: str
+    spec: MarketSpec
+    event: EventSpec | None = None
+
+
+BookEvent = LevelUpdate | TickSizeChange | Trade | BookReset | MarketListed

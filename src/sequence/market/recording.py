@@ -10,6 +10,15 @@ Format (one JSON value per line; ``.gz`` paths are gzip-compressed)::
     [1795564800123, "L", 0, "b", 0.42, 35.0]     level: ts_ms, L, symbol index, b|a, price, size (0 removes)
     [1795564800123, "X", 0, "a", 0.43, 5.0]      trade: ts_ms, X, symbol index, side hit, price, size
     [1795564800456, "T", 17, 0.001]              tick size change: ts_ms, T, symbol index, new tick
+    [1795564800789, "R", 3, 0.01, [[0.41, 120.0]], [[0.44, 9.0]]]
+                                                 book reset (a live venue's snapshot): ts_ms, R,
+                                                 symbol index, tick (null: unchanged), bids, asks
+    [1795564801000, "M", 42, {...spec...}, {...event...} | null]
+                                                 market listed while recording (live catalogue):
+                                                 ts_ms, M, its new symbol index, spec, event
+
+Version 2 added the ``R`` and ``M`` rows (recordings of live venues); a
+version 1 file is read as before.
 
 Symbols are indexes into the header's ``symbols`` list (Polymarket token ids
 are 77 characters; repeating them would triple the file). Prices and sizes are
@@ -28,11 +37,12 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from .book import Book, Side
-from .catalogue import Catalogue
-from .events import BookEvent, LevelUpdate, TickSizeChange, Trade
+from .catalogue import Catalogue, EventSpec, MarketSpec, spec_from_json, spec_json
+from .events import BookEvent, BookReset, LevelUpdate, MarketListed, TickSizeChange, Trade
 
 FORMAT = "sequence.market.recording"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _SIDE_CODE = {Side.BID: "b", Side.ASK: "a"}
 _CODE_SIDE = {"b": Side.BID, "a": Side.ASK}
 
@@ -68,8 +78,9 @@ class Recorder:
         flush_every_s: float = 0.5,
     ) -> None:
         self.path = Path(path)
-        self._books = books
         self._symbols = {sym: i for i, sym in enumerate(books)}
+        #: (price scale, size scale) of every recorded symbol, grown by MarketListed rows.
+        self._scales = {sym: (b.price_scale, b.size_scale) for sym, b in books.items()}
         self._f = _open(self.path, "w")
         self._flush_every = flush_every_s
         self._last_flush = time.monotonic()
@@ -110,20 +121,24 @@ class Recorder:
         if self.closed:
             return
         lines = []
-        books, symbols = self._books, self._symbols
+        symbols, scales = self._symbols, self._scales
         for ev in events:
+            if isinstance(ev, MarketListed):
+                lines.append(self._listed(ev))
+                continue
             idx = symbols.get(ev.symbol)
             if idx is None:
                 continue
-            book = books[ev.symbol]
+            ps, ss = scales[ev.symbol]
             if isinstance(ev, LevelUpdate):
-                row: list[Any] = [ev.ts_ms, "L", idx, _SIDE_CODE[ev.side],
-                                  ev.price / book.price_scale, ev.size / book.size_scale]  # fmt: skip
+                row: list[Any] = [ev.ts_ms, "L", idx, _SIDE_CODE[ev.side], ev.price / ps, ev.size / ss]
             elif isinstance(ev, Trade):
-                row = [ev.ts_ms, "X", idx, _SIDE_CODE[ev.side],
-                       ev.price / book.price_scale, ev.size / book.size_scale]  # fmt: skip
+                row = [ev.ts_ms, "X", idx, _SIDE_CODE[ev.side], ev.price / ps, ev.size / ss]
+            elif isinstance(ev, BookReset):
+                row = [ev.ts_ms, "R", idx, None if ev.tick is None else ev.tick / ps,
+                       [[p / ps, q / ss] for p, q in ev.bids], [[p / ps, q / ss] for p, q in ev.asks]]  # fmt: skip
             else:
-                row = [ev.ts_ms, "T", idx, ev.tick / book.price_scale]
+                row = [ev.ts_ms, "T", idx, ev.tick / ps]
             lines.append(_dumps(row))
         if lines:
             self._f.write("\n".join(lines) + "\n")
@@ -132,6 +147,14 @@ class Recorder:
         if now - self._last_flush >= self._flush_every:
             self._f.flush()
             self._last_flush = now
+
+    def _listed(self, ev: MarketListed) -> str:
+        idx = self._symbols.get(ev.symbol)
+        if idx is None:
+            idx = self._symbols[ev.symbol] = len(self._symbols)
+        self._scales[ev.symbol] = (ev.spec.price_scale, ev.spec.size_scale)
+        event = None if ev.event is None else ev.event.to_json()
+        return _dumps([ev.ts_ms, "M", idx, spec_json(ev.spec), event])
 
     def close(self) -> None:
         if not self.closed:
@@ -159,7 +182,7 @@ class RecordingReader:
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             self._f.close()
             raise RecordingError(f"{self.path}: not a {FORMAT} file")
-        if header.get("version") != VERSION:
+        if header.get("version") not in READABLE_VERSIONS:
             self._f.close()
             raise RecordingError(f"{self.path}: unsupported version {header.get('version')!r}")
         self.header = header
@@ -213,9 +236,12 @@ class RecordingReader:
             if not line.strip():
                 continue
             row = json.loads(line)
+            kind = row[1]
+            if kind == "M":
+                yield self._listed(row)
+                continue
             sym = symbols[row[2]]
             book = books[sym]
-            kind = row[1]
             if kind == "L":
                 yield LevelUpdate(row[0], sym, _CODE_SIDE[row[3]], book.price_units(row[4]),
                                   book.size_units(row[5]))  # fmt: skip
@@ -224,8 +250,27 @@ class RecordingReader:
                             book.size_units(row[5]))  # fmt: skip
             elif kind == "T":
                 yield TickSizeChange(row[0], sym, book.price_units(row[3]))
+            elif kind == "R":
+                pu, su = book.price_units, book.size_units
+                yield BookReset(row[0], sym,
+                                tuple((pu(p), su(q)) for p, q in row[4]),
+                                tuple((pu(p), su(q)) for p, q in row[5]),
+                                None if row[3] is None else pu(row[3]))  # fmt: skip
             else:
                 raise RecordingError(f"{self.path}: unknown event kind {kind!r}")
+
+    def _listed(self, row: list[Any]) -> MarketListed:
+        ts_ms, _, idx, spec_data, event_data = row
+        spec: MarketSpec = spec_from_json(spec_data)
+        sym = spec.book_symbol
+        if idx == len(self.symbols):
+            self.symbols.append(sym)
+        elif idx > len(self.symbols) or self.symbols[idx] != sym:
+            raise RecordingError(f"{self.path}: market row {idx} out of order")
+        if sym not in self.books:
+            self.books[sym] = Book(sym, tick=spec.tick, price_scale=spec.price_scale, size_scale=spec.size_scale)
+        event = None if event_data is None else EventSpec.from_json(event_data)
+        return MarketListed(ts_ms, sym, spec, event)
 
     def close(self) -> None:
         self._f.close()

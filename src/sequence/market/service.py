@@ -13,6 +13,17 @@ Binary markets own one book, keyed by the YES token; the NO token quotes the
 same book mirrored (YES ask = 1 − best NO bid, always). Kalshi's bare ticker
 is an alias of its YES token. Spot markets are quoted by product id.
 
+Live venues
+-----------
+A :class:`~sequence.market.venues.live.LiveVenue` pushes instead of being
+pulled: it lists markets as it discovers them (:class:`MarketListed`),
+replaces a book from a venue snapshot (:class:`BookReset`) and applies
+deltas, all through :meth:`MarketService.apply`. Books of a live venue are
+kept live only while someone uses them — a quote (:meth:`ensure`), a stream
+subscription, a working order (a *keeper*, :meth:`add_keeper`); a janitor
+releases the ones idle for ``idle_s``. :meth:`venue_status` reports each
+venue's mode and connection.
+
 Everything runs on the event loop thread; the read methods are synchronous
 and cheap (no I/O), so request handlers call them directly.
 """
@@ -24,6 +35,7 @@ import contextlib
 import heapq
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,9 +50,10 @@ from .catalogue import Catalogue, EventSpec, MarketSpec
 from .clock import Clock, ManualClock, RealClock, now_ms
 from .cursor import decode_cursor, encode_cursor, fingerprint
 from .errors import BadRequest, UnknownSymbol
-from .events import BookEvent, LevelUpdate, TickSizeChange, Trade
+from .events import BookEvent, BookReset, LevelUpdate, MarketListed, TickSizeChange, Trade
 from .recording import Recorder
 from .venues.base import VenueAdapter
+from .venues.live import LiveVenue
 from .venues.replay import ReplayVenue
 from .venues.sim import SimConfig
 from .venues.sim_coinbase import SimCoinbase
@@ -72,6 +85,14 @@ DEFAULT_DEPTH = 10
 MAX_DEPTH = 100
 BOOK_CHANNEL_DEPTH = 10
 QUOTE_CACHE_SIZE = 4096
+#: A listing (``GET /v1/markets``) sorts the whole catalogue once per query and
+#: serves its pages from that order for this long (real catalogues hold tens of
+#: thousands of markets; paging through one must not re-sort it per page).
+LISTING_TTL_S = 1.0
+LISTING_CACHE_MIN = 2000
+#: A live book nobody has used for this long (no quote, no stream subscriber,
+#: no working order) is released: the venue stops sending it.
+LIVE_IDLE_S = 300.0
 #: Venues whose ``volume`` is USD traded; elsewhere it is contracts (Kalshi) or base units (spot).
 USD_VOLUME_VENUES = frozenset({"polymarket"})
 
@@ -126,15 +147,26 @@ class _View:
 class _State:
     """One market: its spec, its book, every symbol that quotes it, running stats."""
 
-    __slots__ = ("book", "last_top", "last_trade", "search", "spec", "views", "volume")
+    __slots__ = ("book", "last_top", "last_trade", "live", "ready", "search", "spec", "used_at", "views",
+                 "volume")
 
-    def __init__(self, spec: MarketSpec, book: Book, event_title: str | None) -> None:
+    def __init__(self, spec: MarketSpec, book: Book, event_title: str | None, live: LiveVenue | None = None) -> None:
         self.spec = spec
         self.book = book
         self.views: list[_View] = []
         self.volume = float(spec.volume)
         self.last_trade: int | None = None
         self.last_top = book.top()
+        #: The live venue that feeds this book (None: a simulator or a replay, always live).
+        self.live = live
+        #: A live book is ready once a venue snapshot was applied; ``used_at`` keeps it wanted.
+        self.ready: asyncio.Event | None = None if live is None else asyncio.Event()
+        self.used_at = 0.0
+        self.search = ""
+        self.describe(event_title)
+
+    def describe(self, event_title: str | None) -> None:
+        spec = self.spec
         parts = [spec.title, spec.slug, spec.event_slug, spec.outcome_name, event_title]
         self.search = " ".join(p for p in parts if p).lower()
 
@@ -176,7 +208,14 @@ class MarketService:
         self._listeners: list[Listener] = []
         self._recorders: list[Recorder] = []
         self._task: asyncio.Task[None] | None = None
+        self._janitor: asyncio.Task[None] | None = None
         self._quote_cache: dict[tuple[str, int], tuple[tuple[int, int], bytes]] = {}
+        self._listings: dict[bytes, tuple[float, int, list[dict[str, Any]]]] = {}
+        self._version = 0  # bumped when the catalogue changes (listings re-sort)
+        self._keepers: list[Callable[[], Iterable[str]]] = []
+        self._slugs: dict[tuple[str, str], _State] = {}
+        self.live: dict[str, LiveVenue] = {a.name: a for a in self.adapters if isinstance(a, LiveVenue)}
+        self.idle_s = LIVE_IDLE_S
         self.unknown_events = 0
         self.events_applied = 0
         markets: list[MarketSpec] = []
@@ -201,18 +240,22 @@ class MarketService:
                 self._add(spec, book)
             markets.extend(cat.markets)
             events.extend(cat.events)
-        self.catalogue = Catalogue(tuple(markets), tuple(events))
-        self._slugs = {(st.spec.venue, st.spec.slug): st for st in self._states.values()}
-        self.venues: tuple[str, ...] = tuple(dict.fromkeys(m.venue for m in markets))
+        self.venues: tuple[str, ...] = tuple(
+            dict.fromkeys([*(m.venue for m in markets), *self.live])
+        )
         self.hub.register(channels.prices(self._validate_channel, self._prices_snapshot))
         self.hub.register(channels.book(self._validate_channel, self._book_snapshot))
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """Every market and event known now (live venues add to it as they discover)."""
+        return Catalogue(tuple(st.spec for st in self._states.values()), tuple(self._events.values()))
 
     def _add(self, spec: MarketSpec, book: Book) -> None:
         if spec.book_symbol in self._states:
             raise ValueError(f"duplicate book symbol {spec.book_symbol!r}")
         ev = self._events.get((spec.venue, spec.event_slug or ""))
-        st = _State(spec, book, ev.title if ev else None)
-        self._states[spec.book_symbol] = st
+        st = _State(spec, book, ev.title if ev else None, self.live.get(spec.venue))
         views: list[_View] = []
         if spec.instrument_type == "prediction":
             if spec.yes_token_id:
@@ -223,11 +266,41 @@ class MarketService:
         else:
             views.append(_View(spec.symbol or spec.book_symbol, book, None))
             views.extend(_View(alias, book, None) for alias in spec.aliases)
+        # Check every symbol before registering any: a clash leaves nothing half-added.
+        taken = [v.symbol for v in views if v.symbol in self._symbols]
+        if taken or len({v.symbol for v in views}) != len(views):
+            raise ValueError(f"duplicate symbol {(taken or [views[0].symbol])[0]!r}")
+        self._states[spec.book_symbol] = st
         for v in views:
-            if v.symbol in self._symbols:
-                raise ValueError(f"duplicate symbol {v.symbol!r}")
             self._symbols[v.symbol] = (st, v)
         st.views = views
+        self._slugs[(spec.venue, spec.slug)] = st
+        self._version += 1
+
+    def _list(self, ev: MarketListed) -> None:
+        """A live venue listed (or relisted) a market: add it, or update what it says."""
+        if ev.event is not None:
+            self._events[(ev.event.venue, ev.event.slug)] = ev.event
+        spec = ev.spec
+        st = self._states.get(spec.book_symbol)
+        if st is None:
+            try:
+                self._add(spec, Book(spec.book_symbol, tick=spec.tick, price_scale=spec.price_scale,
+                                     size_scale=spec.size_scale))
+            except ValueError:  # a symbol clash between two listings: keep the first
+                log.warning("market %s/%s not added: a symbol is already taken", spec.venue, spec.slug)
+                return
+            st = self._states[spec.book_symbol]
+            st.book.touch(ev.ts_ms)
+        elif st.spec != spec:
+            st.spec = spec
+            if not st.ready or not st.ready.is_set():
+                st.volume = float(spec.volume)
+            self._version += 1
+        if spec.venue not in self.venues:
+            self.venues = (*self.venues, spec.venue)
+        evspec = self._events.get((spec.venue, spec.event_slug or ""))
+        st.describe(evspec.title if evspec else None)
 
     # -- construction helpers ---------------------------------------------------------
     @classmethod
@@ -279,18 +352,26 @@ class MarketService:
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
-        """Run the simulation loop on the current event loop until :meth:`stop`."""
+        """Run the simulation loop (and the live venues) on the current event loop until :meth:`stop`."""
         if self.running:
             return
         self.pump()
         self._task = asyncio.create_task(self._run(), name="sequence-market-service")
+        for venue in self.live.values():
+            await venue.start(self)
+        if self.live:
+            self._janitor = asyncio.create_task(self._sweep_idle(), name="sequence-market-janitor")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        janitor, self._janitor = self._janitor, None
+        for t in (task, janitor):
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+        for venue in self.live.values():
+            await venue.stop()
         for rec in self._recorders:
             rec.close()
         self._recorders.clear()
@@ -344,12 +425,26 @@ class MarketService:
         changed: dict[str, _State] = {}
         n = 0
         for ev in events:
+            if isinstance(ev, MarketListed):
+                self._list(ev)
+                n += 1
+                continue
             st = states.get(ev.symbol)
             if st is None:
                 self.unknown_events += 1
                 continue
             book = st.book
-            if isinstance(ev, LevelUpdate):
+            if isinstance(ev, BookReset):
+                book.clear()
+                if ev.tick is not None and ev.tick != book.tick:
+                    book.set_tick(ev.tick)
+                for side, levels in ((Side.BID, ev.bids), (Side.ASK, ev.asks)):
+                    for price, qty in levels:
+                        if qty > 0 and not price % book.tick:
+                            book.set_level(side, price, qty)
+                if st.ready is not None:
+                    st.ready.set()
+            elif isinstance(ev, LevelUpdate):
                 if ev.size > 0 and ev.price % book.tick:
                     log.warning("off-tick level %s for %s ignored", ev.price, ev.symbol)
                     continue
@@ -410,6 +505,87 @@ class MarketService:
         self._recorders = [r for r in self._recorders if not r.closed]
         self._recorders.append(rec)
         return rec
+
+    # -- live books: demand ------------------------------------------------------------------
+    def ensure(self, symbol: str) -> bool:
+        """Note that *symbol* is being used; a live venue starts (or keeps) sending its book.
+        True when the book is ready to read (always, for simulated and replayed venues)."""
+        st = self._lookup(symbol)[0]
+        if st.live is None:
+            return True
+        st.used_at = time.monotonic()
+        assert st.ready is not None
+        if not st.ready.is_set():
+            st.live.ensure(st.spec.book_symbol)
+            return False
+        return True
+
+    async def wait_ready(self, symbol: str, timeout: float) -> bool:
+        """:meth:`ensure`, then wait up to *timeout* for a live book's first snapshot."""
+        if self.ensure(symbol):
+            return True
+        ready = self._lookup(symbol)[0].ready
+        assert ready is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), timeout)
+        return ready.is_set()
+
+    def add_keeper(self, keeper: Callable[[], Iterable[str]]) -> Callable[[], None]:
+        """*keeper()* names book symbols that must stay live (the engine: working orders)."""
+        self._keepers.append(keeper)
+        return lambda: self._keepers.remove(keeper)
+
+    def _wanted(self, st: _State, now: float) -> bool:
+        if now - st.used_at < self.idle_s:
+            return True
+        hub = self.hub
+        return any(hub.has_subscribers(v.prices_channel) or hub.has_subscribers(v.book_channel)
+                   for v in st.views)
+
+    def sweep_idle(self) -> list[str]:
+        """Release live books nobody uses any more; returns their book symbols."""
+        now = time.monotonic()
+        kept = {sym for keeper in self._keepers for sym in keeper()}
+        released = []
+        for venue in self.live.values():
+            for sym in list(venue.wanted):
+                st = self._states.get(sym)
+                if st is None or sym in kept or self._wanted(st, now):
+                    continue
+                venue.release(sym)
+                if st.ready is not None:
+                    st.ready.clear()
+                released.append(sym)
+        return released
+
+    async def _sweep_idle(self) -> None:
+        while True:
+            await asyncio.sleep(min(30.0, max(1.0, self.idle_s / 4)))
+            try:
+                # Books kept by a stream or an order are asked for again (cheap if held).
+                kept = {sym for keeper in self._keepers for sym in keeper()}
+                for sym in kept:
+                    st = self._states.get(sym)
+                    if st is not None and st.live is not None:
+                        st.live.ensure(sym)
+                released = self.sweep_idle()
+                if released:
+                    log.info("market: released %d idle live book(s)", len(released))
+            except Exception:
+                log.exception("market: idle sweep failed")
+
+    def venue_status(self) -> dict[str, dict[str, Any]]:
+        """Each venue's mode and, for live venues, the connection (``/v1/venues``, health, metrics)."""
+        out: dict[str, dict[str, Any]] = {}
+        for adapter in self.adapters:
+            if isinstance(adapter, LiveVenue):
+                out[adapter.name] = adapter.status()
+            elif adapter.name == "replay":
+                for venue in dict.fromkeys(st.spec.venue for st in self._states.values()):
+                    out.setdefault(venue, {"mode": "replay", "state": "replaying"})
+            else:
+                out.setdefault(adapter.name, {"mode": "sim", "state": "running"})
+        return out
 
     # -- lookups -------------------------------------------------------------------------
     def symbols(self, venue: str | None = None) -> list[str]:
@@ -532,6 +708,7 @@ class MarketService:
     def _validate_channel(self, arg: str | None, client_id: str | None) -> None:
         if arg not in self._symbols:
             raise ChannelError(str(arg), f"unknown symbol {shown(arg)}", code="unknown_symbol")
+        self.ensure(arg)  # a live book is fed while the subscription lasts
 
     def _prices_snapshot(self, arg: str | None, client_id: str | None) -> dict[str, Any]:
         return self._prices(self._symbols[arg or ""][1])
@@ -565,22 +742,36 @@ class MarketService:
         needle = (q or "").strip().lower()
         query = fingerprint(("markets", venue, order, active, expand, needle))
         offset = 0 if cursor is None else decode_cursor(cursor, query)
-
-        rows = [
-            row
-            for row, text in self._rows(venue, expand == "outcomes")
-            if (active is None or row["active"] is active) and (not needle or needle in text)
-        ]
-        if order == "close_time":
-            rows.sort(key=lambda r: (r["close_time"] is None, r["close_time"] or "", r["venue"], r["slug"]))
-        else:
-            rows.sort(key=lambda r: (-r[order], r["venue"], r["slug"]))
+        rows = self._listing(query, venue, order, active, expand == "outcomes", needle)
         page = rows[offset : offset + limit]
         more = offset + limit < len(rows)
         return {
             "markets": page,
             "next_cursor": encode_cursor(offset + limit, query) if more else None,
         }
+
+    def _listing(self, query: bytes, venue: str | None, order: str, active: bool | None, expand: bool,
+                 needle: str) -> list[dict[str, Any]]:
+        """The sorted rows of one listing query, cached for :data:`LISTING_TTL_S`."""
+        now = time.monotonic()
+        cache = len(self._states) > LISTING_CACHE_MIN  # small catalogues: exact, re-sorted per request
+        hit = self._listings.get(query) if cache else None
+        if hit is not None and hit[0] > now and hit[1] == self._version:
+            return hit[2]
+        rows = [
+            row
+            for row, text in self._rows(venue, expand)
+            if (active is None or row["active"] is active) and (not needle or needle in text)
+        ]
+        if order == "close_time":
+            rows.sort(key=lambda r: (r["close_time"] is None, r["close_time"] or "", r["venue"], r["slug"]))
+        else:
+            rows.sort(key=lambda r: (-r[order], r["venue"], r["slug"]))
+        if cache:
+            if len(self._listings) > 256:
+                self._listings.clear()
+            self._listings[query] = (now + LISTING_TTL_S, self._version, rows)
+        return rows
 
     def _rows(self, venue: str | None, expand: bool) -> Iterator[tuple[dict[str, Any], str]]:
         grouped: set[str] = set()
