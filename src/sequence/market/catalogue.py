@@ -45,7 +45,12 @@ class MarketSpec:
     min_order_size: float = 1.0
     is_placeholder_outcome: bool = False
     neg_risk: bool | None = None
-    volume: float = 0.0  # traded volume when the simulation starts
+    volume: float = 0.0  # traded volume when the simulation starts (live: as the venue lists it)
+    #: What a live venue's catalogue says of the book (its listing carries them); the listing
+    #: shows these until the book itself is live, then the book's own figures.
+    listed_best_bid: float | None = None
+    listed_best_ask: float | None = None
+    listed_liquidity: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

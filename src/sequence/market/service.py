@@ -792,7 +792,15 @@ class MarketService:
         spec = st.spec
         book = st.book
         ps = book.price_scale
-        bid, ask = book.top()
+        if st.ready is not None and not st.ready.is_set():
+            # A live market whose book nobody has asked for yet: the venue's listing figures.
+            liquidity = spec.listed_liquidity or 0.0
+            best_bid, best_ask = spec.listed_best_bid, spec.listed_best_ask
+        else:
+            bid, ask = book.top()
+            liquidity = st.liquidity()
+            best_bid = None if bid is None else bid / ps
+            best_ask = None if ask is None else ask / ps
         row: dict[str, Any] = {
             "venue": spec.venue,
             "slug": spec.slug,
@@ -805,14 +813,14 @@ class MarketService:
             "symbol": spec.symbol,
             "active": spec.active,
             "volume": round(st.volume, 2),
-            "liquidity": round(st.liquidity(), 2),
+            "liquidity": round(liquidity, 2),
             "close_time": spec.close_time,
             "tick_size": book.tick / ps,
             "min_notional": spec.min_notional,
             "is_placeholder_outcome": spec.is_placeholder_outcome,
             "min_order_size": spec.min_order_size,
-            "best_bid": None if bid is None else bid / ps,
-            "best_ask": None if ask is None else ask / ps,
+            "best_bid": best_bid,
+            "best_ask": best_ask,
         }
         if spec.neg_risk is not None:
             row["neg_risk"] = spec.neg_risk

@@ -105,12 +105,24 @@ class LiveConfig:
 
 
 def units(text: str | float | int, scale: int) -> int:
-    """A venue's decimal string (``"0.5600"``, ``"10.00"``) as integer units of *scale*, exactly."""
+    """A venue's decimal string (``"0.5600"``, ``"10.00"``) as integer units of *scale*, exactly
+    (half to even past the scale's precision). Hot path: every level of every delta."""
+    if type(text) is str and scale in _POW10:
+        # Plain "123.4500" (the venues' format): integer arithmetic, ~5x faster than Decimal.
+        whole, _, frac = text.partition(".")
+        digits = _POW10[scale]
+        if whole.isdigit() and (not frac or frac.isdigit()) and len(frac) <= digits:
+            return int(whole) * scale + (int(frac) * 10 ** (digits - len(frac)) if frac else 0)
     try:
         d = Decimal(str(text))
     except InvalidOperation:
         raise VenueError(f"not a number: {text!r}") from None
+    if not d.is_finite():
+        raise VenueError(f"not a number: {text!r}")
     return int((d * scale).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+_POW10 = {10**k: k for k in range(19)}
 
 
 class Backoff:
