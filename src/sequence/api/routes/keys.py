@@ -83,9 +83,7 @@ def list_venues(request: Request, p: Principal = Depends(require_principal)) -> 
                         "updated_at": present.iso(have[v]["updated_at"]) if v in have else None} for v in VENUES]}
 
 
-@router.put("/v1/venues/{venue}/credentials", responses=_R)
-def put_credentials(request: Request, venue: str = _VENUE, body: dict[str, Any] = _CREDENTIALS,
-                    p: Principal = Depends(require_principal)) -> dict[str, Any]:
+def _put_credentials(request: Request, venue: str, body: dict[str, Any], p: Principal) -> dict[str, Any]:
     """Seal and store this client's credentials for a venue (an object of non-empty strings)."""
     _client_key(p)
     if venue not in VENUES:
@@ -107,11 +105,59 @@ def put_credentials(request: Request, venue: str = _VENUE, body: dict[str, Any] 
     return {"venue": venue, "has_credentials": True, "credential_fields": sorted(body)}
 
 
-@router.delete("/v1/venues/{venue}/credentials", responses=_R)
-def delete_credentials(request: Request, venue: str = _VENUE,
-                       p: Principal = Depends(require_principal)) -> dict[str, Any]:
+def _credentials_schema(venue: str) -> dict[str, Any]:
+    """The body schema for one venue: its declared fields only (``sequence.venues``)."""
+    fields = CREDENTIAL_FIELDS[venue]
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object",
+        "title": f"{venue.title()}Credentials",
+        "properties": {f.name: {"type": "string", "minLength": 1, "maxLength": 65536, "description": f.help}
+                       for f in fields},
+        "required": [f.name for f in fields if f.required],
+        "additionalProperties": False,
+    }}}}}
+
+
+def _delete_credentials(request: Request, venue: str, p: Principal) -> dict[str, Any]:
     _client_key(p)
     if venue not in VENUES:
         raise bad_request(f"unknown venue '{venue}'", "venue")
     core_of(request.app).store.delete_venue_credentials(p.client_id, venue)
     return {"venue": venue, "has_credentials": False}
+
+
+def _venue_routes(venue: str) -> None:
+    """PUT and DELETE for one venue: one operation each, so the published schema names each
+    venue's fields exactly (a client or fuzzer sending Kalshi's fields to Coinbase is told so
+    by the schema, not only by the 400). The handler still validates the body itself, so a bad
+    body gets the 400 that names the fields there are."""
+
+    def put(request: Request, body: dict[str, Any] = Body(),
+            p: Principal = Depends(require_principal)) -> dict[str, Any]:
+        return _put_credentials(request, venue, body, p)
+
+    def delete(request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
+        return _delete_credentials(request, venue, p)
+
+    path, title = f"/v1/venues/{venue}/credentials", venue.title()
+    router.put(path, responses=_R, name=f"put_{venue}_credentials", summary=f"Put {title} credentials",
+               openapi_extra=_credentials_schema(venue))(put)
+    router.delete(path, responses=_R, name=f"delete_{venue}_credentials",
+                  summary=f"Delete {title} credentials")(delete)
+
+
+for _venue in VENUES:
+    _venue_routes(_venue)
+
+
+# Any other venue: a 400 naming the venues there are (not in the schema: the venues are).
+@router.put("/v1/venues/{venue}/credentials", responses=_R, include_in_schema=False)
+def put_credentials(request: Request, venue: str = _VENUE, body: dict[str, Any] = _CREDENTIALS,
+                    p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    return _put_credentials(request, venue, body, p)
+
+
+@router.delete("/v1/venues/{venue}/credentials", responses=_R, include_in_schema=False)
+def delete_credentials(request: Request, venue: str = _VENUE,
+                       p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    return _delete_credentials(request, venue, p)
