@@ -1,0 +1,1 @@
+"""Live venue connectors against the local venue servers (tests/venues)."""

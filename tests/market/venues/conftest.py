@@ -1,0 +1,10 @@
+"""Live connector tests run on asyncio (the connectors use asyncio directly)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
