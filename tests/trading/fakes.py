@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sequence.market import Book, BookView, ManualClock, MirrorBook, Side, UnknownSymbol
@@ -63,6 +63,7 @@ class FakeMarket:
                           active=False),
         }
         self.applied: list[BookEvent] = []
+        self.keepers: list[Callable[[], Iterable[str]]] = []
 
     # -- MarketPort -------------------------------------------------------------
     def instrument(self, symbol: str) -> Instrument:
@@ -98,6 +99,13 @@ class FakeMarket:
     def add_listener(self, listener: Callable[[Sequence[BookEvent]], None]) -> Callable[[], None]:
         self.listeners.append(listener)
         return lambda: self.listeners.remove(listener)
+
+    async def require_ready(self, symbol: str) -> None:
+        self.instrument(symbol)  # simulated books are always ready; unknown symbols still raise
+
+    def add_keeper(self, keeper: Callable[[], Iterable[str]]) -> Callable[[], None]:
+        self.keepers.append(keeper)
+        return lambda: self.keepers.remove(keeper)
 
     # -- test helpers ---------------------------------------------------------------
     def venue(self, symbol: str, side: Side, price: float, size: float) -> None:

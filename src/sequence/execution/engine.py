@@ -104,6 +104,10 @@ class MarketPort(Protocol):
 
     def add_listener(self, listener: Callable[[Sequence[BookEvent]], None]) -> Callable[[], None]: ...
 
+    async def require_ready(self, symbol: str) -> None: ...
+
+    def add_keeper(self, keeper: Callable[[], Iterable[str]]) -> Callable[[], None]: ...
+
 
 def request_hash(body: Any, paper: bool) -> str:
     """What an ``Idempotency-Key`` is bound to (stored: the input's shape must not change)."""
@@ -151,6 +155,7 @@ class TradingEngine:
         self._writer = Writer(store)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._remove_listener: Callable[[], None] | None = None
+        self._remove_keeper: Callable[[], None] | None = None
         self.started = False
 
     # -- lifecycle ------------------------------------------------------------------
@@ -167,6 +172,9 @@ class TradingEngine:
         self._fill_seq = await anyio.to_thread.run_sync(self.store.max_fill_seq)
         self._order_seq = await anyio.to_thread.run_sync(self.store.max_order_seq)
         self._remove_listener = self.market.add_listener(self._on_book_events)
+        # A live venue keeps a book only while someone uses it: every symbol of an open
+        # graph (working orders and the ones its edges may still place) stays live.
+        self._remove_keeper = self.market.add_keeper(self._kept_symbols)
         self.started = True
         await self.restore()
 
@@ -174,10 +182,11 @@ class TradingEngine:
         if not self.started:
             return
         self.started = False
-        if self._remove_listener is not None:
-            with contextlib.suppress(ValueError):
-                self._remove_listener()
-            self._remove_listener = None
+        for remove in (self._remove_listener, self._remove_keeper):
+            if remove is not None:
+                with contextlib.suppress(ValueError):
+                    remove()
+        self._remove_listener = self._remove_keeper = None
         await self._writer.stop()
         self._graphs.clear()
         self._cores.clear()
@@ -210,6 +219,9 @@ class TradingEngine:
     def active_graph_ids(self) -> list[str]:
         return list(self._graphs)
 
+    def _kept_symbols(self) -> set[str]:
+        return {n.symbol for g in self._graphs.values() for n in g.nodes.values()}
+
     # -- submit -----------------------------------------------------------------------------
     def validate(self, body: Any, *, force_paper: bool) -> GraphRequest:
         """Parse a graph request (raises :class:`~sequence.trading.validation.GraphError`)."""
@@ -225,6 +237,10 @@ class TradingEngine:
         When this returns, root orders are placed and any immediate fills are committed.
         """
         req = self.validate(body, force_paper=paper_only)
+        # A live venue's book must be here before an order can be matched against it
+        # (a 503 naming the venue's state if it does not come in time).
+        for symbol in dict.fromkeys(n.symbol for n in req.nodes):
+            await self.market.require_ready(symbol)
         now = self._now()
         g = Graph.new("graph_" + short_code(20), client_id, req.nodes, req.edges, paper=req.paper, now=now)
         graph_row = g.row(key_id=key_id, run_id=run_id, idempotency_key=idempotency_key,

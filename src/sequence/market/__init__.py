@@ -13,6 +13,7 @@ from .errors import (
     BadRequest,
     MarketError,
     NotFound,
+    Unavailable,
     UnknownSymbol,
 )
 from .events import BookEvent, BookReset, LevelUpdate, MarketListed, TickSizeChange, Trade
@@ -49,6 +50,7 @@ __all__ = [
     "SimConfig",
     "TickSizeChange",
     "Trade",
+    "Unavailable",
     "UnknownSymbol",
     "VenueAdapter",
     "seeded_rng",

@@ -5,8 +5,9 @@ One root, so callers can catch everything this component raises::
     MarketError                  every error from sequence.market
     ├── BadRequest               400  bad input; ``field`` names the culprit
     │   └── BadCursor            400  cursor is malformed, tampered with or from another query
-    └── NotFound                 404  something named does not exist
-        └── UnknownSymbol        404  no book for this symbol
+    ├── NotFound                 404  something named does not exist
+    │   └── UnknownSymbol        404  no book for this symbol
+    └── Unavailable              503  a live venue has not sent this book (yet); retry
 
 Each carries the HTTP ``status`` and ``code`` it answers; the API's one error
 envelope (:mod:`sequence.api.errors`) sends them. A stream channel that cannot
@@ -63,3 +64,10 @@ class UnknownSymbol(NotFound):
         super().__init__(f"unknown symbol: {shown(symbol)}", symbol=symbol)
         self.symbol = symbol
 
+
+
+class Unavailable(MarketError):
+    """A live book the venue has not delivered in time (connecting, reconnecting, throttled)."""
+
+    status = 503
+    code = "market_unavailable"

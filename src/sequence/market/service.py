@@ -49,7 +49,7 @@ from .book import Book, BookView, MirrorBook, Side
 from .catalogue import Catalogue, EventSpec, MarketSpec
 from .clock import Clock, ManualClock, RealClock, now_ms
 from .cursor import decode_cursor, encode_cursor, fingerprint
-from .errors import BadRequest, UnknownSymbol
+from .errors import BadRequest, Unavailable, UnknownSymbol
 from .events import BookEvent, BookReset, LevelUpdate, MarketListed, TickSizeChange, Trade
 from .recording import Recorder
 from .venues.base import VenueAdapter
@@ -93,6 +93,8 @@ LISTING_CACHE_MIN = 2000
 #: A live book nobody has used for this long (no quote, no stream subscriber,
 #: no working order) is released: the venue stops sending it.
 LIVE_IDLE_S = 300.0
+#: How long a quote or an order waits for a live book's first snapshot before a 503.
+LIVE_READY_TIMEOUT_S = 5.0
 #: Venues whose ``volume`` is USD traded; elsewhere it is contracts (Kalshi) or base units (spot).
 USD_VOLUME_VENUES = frozenset({"polymarket"})
 
@@ -530,10 +532,33 @@ class MarketService:
             await asyncio.wait_for(ready.wait(), timeout)
         return ready.is_set()
 
+    async def require_ready(self, symbol: str, timeout: float = LIVE_READY_TIMEOUT_S) -> None:
+        """:meth:`wait_ready`, or :class:`Unavailable` (503) saying what the venue is doing."""
+        if await self.wait_ready(symbol, timeout):
+            return
+        st = self._lookup(symbol)[0]
+        status = st.live.status() if st.live is not None else {}
+        why = status.get("last_error") or status.get("note") or "waiting for the venue's snapshot"
+        raise Unavailable(
+            f"no order book for {shown(symbol)} from {st.spec.venue} yet "
+            f"(connection {status.get('state', 'unknown')}: {why}); retry shortly",
+            symbol=symbol, venue=st.spec.venue, state=status.get("state"),
+        )
+
     def add_keeper(self, keeper: Callable[[], Iterable[str]]) -> Callable[[], None]:
-        """*keeper()* names book symbols that must stay live (the engine: working orders)."""
+        """*keeper()* names symbols whose books must stay live (the engine: open graphs)."""
         self._keepers.append(keeper)
         return lambda: self._keepers.remove(keeper)
+
+    def _kept(self) -> set[str]:
+        """Book symbols the keepers hold (any symbol of a market names its book)."""
+        out = set()
+        for keeper in self._keepers:
+            for sym in keeper():
+                hit = self._symbols.get(sym)
+                if hit is not None:
+                    out.add(hit[0].spec.book_symbol)
+        return out
 
     def _wanted(self, st: _State, now: float) -> bool:
         if now - st.used_at < self.idle_s:
@@ -545,7 +570,7 @@ class MarketService:
     def sweep_idle(self) -> list[str]:
         """Release live books nobody uses any more; returns their book symbols."""
         now = time.monotonic()
-        kept = {sym for keeper in self._keepers for sym in keeper()}
+        kept = self._kept()
         released = []
         for venue in self.live.values():
             for sym in list(venue.wanted):
@@ -562,11 +587,10 @@ class MarketService:
         while True:
             await asyncio.sleep(min(30.0, max(1.0, self.idle_s / 4)))
             try:
-                # Books kept by a stream or an order are asked for again (cheap if held).
-                kept = {sym for keeper in self._keepers for sym in keeper()}
-                for sym in kept:
-                    st = self._states.get(sym)
-                    if st is not None and st.live is not None:
+                # Books kept by an order are asked for again (cheap if held).
+                for sym in self._kept():
+                    st = self._states[sym]
+                    if st.live is not None:
                         st.live.ensure(sym)
                 released = self.sweep_idle()
                 if released:
