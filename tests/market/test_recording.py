@@ -140,3 +140,25 @@ def test_a_listing_whose_symbol_is_taken_adds_nothing() -> None:
     svc.apply([MarketListed(0, clash.book_symbol, clash)])
     assert set(svc.symbols()) == before
     assert "OTHER-YES" not in svc.symbols()
+
+
+def test_recording_chosen_markets_only(tmp_path: Path) -> None:
+    clock = ManualClock()
+    live = MarketService.simulated(seed=4, clock=clock, venues=["kalshi", "coinbase"])
+    kalshi = next(m for m in live.catalogue if m.venue == "kalshi")
+    path = tmp_path / "two.jsonl"
+    with live.record(path, symbols=["BTC-USD", kalshi.no_token_id or ""]):
+        run_for(live, clock, 2.0)
+        expected = {s: live.book(s).snapshot() for s in ("BTC-USD", kalshi.book_symbol)}
+    header = json.loads(path.read_text().splitlines()[0])
+    assert sorted(header["symbols"]) == sorted(["BTC-USD", kalshi.book_symbol])
+    assert {m["slug"] for m in header["catalogue"]["markets"]} == {"BTC-USD", kalshi.slug}
+    rclock = ManualClock(clock.now() - 2.0)
+    replay = MarketService.from_recording(path, clock=rclock)
+    try:
+        rclock.set(clock.now())
+        replay.pump()
+        assert {s: replay.book(s).snapshot() for s in expected} == expected
+        assert len(replay.catalogue) == 2
+    finally:
+        replay.close()

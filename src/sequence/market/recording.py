@@ -76,8 +76,11 @@ class Recorder:
         volumes: Mapping[str, float] | None = None,
         meta: Mapping[str, Any] | None = None,
         flush_every_s: float = 0.5,
+        only: set[str] | None = None,
     ) -> None:
         self.path = Path(path)
+        #: Record only these book symbols (None: every book, and markets listed later).
+        self._only = only
         self._symbols = {sym: i for i, sym in enumerate(books)}
         #: (price scale, size scale) of every recorded symbol, grown by MarketListed rows.
         self._scales = {sym: (b.price_scale, b.size_scale) for sym, b in books.items()}
@@ -124,7 +127,9 @@ class Recorder:
         symbols, scales = self._symbols, self._scales
         for ev in events:
             if isinstance(ev, MarketListed):
-                lines.append(self._listed(ev))
+                line = self._listed(ev)
+                if line is not None:
+                    lines.append(line)
                 continue
             idx = symbols.get(ev.symbol)
             if idx is None:
@@ -148,7 +153,9 @@ class Recorder:
             self._f.flush()
             self._last_flush = now
 
-    def _listed(self, ev: MarketListed) -> str:
+    def _listed(self, ev: MarketListed) -> str | None:
+        if self._only is not None and ev.symbol not in self._only:
+            return None
         idx = self._symbols.get(ev.symbol)
         if idx is None:
             idx = self._symbols[ev.symbol] = len(self._symbols)

@@ -493,16 +493,29 @@ class MarketService:
         return lambda: self._listeners.remove(listener)
 
     # -- recording ------------------------------------------------------------------------
-    def record(self, path: str | Path, *, meta: Mapping[str, Any] | None = None) -> Recorder:
-        """Record from now on into ``path`` (JSONL, ``.gz`` compresses); close the result to stop."""
-        books = {sym: st.book for sym, st in self._states.items()}
+    def record(self, path: str | Path, *, meta: Mapping[str, Any] | None = None,
+               symbols: Iterable[str] | None = None) -> Recorder:
+        """Record from now on into ``path`` (JSONL, ``.gz`` compresses); close the result to stop.
+
+        ``symbols``: record only these markets (any symbol of each; a live catalogue holds
+        tens of thousands of markets); by default every market, and any listed later."""
+        if symbols is None:
+            states = list(self._states.values())
+            only = None
+        else:
+            states = list({id(st): st for st in (self._lookup(s)[0] for s in symbols)}.values())
+            only = {st.spec.book_symbol for st in states}
+        keys = {(st.spec.venue, st.spec.event_slug or "") for st in states}
+        catalogue = Catalogue(tuple(st.spec for st in states),
+                              tuple(ev for key, ev in self._events.items() if key in keys))
         rec = Recorder(
             path,
-            catalogue=self.catalogue,
-            books=books,
-            volumes={sym: st.volume for sym, st in self._states.items()},
+            catalogue=catalogue,
+            books={st.spec.book_symbol: st.book for st in states},
+            volumes={st.spec.book_symbol: st.volume for st in states},
             start_ms=now_ms(self.clock),
             meta={"venues": list(self.venues), **(meta or {})},
+            only=only,
         )
         self._recorders = [r for r in self._recorders if not r.closed]
         self._recorders.append(rec)
