@@ -291,3 +291,35 @@ def test_a_graph_read_back_from_the_store_knows_which_edges_fired() -> None:
     back = Graph.from_rows(row)
     assert back.fired == {0} and back.paper is False
     assert back.on_fill("a", Q // 2) == ["c"]  # `filled` had not fired; `partially_filled` does not again
+
+
+def test_kalshi_tapered_markets_take_fine_steps_only_near_the_ends() -> None:
+    """price_level_structure tapered_deci_cent: 0.001 below 0.10 and above 0.90, 0.01 between."""
+    from dataclasses import replace
+
+    from sequence.market import ManualClock, MarketListed, MarketService
+
+    svc = MarketService.simulated(seed=1, clock=ManualClock(), venues=["kalshi"])
+    base = next(iter(svc.catalogue))
+    ranges = [{"start": "0.0000", "end": "0.1000", "step": "0.0010"},
+              {"start": "0.1000", "end": "0.9000", "step": "0.0100"},
+              {"start": "0.9000", "end": "1.0000", "step": "0.0010"}]
+    spec = replace(base, slug="KXTAPER", book_symbol="KXTAPER-YES", yes_token_id="KXTAPER-YES",
+                   no_token_id="KXTAPER-NO", aliases=("KXTAPER",), tick=10,
+                   extra={**base.extra, "price_level_structure": "tapered_deci_cent", "price_ranges": ranges})
+    svc.apply([MarketListed(0, spec.book_symbol, spec)])
+    assert svc.instrument("KXTAPER").price_steps == ((0, 1000, 10), (1000, 9000, 100), (9000, 10000, 10))
+
+    def price(symbol: str, p: float) -> float:
+        body = {"nodes": [{"node_id": "a", "symbol": symbol, "venue": "kalshi", "side": "buy", "qty": 1, "instrument_type": "prediction",
+                           "limit_price": p}], "edges": []}
+        n = parse_graph(body, svc.instrument, venues=svc.venues, force_paper=True).nodes[0]
+        assert n.limit_price is not None
+        return n.limit_price
+
+    assert price("KXTAPER", 0.055) == 0.055  # fine step near 0
+    assert price("KXTAPER", 0.505) == 0.50  # 0.01 steps in the middle (half to even)
+    assert price("KXTAPER", 0.515) == 0.52
+    assert price("KXTAPER", 0.957) == 0.957
+    assert price("KXTAPER-NO", 0.945) == 0.945  # NO 0.945 is YES 0.055: the fine band
+    assert price("KXTAPER-NO", 0.455) == 0.46

@@ -123,6 +123,9 @@ class Instrument:
     min_notional: float
     min_order_size: float
     active: bool
+    #: Price bands with their own step, ``(start, end, step)`` in price units (Kalshi's
+    #: ``price_ranges``: 0.001 below 0.10 and above 0.90, 0.01 between); empty = one tick.
+    price_steps: tuple[tuple[int, int, int], ...] = ()
 
     def aligned(self, price: float) -> bool:
         """Whether ``price`` lies on the current tick grid."""
@@ -133,6 +136,24 @@ class Instrument:
         return price >= self.min_price - 1e-12 and (
             self.max_price is None or price <= self.max_price + 1e-12
         )
+
+
+def _price_steps(spec: MarketSpec, scale: int, *, mirrored: bool) -> tuple[tuple[int, int, int], ...]:
+    """Kalshi's ``price_ranges`` as price-unit bands; for a NO token, mirrored (1 − p)."""
+    ranges = spec.extra.get("price_ranges")
+    if not ranges or not isinstance(ranges, list | tuple):
+        return ()
+    bands = []
+    try:
+        for r in ranges:
+            start, end, step = (round(float(r[k]) * scale) for k in ("start", "end", "step"))
+            if step > 0:
+                bands.append((scale - end, scale - start, step) if mirrored else (start, end, step))
+    except (KeyError, TypeError, ValueError):
+        return ()
+    if len({b[2] for b in bands}) <= 1:
+        return ()  # one step everywhere: the tick says it all
+    return tuple(sorted(bands))
 
 
 class _View:
@@ -665,6 +686,7 @@ class MarketService:
             min_notional=spec.min_notional,
             min_order_size=spec.min_order_size,
             active=spec.active,
+            price_steps=_price_steps(spec, ps, mirrored=v.outcome == "no"),
         )
 
     # -- quotes -------------------------------------------------------------------------------

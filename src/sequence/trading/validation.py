@@ -94,6 +94,8 @@ class InstrumentLike(Protocol):
     def min_order_size(self) -> float: ...
     @property
     def active(self) -> bool: ...
+    @property
+    def price_steps(self) -> tuple[tuple[int, int, int], ...]: ...
 
 
 #: ``lookup(symbol)`` → instrument, or ``None`` for an unknown symbol.
@@ -132,6 +134,20 @@ def _fmt(d: Decimal | float) -> str:
     d = Decimal(repr(d)) if isinstance(d, float) else d
     text = format(d.normalize(), "f")
     return text
+
+
+def _on_band_step(units: int, bands: tuple[tuple[int, int, int], ...]) -> int:
+    """A price (on the finest tick) moved to its band's step, half to even: a Kalshi
+    tapered market takes 0.001 steps only near 0 and 1, 0.01 steps between."""
+    for start, end, step in bands:
+        if start <= units <= end:
+            off = (units - start) % step
+            if not off:
+                return units
+            q, r = divmod(units - start, step)
+            up = 2 * r > step or (2 * r == step and q % 2 == 1)
+            return start + (q + up) * step
+    return units
 
 
 def round_to_tick(price: Decimal, tick_size: Decimal) -> Decimal:
@@ -390,7 +406,7 @@ def _parse_node(
                 raise GraphError(f"{where}.limit_price", f"{where}.limit_price {_fmt(pd)} rounds to "
                                  f"{_fmt(ud / scale)}, outside {venue}'s prices for {symbol!r} (tick "
                                  f"{_fmt(tick_size)})", code="price_out_of_range", tick_size=float(tick_size))
-        limit_units = int(ud)
+        limit_units = _on_band_step(int(ud), inst.price_steps)
         limit_price = float(Decimal(limit_units) / scale)
 
     # minimum notional
