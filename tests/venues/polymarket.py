@@ -1,0 +1,799 @@
+"""A fake Polymarket for the live connector's tests and ``bench/live_feed.py``.
+
+One Starlette app serves the three Polymarket hosts on loopback (VENUES.md,
+Polymarket and "Connectors"):
+
+* Gamma under ``/gamma``: ``GET /gamma/events`` (``limit``, ``offset``,
+  ``active``, ``closed``, ``archived``, ``order``, ``ascending``, ``slug``,
+  ``id``) and ``GET /gamma/markets``; events carry their markets;
+  ``outcomes``/``outcomePrices``/``clobTokenIds`` are JSON-encoded strings.
+  Like the real Gamma, an omitted ``closed`` lists *closed* rows only, and
+  ``limit`` is silently clamped (``gamma_page_cap``).
+* CLOB REST at the root: ``GET /book?token_id=`` — both sides best LAST (bids
+  ascending, asks descending: the venue's order, which its docs describe
+  inconsistently), ``404 {"error": "No orderbook exists for the requested
+  token id"}``; ``GET /`` answers ``"OK"``.
+* The market WebSocket at ``/ws/market``: the first client message must be
+  ``{"assets_ids": [...], "type": "market"}``; later ones ``{"assets_ids":
+  [...], "operation": "subscribe"|"unsubscribe"}``; text ``PING`` → ``PONG``;
+  a socket that sends no ``PING`` for ``ping_timeout_s`` is closed. Anything
+  else is refused with the text ``INVALID OPERATION`` (and recorded in
+  :attr:`FakePolymarket.refusals`). Subscribing sends a JSON *array* of ``book``
+  events (book sides: bids ascending, asks ascending, prices written ``".48"``
+  as in the venue's docs). ``price_change`` uses the current shape
+  (``price_changes``: every change carries ``asset_id``, ``price``, absolute
+  ``size``, ``side`` BUY/SELL, ``hash``, ``best_bid``, ``best_ask``) and, as
+  the venue does, repeats each YES change on the NO token mirrored (price 1 − p,
+  BUY ↔ SELL) in the same message. No sequence numbers.
+
+State is kept as the venue keeps it: one book per YES token in venue strings
+(the NO token's book is its mirror); ticks as strings (``"0.01"``, ``"0.005"``,
+``"0.0025"``). Rate limits throttle (delay), they do not refuse:
+``/book`` 1,500 and Gamma 300 per 10 s by default (:attr:`limits`).
+
+Scenario controls are plain methods; run them on the server's loop with
+``FakeServer.call``/``acall``: :meth:`set_level`, :meth:`set_levels`,
+:meth:`change_tick`, :meth:`trade`, :meth:`stall`, :meth:`disconnect`,
+:meth:`throttle_next` (delay the next N REST calls), :meth:`reject_next`
+(answer the next N REST calls 429 without Retry-After, as a fronting proxy
+would), :meth:`hide_books` (no socket snapshot on subscribe), :meth:`send_raw`,
+and :meth:`blast` for the benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from sequence.market.venues.sim_polymarket import condition_id, slugify, token_id
+
+from .harness import FakeServer
+
+ONE = Decimal(1)
+NO_BOOK = "No orderbook exists for the requested token id"
+INVALID = "INVALID OPERATION"
+
+
+def fmt(d: Decimal) -> str:
+    """A venue decimal string: ``0.5``, ``0.48``, ``1``, ``219.217767`` (no exponent)."""
+    text = format(d.normalize(), "f")
+    return text
+
+
+def _dot(d: Decimal) -> str:
+    """A price as the socket's ``book`` writes it in the venue's docs: ``.48``."""
+    text = fmt(d)
+    return text[1:] if text.startswith("0.") else text
+
+
+@dataclass
+class FakeBook:
+    """One YES token's book as the venue keeps it: price → size string per side."""
+
+    tick: str
+    bids: dict[Decimal, str] = field(default_factory=dict)
+    asks: dict[Decimal, str] = field(default_factory=dict)
+
+    def side(self, side: str) -> dict[Decimal, str]:
+        return self.bids if side == "BUY" else self.asks
+
+    def best(self) -> tuple[Decimal | None, Decimal | None]:
+        return (max(self.bids) if self.bids else None, min(self.asks) if self.asks else None)
+
+    def mirrored(self) -> FakeBook:
+        """The NO token's book: bids ↔ asks at 1 − price."""
+        return FakeBook(self.tick, {ONE - p: s for p, s in self.asks.items()},
+                        {ONE - p: s for p, s in self.bids.items()})
+
+
+@dataclass
+class FakeMarket:
+    id: str
+    slug: str
+    question: str
+    outcomes: list[str]  # venue order
+    tokens: list[str]  # venue order, index i pairs with outcomes[i]
+    yes: str
+    no: str
+    condition: str
+    book: FakeBook
+    group_item_title: str = ""
+    neg_risk: bool = False
+    neg_risk_other: bool = False
+    active: bool = True
+    closed: bool = False
+    accepting_orders: bool = True
+    enable_order_book: bool = True
+    min_size: int = 5
+    volume: float = 0.0
+    last_trade: str | None = None
+    end_date: str = "2026-12-31T23:59:00Z"
+
+    def gamma(self, event: FakeEvent | None = None) -> dict[str, Any]:
+        bid, ask = self.book.best()
+        first_is_yes = self.tokens[0] == self.yes
+        if not first_is_yes:  # Gamma quotes the first outcome
+            bid, ask = (None if ask is None else ONE - ask), (None if bid is None else ONE - bid)
+        price = (bid + ask) / 2 if bid is not None and ask is not None else (bid or ask or Decimal("0.5"))
+        first = price.quantize(Decimal("0.0001"))
+        prices = [fmt(first), fmt(ONE - first)]
+        liquidity = float(sum(p * Decimal(s) for p, s in self.book.bids.items())
+                          + sum((ONE - p) * Decimal(s) for p, s in self.book.asks.items()))
+        row: dict[str, Any] = {
+            "id": self.id,
+            "question": self.question,
+            "conditionId": self.condition,
+            "questionID": "0x" + hashlib.sha256(self.slug.encode()).hexdigest(),
+            "slug": self.slug,
+            "endDate": self.end_date,
+            "outcomes": json.dumps(self.outcomes),
+            "outcomePrices": json.dumps(prices),
+            "clobTokenIds": json.dumps(self.tokens),
+            "active": self.active,
+            "closed": self.closed,
+            "archived": False,
+            "acceptingOrders": self.accepting_orders,
+            "enableOrderBook": self.enable_order_book,
+            "volume": f"{self.volume:.4f}",
+            "volumeNum": self.volume,
+            "liquidity": f"{liquidity:.4f}",
+            "liquidityNum": round(liquidity, 4),
+            "negRisk": self.neg_risk,
+            "negRiskOther": self.neg_risk_other,
+            "orderPriceMinTickSize": float(self.book.tick),
+            "orderMinSize": self.min_size,
+            "groupItemTitle": self.group_item_title,
+            "lastTradePrice": float(self.last_trade) if self.last_trade else 0,
+        }
+        if bid is not None:
+            row["bestBid"] = float(bid)
+        if ask is not None:
+            row["bestAsk"] = float(ask)
+        if bid is not None and ask is not None:
+            row["spread"] = float(ask - bid)
+        if event is not None:
+            row["negRiskAugmented"] = event.augmented
+        return row
+
+
+@dataclass
+class FakeEvent:
+    id: str
+    slug: str
+    title: str
+    markets: list[FakeMarket]
+    category: str = "Sports"
+    neg_risk: bool = False
+    augmented: bool = False
+    active: bool = True
+    closed: bool = False
+    end_date: str = "2026-12-31T23:59:00Z"
+
+    @property
+    def volume(self) -> float:
+        return sum(m.volume for m in self.markets)
+
+    def gamma(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "ticker": self.slug,
+            "slug": self.slug,
+            "title": self.title,
+            "startDate": "2025-01-01T00:00:00Z",
+            "endDate": self.end_date,
+            "active": self.active,
+            "closed": self.closed,
+            "archived": False,
+            "negRisk": self.neg_risk,
+            "enableNegRisk": self.neg_risk,
+            "negRiskAugmented": self.augmented,
+            "volume": self.volume,
+            "liquidity": sum(float(m.gamma()["liquidityNum"]) for m in self.markets),
+            "category": self.category,
+            "tags": [{"id": "1", "label": self.category, "slug": self.category.lower()}],
+            "markets": [m.gamma(self) for m in self.markets],
+        }
+
+
+class _Conn:
+    __slots__ = ("assets", "last_ping", "opened", "stalled", "subscribed", "ws")
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self.assets: set[str] = set()
+        self.subscribed = False  # the channel subscription (first message) arrived
+        self.stalled = False
+        self.opened = self.last_ping = time.monotonic()
+
+
+# -- the default catalogue ------------------------------------------------------------------------
+def ladder(fair: str, tick: str, levels: int = 5, *, bids: bool = True, asks: bool = True,
+           size: int = 120, spread_ticks: int = 1) -> FakeBook:
+    """A two-sided (or one-sided) ladder around *fair*, sizes growing away from the touch."""
+    p, t = Decimal(fair), Decimal(tick)
+    book = FakeBook(tick)
+    for k in range(levels):
+        bp = p - t * (spread_ticks + k)
+        ap = p + t * (spread_ticks + k)
+        sz = str(size + 37 * k) + (".5" if k % 3 == 1 else "")
+        if bids and bp >= t:
+            book.bids[bp] = sz
+        if asks and ap <= ONE - t:
+            book.asks[ap] = sz
+    return book
+
+
+def _market(mid: int, question: str, book: FakeBook, *, title: str = "", outcomes: Sequence[str] = ("Yes", "No"),
+            **kw: Any) -> FakeMarket:
+    slug = slugify(question)
+    tokens = [token_id(slug, o) for o in outcomes]
+    names = [o.lower() for o in outcomes]
+    yes_i = names.index("yes") if "yes" in names else 0
+    return FakeMarket(id=str(mid), slug=slug, question=question, outcomes=list(outcomes), tokens=tokens,
+                      yes=tokens[yes_i], no=tokens[1 - yes_i], condition=condition_id(slug), book=book,
+                      group_item_title=title, **kw)
+
+
+def default_catalogue() -> list[FakeEvent]:
+    """A few events shaped like Polymarket's: a neg-risk World Cup winner with placeholders
+    (an "Other" market with ``negRiskOther``, unnamed "Team AF"/"Team AG", one not yet on the
+    order book) and a closed (eliminated) team whose outcomes come No-first for England; plain
+    binaries (one near 4 ¢ whose tick will change, one one-sided lottery ticket); a Fed
+    decision with 0.005/0.0025/0.001/0.0001 ticks; a two-team game without Yes/No; and a closed
+    2024 event."""
+    wc_q = "Will {} win the 2026 FIFA World Cup?"
+    teams = [("Spain", "0.16", 850_000.0), ("France", "0.14", 700_000.0), ("Argentina", "0.11", 650_000.0),
+             ("Brazil", "0.09", 640_000.0), ("Germany", "0.07", 300_000.0)]
+    wc: list[FakeMarket] = []
+    mid = 500_001
+    for name, fair, vol in teams:
+        wc.append(_market(mid, wc_q.format(name), ladder(fair, "0.01"), title=name, neg_risk=True, volume=vol,
+                          end_date="2026-07-19T23:59:00Z"))
+        mid += 1
+    wc.append(_market(mid, wc_q.format("England"), ladder("0.12", "0.01"), title="England", outcomes=("No", "Yes"),
+                      neg_risk=True, volume=620_000.0, end_date="2026-07-19T23:59:00Z"))
+    mid += 1
+    wc.append(_market(mid, wc_q.format("Italy"), FakeBook("0.01"), title="Italy", neg_risk=True, closed=True,
+                      active=True, accepting_orders=False, volume=90_000.0, end_date="2026-07-19T23:59:00Z"))
+    mid += 1
+    wc.append(_market(mid, wc_q.format("another team"), ladder("0.012", "0.001", 3, bids=False, size=40),
+                      title="Other", neg_risk=True, neg_risk_other=True, volume=1_200.0,
+                      end_date="2026-07-19T23:59:00Z"))
+    mid += 1
+    for name in ("Team AF", "Team AG"):
+        wc.append(_market(mid, wc_q.format(name), ladder("0.002", "0.001", 2, bids=False, size=25), title=name,
+                          neg_risk=True, volume=150.0, end_date="2026-07-19T23:59:00Z"))
+        mid += 1
+    wc.append(_market(mid, wc_q.format("Team AH"), FakeBook("0.001"), title="Team AH", neg_risk=True,
+                      enable_order_book=False, accepting_orders=False, end_date="2026-07-19T23:59:00Z"))
+    mid += 1
+    fed_q = "Fed {} after July 2026 meeting?"
+    fed = [
+        _market(mid, fed_q.format("No change"), ladder("0.905", "0.005"), title="No change", neg_risk=True,
+                volume=2_100_000.0, end_date="2026-07-29T18:00:00Z"),
+        _market(mid + 1, fed_q.format("25 bps decrease"), ladder("0.0825", "0.0025"), title="25 bps decrease",
+                neg_risk=True, volume=1_400_000.0, end_date="2026-07-29T18:00:00Z"),
+        _market(mid + 2, fed_q.format("50+ bps decrease"), ladder("0.009", "0.001", 4), title="50+ bps decrease",
+                neg_risk=True, volume=300_000.0, end_date="2026-07-29T18:00:00Z"),
+        _market(mid + 3, fed_q.format("25+ bps increase"), ladder("0.0035", "0.0001", 3, spread_ticks=2),
+                title="25+ bps increase", neg_risk=True, volume=80_000.0, end_date="2026-07-29T18:00:00Z"),
+    ]
+    mid += 4
+    recession = _market(mid, "US recession in 2026?", ladder("0.27", "0.01", 8), volume=4_300_000.0,
+                        end_date="2027-01-31T23:59:00Z")
+    recession.book.bids[Decimal("0.2")] = "219.217767"  # a partly filled level: shares to 6 decimals
+    btc = _market(mid + 1, "Will Bitcoin reach $150,000 by December 31, 2026?", ladder("0.05", "0.01", 4),
+                  volume=9_800_000.0)
+    kanye = _market(mid + 2, "Will Kanye West win the 2028 US Presidential Election?",
+                    ladder("0.003", "0.001", 4, bids=False, size=2500), volume=210_000.0,
+                    end_date="2028-11-07T23:59:00Z")
+    game = _market(mid + 3, "Lakers vs. Celtics", ladder("0.45", "0.01", 6), outcomes=("Lakers", "Celtics"),
+                   volume=95_000.0, end_date="2026-03-01T03:00:00Z")
+    trump = _market(mid + 4, "Will Donald Trump win the 2024 US Presidential Election?", FakeBook("0.001"),
+                    neg_risk=True, closed=True, active=True, accepting_orders=False, volume=1.5e9,
+                    end_date="2024-11-05T23:59:00Z")
+    return [
+        FakeEvent("100001", "2026-fifa-world-cup-winner", "2026 FIFA World Cup Winner", wc, "Sports",
+                  neg_risk=True, augmented=True, end_date="2026-07-19T23:59:00Z"),
+        FakeEvent("100002", "fed-decision-in-july", "Fed decision in July?", fed, "Economics", neg_risk=True,
+                  end_date="2026-07-29T18:00:00Z"),
+        FakeEvent("100003", recession.slug, recession.question, [recession], "Economics"),
+        FakeEvent("100004", btc.slug, btc.question, [btc], "Crypto"),
+        FakeEvent("100005", kanye.slug, kanye.question, [kanye], "Politics", end_date="2028-11-07T23:59:00Z"),
+        FakeEvent("100006", game.slug, game.question, [game], "Sports", end_date="2026-03-01T03:00:00Z"),
+        FakeEvent("100007", "presidential-election-winner-2024", "Presidential Election Winner 2024", [trump],
+                  "Politics", neg_risk=True, closed=True, end_date="2024-11-05T23:59:00Z"),
+    ]
+
+
+# -- the fake venue -----------------------------------------------------------------------------
+class FakePolymarket:
+    """The venue's state, its app, and scenario controls (see the module docstring)."""
+
+    def __init__(self, events: Iterable[FakeEvent] | None = None, *, ping_timeout_s: float = 30.0,
+                 gamma_page_cap: int = 100, limits: dict[str, tuple[int, float]] | None = None) -> None:
+        self.events: list[FakeEvent] = list(default_catalogue() if events is None else events)
+        self.ping_timeout_s = ping_timeout_s
+        self.gamma_page_cap = gamma_page_cap
+        #: group -> (requests, per seconds): more in any window are delayed (the venue throttles).
+        self.limits = {"book": (1500, 10.0), "gamma": (300, 10.0), **(limits or {})}
+        self.conns: set[_Conn] = set()
+        self.connections = 0  # sockets accepted so far
+        self.refusals: list[str] = []
+        self.received: list[Any] = []  # every client socket message (PING excepted)
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.throttled = 0  # REST calls delayed by the rate limit or throttle_next
+        self.hidden: set[str] = set()
+        self.missing: set[str] = set()  # tokens whose order book is gone (REST 404, no socket book)
+        self._windows: dict[str, deque[float]] = {}
+        self._throttle: list[float] = []
+        self._reject: list[int] = []
+        self._index()
+        self.app = Starlette(routes=[
+            Route("/", self._ok),
+            Route("/book", self._book),
+            Route("/gamma/events", self._gamma_events),
+            Route("/gamma/markets", self._gamma_markets),
+            WebSocketRoute("/ws/market", self._ws_market),
+        ])
+
+    def _index(self) -> None:
+        self.markets: dict[str, FakeMarket] = {}  # any token -> market
+        for ev in self.events:
+            for m in ev.markets:
+                for t in m.tokens:
+                    self.markets[t] = m
+
+    def serve(self) -> FakeServer:
+        """A started :class:`FakeServer` for this venue."""
+        return FakeServer(self.app).start()
+
+    # -- lookups (tests) ---------------------------------------------------------------------------
+    def market(self, name: str) -> FakeMarket:
+        """A market by slug, question or group item title (e.g. ``"Spain"``)."""
+        for ev in self.events:
+            for m in ev.markets:
+                if name in (m.slug, m.question, m.group_item_title):
+                    return m
+        raise KeyError(name)
+
+    def book_of(self, token: str) -> FakeBook:
+        """The venue's book of *token* (the YES book, or its mirror for the NO token)."""
+        m = self.markets[token]
+        return m.book if token == m.yes else m.book.mirrored()
+
+    def levels(self, token: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """``(bids, asks)`` of *token*, best first, as venue strings."""
+        b = self.book_of(token)
+        return ([(fmt(p), b.bids[p]) for p in sorted(b.bids, reverse=True)],
+                [(fmt(p), b.asks[p]) for p in sorted(b.asks)])
+
+    def subscribed(self) -> set[str]:
+        """Every asset some open socket is subscribed to."""
+        return {a for c in self.conns for a in c.assets}
+
+    # -- REST --------------------------------------------------------------------------------------
+    async def _gate(self, request: Request, group: str) -> Response | None:
+        """Record the call; reject or delay it as scripted; throttle past the group's limit."""
+        self.requests.append((request.url.path, dict(request.query_params)))
+        if self._reject:
+            return JSONResponse({"error": "Too Many Requests"}, status_code=self._reject.pop(0))
+        if self._throttle:
+            self.throttled += 1
+            await asyncio.sleep(self._throttle.pop(0))
+        n, per = self.limits[group]
+        window = self._windows.setdefault(group, deque())
+        now = time.monotonic()
+        while window and window[0] <= now - per:
+            window.popleft()
+        if len(window) >= n:
+            self.throttled += 1
+            await asyncio.sleep(window[0] + per - now)
+            now = time.monotonic()
+            while window and window[0] <= now - per:
+                window.popleft()
+        window.append(now)
+        return None
+
+    async def _ok(self, request: Request) -> Response:
+        return PlainTextResponse("OK")
+
+    async def _book(self, request: Request) -> Response:
+        early = await self._gate(request, "book")
+        if early is not None:
+            return early
+        token = request.query_params.get("token_id", "")
+        if not token:
+            self.refusals.append("GET /book without token_id")
+            return JSONResponse({"error": "Invalid payload"}, status_code=400)
+        m = self.markets.get(token)
+        if m is None or m.closed or not m.enable_order_book or token in self.missing:
+            return JSONResponse({"error": NO_BOOK}, status_code=404)
+        b = self.book_of(token)
+        return JSONResponse({
+            "market": m.condition,
+            "asset_id": token,
+            "timestamp": str(int(time.time() * 1000)),
+            "hash": self._hash(token),
+            "bids": [{"price": fmt(p), "size": b.bids[p]} for p in sorted(b.bids)],  # best last
+            "asks": [{"price": fmt(p), "size": b.asks[p]} for p in sorted(b.asks, reverse=True)],  # best last
+            "min_order_size": str(m.min_size),
+            "tick_size": b.tick,
+            "neg_risk": m.neg_risk,
+            "last_trade_price": m.last_trade or "0.5",
+        })
+
+    def _filters(self, request: Request) -> tuple[dict[str, bool], int, int, str | None]:
+        q = request.query_params
+
+        def flag(name: str) -> bool | None:
+            v = q.get(name)
+            return None if v is None else v.lower() == "true"
+
+        flags: dict[str, bool] = {}
+        active = flag("active")
+        if active is not None:
+            flags["active"] = active
+        closed = flag("closed")
+        flags["closed"] = True if closed is None else closed  # Gamma's default is closed rows
+        archived = flag("archived")
+        if archived is not None:
+            flags["archived"] = archived
+        limit = int(q.get("limit", "20"))
+        offset = int(q.get("offset", "0"))
+        if limit < 0 or offset < 0:
+            raise ValueError("negative limit or offset")
+        return flags, min(limit, self.gamma_page_cap), offset, q.get("order")
+
+    def _page(self, rows: list[dict[str, Any]], request: Request, volume_key: str) -> Response:
+        try:
+            flags, limit, offset, order = self._filters(request)
+        except ValueError as exc:
+            self.refusals.append(f"Gamma: {exc}")
+            return JSONResponse({"type": "validation error", "error": str(exc)}, status_code=422)
+        q = request.query_params
+        rows = [r for r in rows if all(r.get(k, False) == v for k, v in flags.items())]
+        for key in ("slug", "id"):
+            wanted = q.getlist(key)
+            if wanted:
+                rows = [r for r in rows if str(r.get(key)) in wanted]
+        desc = q.get("ascending", "true").lower() == "false"
+        if order in ("volume", "volumeNum"):
+            rows.sort(key=lambda r: (float(r.get(volume_key) or 0), int(r["id"])), reverse=desc)
+        else:
+            rows.sort(key=lambda r: int(r["id"]), reverse=desc)
+        return JSONResponse(rows[offset: offset + limit])
+
+    async def _gamma_events(self, request: Request) -> Response:
+        early = await self._gate(request, "gamma")
+        if early is not None:
+            return early
+        return self._page([e.gamma() for e in self.events], request, "volume")
+
+    async def _gamma_markets(self, request: Request) -> Response:
+        early = await self._gate(request, "gamma")
+        if early is not None:
+            return early
+        rows = []
+        for e in self.events:
+            for m in e.markets:
+                row = m.gamma(e)
+                row["events"] = [{"id": e.id, "slug": e.slug, "title": e.title}]
+                rows.append(row)
+        return self._page(rows, request, "volumeNum")
+
+    # -- the market socket -------------------------------------------------------------------------
+    async def _ws_market(self, ws: WebSocket) -> None:
+        await ws.accept()
+        conn = _Conn(ws)
+        self.conns.add(conn)
+        self.connections += 1
+        watchdog = asyncio.create_task(self._watch(conn))
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+                text = msg.get("text")
+                if text is None:
+                    await self._refuse(conn, "a binary frame")
+                    continue
+                await self._on_client(conn, text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+        finally:
+            self.conns.discard(conn)
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+
+    async def _watch(self, conn: _Conn) -> None:
+        """Close a socket whose client stopped sending ``PING``."""
+        while True:
+            await asyncio.sleep(max(0.01, self.ping_timeout_s / 5))
+            if time.monotonic() - conn.last_ping > self.ping_timeout_s:
+                self.refusals.append(f"no PING for {self.ping_timeout_s:g} s: socket closed")
+                self.conns.discard(conn)
+                with contextlib.suppress(Exception):
+                    await conn.ws.close(code=1008, reason="PING timeout")
+                return
+
+    async def _refuse(self, conn: _Conn, why: str) -> None:
+        self.refusals.append(why)
+        await self._send(conn, INVALID)
+
+    async def _on_client(self, conn: _Conn, text: str) -> None:
+        if text == "PING":
+            conn.last_ping = time.monotonic()
+            await self._send(conn, "PONG")
+            return
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            await self._refuse(conn, f"not JSON: {text[:60]!r}")
+            return
+        self.received.append(msg)
+        if not isinstance(msg, dict):
+            await self._refuse(conn, "not a JSON object")
+            return
+        ids = msg.get("assets_ids")
+        if not isinstance(ids, list) or not all(isinstance(a, str) for a in ids):
+            await self._refuse(conn, f"no assets_ids list in {sorted(msg)}")
+            return
+        if not conn.subscribed:
+            if str(msg.get("type", "")).lower() != "market":
+                await self._refuse(conn, f"first message is not a market subscription: {sorted(msg)}")
+                return
+            conn.subscribed = True
+            await self._subscribe(conn, ids)
+            return
+        op = msg.get("operation")
+        if op == "subscribe" or str(msg.get("type", "")).lower() == "market":
+            await self._subscribe(conn, ids)
+        elif op == "unsubscribe":
+            conn.assets.difference_update(ids)
+        else:
+            await self._refuse(conn, f"unknown operation {op!r}")
+
+    async def _subscribe(self, conn: _Conn, ids: list[str]) -> None:
+        new = [a for a in ids if a not in conn.assets]
+        conn.assets.update(ids)
+        books = [self._book_event(a) for a in new if a in self.markets and a not in self.hidden
+                 and a not in self.missing and not self.markets[a].closed]
+        if books:
+            await self._send(conn, json.dumps(books))
+
+    def _hash(self, token: str) -> str:
+        b = self.book_of(token)
+        body = json.dumps([sorted((fmt(p), s) for p, s in b.bids.items()),
+                           sorted((fmt(p), s) for p, s in b.asks.items())])
+        return hashlib.sha1(body.encode()).hexdigest()
+
+    def _book_event(self, token: str) -> dict[str, Any]:
+        m = self.markets[token]
+        b = self.book_of(token)
+        return {
+            "event_type": "book",
+            "asset_id": token,
+            "market": m.condition,
+            "bids": [{"price": _dot(p), "size": b.bids[p]} for p in sorted(b.bids)],
+            "asks": [{"price": _dot(p), "size": b.asks[p]} for p in sorted(b.asks)],
+            "timestamp": str(int(time.time() * 1000)),
+            "hash": "0x" + self._hash(token),
+            "tick_size": b.tick,
+            "last_trade_price": m.last_trade or "",
+        }
+
+    async def _send(self, conn: _Conn, text: str) -> None:
+        if conn.stalled:
+            return
+        try:
+            await conn.ws.send_text(text)
+        except Exception:  # the socket went away: its handler cleans up
+            self.conns.discard(conn)
+
+    async def _broadcast(self, tokens: Iterable[str], text: str) -> None:
+        ts = set(tokens)
+        for conn in list(self.conns):
+            if conn.assets & ts:
+                await self._send(conn, text)
+
+    # -- scenario controls -------------------------------------------------------------------------
+    def _yes_change(self, m: FakeMarket, side: str, price: Decimal, size: str) -> list[dict[str, Any]]:
+        """Apply one YES-book change; the message entries for YES and the mirrored NO token."""
+        levels = m.book.side(side)
+        if price % Decimal(m.book.tick) or not 0 < price < 1:
+            raise ValueError(f"{price} is not a valid price at tick {m.book.tick}")
+        if Decimal(size) == 0:
+            levels.pop(price, None)
+        else:
+            levels[price] = size
+        bid, ask = m.book.best()
+        no_side = "SELL" if side == "BUY" else "BUY"
+        h = hashlib.sha1(f"{m.yes}:{side}:{price}:{size}:{time.monotonic_ns()}".encode()).hexdigest()
+        return [
+            {"asset_id": m.yes, "price": fmt(price), "size": size, "side": side, "hash": h,
+             "best_bid": fmt(bid) if bid is not None else "0", "best_ask": fmt(ask) if ask is not None else "1"},
+            {"asset_id": m.no, "price": fmt(ONE - price), "size": size, "side": no_side, "hash": h,
+             "best_bid": fmt(ONE - ask) if ask is not None else "0",
+             "best_ask": fmt(ONE - bid) if bid is not None else "1"},
+        ]
+
+    async def set_levels(self, token: str, changes: Sequence[tuple[str, str, str]]) -> None:
+        """Set levels of *token*'s book — ``(side "BUY"|"SELL", price, size)``, size ``"0"``
+        removes — and send them as ONE ``price_change`` (YES and mirrored NO entries)."""
+        m = self.markets[token]
+        entries: list[dict[str, Any]] = []
+        for side, price, size in changes:
+            p = Decimal(price)
+            if token != m.yes:  # a change on the NO token is the mirrored YES change
+                side, p = ("SELL" if side == "BUY" else "BUY"), ONE - p
+            entries.extend(self._yes_change(m, side, p, size))
+        msg = {"event_type": "price_change", "market": m.condition, "price_changes": entries,
+               "timestamp": str(int(time.time() * 1000))}
+        await self._broadcast(m.tokens, json.dumps(msg))
+
+    async def set_level(self, token: str, side: str, price: str, size: str) -> None:
+        await self.set_levels(token, [(side, price, size)])
+
+    async def change_tick(self, token: str, tick: str) -> None:
+        """The market's tick becomes *tick*: levels off a coarser grid are cancelled first
+        (``price_change`` to 0), then ``tick_size_change`` goes to every subscribed token."""
+        m = self.markets[token]
+        old, new = m.book.tick, Decimal(tick)
+        off = [(side, p) for side, levels in (("BUY", m.book.bids), ("SELL", m.book.asks))
+               for p in levels if p % new]
+        if off:
+            await self.set_levels(m.yes, [(side, fmt(p), "0") for side, p in off])
+        m.book.tick = tick
+        ts = str(int(time.time() * 1000))
+        for t in m.tokens:
+            await self._broadcast([t], json.dumps({"event_type": "tick_size_change", "asset_id": t,
+                                                   "market": m.condition, "old_tick_size": old,
+                                                   "new_tick_size": tick, "timestamp": ts}))
+
+    async def trade(self, token: str, side: str, size: str) -> tuple[str, str]:
+        """A taker *side* (BUY|SELL) of *size* on *token* at its best opposite level:
+        ``last_trade_price``, then a fresh ``book`` (the venue re-sends the book after a
+        trade). Returns ``(price, size)`` traded."""
+        m = self.markets[token]
+        b = self.book_of(token)
+        levels = b.asks if side == "BUY" else b.bids
+        price = min(levels) if side == "BUY" else max(levels)
+        left = Decimal(levels[price]) - Decimal(size)
+        yes_side, yes_price = ("SELL" if side == "BUY" else "BUY"), price
+        if token != m.yes:
+            yes_side, yes_price = ("BUY" if side == "BUY" else "SELL"), ONE - price
+        self._yes_change(m, yes_side, yes_price, fmt(left) if left > 0 else "0")
+        m.last_trade = fmt(yes_price)
+        m.volume += float(Decimal(size) * price)
+        ts = str(int(time.time() * 1000))
+        await self._broadcast([token], json.dumps({
+            "event_type": "last_trade_price", "asset_id": token, "market": m.condition, "price": fmt(price),
+            "size": size, "side": side, "fee_rate_bps": "0", "timestamp": ts,
+            "transaction_hash": "0x" + hashlib.sha256(ts.encode()).hexdigest()}))
+        for t in m.tokens:
+            await self._broadcast([t], json.dumps([self._book_event(t)]))
+        return fmt(price), size
+
+    async def send_raw(self, token: str, payload: Any) -> None:
+        """Send *payload* (JSON-encoded unless a str) to every socket subscribed to *token*."""
+        await self._broadcast([token], payload if isinstance(payload, str) else json.dumps(payload))
+
+    def hide_books(self, *tokens: str) -> None:
+        """Subscribing to these tokens sends no ``book`` (the client must ask REST)."""
+        self.hidden.update(tokens)
+
+    def remove_book(self, *tokens: str) -> None:
+        """These tokens' order books are gone: REST answers 404, subscribing sends no book."""
+        self.missing.update(tokens)
+
+    def stall(self) -> None:
+        """Every open socket goes silent (stays open, sends nothing, not even PONG)."""
+        for c in self.conns:
+            c.stalled = True
+
+    async def disconnect(self) -> int:
+        """Drop every socket abruptly (TCP abort, no close frame); returns how many."""
+        n = 0
+        for c in list(self.conns):
+            self.conns.discard(c)
+            transport = _transport(c.ws)
+            if transport is not None:
+                transport.abort()
+            else:  # pragma: no cover - a server without a reachable transport
+                with contextlib.suppress(Exception):
+                    await c.ws.close(code=1011)
+            n += 1
+        return n
+
+    def throttle_next(self, n: int, delay_s: float) -> None:
+        """Delay the next *n* REST calls by *delay_s* each (the venue throttles, it does not refuse)."""
+        self._throttle.extend([delay_s] * n)
+
+    def reject_next(self, n: int, status: int = 429) -> None:
+        """Answer the next *n* REST calls with *status* and no ``Retry-After``."""
+        self._reject.extend([status] * n)
+
+    async def blast(self, token: str, n: int, per_message: int = 1) -> list[tuple[int, str, str]]:
+        """Benchmark: *n* level changes on *token* as fast as the sockets take them, *per_message*
+        changes per ``price_change``. Sizes cycle over the book's existing bid levels (the book
+        stays valid); YES entries only (no NO mirror, to measure the YES path). Returns
+        ``[(time.monotonic_ns() just before the frame's send, price, size), ...]`` per change,
+        prices and sizes as sent (venue strings)."""
+        m = self.markets[token]
+        prices = sorted(m.book.bids) or [Decimal(m.book.tick)]
+        conns = [c for c in self.conns if c.assets & set(m.tokens)]
+        frames: list[tuple[str, list[tuple[str, str]]]] = []  # built first: the send loop only sends
+        ts = str(int(time.time() * 1000))
+        for i in range(0, n, per_message):
+            changes = []
+            for j in range(i, min(n, i + per_message)):
+                p = prices[j % len(prices)]
+                size = f"{100 + j % 997}.{j % 100:02d}"
+                m.book.bids[p] = size
+                changes.append((fmt(p), size))
+            entries = [{"asset_id": m.yes, "price": price, "size": size, "side": "BUY", "hash": "0x",
+                        "best_bid": "0", "best_ask": "1"} for price, size in changes]
+            frames.append((json.dumps({"event_type": "price_change", "market": m.condition,
+                                       "price_changes": entries, "timestamp": ts}), changes))
+        senders = [_fast_send(c) for c in conns if not c.stalled]
+        out: list[tuple[int, str, str]] = []
+        for text, changes in frames:
+            stamp = time.monotonic_ns()
+            for send in senders:
+                await send(text)
+            out.extend((stamp, price, size) for price, size in changes)
+        return out
+
+
+def _protocol(ws: WebSocket) -> Any:
+    """uvicorn's protocol object under a Starlette WebSocket (it owns the TCP transport)."""
+    fn: Any = ws._send
+    for _ in range(6):
+        owner = getattr(fn, "__self__", None)
+        if owner is not None and hasattr(owner, "transport"):
+            return owner
+        cells = getattr(fn, "__closure__", None) or ()
+        nxt = next((c.cell_contents for c in cells if callable(c.cell_contents)), None)
+        if nxt is None:
+            return None
+        fn = nxt
+    return None
+
+
+def _transport(ws: WebSocket) -> Any:
+    """The TCP transport under a Starlette WebSocket on uvicorn (for an abrupt drop)."""
+    proto = _protocol(ws)
+    return None if proto is None else proto.transport
+
+
+def _fast_send(conn: _Conn) -> Any:
+    """A text sender for the benchmark that skips the ASGI layers: frames straight into
+    uvicorn's websockets (sans-I/O) connection, honouring its flow control. Falls back to
+    ``send_text`` on another server."""
+    proto = _protocol(conn.ws)
+    if proto is None or not hasattr(proto, "conn") or not hasattr(proto, "writable"):
+        return conn.ws.send_text
+
+    async def send(text: str) -> None:
+        if not proto.writable.is_set():
+            await proto.writable.wait()
+        proto.conn.send_text(text.encode())
+        proto.transport.write(b"".join(proto.conn.data_to_send()))
+
+    return send
