@@ -36,8 +36,21 @@ Scenario controls are plain methods; run them on the server's loop with
 :meth:`change_tick`, :meth:`trade`, :meth:`stall`, :meth:`disconnect`,
 :meth:`throttle_next` (delay the next N REST calls), :meth:`reject_next`
 (answer the next N REST calls 429 without Retry-After, as a fronting proxy
-would), :meth:`hide_books` (no socket snapshot on subscribe), :meth:`send_raw`,
-and :meth:`blast` for the benchmark.
+would), :meth:`hide_books` (no socket snapshot on subscribe), :meth:`remove_book`
+(404 and no snapshot), :meth:`send_raw`, and :meth:`blast` for the benchmark.
+What the client did is in :attr:`FakePolymarket.received` (socket messages),
+:attr:`~FakePolymarket.requests` (REST calls), :meth:`~FakePolymarket.subscribed`,
+:attr:`~FakePolymarket.connections` and :attr:`~FakePolymarket.throttled`.
+
+Not modelled: the trading side (L2 HMAC headers, EIP-712 orders, the $1 and
+5-share minimums, the heartbeat dead-man switch, the user channel) — the
+market-data connector uses none of it — and the ``custom_feature_enabled``
+events (``best_bid_ask``, ``new_market``, ``market_resolved``).
+
+Benchmark note: with this fake in the benchmark's own process (sharing the
+GIL), one change per frame tops out near the fake's own send rate (≈ 65k
+frames/s on a 2-core box); ``blast(..., per_message=k)`` with k ≥ 2, or the
+fake in another process, measures the connector rather than the fake.
 """
 
 from __future__ import annotations
@@ -732,9 +745,10 @@ class FakePolymarket:
     async def blast(self, token: str, n: int, per_message: int = 1) -> list[tuple[int, str, str]]:
         """Benchmark: *n* level changes on *token* as fast as the sockets take them, *per_message*
         changes per ``price_change``. Sizes cycle over the book's existing bid levels (the book
-        stays valid); YES entries only (no NO mirror, to measure the YES path). Returns
-        ``[(time.monotonic_ns() just before the frame's send, price, size), ...]`` per change,
-        prices and sizes as sent (venue strings)."""
+        stays valid, and ends equal to what was sent); YES entries only (no NO mirror, to measure
+        the YES path). Frames are built first, then written straight into uvicorn's connection
+        (its flow control respected). Returns ``[(time.monotonic_ns() just before the frame's
+        send, price, size), ...]`` per change, prices and sizes as sent (venue strings)."""
         m = self.markets[token]
         prices = sorted(m.book.bids) or [Decimal(m.book.tick)]
         conns = [c for c in self.conns if c.assets & set(m.tokens)]
