@@ -182,6 +182,10 @@ async def test_fake_refuses_what_kalshi_refuses(server: FakeServer, fake: FakeKa
         assert (await http.get(api + "/events", params={"limit": 201})).status_code == 400
         ticker = fake.open_markets()[0].ticker
         assert (await http.get(f"{api}/markets/{ticker}/orderbook", params={"depth": 101})).status_code == 400
+        # Too many requests: a 429 without Retry-After.
+        server.call(fake.throttle, 1)
+        r = await http.get(api + "/markets")
+        assert r.status_code == 429 and "retry-after" not in r.headers
         # Unfiltered, the listing is flooded with combo markets.
         r = await http.get(api + "/markets", params={"limit": 200, "status": "open"})
         assert all(m["ticker"].startswith("KXMVE") for m in r.json()["markets"])

@@ -313,12 +313,6 @@ def parse_orderbook(symbol: str, body: Mapping[str, Any], ts_ms: int, tick: int 
     return _reset(ts_ms, symbol, _levels(ob.get("yes_dollars")), _levels(ob.get("no_dollars")), tick)
 
 
-def _signed_units(text: str, scale: int) -> int:
-    if text[:1] == "-":
-        return -units(text[1:], scale)
-    return units(text, scale)
-
-
 # -- the WebSocket session, without I/O ---------------------------------------------------------------
 @dataclass
 class _Channel:
@@ -367,6 +361,8 @@ class KalshiStream:
         self.gaps = 0
         self.lifecycle: list[dict[str, Any]] = []  # lifecycle messages for the connector
         self.ready = False  # a first subscription was confirmed
+        self._prices: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}
 
     def _cmd(self, cmd: str, params: dict[str, Any]) -> dict[str, Any]:
         out = {"id": self.next_id, "cmd": cmd, "params": params}
@@ -426,9 +422,19 @@ class KalshiStream:
         book = self.books.get(m["market_ticker"])
         if book is None:
             return None  # not started (or discarded after a gap): its snapshot is coming
-        p = units(m["price_dollars"], PS)
-        d = m["delta_fp"]
-        q = -units(d[1:], SS) if d[:1] == "-" else units(d, SS)
+        # Prices and sizes repeat: a parsed string is a dict hit (bounded caches).
+        text = m["price_dollars"]
+        p = self._prices.get(text)
+        if p is None:
+            p = units(text, PS)
+            if len(self._prices) < 20_000:
+                self._prices[text] = p
+        text = m["delta_fp"]
+        q = self._sizes.get(text)
+        if q is None:
+            q = -units(text[1:], SS) if text[:1] == "-" else units(text, SS)
+            if len(self._sizes) < 20_000:
+                self._sizes[text] = q
         if m["side"] == "yes":
             levels, side, price = book.yes, Side.BID, p
         else:
