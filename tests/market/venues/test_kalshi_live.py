@@ -624,6 +624,21 @@ async def test_without_a_key_books_are_polled_over_rest(server: FakeServer, fake
         assert fake.ws_accepted == 0 and fake.ws_refused == []
 
 
+async def test_an_unreadable_key_polls_and_says_why(server: FakeServer, fake: FakeKalshi) -> None:
+    t = two_sided(fake)[0]
+    conn = KalshiLive(config(server, None, key_id=KEY_ID, private_key_pem="not a key"), clock=RealClock())
+    svc = MarketService([conn], clock=RealClock())
+    await svc.start()
+    try:
+        await eventually(lambda: conn.stats.catalogue_refreshed is not None and conn.status()["state"] == "polling")
+        assert conn.status()["note"] == ("the Kalshi private key is not an unencrypted PEM RSA key: order books "
+                                         "are polled over REST every 0.1 s (the WebSocket needs a key)")
+        assert await svc.wait_ready(sym(t), 5) and book_matches(svc, server, fake, t)
+    finally:
+        await svc.stop()
+        svc.close()
+
+
 async def test_a_refused_key_falls_back_to_polling(server: FakeServer, fake: FakeKalshi,
                                                    other_key: rsa.RSAPrivateKey) -> None:
     t = two_sided(fake)[0]

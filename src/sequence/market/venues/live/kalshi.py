@@ -617,8 +617,12 @@ class KalshiLive(LiveVenue):
         self.api = config.api_url.rstrip("/")
         self.ws_path = urlsplit(config.ws_url).path or "/"
         self._key: rsa.RSAPrivateKey | None = None
+        self._key_problem: str | None = None
         if config.key_id and config.private_key_pem:
-            self._key = load_private_key(config.private_key_pem)
+            try:
+                self._key = load_private_key(config.private_key_pem)
+            except VenueError as exc:
+                self._key_problem = str(exc)
         self._ticks: dict[str, int] = {}  # book symbol -> current tick
         self._known: set[str] = set()  # tickers whose book was live (a new snapshot is a resync)
         self._stalled = False
@@ -714,7 +718,8 @@ class KalshiLive(LiveVenue):
 
     async def feed(self) -> None:
         if self._key is None or not self.config.key_id:
-            self.stats.note = (f"no Kalshi API key: order books are polled over REST every "
+            why = "no Kalshi API key" if self._key_problem is None else self._key_problem
+            self.stats.note = (f"{why}: order books are polled over REST every "
                                f"{self.config.poll_s:g} s (the WebSocket needs a key)")
             await self._poll()
             return
