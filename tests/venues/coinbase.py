@@ -24,7 +24,8 @@ WebSocket (``ws_url`` + ``/``):
   product ids or with an unknown product is answered ``{"type": "error", "message":
   "Failed to subscribe", "reason": …}`` and changes nothing; ``user`` without a ``jwt`` too.
   Each accepted request is answered with a ``subscriptions`` message listing everything the
-  connection is subscribed to.
+  connection is subscribed to; requests are answered in order, one answer each. An error is
+  not a channel message: it carries no ``sequence_num`` and uses none (unconfirmed).
 - Every message sent carries the connection's ``sequence_num`` (0, 1, 2 … over every message:
   snapshots, updates, trades, heartbeats, acks). ``level2`` sends the whole book as one
   ``l2_data`` ``snapshot`` per product, then ``update``\\ s with absolute ``new_quantity``

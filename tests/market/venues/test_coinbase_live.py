@@ -72,8 +72,10 @@ def venue() -> Iterator[Venue]:
 
 
 def config(v: Venue, **kw: Any) -> LiveConfig:
+    # stall_s: long enough that a loaded machine never looks stalled (heartbeats every 0.1 s);
+    # the stall test sets 0.5.
     base: dict[str, Any] = dict(venue="coinbase", api_url=v.server.url + API, ws_url=v.server.ws_url,
-                                stall_s=0.5, backoff_initial_s=0.05, backoff_max_s=0.2,
+                                stall_s=3.0, backoff_initial_s=0.05, backoff_max_s=0.2,
                                 catalogue_every_s=60.0, http_timeout_s=5.0)
     return LiveConfig(**{**base, **kw})
 
@@ -267,7 +269,7 @@ async def test_sequence_gap_resubscribes_and_rebuilds(venue: Venue):
 
 @pytest.mark.anyio
 async def test_silent_stall_is_detected_and_reconnected(venue: Venue):
-    async with running(venue) as (svc, conn):
+    async with running(venue, stall_s=0.5) as (svc, conn):
         await ready(svc, BTC)
         venue.call(venue.fake.stall)
         await venue.acall(venue.fake.set_level, BTC, "offer", "95000.01", "9")  # unseen on the stalled socket
@@ -275,7 +277,7 @@ async def test_silent_stall_is_detected_and_reconnected(venue: Venue):
         await eventually(lambda: same(svc, venue, BTC) and conn.stats.state == "connected")
         assert conn.stats.resyncs >= 1
         assert venue.call(lambda: venue.fake.connections) >= 2
-        assert "no message" in (conn.stats.last_error or "")
+        assert "Stalled: no message for 0.5 s" in (conn.stats.last_error or "")
 
 
 @pytest.mark.anyio
