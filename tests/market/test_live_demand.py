@@ -142,3 +142,76 @@ async def test_a_stream_subscription_asks_for_the_book() -> None:
         svc.hub.close(sub)
     finally:
         await svc.stop()
+
+
+async def test_a_dropped_feed_makes_its_books_wait_for_the_next_snapshot() -> None:
+    svc, venue = await started()
+    try:
+        await svc.require_ready("A")
+        venue.withhold.add("A-YES")  # the reconnect will not bring A back (yet)
+        svc.unready(venue.wanted)  # what the supervisor does when the feed raises
+        venue.subscribed.clear()
+        venue.changed.set()
+        with pytest.raises(Unavailable):
+            await svc.require_ready("A", timeout=0.1)
+        venue.withhold.clear()
+        venue.changed.set()
+        await svc.require_ready("A", timeout=2)
+        assert svc.quote("A")["bids"][0]["price"] == 0.42
+    finally:
+        await svc.stop()
+
+
+async def test_a_market_missing_from_a_full_listing_is_relisted_inactive() -> None:
+    svc, venue = await started()
+    try:
+        assert svc.market("B").active
+        venue.delist_missing([spec("A")])
+        assert not svc.market("B").active and svc.market("A").active
+        rows = svc.markets(venue="kalshi", active=True, limit=10)["markets"]
+        assert [r["slug"] for r in rows] == ["A"]
+    finally:
+        await svc.stop()
+
+
+async def test_the_feed_supervisor_marks_books_stale_and_reconnects() -> None:
+    class Flaky(ScriptedVenue):
+        """The first connection drops once A is served; the second notes what it found."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.runs = 0
+            self.drop = asyncio.Event()
+            self.ready_on_reconnect: bool | None = None
+
+        async def feed(self) -> None:
+            self.runs += 1
+            if self.runs == 1:
+                self.connected()
+                await self.changed.wait()
+                self.changed.clear()
+                for sym in self.wanted:
+                    self.reset_book(await self.fetch_book(sym))
+                await self.drop.wait()
+                raise ConnectionResetError("dropped")
+            self.ready_on_reconnect = svc.ensure("A")
+            self.subscribed.clear()
+            self.changed.set()
+            await super().feed()
+
+    venue = Flaky()
+    venue.config = LiveConfig(venue="kalshi", api_url="x", ws_url="x", catalogue_every_s=3600,
+                              backoff_initial_s=0.01, backoff_max_s=0.02)
+    svc = MarketService([venue])
+    await svc.start()
+    try:
+        await eventually(lambda: "A" in svc.symbols())
+        await svc.require_ready("A")
+        venue.drop.set()
+        await eventually(lambda: venue.runs == 2)
+        assert venue.ready_on_reconnect is False  # stale until the new snapshot
+        assert venue.stats.reconnects == 1 and "dropped" in (venue.stats.last_error or "")
+        await svc.require_ready("A", timeout=2)
+        assert venue.status()["state"] == "connected"
+    finally:
+        await svc.stop()

@@ -543,6 +543,14 @@ class MarketService:
         return rec
 
     # -- live books: demand ------------------------------------------------------------------
+    def unready(self, book_symbols: Iterable[str]) -> None:
+        """A live venue's feed dropped: its books wait for their next snapshot (quotes and
+        orders wait for it, then 503) rather than being read stale."""
+        for sym in book_symbols:
+            st = self._states.get(sym)
+            if st is not None and st.ready is not None:
+                st.ready.clear()
+
     def ensure(self, symbol: str) -> bool:
         """Note that *symbol* is being used; a live venue starts (or keeps) sending its book.
         True when the book is ready to read (always, for simulated and replayed venues)."""
@@ -572,7 +580,7 @@ class MarketService:
             return
         st = self._lookup(symbol)[0]
         status = st.live.status() if st.live is not None else {}
-        why = status.get("last_error") or status.get("note") or "waiting for the venue's snapshot"
+        why = status.get("note") or status.get("last_error") or "waiting for the venue's snapshot"
         raise Unavailable(
             f"no order book for {shown(symbol)} from {st.spec.venue} yet "
             f"(connection {status.get('state', 'unknown')}: {why}); retry shortly",

@@ -42,7 +42,7 @@ import random
 import time
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Protocol
 
@@ -73,6 +73,10 @@ class Sink(Protocol):
 
     def apply(self, events: Sequence[BookEvent]) -> int: ...
 
+    def unready(self, book_symbols: Iterable[str]) -> None:
+        """These books went out of step with the venue (the feed dropped): until their next
+        snapshot, quotes and orders wait for it instead of reading a stale book."""
+
 
 class VenueError(Exception):
     """The venue answered something the connector cannot use (the text says what)."""
@@ -96,8 +100,8 @@ class LiveConfig:
     stall_s: float = 30.0  # an open socket silent this long is replaced
     ping_s: float = 10.0  # client keep-alive where the venue wants one (Polymarket's text PING)
     poll_s: float = 2.0  # REST polling interval when there is no WebSocket (no Kalshi key)
-    reads_per_s: float = 10.0  # token bucket for REST reads (the venue's documented tier)
-    burst: int = 20
+    reads_per_s: float | None = None  # REST reads token bucket; None: the venue's documented tier
+    burst: int | None = None
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     max_markets: int | None = None  # cap the catalogue (tests, small deployments)
@@ -188,6 +192,9 @@ class LiveVenue(VenueAdapter):
     """Base of the live connectors; see the module docstring for the contract."""
 
     mode = "live"
+    #: REST read limit when the config does not set one (each venue: its documented tier).
+    reads_per_s: float = 10.0
+    burst: int = 20
 
     def __init__(self, config: LiveConfig, *, clock: Clock, http: httpx.AsyncClient | None = None) -> None:
         self.name = config.venue
@@ -196,7 +203,7 @@ class LiveVenue(VenueAdapter):
         #: Book symbols someone uses: :meth:`feed` keeps exactly these live.
         self.wanted: set[str] = set()
         self.stats = VenueStats()
-        self.limiter = TokenBucket(config.reads_per_s, config.burst)
+        self.limiter = TokenBucket(config.reads_per_s or self.reads_per_s, config.burst or self.burst)
         self._http = http
         self._own_http = http is None
         self._sink: Sink | None = None
@@ -334,8 +341,11 @@ class LiveVenue(VenueAdapter):
     async def recv(self, receive: Callable[[], Awaitable[Any]]) -> Any:
         """One message from *receive* (a socket's ``recv``), or :class:`Stalled` after
         ``stall_s`` of silence on an open socket."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for costs a task per message and can
+        # swallow a cancel that arrives with a message (the feed would outlive stop()).
         try:
-            msg = await asyncio.wait_for(receive(), self.config.stall_s)
+            async with asyncio.timeout(self.config.stall_s):
+                msg = await receive()
         except TimeoutError:
             self.stats.stalls += 1
             raise Stalled(f"no message for {self.config.stall_s:g} s on an open socket") from None
@@ -393,10 +403,21 @@ class LiveVenue(VenueAdapter):
         :meth:`recv`) per message, :meth:`reset_book` for snapshots, :meth:`emit` for deltas."""
 
     # -- loops --------------------------------------------------------------------------------------
+    def delist_missing(self, markets: Sequence[MarketSpec]) -> int:
+        """After a complete listing: markets listed before and absent now (settled, delisted)
+        are listed again as inactive; returns how many."""
+        present = {m.book_symbol for m in markets}
+        gone = [replace(spec, active=False) for sym, spec in self._listed.items()
+                if sym not in present and spec.active]
+        return self.list_markets(gone) if gone else 0
+
     async def _catalogue_loop(self) -> None:
         while True:
             markets, events = await self.fetch_catalogue()
             n = self.list_markets(markets, events)
+            cap = self.config.max_markets
+            if cap is None or len(markets) < cap:  # a capped listing says nothing of the rest
+                n += self.delist_missing(markets)
             self.stats.catalogue_refreshed = time.monotonic()
             log.info("%s: catalogue refreshed: %d markets (%d new or changed)", self.name, len(markets), n)
             await asyncio.sleep(self.config.catalogue_every_s)
@@ -417,6 +438,8 @@ class LiveVenue(VenueAdapter):
                     self.stats.state = "reconnecting"
                     self.stats.reconnects += 1
                     self.stats.connected_since = None
+                    if self._sink is not None and self.wanted:
+                        self._sink.unready(self.wanted)
                 if time.monotonic() - started > 60:
                     backoff.reset()  # it ran healthy for a while: start the backoff over
                 delay = backoff.next()

@@ -75,8 +75,8 @@ Without a key
 
 Rate limit
     Basic tier: 200 read tokens a second, 10 per request → 20 reads/s, a
-    bucket of one second; a 429 comes without ``Retry-After``. When the config
-    keeps the base defaults (10/s, burst 20) the connector uses 20/s, burst 20.
+    bucket of one second; a 429 comes without ``Retry-After``. A config's
+    ``reads_per_s``/``burst`` override it.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ from ...book import Side
 from ...catalogue import PREDICTION_PRICE_SCALE, EventSpec, MarketSpec
 from ...clock import Clock
 from ...events import BookEvent, BookReset, LevelUpdate, MarketListed, TickSizeChange, Trade
-from .base import LiveConfig, LiveVenue, Stalled, TokenBucket, VenueError, units
+from .base import LiveConfig, LiveVenue, Stalled, VenueError, units
 
 __all__ = [
     "KalshiLive",
@@ -605,6 +605,8 @@ class _Connection(ClientConnection):
 class KalshiLive(LiveVenue):
     """Kalshi market data: see the module docstring."""
 
+    reads_per_s = READS_PER_S
+    burst = READ_BURST
     #: ``GET /markets`` page size (≤ 1000); tests lower it to exercise paging.
     page_limit = MARKETS_PAGE
     events_page_limit = EVENTS_PAGE
@@ -612,8 +614,6 @@ class KalshiLive(LiveVenue):
 
     def __init__(self, config: LiveConfig, *, clock: Clock, http: httpx.AsyncClient | None = None) -> None:
         super().__init__(config, clock=clock, http=http)
-        if config.reads_per_s == LiveConfig.reads_per_s and config.burst == LiveConfig.burst:
-            self.limiter = TokenBucket(READS_PER_S, READ_BURST)
         self.api = config.api_url.rstrip("/")
         self.ws_path = urlsplit(config.ws_url).path or "/"
         self._key: rsa.RSAPrivateKey | None = None

@@ -47,7 +47,6 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import fields as dc_fields
 from dataclasses import replace
 from typing import Any
 
@@ -369,10 +368,6 @@ def _bucket(tier: tuple[int, float]) -> TokenBucket:
     return TokenBucket(max(n - burst, 1) / per, burst)
 
 
-_DEFAULT_RATE = next(f.default for f in dc_fields(LiveConfig) if f.name == "reads_per_s")
-_DEFAULT_BURST = next(f.default for f in dc_fields(LiveConfig) if f.name == "burst")
-
-
 class _Session:
     """One WebSocket connection's subscription state."""
 
@@ -397,7 +392,7 @@ class PolymarketLive(LiveVenue):
     def __init__(self, config: LiveConfig, *, clock: Clock, http: Any = None,
                  book_tier: tuple[int, float] = BOOK_TIER, gamma_tier: tuple[int, float] = GAMMA_TIER) -> None:
         super().__init__(config, clock=clock, http=http)
-        if (config.reads_per_s, config.burst) == (_DEFAULT_RATE, _DEFAULT_BURST):
+        if config.reads_per_s is None and config.burst is None:
             self.limiter = _bucket(book_tier)  # the CLOB's /book tier unless the config sets one
         self.gamma_limiter = _bucket(gamma_tier)
         #: Seconds to wait for a subscribed book's socket snapshot before asking REST.
