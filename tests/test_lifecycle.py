@@ -6,47 +6,54 @@ import itertools
 
 import pytest
 
-from sequence.lifecycle import RUN, STRATEGY, IllegalTransition, R, S, restart_delay
+from sequence.lifecycle import (
+    RUN,
+    STRATEGY,
+    IllegalTransition,
+    RunStatus,
+    StrategyStatus,
+    restart_delay,
+)
 
 STRATEGY_LEGAL = {
-    (S.stopped, "start"): S.queued,
-    (S.failed, "start"): S.queued,
-    (S.queued, "start"): S.queued,
-    (S.running, "start"): S.running,
-    (S.stopping, "start"): S.stopping,
-    (S.queued, "stop"): S.stopped,
-    (S.running, "stop"): S.stopping,
-    (S.stopping, "stop"): S.stopping,
-    (S.stopped, "stop"): S.stopped,
-    (S.failed, "stop"): S.stopped,
-    (S.queued, "claim"): S.running,
-    (S.failed, "retry"): S.running,
-    (S.running, "exit_ok"): S.stopped,
-    (S.running, "exit_fail"): S.failed,
-    (S.stopping, "stopped"): S.stopped,
-    (S.stopping, "requeue"): S.queued,
-    (S.running, "redeploy"): S.stopping,
-    (S.stopping, "redeploy"): S.stopping,
-    (S.queued, "redeploy"): S.queued,
-    (S.stopped, "redeploy"): S.stopped,
-    (S.failed, "redeploy"): S.failed,
+    (StrategyStatus.stopped, "start"): StrategyStatus.queued,
+    (StrategyStatus.failed, "start"): StrategyStatus.queued,
+    (StrategyStatus.queued, "start"): StrategyStatus.queued,
+    (StrategyStatus.running, "start"): StrategyStatus.running,
+    (StrategyStatus.stopping, "start"): StrategyStatus.stopping,
+    (StrategyStatus.queued, "stop"): StrategyStatus.stopped,
+    (StrategyStatus.running, "stop"): StrategyStatus.stopping,
+    (StrategyStatus.stopping, "stop"): StrategyStatus.stopping,
+    (StrategyStatus.stopped, "stop"): StrategyStatus.stopped,
+    (StrategyStatus.failed, "stop"): StrategyStatus.stopped,
+    (StrategyStatus.queued, "claim"): StrategyStatus.running,
+    (StrategyStatus.failed, "retry"): StrategyStatus.running,
+    (StrategyStatus.running, "exit_ok"): StrategyStatus.stopped,
+    (StrategyStatus.running, "exit_fail"): StrategyStatus.failed,
+    (StrategyStatus.stopping, "stopped"): StrategyStatus.stopped,
+    (StrategyStatus.stopping, "requeue"): StrategyStatus.queued,
+    (StrategyStatus.running, "redeploy"): StrategyStatus.stopping,
+    (StrategyStatus.stopping, "redeploy"): StrategyStatus.stopping,
+    (StrategyStatus.queued, "redeploy"): StrategyStatus.queued,
+    (StrategyStatus.stopped, "redeploy"): StrategyStatus.stopped,
+    (StrategyStatus.failed, "redeploy"): StrategyStatus.failed,
 }
 
 RUN_LEGAL = {
-    (R.starting, "started"): R.running,
-    (R.starting, "stop"): R.stopping,
-    (R.running, "stop"): R.stopping,
-    (R.stopping, "stop"): R.stopping,
-    (R.starting, "exit_ok"): R.exited,
-    (R.running, "exit_ok"): R.exited,
-    (R.starting, "exit_fail"): R.failed,
-    (R.running, "exit_fail"): R.failed,
-    (R.stopping, "exit_ok"): R.stopped,
-    (R.stopping, "exit_fail"): R.stopped,
-    (R.stopping, "started"): R.stopping,
-    (R.starting, "lease_expired"): R.lost,
-    (R.running, "lease_expired"): R.lost,
-    (R.stopping, "lease_expired"): R.lost,
+    (RunStatus.starting, "started"): RunStatus.running,
+    (RunStatus.starting, "stop"): RunStatus.stopping,
+    (RunStatus.running, "stop"): RunStatus.stopping,
+    (RunStatus.stopping, "stop"): RunStatus.stopping,
+    (RunStatus.starting, "exit_ok"): RunStatus.exited,
+    (RunStatus.running, "exit_ok"): RunStatus.exited,
+    (RunStatus.starting, "exit_fail"): RunStatus.failed,
+    (RunStatus.running, "exit_fail"): RunStatus.failed,
+    (RunStatus.stopping, "exit_ok"): RunStatus.stopped,
+    (RunStatus.stopping, "exit_fail"): RunStatus.stopped,
+    (RunStatus.stopping, "started"): RunStatus.stopping,
+    (RunStatus.starting, "lease_expired"): RunStatus.lost,
+    (RunStatus.running, "lease_expired"): RunStatus.lost,
+    (RunStatus.stopping, "lease_expired"): RunStatus.lost,
 }
 
 
@@ -59,8 +66,8 @@ def test_run_table_is_exactly_the_documented_one() -> None:
 
 
 @pytest.mark.parametrize(("machine", "legal", "states"), [
-    (STRATEGY, STRATEGY_LEGAL, list(S)),
-    (RUN, RUN_LEGAL, list(R)),
+    (STRATEGY, STRATEGY_LEGAL, list(StrategyStatus)),
+    (RUN, RUN_LEGAL, list(RunStatus)),
 ])
 def test_every_pair_is_either_legal_or_raises(machine, legal, states) -> None:
     events = sorted({e for _, e in legal})
@@ -74,12 +81,12 @@ def test_every_pair_is_either_legal_or_raises(machine, legal, states) -> None:
 
 
 def test_stopped_and_failed_cannot_be_claimed_directly() -> None:
-    for state in (S.stopped, S.stopping, S.running):
+    for state in (StrategyStatus.stopped, StrategyStatus.stopping, StrategyStatus.running):
         assert not STRATEGY.allows(state, "claim")
 
 
 def test_terminal_run_states_accept_nothing() -> None:
-    for state in (R.exited, R.failed, R.stopped, R.lost):
+    for state in (RunStatus.exited, RunStatus.failed, RunStatus.stopped, RunStatus.lost):
         for event in RUN.events:
             assert not RUN.allows(state, event)
 

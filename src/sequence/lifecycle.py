@@ -34,7 +34,7 @@ class StateMachine:
         return (state, event) in self.table
 
 
-class S(StrEnum):
+class StrategyStatus(StrEnum):
     """Strategy status (API.md)."""
 
     queued = "queued"
@@ -58,32 +58,32 @@ class S(StrEnum):
 STRATEGY = StateMachine(
     "strategy",
     {
-        (S.stopped, "start"): S.queued,
-        (S.failed, "start"): S.queued,
-        (S.queued, "start"): S.queued,
-        (S.running, "start"): S.running,
-        (S.stopping, "start"): S.stopping,
-        (S.queued, "stop"): S.stopped,
-        (S.running, "stop"): S.stopping,
-        (S.stopping, "stop"): S.stopping,
-        (S.stopped, "stop"): S.stopped,
-        (S.failed, "stop"): S.stopped,
-        (S.queued, "claim"): S.running,
-        (S.failed, "retry"): S.running,
-        (S.running, "exit_ok"): S.stopped,
-        (S.running, "exit_fail"): S.failed,
-        (S.stopping, "stopped"): S.stopped,
-        (S.stopping, "requeue"): S.queued,
-        (S.running, "redeploy"): S.stopping,
-        (S.stopping, "redeploy"): S.stopping,
-        (S.queued, "redeploy"): S.queued,
-        (S.stopped, "redeploy"): S.stopped,
-        (S.failed, "redeploy"): S.failed,
+        (StrategyStatus.stopped, "start"): StrategyStatus.queued,
+        (StrategyStatus.failed, "start"): StrategyStatus.queued,
+        (StrategyStatus.queued, "start"): StrategyStatus.queued,
+        (StrategyStatus.running, "start"): StrategyStatus.running,
+        (StrategyStatus.stopping, "start"): StrategyStatus.stopping,
+        (StrategyStatus.queued, "stop"): StrategyStatus.stopped,
+        (StrategyStatus.running, "stop"): StrategyStatus.stopping,
+        (StrategyStatus.stopping, "stop"): StrategyStatus.stopping,
+        (StrategyStatus.stopped, "stop"): StrategyStatus.stopped,
+        (StrategyStatus.failed, "stop"): StrategyStatus.stopped,
+        (StrategyStatus.queued, "claim"): StrategyStatus.running,
+        (StrategyStatus.failed, "retry"): StrategyStatus.running,
+        (StrategyStatus.running, "exit_ok"): StrategyStatus.stopped,
+        (StrategyStatus.running, "exit_fail"): StrategyStatus.failed,
+        (StrategyStatus.stopping, "stopped"): StrategyStatus.stopped,
+        (StrategyStatus.stopping, "requeue"): StrategyStatus.queued,
+        (StrategyStatus.running, "redeploy"): StrategyStatus.stopping,
+        (StrategyStatus.stopping, "redeploy"): StrategyStatus.stopping,
+        (StrategyStatus.queued, "redeploy"): StrategyStatus.queued,
+        (StrategyStatus.stopped, "redeploy"): StrategyStatus.stopped,
+        (StrategyStatus.failed, "redeploy"): StrategyStatus.failed,
     },
 )
 
 
-class R(StrEnum):
+class RunStatus(StrEnum):
     """Run status."""
 
     starting = "starting"  # claimed; the runner is preparing the workspace
@@ -98,24 +98,24 @@ class R(StrEnum):
 RUN = StateMachine(
     "run",
     {
-        (R.starting, "started"): R.running,
-        (R.starting, "stop"): R.stopping,
-        (R.running, "stop"): R.stopping,
-        (R.stopping, "stop"): R.stopping,
-        (R.starting, "exit_ok"): R.exited,
-        (R.running, "exit_ok"): R.exited,
-        (R.starting, "exit_fail"): R.failed,
-        (R.running, "exit_fail"): R.failed,
-        (R.stopping, "exit_ok"): R.stopped,
-        (R.stopping, "exit_fail"): R.stopped,
-        (R.stopping, "started"): R.stopping,
-        (R.starting, "lease_expired"): R.lost,
-        (R.running, "lease_expired"): R.lost,
-        (R.stopping, "lease_expired"): R.lost,
+        (RunStatus.starting, "started"): RunStatus.running,
+        (RunStatus.starting, "stop"): RunStatus.stopping,
+        (RunStatus.running, "stop"): RunStatus.stopping,
+        (RunStatus.stopping, "stop"): RunStatus.stopping,
+        (RunStatus.starting, "exit_ok"): RunStatus.exited,
+        (RunStatus.running, "exit_ok"): RunStatus.exited,
+        (RunStatus.starting, "exit_fail"): RunStatus.failed,
+        (RunStatus.running, "exit_fail"): RunStatus.failed,
+        (RunStatus.stopping, "exit_ok"): RunStatus.stopped,
+        (RunStatus.stopping, "exit_fail"): RunStatus.stopped,
+        (RunStatus.stopping, "started"): RunStatus.stopping,
+        (RunStatus.starting, "lease_expired"): RunStatus.lost,
+        (RunStatus.running, "lease_expired"): RunStatus.lost,
+        (RunStatus.stopping, "lease_expired"): RunStatus.lost,
     },
 )
 
-RUN_ACTIVE = frozenset({R.starting.value, R.running.value, R.stopping.value})
+RUN_ACTIVE = frozenset({RunStatus.starting.value, RunStatus.running.value, RunStatus.stopping.value})
 
 
 def restart_delay(consecutive_failures: int, *, base: float = 1.0, cap: float = 60.0) -> float:

@@ -27,8 +27,8 @@ from sequence.lifecycle import (
     RUN,
     RUN_ACTIVE,
     STRATEGY,
-    R,
-    S,
+    RunStatus,
+    StrategyStatus,
     restart_delay,
 )
 from sequence.store import tables as t
@@ -281,7 +281,7 @@ class Store:
                     size=len(artifact), data=artifact, created_at=now)
                 values = {**fields, "artifact_id": art_id, "updated_at": now}
                 if cur is None:
-                    status: str = S.queued if start else S.stopped
+                    status: str = StrategyStatus.queued if start else StrategyStatus.stopped
                     c.execute(s.insert().values(
                         strategy_id=strategy_id, client_id=client_id, created_at=now, status=str(status),
                         desired_state="running" if start else "stopped",
@@ -294,15 +294,15 @@ class Store:
                     desired = "running" if start else cur.desired_state
                     # A crash-looping strategy (failed, waiting for its backoff) runs the
                     # new code now, as a running one does after its restart.
-                    if (start or desired == "running") and status in (S.stopped, S.failed):
+                    if (start or desired == "running") and status in (StrategyStatus.stopped, StrategyStatus.failed):
                         status = STRATEGY.next(status, "start")
                     # New code, fresh count: a redeploy ends a crash loop's backoff too.
                     upd: dict[str, Any] = {"status": str(status), "desired_state": desired, "restart_count": 0,
                                            "consecutive_failures": 0}
-                    if status == S.queued:
+                    if status == StrategyStatus.queued:
                         upd.update(queued_at=now, next_restart_at=None)
                     c.execute(s.update().where(s.c.strategy_id == strategy_id).values(**values, **upd))
-                    if status == S.stopping and cur.current_run_id:
+                    if status == StrategyStatus.stopping and cur.current_run_id:
                         self._request_stop(c, cur.current_run_id, now)
                     created = False
                 self._prune_artifacts(c, strategy_id)
@@ -373,7 +373,7 @@ class Store:
             cur = self._lock_strategy(c, client_id, strategy_id)
             status = STRATEGY.next(cur.status, "start")
             upd: dict[str, Any] = {"status": str(status), "desired_state": "running", "updated_at": now}
-            if cur.status in (S.stopped, S.failed):
+            if cur.status in (StrategyStatus.stopped, StrategyStatus.failed):
                 upd.update(queued_at=now, next_restart_at=None, consecutive_failures=0)
             c.execute(t.strategies.update().where(t.strategies.c.strategy_id == strategy_id).values(**upd))
         row = self.get_strategy(client_id, strategy_id)
@@ -387,7 +387,7 @@ class Store:
             status = STRATEGY.next(cur.status, "stop")
             c.execute(t.strategies.update().where(t.strategies.c.strategy_id == strategy_id).values(
                 status=str(status), desired_state="stopped", next_restart_at=None, updated_at=now))
-            if status == S.stopping and cur.current_run_id:
+            if status == StrategyStatus.stopping and cur.current_run_id:
                 self._request_stop(c, cur.current_run_id, now)
         row = self.get_strategy(client_id, strategy_id)
         assert row is not None
@@ -519,8 +519,8 @@ class Store:
         now = self.clock()
         s = t.strategies
         runnable = sa.or_(
-            s.c.status == str(S.queued),
-            sa.and_(s.c.status == str(S.failed), s.c.desired_state == "running", s.c.next_restart_at <= now),
+            s.c.status == str(StrategyStatus.queued),
+            sa.and_(s.c.status == str(StrategyStatus.failed), s.c.desired_state == "running", s.c.next_restart_at <= now),
         )
         q = (sa.select(s).where(runnable, sa.or_(s.c.region.is_(None), s.c.region.in_(list(regions))))
              .order_by(sa.func.coalesce(s.c.next_restart_at, s.c.queued_at, s.c.created_at)).limit(1))
@@ -535,13 +535,13 @@ class Store:
             st = c.execute(q).first()
             if st is None:
                 return None
-            event = "claim" if st.status == S.queued else "retry"
+            event = "claim" if st.status == StrategyStatus.queued else "retry"
             new_status = STRATEGY.next(st.status, event)
             epoch = self._bump(c, "run_epoch")
             run_id = new_uuid()
             c.execute(t.runs.insert().values(
                 run_id=run_id, strategy_id=st.strategy_id, client_id=st.client_id, epoch=epoch,
-                status=str(R.starting), runner_id=runner_id, region=st.region or regions[0],
+                status=str(RunStatus.starting), runner_id=runner_id, region=st.region or regions[0],
                 artifact_id=st.artifact_id,
                 artifact_sha256=st.artifact_sha256, lease_expires_at=now + self.lease_seconds, claimed_at=now,
                 active_guard="A"))
@@ -589,14 +589,14 @@ class Store:
                     continue
                 c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(
                     lease_expires_at=now + self.lease_seconds))
-                out[run_id] = "stop" if r.status == R.stopping else "continue"
+                out[run_id] = "stop" if r.status == RunStatus.stopping else "continue"
         return out
 
     def pending_stops(self, runner_id: str, exclude: Iterable[str]) -> list[str]:
         ex = set(exclude)
         with self.db.read() as c:
             rows = c.execute(sa.select(t.runs.c.run_id).where(
-                t.runs.c.runner_id == runner_id, t.runs.c.status == str(R.stopping))).scalars().all()
+                t.runs.c.runner_id == runner_id, t.runs.c.status == str(RunStatus.stopping))).scalars().all()
         return [r for r in rows if r not in ex]
 
     def mark_started(self, run_id: str, epoch: int, runner_id: str) -> None:
@@ -745,17 +745,17 @@ class Store:
         if st is None or st.current_run_id != run.run_id:
             return
         upd: dict[str, Any] = {"last_exit": last_exit, "updated_at": now}
-        if st.status == S.stopping:
+        if st.status == StrategyStatus.stopping:
             event = "requeue" if st.desired_state == "running" else "stopped"
             status = STRATEGY.next(st.status, event)
-            if status == S.queued:
+            if status == StrategyStatus.queued:
                 upd.update(queued_at=now, consecutive_failures=0)
         else:
             status = STRATEGY.next(st.status, "exit_ok" if ok else "exit_fail")
-            if status == S.failed and runner_lost:
+            if status == StrategyStatus.failed and runner_lost:
                 # Not the strategy's fault: re-queue at once, without growing its backoff.
                 upd.update(restart_count=int(st.restart_count) + 1, next_restart_at=now)
-            elif status == S.failed:
+            elif status == StrategyStatus.failed:
                 healthy = (now - (run.started_at or run.claimed_at)) >= HEALTHY_RESET_SECONDS
                 failures = 1 if healthy else int(st.consecutive_failures) + 1
                 upd.update(consecutive_failures=failures, restart_count=int(st.restart_count) + 1,
@@ -804,7 +804,7 @@ class Store:
         s = t.strategies
         with self.db.read() as c:
             return c.execute(sa.select(sa.func.min(s.c.next_restart_at)).where(
-                s.c.status == str(S.failed), s.c.desired_state == "running")).scalar()
+                s.c.status == str(StrategyStatus.failed), s.c.desired_state == "running")).scalar()
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.db.read() as c:
