@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sequence.execution.engine import TradingEngine
-from sequence.store.engine import Database
+from sequence.store.db import Database
 from sequence.store.store import Store
 from sequence.store.trading import TradingStore
 from tests.trading.fakes import FakeMarket

@@ -1,106 +1,14 @@
-"""Engine creation and migrations for SQLite (default) and PostgreSQL."""
+"""Old name of :mod:`sequence.store.db`, kept while callers move to it."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from pathlib import Path
-from typing import Any
+from sequence.store.db import (
+    MIGRATIONS_DIR,
+    Database,
+    alembic_config,
+    create_engine,
+    normalize_url,
+    upgrade,
+)
 
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
-
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-
-
-def normalize_url(url: str) -> str:
-    """Accept ``postgresql://`` / ``postgres://`` and use the psycopg 3 driver."""
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://"):]
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return url
-
-
-def create_engine(url: str) -> Engine:
-    url = normalize_url(url)
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=8,
-            max_overflow=16,
-        )
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
-            # Take transaction control away from pysqlite so BEGIN IMMEDIATE works.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
-
-        return engine
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-
-
-class Database:
-    """Owns the engine and hands out transactions.
-
-    On SQLite, writers are serialised by a process-wide lock and start with
-    ``BEGIN IMMEDIATE``: the "single writer transaction" that makes claims
-    atomic.  On PostgreSQL, row locks (``FOR UPDATE SKIP LOCKED``) do that.
-    """
-
-    def __init__(self, url: str) -> None:
-        self.url = normalize_url(url)
-        self.engine = create_engine(self.url)
-        self.is_sqlite = self.engine.dialect.name == "sqlite"
-        self._write_lock = threading.RLock() if self.is_sqlite else None
-
-    @contextmanager
-    def write(self) -> Iterator[Connection]:
-        lock = self._write_lock if self._write_lock is not None else nullcontext()
-        with lock, self.engine.connect() as conn:
-            if self.is_sqlite:
-                conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-            with conn.begin():
-                yield conn
-
-    @contextmanager
-    def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
-
-    def migrate(self) -> None:
-        upgrade(self.engine)
-
-    def dispose(self) -> None:
-        self.engine.dispose()
-
-
-def alembic_config(engine: Engine) -> Any:
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.attributes["engine"] = engine
-    return cfg
-
-
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    from alembic import command
-
-    command.upgrade(alembic_config(engine), revision)
+__all__ = ["MIGRATIONS_DIR", "Database", "alembic_config", "create_engine", "normalize_url", "upgrade"]

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from sequence.store import tables as t
-from sequence.store.engine import Database
+from sequence.store.db import Database
 from sequence.trading.positions import Position, apply_fill
 
 

@@ -1,4 +1,4 @@
-"""Alembic environment: the engine is handed in by ``sequence.store.engine``."""
+"""Alembic environment: the engine is handed in by ``sequence.store.db``."""
 
 from __future__ import annotations
 

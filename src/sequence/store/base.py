@@ -1,0 +1,37 @@
+"""What the store's aggregates share: the database, the clock, the lease and log
+settings (:class:`StoreBase`), and a row as a plain dict (:func:`row`).
+
+Each aggregate's verbs are a mixin over :class:`StoreBase` (:mod:`.keys`,
+:mod:`.strategies`, :mod:`.runs`, :mod:`.logs`); :class:`sequence.store.store.Store`
+is all of them in one object.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sequence.store.db import Database
+
+
+def row(r: Any) -> dict[str, Any]:
+    """A result row as a plain dict."""
+    return dict(r._mapping)
+
+
+class StoreBase:
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time, lease_seconds: float = 12.0,
+                 log_retention_bytes: int = 0) -> None:
+        self.db = db
+        self.clock = clock
+        self.lease_seconds = lease_seconds
+        # Per strategy, 0 = unlimited.  Checked once a strategy has sent an eighth of
+        # it since the last check (per process), not on every batch.
+        self.log_retention_bytes = log_retention_bytes
+        self._log_bytes_unchecked: dict[str, int] = {}
+        # Until then no lease is charged: see RunsStore.begin_lease_grace.
+        self.lease_grace_until = float("-inf")
+
+
+__all__ = ["StoreBase", "row"]

@@ -1,0 +1,223 @@
+"""Clients, their API keys, runner tokens and venue credentials: who may call, and with what.
+
+Also the sealed columns' bulk read and write for key rotation
+(:meth:`KeysStore.all_sealed_rows`, :meth:`KeysStore.reseal`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sequence.store import tables as t
+from sequence.store.base import StoreBase
+from sequence.store.base import row as _row
+from sequence.store.errors import NotFound
+from sequence.store.ids import key_prefix, new_token, short_code, token_hash
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a client's API key (possibly scoped to one run)."""
+
+    client_id: str
+    key_id: str
+    mode: str  # live | test
+    run_id: str | None = None
+    # Set with run_id: the strategy a run-scoped key belongs to (all it may see).
+    strategy_id: str | None = None
+
+    @property
+    def is_run_key(self) -> bool:
+        return self.run_id is not None
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.mode == "test"
+
+
+class KeysStore(StoreBase):
+    # -- clients & keys --------------------------------------------------------------------------
+    def create_client(self, name: str, client_id: str | None = None) -> str:
+        cid = client_id or short_code(8)
+        with self.db.write() as c:
+            c.execute(t.clients.insert().values(client_id=cid, name=name, created_at=self.clock()))
+        return cid
+
+    def get_client(self, client_id: str) -> dict[str, Any] | None:
+        with self.db.read() as c:
+            r = c.execute(sa.select(t.clients).where(t.clients.c.client_id == client_id)).first()
+        return _row(r) if r else None
+
+    def list_clients(self) -> list[dict[str, Any]]:
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(sa.select(t.clients).order_by(t.clients.c.created_at))]
+
+    def create_api_key(self, client_id: str, mode: str, name: str = "", *, run_id: str | None = None,
+                       conn: Connection | None = None) -> tuple[dict[str, Any], str]:
+        if mode not in ("live", "test"):
+            raise ValueError("mode must be live or test")
+        plaintext = new_token(key_prefix(mode))
+        row = {
+            "key_id": "key_" + short_code(12),
+            "client_id": client_id,
+            "key_hash": token_hash(plaintext),
+            "prefix": plaintext[:13],
+            "mode": mode,
+            "name": name,
+            "run_id": run_id,
+            "created_at": self.clock(),
+        }
+        if conn is not None:
+            conn.execute(t.api_keys.insert().values(**row))
+        else:
+            with self.db.write() as c:
+                if c.execute(sa.select(t.clients.c.client_id).where(t.clients.c.client_id == client_id)).first() is None:
+                    raise NotFound(f"no client {client_id}")
+                c.execute(t.api_keys.insert().values(**row))
+        return row, plaintext
+
+    def list_api_keys(self, client_id: str) -> list[dict[str, Any]]:
+        q = (sa.select(t.api_keys.c.key_id, t.api_keys.c.prefix, t.api_keys.c.mode, t.api_keys.c.name,
+                       t.api_keys.c.created_at, t.api_keys.c.revoked_at, t.api_keys.c.last_used_at)
+             .where(t.api_keys.c.client_id == client_id, t.api_keys.c.run_id.is_(None))
+             .order_by(t.api_keys.c.created_at))
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(q)]
+
+    def revoke_api_key(self, client_id: str, key_id: str) -> dict[str, Any]:
+        with self.db.write() as c:
+            r = c.execute(sa.select(t.api_keys).where(
+                t.api_keys.c.client_id == client_id, t.api_keys.c.key_id == key_id, t.api_keys.c.run_id.is_(None))).first()
+            if r is None:
+                raise NotFound(f"no API key {key_id}")
+            now = self.clock()
+            revoked_at = r.revoked_at if r.revoked_at is not None else now
+            if r.revoked_at is None:
+                c.execute(t.api_keys.update().where(t.api_keys.c.key_id == key_id).values(revoked_at=now))
+            # Run keys minted from a revoked key die with it.
+            c.execute(t.api_keys.update().where(
+                t.api_keys.c.run_id.in_(sa.select(t.runs.c.run_id).join(
+                    t.strategies, t.strategies.c.strategy_id == t.runs.c.strategy_id).where(
+                    t.strategies.c.api_key_id == key_id)), t.api_keys.c.revoked_at.is_(None)).values(revoked_at=now))
+        # The revocation time it set (or the earlier one, revoking twice changes nothing).
+        return {**_row(r), "revoked_at": revoked_at, "revoked": True}
+
+    def authenticate(self, token: str) -> Principal | None:
+        """Resolve a bearer token; run-scoped keys are valid only while their run is current."""
+        if not token.startswith(("seq_live_", "seq_test_")):
+            return None
+        k = t.api_keys
+        q = (sa.select(k.c.key_id, k.c.client_id, k.c.mode, k.c.run_id, k.c.revoked_at,
+                       t.runs.c.active_guard, t.runs.c.strategy_id, t.strategies.c.current_run_id)
+             .select_from(k.outerjoin(t.runs, t.runs.c.run_id == k.c.run_id)
+                          .outerjoin(t.strategies, t.strategies.c.strategy_id == t.runs.c.strategy_id))
+             .where(k.c.key_hash == token_hash(token)))
+        with self.db.read() as c:
+            r = c.execute(q).first()
+        if r is None or r.revoked_at is not None:
+            return None
+        if r.run_id is not None and (r.active_guard is None or r.current_run_id != r.run_id):
+            return None
+        return Principal(r.client_id, r.key_id, r.mode, r.run_id, r.strategy_id if r.run_id is not None else None)
+
+    def key_is_usable(self, key_id: str) -> bool:
+        with self.db.read() as c:
+            r = c.execute(sa.select(t.api_keys.c.revoked_at).where(t.api_keys.c.key_id == key_id)).first()
+        return r is not None and r.revoked_at is None
+
+    # -- runner tokens ---------------------------------------------------------------------------
+    def create_runner_token(self, name: str) -> tuple[str, str]:
+        plaintext = new_token("seq_runner_")
+        tid = "rt_" + short_code(12)
+        with self.db.write() as c:
+            c.execute(t.runner_tokens.insert().values(token_id=tid, token_hash=token_hash(plaintext), name=name,
+                                                      created_at=self.clock()))
+        return tid, plaintext
+
+    def list_runner_tokens(self) -> list[dict[str, Any]]:
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(sa.select(
+                t.runner_tokens.c.token_id, t.runner_tokens.c.name, t.runner_tokens.c.created_at,
+                t.runner_tokens.c.revoked_at))]
+
+    def revoke_runner_token(self, token_id: str) -> None:
+        with self.db.write() as c:
+            n = c.execute(t.runner_tokens.update().where(t.runner_tokens.c.token_id == token_id)
+                          .values(revoked_at=self.clock())).rowcount
+        if not n:
+            raise NotFound(f"no runner token {token_id}")
+
+    def authenticate_runner(self, token: str) -> str | None:
+        with self.db.read() as c:
+            r = c.execute(sa.select(t.runner_tokens.c.token_id, t.runner_tokens.c.revoked_at)
+                          .where(t.runner_tokens.c.token_hash == token_hash(token))).first()
+        return r.token_id if r is not None and r.revoked_at is None else None
+
+    def authenticate_runner_as(self, token: str, runner_id: str) -> tuple[str, bool] | None:
+        """``(token_id, registered_runner_id)`` for a valid token, else None: one indexed join.
+
+        The flag says whether ``runner_id`` was registered with this token.
+        """
+        rt, rn = t.runner_tokens, t.runners
+        with self.db.read() as c:
+            r = c.execute(sa.select(rt.c.token_id, rt.c.revoked_at, rn.c.runner_id)
+                          .select_from(rt.outerjoin(rn, sa.and_(rn.c.token_id == rt.c.token_id,
+                                                                 rn.c.runner_id == runner_id)))
+                          .where(rt.c.token_hash == token_hash(token))).first()
+        if r is None or r.revoked_at is not None:
+            return None
+        return r.token_id, r.runner_id is not None
+
+    # -- key rotation: every sealed column -------------------------------------------------------
+    def all_sealed_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Everything sealed, for key rotation: (strategies, venue credentials)."""
+        s = t.strategies
+        with self.db.read() as c:
+            strat = [_row(r) for r in c.execute(sa.select(
+                s.c.strategy_id, s.c.secrets_ciphertext, s.c.secrets_nonce, s.c.secrets_key_id,
+                s.c.sequence_api_key_ciphertext, s.c.sequence_api_key_nonce, s.c.sequence_api_key_key_id))]
+            creds = [_row(r) for r in c.execute(sa.select(t.venue_credentials))]
+        return strat, creds
+
+    def reseal(self, strategies: Iterable[Mapping[str, Any]], creds: Iterable[Mapping[str, Any]]) -> None:
+        with self.db.write() as c:
+            for row in strategies:
+                c.execute(t.strategies.update().where(t.strategies.c.strategy_id == row["strategy_id"]).values(
+                    {k: v for k, v in row.items() if k != "strategy_id"}))
+            for row in creds:
+                c.execute(t.venue_credentials.update().where(
+                    t.venue_credentials.c.client_id == row["client_id"],
+                    t.venue_credentials.c.venue == row["venue"]).values(
+                    ciphertext=row["ciphertext"], nonce=row["nonce"], key_id=row["key_id"]))
+
+    # -- venue credentials -----------------------------------------------------------------------
+    def put_venue_credentials(self, client_id: str, venue: str, ciphertext: bytes, nonce: bytes, key_id: str,
+                              field_names: Sequence[str]) -> None:
+        now = self.clock()
+        vc = t.venue_credentials
+        with self.db.write() as c:
+            exists = c.execute(sa.select(vc.c.venue).where(vc.c.client_id == client_id, vc.c.venue == venue)).first()
+            vals = {"ciphertext": ciphertext, "nonce": nonce, "key_id": key_id, "field_names": list(field_names),
+                    "updated_at": now}
+            if exists:
+                c.execute(vc.update().where(vc.c.client_id == client_id, vc.c.venue == venue).values(**vals))
+            else:
+                c.execute(vc.insert().values(client_id=client_id, venue=venue, created_at=now, **vals))
+
+    def venue_credentials(self, client_id: str) -> list[dict[str, Any]]:
+        vc = t.venue_credentials
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(sa.select(vc.c.venue, vc.c.field_names, vc.c.created_at, vc.c.updated_at)
+                                               .where(vc.c.client_id == client_id))]
+
+    def delete_venue_credentials(self, client_id: str, venue: str) -> bool:
+        vc = t.venue_credentials
+        with self.db.write() as c:
+            return bool(c.execute(vc.delete().where(vc.c.client_id == client_id, vc.c.venue == venue)).rowcount)
+
+__all__ = ["KeysStore", "Principal"]
