@@ -6,6 +6,14 @@ primary key (used to seal) and older keys (still able to unseal).  Associated
 data binds each ciphertext to its row and column, so a ciphertext copied into
 another row does not open.
 
+This module is also the one place that knows **what is sealed where**: the
+label (associated data) of each sealed column — :func:`strategy_secrets_label`,
+:func:`strategy_api_key_label`, :func:`venue_credentials_label` — the columns a
+sealed value occupies (:data:`STRATEGY_SEALED`, :func:`sealed_in`,
+:func:`sealed_columns`), and the re-sealing of stored rows under a new key on
+rotation (:func:`reseal_rows`). The store reads and writes the columns; it
+never builds a label.
+
 Key sources, in order: the ``CREDENTIAL_ENCRYPTION_KEY`` environment variable
 (base64 of 32 bytes; ``CREDENTIAL_ENCRYPTION_KEYS_OLD`` may list older keys,
 comma-separated), else ``<data_dir>/credential.key`` (generated with mode 0600
@@ -26,7 +34,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,3 +179,95 @@ def write_key_file(path: Path, primary: str, older: list[str] | None = None) -> 
             fh.write(line + "\n")
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+# -- what is sealed where ---------------------------------------------------------------
+# Each label names a row and a column, so a ciphertext copied into another row or
+# column does not open. Labels are stored implicitly (they are recomputed from the
+# row to unseal): changing one makes every stored value under it unreadable.
+
+
+def strategy_secrets_label(strategy_id: str) -> str:
+    """A strategy's secrets (a JSON object of name → value)."""
+    return f"strategy:{strategy_id}:secrets"
+
+
+def strategy_api_key_label(strategy_id: str) -> str:
+    """The strategy's own ``seq_live_``/``seq_test_`` key."""
+    return f"strategy:{strategy_id}:sequence_api_key"
+
+
+def venue_credentials_label(client_id: str, venue: str) -> str:
+    """A client's credentials for one venue (a JSON object of the venue's fields)."""
+    return f"venue:{client_id}:{venue}"
+
+
+#: The sealed values of a ``strategies`` row: column prefix -> label of the strategy id.
+#: Each is stored in ``<prefix>_ciphertext``, ``<prefix>_nonce``, ``<prefix>_key_id``.
+STRATEGY_SEALED: Mapping[str, Callable[[str], str]] = {
+    "secrets": strategy_secrets_label,
+    "sequence_api_key": strategy_api_key_label,
+}
+
+
+def sealed_columns(prefix: str = "") -> tuple[str, str, str]:
+    """The ciphertext, nonce and key id columns of a sealed value (``venue_credentials``
+    has no prefix)."""
+    p = f"{prefix}_" if prefix else ""
+    return f"{p}ciphertext", f"{p}nonce", f"{p}key_id"
+
+
+#: Every sealed column of a ``strategies`` row (left out of what the API reads).
+STRATEGY_SEALED_COLUMNS = frozenset(col for prefix in STRATEGY_SEALED for col in sealed_columns(prefix))
+
+
+def sealed_in(row: Mapping[str, Any], prefix: str = "") -> Sealed | None:
+    """The sealed value stored in ``row``'s columns, or None when there is none."""
+    ct, nonce, key_id = sealed_columns(prefix)
+    if row.get(ct) is None:
+        return None
+    return Sealed(row[ct], row[nonce], row[key_id])
+
+
+def sealed_values(sealed: Sealed, prefix: str = "") -> dict[str, Any]:
+    """The column values that store ``sealed``."""
+    ct, nonce, key_id = sealed_columns(prefix)
+    return {ct: sealed.ciphertext, nonce: sealed.nonce, key_id: sealed.key_id}
+
+
+# -- re-sealing on key rotation -----------------------------------------------------------
+
+
+def _reseal(old: Keyring, new: Keyring, sealed: Sealed, label: str) -> Sealed:
+    return new.seal(old.unseal(sealed, label), label)
+
+
+def reseal_strategy(old: Keyring, new: Keyring, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``strategies`` row's sealed values opened with ``old`` and sealed with ``new``:
+    ``{"strategy_id", <the columns that changed>}``. Raises :class:`UnsealError`."""
+    sid = row["strategy_id"]
+    out: dict[str, Any] = {"strategy_id": sid}
+    for prefix, label in STRATEGY_SEALED.items():
+        sealed = sealed_in(row, prefix)
+        if sealed is not None:
+            out.update(sealed_values(_reseal(old, new, sealed, label(sid)), prefix))
+    return out
+
+
+def reseal_venue_credentials(old: Keyring, new: Keyring, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``venue_credentials`` row re-sealed: ``{"client_id", "venue", "ciphertext", "nonce", "key_id"}``."""
+    sealed = sealed_in(row)
+    if sealed is None:
+        raise UnsealError(f"venue credentials {row['client_id']}/{row['venue']} hold no ciphertext")
+    label = venue_credentials_label(row["client_id"], row["venue"])
+    return {"client_id": row["client_id"], "venue": row["venue"], **sealed_values(_reseal(old, new, sealed, label))}
+
+
+def reseal_rows(old: Keyring, new: Keyring, strategies: Iterable[Mapping[str, Any]],
+                creds: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every stored sealed value opened with ``old`` and sealed with ``new`` (rows as
+    :meth:`sequence.store.store.Store.all_sealed_rows` returns them; the answer is what
+    :meth:`~sequence.store.store.Store.reseal` writes). All or nothing: the first value
+    that does not open raises :class:`UnsealError` before anything is written."""
+    return ([reseal_strategy(old, new, r) for r in strategies],
+            [reseal_venue_credentials(old, new, r) for r in creds])

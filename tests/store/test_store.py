@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -11,6 +12,15 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.exc import IntegrityError
 
+from sequence.secrets import (
+    Keyring,
+    UnsealError,
+    sealed_in,
+    sealed_values,
+    strategy_api_key_label,
+    strategy_secrets_label,
+    venue_credentials_label,
+)
 from sequence.store import tables as t
 from sequence.store.store import (
     LOG_LINE_OVERHEAD,
@@ -422,3 +432,33 @@ def test_trimming_while_a_runner_appends_keeps_counts_exact(store: Store, client
     kept = [x["seq"] for x in store.read_logs(run["run_id"], 0, 5000)]
     assert kept == list(range(r["dropped_lines"] + 1, 2001))
     assert store.strategy_log_bytes("sid-1") == len(kept) * (10 + LOG_LINE_OVERHEAD) <= store.log_retention_bytes
+
+
+def test_reseal_all_moves_every_sealed_value_to_the_new_key_in_one_go(store: Store, client_id: str) -> None:
+    old, new = Keyring(os.urandom(32)), Keyring(os.urandom(32))
+    sid = "sid-1"
+    sec = old.seal_json({"A": "1"}, strategy_secrets_label(sid))
+    key = old.seal(b"seq_live_x", strategy_api_key_label(sid))
+    _deploy(store, client_id, sid, start=False, **sealed_values(sec, "secrets"), **sealed_values(key, "sequence_api_key"))
+    _deploy(store, client_id, "sid-2", start=False, name="plain")  # nothing sealed: left as it is
+    cred = old.seal_json({"api_key": "k"}, venue_credentials_label(client_id, "kalshi"))
+    store.put_venue_credentials(client_id, "kalshi", cred.ciphertext, cred.nonce, cred.key_id, ["api_key"])
+
+    assert store.reseal_all(old, new) == (2, 1)
+
+    strategies, creds = store.all_sealed_rows()
+    row = next(r for r in strategies if r["strategy_id"] == sid)
+    sealed = sealed_in(row, "secrets")
+    assert sealed is not None and sealed.key_id == new.primary_id
+    assert new.unseal_json(sealed, strategy_secrets_label(sid)) == {"A": "1"}
+    api_key = sealed_in(row, "sequence_api_key")
+    assert api_key is not None and new.unseal(api_key, strategy_api_key_label(sid)) == b"seq_live_x"
+    assert sealed_in(next(r for r in strategies if r["strategy_id"] == "sid-2"), "secrets") is None
+    opened = sealed_in(creds[0])
+    assert opened is not None and new.unseal_json(opened, venue_credentials_label(client_id, "kalshi")) == {"api_key": "k"}
+    with pytest.raises(UnsealError):  # a label names its row: another client's label does not open it
+        new.unseal(opened, venue_credentials_label("someone-else", "kalshi"))
+    # A ring without the key the values are sealed with aborts before writing anything.
+    with pytest.raises(UnsealError):
+        store.reseal_all(old, Keyring(os.urandom(32)))
+    assert store.all_sealed_rows()[0] == strategies

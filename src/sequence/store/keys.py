@@ -1,7 +1,8 @@
 """Clients, their API keys, runner tokens and venue credentials: who may call, and with what.
 
-Also the sealed columns' bulk read and write for key rotation
-(:meth:`KeysStore.all_sealed_rows`, :meth:`KeysStore.reseal`).
+Also key rotation: every sealed column re-sealed under a new key in one
+transaction (:meth:`KeysStore.reseal_all`; the labels and the re-sealing itself
+are :mod:`sequence.secrets`').
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from sequence.secrets import STRATEGY_SEALED, Keyring, reseal_rows, sealed_columns
 from sequence.store import tables as t
 from sequence.store.base import StoreBase
 from sequence.store.base import row as _row
@@ -176,24 +178,44 @@ class KeysStore(StoreBase):
     # -- key rotation: every sealed column -------------------------------------------------------
     def all_sealed_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Everything sealed, for key rotation: (strategies, venue credentials)."""
-        s = t.strategies
         with self.db.read() as c:
-            strat = [_row(r) for r in c.execute(sa.select(
-                s.c.strategy_id, s.c.secrets_ciphertext, s.c.secrets_nonce, s.c.secrets_key_id,
-                s.c.sequence_api_key_ciphertext, s.c.sequence_api_key_nonce, s.c.sequence_api_key_key_id))]
-            creds = [_row(r) for r in c.execute(sa.select(t.venue_credentials))]
-        return strat, creds
+            return self._sealed_rows(c)
 
     def reseal(self, strategies: Iterable[Mapping[str, Any]], creds: Iterable[Mapping[str, Any]]) -> None:
+        """Write re-sealed values (:func:`sequence.secrets.reseal_rows`' answer) in one transaction."""
         with self.db.write() as c:
-            for row in strategies:
-                c.execute(t.strategies.update().where(t.strategies.c.strategy_id == row["strategy_id"]).values(
-                    {k: v for k, v in row.items() if k != "strategy_id"}))
-            for row in creds:
-                c.execute(t.venue_credentials.update().where(
-                    t.venue_credentials.c.client_id == row["client_id"],
-                    t.venue_credentials.c.venue == row["venue"]).values(
-                    ciphertext=row["ciphertext"], nonce=row["nonce"], key_id=row["key_id"]))
+            self._write_sealed(c, strategies, creds)
+
+    def reseal_all(self, old: Keyring, new: Keyring) -> tuple[int, int]:
+        """Re-seal every stored secret under ``new`` in one transaction (key rotation):
+        the rows are read, re-sealed by :func:`sequence.secrets.reseal_rows` and written
+        under one write lock, so a value sealed meanwhile cannot be missed. Raises
+        :class:`~sequence.secrets.SealingError` with nothing written. Returns how many
+        (strategies, venue credentials) rows it re-sealed."""
+        with self.db.write() as c:
+            strategies, creds = reseal_rows(old, new, *self._sealed_rows(c))
+            self._write_sealed(c, strategies, creds)
+        return len(strategies), len(creds)
+
+    @staticmethod
+    def _sealed_rows(c: Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        s = t.strategies
+        cols = [s.c[name] for prefix in STRATEGY_SEALED for name in sealed_columns(prefix)]
+        strat = [_row(r) for r in c.execute(sa.select(s.c.strategy_id, *cols))]
+        creds = [_row(r) for r in c.execute(sa.select(t.venue_credentials))]
+        return strat, creds
+
+    @staticmethod
+    def _write_sealed(c: Connection, strategies: Iterable[Mapping[str, Any]],
+                      creds: Iterable[Mapping[str, Any]]) -> None:
+        for row in strategies:
+            values = {k: v for k, v in row.items() if k != "strategy_id"}
+            if values:  # a strategy with nothing sealed has nothing to write
+                c.execute(t.strategies.update().where(t.strategies.c.strategy_id == row["strategy_id"]).values(values))
+        vc = t.venue_credentials
+        for row in creds:
+            c.execute(vc.update().where(vc.c.client_id == row["client_id"], vc.c.venue == row["venue"]).values(
+                {k: row[k] for k in sealed_columns()}))
 
     # -- venue credentials -----------------------------------------------------------------------
     def put_venue_credentials(self, client_id: str, venue: str, ciphertext: bytes, nonce: bytes, key_id: str,

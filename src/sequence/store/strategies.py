@@ -14,17 +14,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from sequence.lifecycle import STRATEGY, StrategyStatus
+from sequence.secrets import STRATEGY_SEALED_COLUMNS
 from sequence.store import tables as t
 from sequence.store.base import StoreBase
 from sequence.store.base import row as _row
 from sequence.store.errors import Conflict, NotFound
 from sequence.store.ids import short_code
 from sequence.store.runs import request_stop, run_summary, run_summary_of
-
-_SEALED_COLUMNS = frozenset({
-    "secrets_ciphertext", "secrets_nonce", "secrets_key_id", "sequence_api_key_ciphertext",
-    "sequence_api_key_nonce", "sequence_api_key_key_id",
-})
 
 
 class StrategiesStore(StoreBase):
@@ -88,7 +84,7 @@ class StrategiesStore(StoreBase):
 
     def get_strategy(self, client_id: str | None, strategy_id: str, *, with_sealed: bool = False) -> dict[str, Any] | None:
         s = t.strategies
-        cols = [col for col in s.c if with_sealed or col.name not in _SEALED_COLUMNS]
+        cols = [col for col in s.c if with_sealed or col.name not in STRATEGY_SEALED_COLUMNS]
         q = sa.select(*cols).where(s.c.strategy_id == strategy_id)
         if client_id is not None:
             q = q.where(s.c.client_id == client_id)
@@ -104,7 +100,7 @@ class StrategiesStore(StoreBase):
                         after: tuple[float, str] | None = None) -> list[dict[str, Any]]:
         """Oldest first; ``after`` = the (created_at, strategy_id) of the last row seen."""
         s = t.strategies
-        cols = [col for col in s.c if col.name not in _SEALED_COLUMNS]
+        cols = [col for col in s.c if col.name not in STRATEGY_SEALED_COLUMNS]
         q = sa.select(*cols).where(s.c.client_id == client_id).order_by(s.c.created_at, s.c.strategy_id)
         if after is not None:
             q = q.where(sa.or_(s.c.created_at > after[0],
