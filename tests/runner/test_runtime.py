@@ -54,3 +54,25 @@ def test_bare_venv_hides_the_installations_site_packages(tmp_path: Path) -> None
     paths = [Path(p) for p in out.stdout.splitlines() if p]
     for site in rt.site_packages:
         assert site not in paths
+
+
+def test_the_runtime_mirror_and_the_folders_above_it_are_traversable_under_a_private_umask(tmp_path: Path) -> None:
+    # `sequence up` runs under umask 077; a 0700 parent (/var/lib/sequence on a fresh
+    # host) hid the mirror from the sandbox's unprivileged user: every run failed.
+    import os
+    import stat
+
+    from sequence.runner.runtime import _build_mirror
+
+    src = tmp_path / "python"
+    (src / "bin").mkdir(parents=True)
+    (src / "bin" / "python3").write_text("#!/bin/sh\n")
+    cache = tmp_path / "var" / "lib" / "sequence" / "runtimes"
+    old = os.umask(0o077)
+    try:
+        _build_mirror(src, cache / "cpython-test", set(), cache)
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "var", tmp_path / "var" / "lib", tmp_path / "var" / "lib" / "sequence", cache):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+    assert (cache / "cpython-test" / "bin" / "python3").exists()

@@ -292,7 +292,13 @@ def mirror_runtime(runtime: Runtime, cache_dir: Path) -> dict[Path, Path]:
 
 
 def _build_mirror(src: Path, dest: Path, site_packages: set[Path], cache_dir: Path) -> None:
+    # Every folder created on the way is world-traversable: `sequence up` runs under a
+    # private umask (077), and a 0700 parent (/var/lib/sequence) would hide the mirror
+    # from the sandbox's unprivileged user.
+    missing = [p for p in (cache_dir, *cache_dir.parents) if not p.exists()]
     cache_dir.mkdir(parents=True, exist_ok=True)
+    for folder in missing:
+        os.chmod(folder, 0o755)
     os.chmod(cache_dir, 0o755)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_dir))
     os.chmod(tmp, 0o755)
