@@ -1,4 +1,4 @@
-"""Every legal and illegal move of the strategy and run state machines."""
+"""Every legal and illegal move of the strategy and run state machines; the restart policy."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import itertools
 import pytest
 
 from sequence.lifecycle import (
+    HEALTHY_RESET_SECONDS,
     RUN,
     STRATEGY,
     IllegalTransition,
+    Restart,
     RunStatus,
     StrategyStatus,
+    restart_after_failure,
     restart_delay,
 )
 
@@ -93,3 +96,12 @@ def test_terminal_run_states_accept_nothing() -> None:
 
 def test_restart_backoff_doubles_from_one_second_and_caps_at_sixty() -> None:
     assert [restart_delay(n) for n in range(0, 9)] == [0, 1, 2, 4, 8, 16, 32, 60, 60]
+
+
+def test_a_failure_grows_the_backoff_unless_the_run_was_healthy_or_its_runner_lost() -> None:
+    now = 10_000.0
+    short = restart_after_failure(2, ran_since=now - 5, now=now)
+    assert short == Restart(3, now + restart_delay(3))
+    healthy = restart_after_failure(6, ran_since=now - HEALTHY_RESET_SECONDS, now=now)
+    assert healthy == Restart(1, now + 1.0)
+    assert restart_after_failure(4, ran_since=now - 5, now=now, runner_lost=True) == Restart(4, now)

@@ -3,11 +3,14 @@
 An event not in a table is illegal and raises :class:`IllegalTransition`.
 Repeating an idempotent request (``start`` on a queued strategy, ``stop`` on a
 stopped one) is a legal self-transition, listed explicitly.
+
+Also the restart policy of a failed strategy (:func:`restart_after_failure`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -118,6 +121,15 @@ RUN = StateMachine(
 RUN_ACTIVE = frozenset({RunStatus.starting.value, RunStatus.running.value, RunStatus.stopping.value})
 
 
+# -- the restart policy: when a failed strategy runs again ------------------------------
+# A strategy whose run failed is ``failed`` with ``next_restart_at``; a claim takes it
+# again once that time has passed (while its desired state is still ``running``). A
+# user's start, a redeploy, or a stop-and-requeue clears the count of failures.
+
+#: A run that lasted this long was healthy: its failure starts the backoff over.
+HEALTHY_RESET_SECONDS = 600.0
+
+
 def restart_delay(consecutive_failures: int, *, base: float = 1.0, cap: float = 60.0) -> float:
     """Exponential backoff: 1 s, 2 s, 4 s … capped at 60 s."""
     if consecutive_failures <= 0:
@@ -125,4 +137,24 @@ def restart_delay(consecutive_failures: int, *, base: float = 1.0, cap: float = 
     return float(min(cap, base * 2 ** (consecutive_failures - 1)))
 
 
-HEALTHY_RESET_SECONDS = 600.0
+@dataclass(frozen=True)
+class Restart:
+    """When a failed strategy runs again, and its failures in a row counting this one."""
+
+    consecutive_failures: int
+    at: float
+
+
+def restart_after_failure(consecutive_failures: int, *, ran_since: float, now: float,
+                          runner_lost: bool = False) -> Restart:
+    """The restart of a strategy whose run failed at ``now``, having run since ``ran_since``
+    after ``consecutive_failures`` failures in a row.
+
+    A lost runner is not the strategy's fault: it restarts at once and its count stays.
+    A run that lasted :data:`HEALTHY_RESET_SECONDS` counts as the first failure of a new
+    series; otherwise the count grows and the delay with it (:func:`restart_delay`).
+    """
+    if runner_lost:
+        return Restart(consecutive_failures, now)
+    failures = 1 if now - ran_since >= HEALTHY_RESET_SECONDS else consecutive_failures + 1
+    return Restart(failures, now + restart_delay(failures))

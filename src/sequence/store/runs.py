@@ -4,8 +4,8 @@ A claim is one transaction: pick the oldest runnable strategy, bump the epoch,
 insert the run (and, through ``mint_key``, its key). Every later runner write
 names ``(run_id, epoch)`` and is refused (:class:`~sequence.store.errors.StaleWrite`)
 unless that run is current on that runner. How a run's end moves its strategy
-(stopped, failed with a backoff, re-queued) is decided here with
-:mod:`sequence.lifecycle`'s tables.
+(stopped, failed with a backoff, re-queued) follows :mod:`sequence.lifecycle`:
+its tables and its restart policy (:func:`~sequence.lifecycle.restart_after_failure`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sequence.lifecycle import (
-    HEALTHY_RESET_SECONDS,
     RUN,
     RUN_ACTIVE,
     STRATEGY,
     RunStatus,
     StrategyStatus,
-    restart_delay,
+    restart_after_failure,
 )
 from sequence.store import tables as t
 from sequence.store.base import StoreBase
@@ -232,14 +231,11 @@ class RunsStore(StoreBase):
                 upd.update(queued_at=now, consecutive_failures=0)
         else:
             status = STRATEGY.next(st.status, "exit_ok" if ok else "exit_fail")
-            if status == StrategyStatus.failed and runner_lost:
-                # Not the strategy's fault: re-queue at once, without growing its backoff.
-                upd.update(restart_count=int(st.restart_count) + 1, next_restart_at=now)
-            elif status == StrategyStatus.failed:
-                healthy = (now - (run.started_at or run.claimed_at)) >= HEALTHY_RESET_SECONDS
-                failures = 1 if healthy else int(st.consecutive_failures) + 1
-                upd.update(consecutive_failures=failures, restart_count=int(st.restart_count) + 1,
-                           next_restart_at=now + restart_delay(failures))
+            if status == StrategyStatus.failed:
+                restart = restart_after_failure(int(st.consecutive_failures), ran_since=run.started_at or run.claimed_at,
+                                                now=now, runner_lost=runner_lost)
+                upd.update(consecutive_failures=restart.consecutive_failures, restart_count=int(st.restart_count) + 1,
+                           next_restart_at=restart.at)
             else:
                 upd.update(consecutive_failures=0, desired_state="stopped")
         upd["status"] = str(status)
