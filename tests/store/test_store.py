@@ -26,6 +26,7 @@ from sequence.store.store import (
     LOG_LINE_OVERHEAD,
     Conflict,
     ExitReport,
+    LogColumns,
     NotFound,
     StaleWrite,
     Store,
@@ -185,7 +186,7 @@ def test_stale_epoch_writes_are_rejected(store: Store, client_id: str, runner_id
     run = store.claim(runner_id, ["us-east-1"], 5)
     assert run is not None
     with pytest.raises(StaleWrite):
-        store.append_logs(run["run_id"], run["epoch"] + 1, runner_id, [{"seq": 1, "ts": 1.0, "stream": "stdout", "line": "x"}])
+        store.append_log_columns(run["run_id"], run["epoch"] + 1, runner_id, LogColumns(1, [1.0], ["stdout"], ["x"], []))
     with pytest.raises(StaleWrite):
         store.report_exit(run["run_id"], run["epoch"] - 1, runner_id, ExitReport(code=0))
     assert store.heartbeat(runner_id, [(run["run_id"], run["epoch"] + 7)]) == {run["run_id"]: "kill"}
@@ -197,13 +198,13 @@ def test_log_batches_are_deduplicated_and_gaps_refused(store: Store, client_id: 
     assert run is not None
     rid, ep = run["run_id"], run["epoch"]
 
-    def lines(a: int, b: int) -> list[dict[str, Any]]:
-        return [{"seq": i, "ts": float(i), "stream": "stdout", "line": f"l{i}"} for i in range(a, b)]
+    def lines(a: int, b: int) -> LogColumns:
+        return LogColumns(a, [float(i) for i in range(a, b)], ["stdout"] * (b - a), [f"l{i}" for i in range(a, b)], [])
 
-    assert store.append_logs(rid, ep, runner_id, lines(1, 4)) == 4
-    assert store.append_logs(rid, ep, runner_id, lines(1, 6)) == 6  # resent overlap: no duplicates
+    assert store.append_log_columns(rid, ep, runner_id, lines(1, 4)) == 4
+    assert store.append_log_columns(rid, ep, runner_id, lines(1, 6)) == 6  # resent overlap: no duplicates
     with pytest.raises(Conflict):
-        store.append_logs(rid, ep, runner_id, lines(8, 9))
+        store.append_log_columns(rid, ep, runner_id, lines(8, 9))
     got = store.read_logs(rid, 0, 100)
     assert [x["line"] for x in got] == [f"l{i}" for i in range(1, 6)]
     assert [x["line"] for x in store.read_logs(rid, 3, 100)] == ["l4", "l5"]
@@ -286,7 +287,7 @@ def test_delete_purges_artifact_runs_and_logs(store: Store, client_id: str, runn
     _deploy(store, client_id)
     run = store.claim(runner_id, ["us-east-1"], 5)
     assert run is not None
-    store.append_logs(run["run_id"], run["epoch"], runner_id, [{"seq": 1, "ts": 1.0, "stream": "stdout", "line": "x"}])
+    store.append_log_columns(run["run_id"], run["epoch"], runner_id, LogColumns(1, [1.0], ["stdout"], ["x"], []))
     store.delete_strategy(client_id, "sid-1")
     with store.db.read() as c:
         for table in (t.strategies, t.runs, t.artifacts, t.hosted_strategy_logs):
@@ -326,8 +327,9 @@ def test_a_heartbeat_within_the_grace_renews_a_lapsed_lease(store: Store, client
     assert restarted.expire_leases() == [run["run_id"]]
 
 
-def _lines(a: int, b: int, width: int = 10) -> list[dict[str, Any]]:
-    return [{"seq": i, "ts": float(i), "stream": "stdout", "line": f"{i:0{width}d}"} for i in range(a, b)]
+def _lines(a: int, b: int, width: int = 10) -> LogColumns:
+    """Lines ``a`` to ``b - 1``, each its number on ``width`` digits."""
+    return LogColumns(a, [float(i) for i in range(a, b)], ["stdout"] * (b - a), [f"{i:0{width}d}" for i in range(a, b)], [])
 
 
 def test_logs_of_an_ended_run_are_history_and_still_stored(store: Store, client_id: str, runner_id: str) -> None:
@@ -335,17 +337,17 @@ def test_logs_of_an_ended_run_are_history_and_still_stored(store: Store, client_
     run = store.claim(runner_id, ["us-east-1"], 5)
     assert run is not None
     rid, ep = run["run_id"], run["epoch"]
-    store.append_logs(rid, ep, runner_id, _lines(1, 3))
+    store.append_log_columns(rid, ep, runner_id, _lines(1, 3))
     store.report_exit(rid, ep, runner_id, ExitReport(code=0))
-    assert store.append_logs(rid, ep, runner_id, _lines(2, 5)) == 5  # late, overlapping: stored once
+    assert store.append_log_columns(rid, ep, runner_id, _lines(2, 5)) == 5  # late, overlapping: stored once
     with pytest.raises(Conflict):
-        store.append_logs(rid, ep, runner_id, _lines(7, 8))
+        store.append_log_columns(rid, ep, runner_id, _lines(7, 8))
     with pytest.raises(StaleWrite):
-        store.append_logs(rid, ep + 1, runner_id, _lines(5, 6))
+        store.append_log_columns(rid, ep + 1, runner_id, _lines(5, 6))
     tid, _ = store.create_runner_token("other")
     other = store.register_runner(tid, "other", "us-east-1", 1, {})
     with pytest.raises(StaleWrite):
-        store.append_logs(rid, ep, other, _lines(5, 6))
+        store.append_log_columns(rid, ep, other, _lines(5, 6))
     assert [x["seq"] for x in store.read_logs(rid, 0, 100)] == [1, 2, 3, 4]
 
 
@@ -365,14 +367,14 @@ def test_retention_drops_old_runs_first_then_the_current_runs_oldest(store: Stor
     _deploy(store, client_id)
     old = store.claim(runner_id, ["us-east-1"], 5)
     assert old is not None
-    store.append_logs(old["run_id"], old["epoch"], runner_id, _lines(1, 61))
+    store.append_log_columns(old["run_id"], old["epoch"], runner_id, _lines(1, 61))
     store.report_exit(old["run_id"], old["epoch"], runner_id, ExitReport(code=1))
     store.start_strategy(client_id, "sid-1")
     store.clock = lambda: 10**10  # past the restart backoff
     cur = store.claim(runner_id, ["us-east-1"], 5)
     assert cur is not None
     for a in range(1, 201, 20):
-        store.append_logs(cur["run_id"], cur["epoch"], runner_id, _lines(a, a + 20))
+        store.append_log_columns(cur["run_id"], cur["epoch"], runner_id, _lines(a, a + 20))
     store.enforce_log_retention("sid-1")
     assert store.strategy_log_bytes("sid-1") <= store.log_retention_bytes
     old_run, cur_run = store.get_run(old["run_id"]), store.get_run(cur["run_id"])
@@ -382,7 +384,7 @@ def test_retention_drops_old_runs_first_then_the_current_runs_oldest(store: Stor
     assert kept == list(range(cur_run["dropped_lines"] + 1, 201))  # the newest, contiguous
     assert cur_run["dropped_lines"] > 0 and len(kept) >= 80
     # Appends go on after a trim, and the counter keeps matching what is stored.
-    store.append_logs(cur["run_id"], cur["epoch"], runner_id, _lines(201, 202))
+    store.append_log_columns(cur["run_id"], cur["epoch"], runner_id, _lines(201, 202))
     with store.db.read() as c:
         stored = c.execute(sa.select(sa.func.sum(sa.func.length(t.hosted_strategy_logs.c.line))
                                      + LOG_LINE_OVERHEAD * sa.func.count())).scalar()
@@ -421,7 +423,7 @@ def test_trimming_while_a_runner_appends_keeps_counts_exact(store: Store, client
     th.start()
     try:
         for a in range(1, 2001, 20):
-            store.append_logs(run["run_id"], run["epoch"], runner_id, _lines(a, a + 20))
+            store.append_log_columns(run["run_id"], run["epoch"], runner_id, _lines(a, a + 20))
     finally:
         done.set()
         th.join()

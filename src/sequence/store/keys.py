@@ -34,10 +34,6 @@ class Principal:
     strategy_id: str | None = None
 
     @property
-    def is_run_key(self) -> bool:
-        return self.run_id is not None
-
-    @property
     def is_sandbox(self) -> bool:
         return self.mode == "test"
 

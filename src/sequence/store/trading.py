@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from sequence.store import tables as t
+from sequence.store.base import row as _row
 from sequence.store.db import Database
 from sequence.trading.positions import Position, apply_fill
 
@@ -73,10 +74,6 @@ class TradeBatch:
 class Created:
     graph: dict[str, Any]
     created: bool  # False: an idempotent replay of an earlier submit
-
-
-def _row(r: Any) -> dict[str, Any]:
-    return dict(r._mapping)
 
 
 class TradingStore:
@@ -306,7 +303,7 @@ class TradingStore:
                 key = (bool(r.sandbox), r.symbol)
                 pos = folded[key][0] if key in folded else Position()
                 pos = apply_fill(pos, r.side, Fraction(r.price_units, r.price_scale), r.qty_1e8, r.fee_1e8)
-                folded[key] = (pos, dict(r._mapping))
+                folded[key] = (pos, _row(r))
         out = []
         for (sb, sym), (pos, last) in sorted(folded.items()):
             out.append({"client_id": client_id, "sandbox": sb, "symbol": sym, "venue": last["venue"],
