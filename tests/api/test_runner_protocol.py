@@ -71,6 +71,6 @@ def test_stale_epoch_is_rejected_on_every_write(claimed: dict[str, Any]) -> None
     assert h.post(base + "/started", json={"epoch": stale}).status_code == 409
     assert h.post(base + "/exit", json={"epoch": stale, "code": 0}).status_code == 409
     assert h.get(base + "/artifact", params={"epoch": stale}).status_code == 409
-    assert _logs(claimed, {"epoch": stale, "lines": []}).status_code == 409
+    assert _logs(claimed, {"epoch": stale, "first_seq": 1, "ts": [], "streams": "", "lines": []}).status_code == 409
     beat = h.post(f"/v1/runners/{rid}/heartbeat", json={"runs": [{"run_id": spec["run_id"], "epoch": stale}]}).json()
     assert beat["runs"] == {spec["run_id"]: "kill"}

@@ -173,7 +173,7 @@ def test_runner_sigkill_moves_the_run_to_the_other_runner_without_overlap(platfo
         tok = srv.core.store.create_runner_token("late")[1]
         late = httpx.post(f"{srv.url}/v1/runners/{first['runner_id']}/runs/{first['run_id']}/logs",
                           headers={"Authorization": f"Bearer {tok}"},
-                          json={"epoch": old_epoch, "lines": [{"seq": 10_000, "ts": 1.0, "stream": "stdout", "line": "zombie"}]})
+                          json={"epoch": old_epoch, "first_seq": 10_000, "ts": [1.0], "streams": "o", "lines": ["zombie"]})
         assert late.status_code == 404  # another token may not write as this runner (token → runner check)
         c.post(f"/v1/strategies/{sid}/stop")
         _ended(c, sid)

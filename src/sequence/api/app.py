@@ -34,10 +34,11 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sequence import __version__
-from sequence.api import errors, log_stream
+from sequence.api import errors
 from sequence.api.auth import Authenticator
 from sequence.api.notify import QUEUE, Notifier, strategy_topic
 from sequence.api.routes import keys, market, runners, strategies, stream, trading
+from sequence.api.services import logs as log_stream  # the logs: channel of /v1/stream
 from sequence.api.state import Core
 from sequence.execution.engine import TradingEngine
 from sequence.market.clock import Clock

@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sequence.cli import datadir
 from sequence.cli.output import console, emit_json, fail, table
-from sequence.secrets import Keyring, Sealed, SealingError, new_key_text, write_key_file
+from sequence.secrets import Keyring, SealingError, new_key_text, write_key_file
 from sequence.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -123,38 +123,6 @@ def client_key(client_id: str, test: Annotated[bool, typer.Option("--test")] = F
         console.print(key)
 
 
-def rotate(settings: Settings, store: Store, keyring: Keyring, new_key: str) -> dict[str, Any]:
-    """Re-seal every ciphertext under ``new_key`` in one transaction."""
-    new = Keyring(base64.b64decode(new_key), [keyring.primary])
-    strategies, creds = store.all_sealed_rows()
-    out_s, out_c = [], []
-    for r in strategies:
-        sid = r["strategy_id"]
-        upd: dict[str, Any] = {"strategy_id": sid}
-        if r["secrets_ciphertext"] is not None:
-            aad = f"strategy:{sid}:secrets"
-            plain = keyring.unseal(Sealed(r["secrets_ciphertext"], r["secrets_nonce"], r["secrets_key_id"]), aad)
-            s = new.seal(plain, aad)
-            upd.update(secrets_ciphertext=s.ciphertext, secrets_nonce=s.nonce, secrets_key_id=s.key_id)
-        if r["sequence_api_key_ciphertext"] is not None:
-            aad = f"strategy:{sid}:sequence_api_key"
-            plain = keyring.unseal(Sealed(r["sequence_api_key_ciphertext"], r["sequence_api_key_nonce"],
-                                          r["sequence_api_key_key_id"]), aad)
-            s = new.seal(plain, aad)
-            upd.update(sequence_api_key_ciphertext=s.ciphertext, sequence_api_key_nonce=s.nonce,
-                       sequence_api_key_key_id=s.key_id)
-        out_s.append(upd)
-    for r in creds:
-        aad = f"venue:{r['client_id']}:{r['venue']}"
-        plain = keyring.unseal(Sealed(r["ciphertext"], r["nonce"], r["key_id"]), aad)
-        s = new.seal(plain, aad)
-        out_c.append({"client_id": r["client_id"], "venue": r["venue"], "ciphertext": s.ciphertext,
-                      "nonce": s.nonce, "key_id": s.key_id})
-    store.reseal(out_s, out_c)
-    return {"strategies": len(out_s), "venue_credentials": len(out_c), "new_key_id": new.primary_id,
-            "old_key_id": keyring.primary_id}
-
-
 @app.command("rotate-key")
 def rotate_key(data_dir: DataDir = None, as_json: JsonOpt = False,
                new_key_file: Annotated[Path | None, typer.Option(
@@ -162,6 +130,8 @@ def rotate_key(data_dir: DataDir = None, as_json: JsonOpt = False,
                                           "CREDENTIAL_ENCRYPTION_KEY (default: <data-dir>/credential.key.new).")] = None,
                ) -> None:
     """Generate a new credential key and re-seal every secret under it."""
+    from sequence.api.services.rotation import rotate
+
     settings, store = open_store(data_dir)
     try:
         keyring = Keyring.load(settings.data_dir, create=False)
@@ -169,7 +139,7 @@ def rotate_key(data_dir: DataDir = None, as_json: JsonOpt = False,
         fail(str(exc))
     new_key = new_key_text()
     try:
-        res = rotate(settings, store, keyring, new_key)
+        res = rotate(store, keyring, new_key)
     except SealingError as exc:
         fail(f"rotation aborted, nothing changed: {exc}")
     old_text = base64.b64encode(keyring.primary).decode()

@@ -1,4 +1,9 @@
-"""/v1/strategies — deploy and manage hosted strategies (the seed's table)."""
+"""/v1/strategies — deploy and manage hosted strategies: HTTP only.
+
+Each route reads its request, checks the key, calls :mod:`sequence.api.services`
+(:mod:`~sequence.api.services.deploy` for deploys and the lifecycle,
+:mod:`~sequence.api.services.logs` for a run's lines) and presents the answer.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +11,27 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
-import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from sequence import bundle
 from sequence.api import cursor as cursors
 from sequence.api import present
-from sequence.api.auth import require_principal
-from sequence.api.errors import ApiError, bad_request, not_found
-from sequence.api.notify import QUEUE, logs_topic, strategy_topic
+from sequence.api.auth import bearer, require_principal
+from sequence.api.errors import ApiError, bad_request
 from sequence.api.openapi import inline_schema
+from sequence.api.services import deploy, logs
+from sequence.api.services.deploy import CreateJson, CreateSpec, forbid_run_key, strategy_or_404
 from sequence.api.state import Core, core_of
-from sequence.store.ids import new_uuid
 from sequence.store.store import Principal
 
 router = APIRouter(tags=["strategies"])
 
 INT64_MAX = 2**63 - 1
-MAX_MANIFEST_DEPTH = 32
-MAX_MANIFEST_BYTES = 1024 * 1024
 
 # What each route can answer besides 200, for the OpenAPI document (and schemathesis).
 _E = {400: {"description": "bad input; `details.field` names it"},
@@ -46,19 +46,6 @@ _E = {400: {"description": "bad input; `details.field` names it"},
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: _E[c] for c in codes}
-
-
-def forbid_run_key(p: Principal, what: str) -> None:
-    """Run keys act for one running strategy: reading it and trading, nothing that manages."""
-    if p.run_id is not None:
-        raise ApiError(403, "forbidden", f"run-scoped keys cannot {what}; a strategy's SEQUENCE_API_KEY may only "
-                       "read its own strategy and use the market API — use a client key for this",
-                       {"run_id": p.run_id})
-
-
-def plausible_id(ident: str) -> bool:
-    """Ids and names are short printable text; anything else cannot name an object."""
-    return 0 < len(ident) <= 128 and ident.isprintable()
 
 
 def _finite_float(text: str) -> float:
@@ -82,59 +69,6 @@ def loads(raw: bytes | str, what: str = "request body", field: str = "body") -> 
         raise ApiError(400, "invalid_json", f"{what} is not valid JSON", {"field": field}) from None
 
 
-def _depth(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests at most ``limit`` levels (iterative: no recursion on hostile input)."""
-    stack = [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            v = list(v.values())
-        if isinstance(v, list):
-            if d > limit:
-                return False
-            stack.extend((x, d + 1) for x in v)
-    return True
-
-
-def _storable_text(value: Any, field: str) -> None:
-    """Every string must be valid Unicode (JSON lets a body smuggle lone surrogates)."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise bad_request(f"{field} contains text that is not valid Unicode (a lone surrogate)", field) from None
-
-
-class Placement(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    latency_target: list[str] = Field(default_factory=list, max_length=8)
-
-
-class CreateSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    name: str = Field(max_length=500)
-    runtime: str = Field("python", max_length=64)
-    entrypoint: str = Field("main.py", max_length=255)
-    artifact_sha256: str = Field(max_length=128)
-    env: dict[str, str] = Field(default_factory=dict, max_length=500)
-    # None (absent): a redeploy keeps the strategy's sealed secrets; {} clears them.
-    secrets: dict[str, str] | None = Field(None, max_length=500)
-    manifest: dict[str, Any] = Field(default_factory=dict)
-    memory_mb: int = Field(512, ge=64, le=65536)
-    stop_timeout_s: float = Field(10.0, gt=0, le=600)
-    placement: Placement = Field(default_factory=Placement)
-    # Workspace disk quota, enforced by the runner (breach ends the run with the reason).
-    disk_mb: int = Field(bundle.DISK_MB_DEFAULT, ge=bundle.DISK_MB_MIN, le=bundle.DISK_MB_MAX)
-    # "public": the run may reach public internet addresses through the runner's egress
-    # proxy; "none": only the Sequence API.  Private, loopback and metadata ranges: never.
-    egress: Literal["public", "none"] = "public"
-    sequence_api_key: str | None = Field(None, max_length=200)
-    start: bool = False
-
-
-class CreateJson(CreateSpec):
-    artifact_base64: str
-
-
 def _validate_model(model: type[BaseModel], data: Any) -> Any:
     try:
         return model.model_validate(data)
@@ -151,19 +85,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise ApiError(413, "payload_too_large", f"request body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _strategy_or_404(core: Core, p: Principal, ident: str) -> dict[str, Any]:
-    """The caller's strategy by id or name; a run key sees only its own strategy."""
-    if not plausible_id(ident):
-        raise not_found("strategy")
-    row = core.store.get_strategy(p.client_id, ident)
-    if row is None:
-        sid = core.store.find_strategy_id(p.client_id, ident)
-        row = core.store.get_strategy(p.client_id, sid) if sid else None
-    if row is None or (p.strategy_id is not None and row["strategy_id"] != p.strategy_id):
-        raise not_found("strategy")
-    return row
 
 
 def _waiting_reason(core: Core, row: dict[str, Any]) -> str | None:
@@ -259,7 +180,8 @@ async def create_strategy(request: Request, p: Principal = Depends(require_princ
     if len(artifact) > limit:
         raise ApiError(413, "payload_too_large",
                        f"artifact is {len(artifact)} bytes; the limit is {core.settings.max_artifact_mb} MiB")
-    return await _deploy(core, p, request, spec, artifact)
+    row, created = await deploy.deploy(core, p, spec, artifact, bearer(request.headers.get("authorization")) or "")
+    return JSONResponse(render(core, row), status_code=201 if created else 200)
 
 
 async def _read_multipart(request: Request, limit: int) -> tuple[CreateSpec, bytes]:
@@ -287,105 +209,6 @@ async def _read_multipart(request: Request, limit: int) -> tuple[CreateSpec, byt
         await form.close()
 
 
-async def _deploy(core: Core, p: Principal, request: Request, spec: CreateSpec, artifact: bytes) -> JSONResponse:
-    if spec.runtime != "python":
-        raise bad_request("runtime must be 'python'", "runtime")
-    err = bundle.validate_name(spec.name)
-    if err:
-        raise bad_request(err, "name")
-    err = bundle.validate_entrypoint(spec.entrypoint)
-    if err or not spec.entrypoint.isprintable():
-        raise bad_request(err or "entrypoint must be printable text", "entrypoint")
-    sha = spec.artifact_sha256.lower()
-    if bundle.sha256_hex(artifact) != sha:
-        raise bad_request("artifact_sha256 does not match the artifact's SHA-256", "artifact_sha256")
-    for slot, values in (("env", spec.env), ("secrets", spec.secrets or {})):
-        reserved = bundle.reserved_names(values)
-        if reserved:
-            raise bad_request(f"{slot} uses reserved names: {', '.join(reserved)} (SEQUENCE_* is reserved)",
-                              slot, names=reserved)
-        bad = bundle.invalid_env_names(values)
-        if bad:
-            raise bad_request(f"{slot} has invalid variable names: {', '.join(bad[:10])}", slot, names=bad[:50])
-        _storable_text(values, slot)
-    problem = bundle.env_value_problem({"env": spec.env, "secrets": spec.secrets or {}})
-    if problem:
-        slot, name, message = problem
-        raise bad_request(message, f"{slot}.{name}" if name else slot, **({"name": name} if name else {}))
-    unknown = [x for x in spec.placement.latency_target if x not in core.settings.regions]
-    if unknown:
-        raise bad_request(f"unknown latency_target {', '.join(unknown)}; use one of: "
-                          f"{', '.join(sorted(core.settings.regions))}", "placement.latency_target")
-    if not _depth(spec.manifest, MAX_MANIFEST_DEPTH):
-        raise bad_request(f"manifest nests more than {MAX_MANIFEST_DEPTH} levels deep", "manifest")
-    _storable_text(spec.manifest, "manifest")
-    if len(json.dumps(spec.manifest)) > MAX_MANIFEST_BYTES:
-        raise bad_request("manifest is larger than 1 MiB", "manifest")
-    cap = core.settings.max_unpacked_bytes
-    try:
-        await anyio.to_thread.run_sync(
-            lambda: bundle.inspect_archive(artifact, spec.entrypoint, max_unpacked=cap))
-    except bundle.ArchiveTooLarge as exc:
-        raise ApiError(413, "payload_too_large", f"{exc} (SEQUENCE_MAX_UNPACKED_MB={core.settings.max_unpacked_mb})",
-                       {"field": "artifact", "limit_mb": core.settings.max_unpacked_mb}) from None
-    except bundle.BundleError as exc:
-        raise bad_request(str(exc), "artifact") from None
-
-    # Which key the strategy runs as (its client and mode): the given one, else the caller's.
-    key_text = spec.sequence_api_key
-    if key_text is None:
-        from sequence.api.auth import bearer
-
-        key_text = bearer(request.headers.get("authorization")) or ""
-        key_principal: Principal | None = p
-    else:
-        key_principal = core.auth.resolve(key_text)
-        if key_principal is None or key_principal.client_id != p.client_id or key_principal.run_id is not None:
-            raise bad_request("sequence_api_key is not a valid API key of this client", "sequence_api_key")
-    assert key_principal is not None
-
-    existing = await anyio.to_thread.run_sync(core.store.find_strategy_id, p.client_id, spec.name)
-    sid = existing or new_uuid()
-    fields: dict[str, Any] = {
-        "name": spec.name,
-        "runtime": spec.runtime,
-        "entrypoint": spec.entrypoint,
-        "artifact_sha256": sha,
-        "artifact_size": len(artifact),
-        "env": spec.env,
-        "manifest": spec.manifest,
-        "memory_mb": spec.memory_mb,
-        "disk_mb": spec.disk_mb,
-        "egress": spec.egress,
-        "stop_timeout_s": float(spec.stop_timeout_s),
-        "placement": {"latency_target": spec.placement.latency_target},
-        "region": core.settings.regions[spec.placement.latency_target[0]] if spec.placement.latency_target else None,
-        "api_key_id": key_principal.key_id,
-        "is_sandbox": key_principal.is_sandbox,
-    }
-    if spec.secrets:
-        sealed = core.keyring.seal_json(spec.secrets, f"strategy:{sid}:secrets")
-        fields.update(secrets_ciphertext=sealed.ciphertext, secrets_nonce=sealed.nonce, secrets_key_id=sealed.key_id,
-                      secret_names=sorted(spec.secrets))
-    elif spec.secrets is not None or existing is None:
-        fields.update(secrets_ciphertext=None, secrets_nonce=None, secrets_key_id=None, secret_names=[])
-    # else: a redeploy that gives no secrets keeps the sealed ones (they survive deploys)
-    sk = core.keyring.seal(key_text.encode(), f"strategy:{sid}:sequence_api_key")
-    fields.update(sequence_api_key_ciphertext=sk.ciphertext, sequence_api_key_nonce=sk.nonce,
-                  sequence_api_key_key_id=sk.key_id)
-    row, created = await anyio.to_thread.run_sync(
-        lambda: core.store.deploy_strategy(sid, p.client_id, fields, artifact, start=spec.start))
-    core.notifier.notify(QUEUE)
-    core.notifier.notify(strategy_topic(sid))
-    if row.get("current_run_id"):
-        run = await anyio.to_thread.run_sync(core.store.get_run, row["current_run_id"])
-        if run and run["runner_id"]:
-            from sequence.api.notify import runner_topic
-
-            core.notifier.notify(runner_topic(run["runner_id"]))
-    return JSONResponse(render(core, row), status_code=201 if created else 200)
-
-
 @router.get("/v1/strategies", responses=_responses(400, 401, 422))
 def list_strategies(request: Request, p: Principal = Depends(require_principal),
                     limit: int = Query(100, ge=1, le=500), cursor: str | None = Query(None, max_length=500),
@@ -408,47 +231,24 @@ def list_strategies(request: Request, p: Principal = Depends(require_principal),
 @router.get("/v1/strategies/{strategy_id}", responses=_responses(401, 404))
 def inspect_strategy(strategy_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
     core = core_of(request.app)
-    return render(core, _strategy_or_404(core, p, strategy_id))
-
-
-def _wake_runner(core: Core, row: dict[str, Any]) -> None:
-    from sequence.api.notify import runner_topic
-
-    core.notifier.notify(QUEUE)
-    core.notifier.notify(strategy_topic(row["strategy_id"]))
-    cur = row.get("current_run")
-    if cur and cur.get("runner_id"):
-        core.notifier.notify(runner_topic(cur["runner_id"]))
+    return render(core, strategy_or_404(core, p, strategy_id))
 
 
 @router.post("/v1/strategies/{strategy_id}/start", responses=_responses(401, 403, 404, 409))
 def start_strategy(strategy_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
-    forbid_run_key(p, "start strategies")
     core = core_of(request.app)
-    row = _strategy_or_404(core, p, strategy_id)
-    row = core.store.start_strategy(p.client_id, row["strategy_id"])
-    _wake_runner(core, row)
-    return render(core, row)
+    return render(core, deploy.start(core, p, strategy_id))
 
 
 @router.post("/v1/strategies/{strategy_id}/stop", responses=_responses(401, 403, 404, 409))
 def stop_strategy(strategy_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
-    forbid_run_key(p, "stop strategies")
     core = core_of(request.app)
-    row = _strategy_or_404(core, p, strategy_id)
-    row = core.store.stop_strategy(p.client_id, row["strategy_id"])
-    _wake_runner(core, row)
-    return render(core, row)
+    return render(core, deploy.stop(core, p, strategy_id))
 
 
 @router.delete("/v1/strategies/{strategy_id}", responses=_responses(401, 403, 404, 409))
 def delete_strategy(strategy_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
-    forbid_run_key(p, "delete strategies")
-    core = core_of(request.app)
-    row = _strategy_or_404(core, p, strategy_id)
-    core.store.delete_strategy(p.client_id, row["strategy_id"])
-    core.auth.invalidate()
-    _wake_runner(core, row)
+    row = deploy.delete(core_of(request.app), p, strategy_id)
     return {"strategy_id": row["strategy_id"], "deleted": True}
 
 
@@ -459,7 +259,7 @@ def list_runs(strategy_id: str, request: Request, p: Principal = Depends(require
     """Run history, newest first; ``next_cursor`` pages back."""
     core = core_of(request.app)
     before = cursors.decode(cursor, (int,))
-    row = _strategy_or_404(core, p, strategy_id)
+    row = strategy_or_404(core, p, strategy_id)
     runs = core.store.list_runs(p.client_id, row["strategy_id"], limit + 1,
                                 before_epoch=None if before is None else before[0])
     more = len(runs) > limit
@@ -484,75 +284,7 @@ async def strategy_logs(
     """A run's lines (the latest run by default).  ``dropped_lines`` counts that run's
     oldest lines removed by log retention (SEQUENCE_LOG_RETENTION_MB)."""
     core = core_of(request.app)
-    row = await anyio.to_thread.run_sync(_strategy_or_404, core, p, strategy_id)
-    sid = row["strategy_id"]
-    run = None
-    if run_id is not None:
-        run = await anyio.to_thread.run_sync(core.store.get_run, run_id) if plausible_id(run_id) else None
-        if run is None or run["strategy_id"] != sid:
-            raise not_found("run")
+    sid, run = await logs.strategy_and_run(core, p, strategy_id, run_id)
     if not follow:
-        if run is None:
-            rid = await anyio.to_thread.run_sync(core.store.latest_run_id, sid)
-            run = await anyio.to_thread.run_sync(core.store.get_run, rid) if rid else None
-        rid = run["run_id"] if run else None
-        lines = await anyio.to_thread.run_sync(core.store.read_logs, rid, after_seq, limit) if rid else []
-        return {"strategy_id": sid, "run_id": rid, "lines": [present.log_line(x) for x in lines],
-                "next_seq": lines[-1]["seq"] if lines else after_seq,
-                "dropped_lines": int(run["dropped_lines"]) if run else 0}
-    return StreamingResponse(_follow(core, sid, run_id, after_seq), media_type="application/x-ndjson")
-
-
-async def _follow(core: Core, sid: str, pinned_run: str | None, after_seq: int) -> AsyncIterator[bytes]:
-    """Stream a run's lines as NDJSON until it ends for good.
-
-    Without a pinned run, follows the latest run and moves on to the next one
-    when the strategy restarts; it ends when the strategy is stopped, or has
-    failed and will not be restarted.
-    """
-    store = core.store
-    run_id = pinned_run
-    cursor = after_seq
-    while True:
-        topics = [strategy_topic(sid)] + ([logs_topic(run_id)] if run_id else [])
-        events = [(tp, core.notifier.waiter(tp)) for tp in topics]
-        try:
-            if run_id is None:
-                run_id = await anyio.to_thread.run_sync(store.latest_run_id, sid)
-                if run_id is not None:
-                    continue
-            else:
-                lines = await anyio.to_thread.run_sync(store.read_logs, run_id, cursor, 2000)
-                if lines:
-                    cursor = lines[-1]["seq"]
-                    yield b"".join(json.dumps(present.log_line(x, run_id)).encode() + b"\n" for x in lines)
-                    continue
-                run = await anyio.to_thread.run_sync(store.get_run, run_id)
-                if run is None:
-                    return
-                if run["ended_at"] is not None:
-                    # Drain anything that raced the exit, then decide whether to go on.
-                    if await anyio.to_thread.run_sync(store.read_logs, run_id, cursor, 1):
-                        continue
-                    if pinned_run is not None:
-                        return
-                    st = await anyio.to_thread.run_sync(store.get_strategy, None, sid)
-                    if st is None:
-                        return
-                    latest = await anyio.to_thread.run_sync(store.latest_run_id, sid)
-                    if latest and latest != run_id:
-                        run_id, cursor = latest, 0
-                        continue
-                    if st["status"] == "stopped" or (st["status"] == "failed" and st["desired_state"] != "running"):
-                        return
-            with anyio.move_on_after(1.0):
-                async with anyio.create_task_group() as tg:
-                    async def _wait(ev: Any, scope: Any) -> None:
-                        await ev.wait()
-                        scope.cancel()
-
-                    for _tp, ev in events:
-                        tg.start_soon(_wait, ev, tg.cancel_scope)
-        finally:
-            for tp, ev in events:
-                core.notifier.release(tp, ev)
+        return await logs.page(core, sid, run, after_seq, limit)
+    return StreamingResponse(logs.follow(core, sid, run_id, after_seq), media_type="application/x-ndjson")
