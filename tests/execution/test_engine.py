@@ -20,11 +20,11 @@ Q = 100_000_000
 
 
 async def submit(engine: TradingEngine, env: Env, nodes: list[dict[str, Any]], edges: Any = None,
-                 *, client_id: str | None = None, sandbox: bool | None = None, test_key: bool = False,
+                 *, client_id: str | None = None, paper: bool | None = None, test_key: bool = False,
                  key: str | None = None) -> str:
     body: dict[str, Any] = {"nodes": nodes, "edges": edges or []}
-    if sandbox is not None:
-        body["sandbox"] = sandbox
+    if paper is not None:
+        body["sandbox"] = paper  # the wire's name for paper trading
     ack = await engine.submit(body, client_id=client_id or env.client_id, key_id="key", paper_only=test_key,
                               idempotency_key=key)
     assert ack["status"] == "active"
@@ -45,18 +45,18 @@ def std_book(m: FakeMarket, symbol: str = KALSHI) -> None:
     m.ladder(symbol, bids={0.40: 100, 0.39: 200}, asks={0.42: 50, 0.43: 100, 0.45: 500})
 
 
-# -- sandbox (paper) ---------------------------------------------------------------------------
+# -- paper -----------------------------------------------------------------------------------
 
 
 @async_test
-async def test_sandbox_buy_walks_the_book_without_changing_it(any_env: Env) -> None:
+async def test_paper_buy_walks_the_book_without_changing_it(any_env: Env) -> None:
     env = any_env
     m = env.market
     std_book(m)
     before = m.books[KALSHI].snapshot()
     engine = env.engine()
     await engine.start()
-    gid = await submit(engine, env, [node(qty=120, limit_price=0.43, urgency="high")], sandbox=True)
+    gid = await submit(engine, env, [node(qty=120, limit_price=0.43, urgency="high")], paper=True)
     # Fills and status landed in the same commit, before the ack.
     g = await graph(engine, env, gid)
     fills = env.trading.list_fills(env.client_id, graph_id=gid)
@@ -71,7 +71,7 @@ async def test_sandbox_buy_walks_the_book_without_changing_it(any_env: Env) -> N
 
 
 @async_test
-async def test_sandbox_rest_fills_when_the_book_crosses_its_limit(env: Env) -> None:
+async def test_paper_rest_fills_when_the_book_crosses_its_limit(env: Env) -> None:
     m = env.market
     std_book(m)
     engine = env.engine()
@@ -97,7 +97,7 @@ async def test_no_token_orders_fill_against_the_mirrored_book(env: Env) -> None:
     m.ladder(KALSHI, bids={0.72: 30}, asks={0.75: 30})  # NO ask = 1 - 0.72 = 0.28
     engine = env.engine()
     await engine.start()
-    gid = await submit(engine, env, [node(symbol=KALSHI_NO, qty=10, limit_price=0.3)], sandbox=True)
+    gid = await submit(engine, env, [node(symbol=KALSHI_NO, qty=10, limit_price=0.3)], paper=True)
     (f,) = env.trading.list_fills(env.client_id, graph_id=gid)
     assert (f["symbol"], f["side"], f["price_units"], f["qty_1e8"]) == (KALSHI_NO, "buy", 2800, 10 * Q)
     await engine.stop()
@@ -240,7 +240,7 @@ async def test_hedge_fires_only_after_its_source_fills(env: Env) -> None:
     engine = env.engine()
     await engine.start()
     gid = await submit(engine, env, [node("spot", KALSHI, "buy", 10, 0.41), node("hedge", POLY, "sell", 10, 0.6)],
-                       [{"from": "spot", "to": "hedge", "trigger": "filled"}], sandbox=True)
+                       [{"from": "spot", "to": "hedge", "trigger": "filled"}], paper=True)
     g = await graph(engine, env, gid)
     assert node_of(g, "spot")["status"] == "working" and node_of(g, "hedge")["status"] == "pending"
     assert node_of(g, "hedge")["activation"] == "triggered"
@@ -263,7 +263,7 @@ async def test_graph_ends_and_untriggered_nodes_are_cancelled(env: Env) -> None:
     gid = await submit(engine, env, [node("a", qty=1, limit_price=0.3), node("b", qty=1, limit_price=0.3),
                                      node("c", qty=1, limit_price=0.3)],
                        [{"from": "a", "to": "b", "trigger": "filled"},
-                        {"from": "a", "to": "c", "trigger": "cancelled"}], sandbox=True)
+                        {"from": "a", "to": "c", "trigger": "cancelled"}], paper=True)
     g = await engine.cancel(env.client_id, gid)
     assert g is not None and g["status"] == "cancelled"
     # The user's cancel fires no 'cancelled' edge: c never ran.
@@ -338,9 +338,9 @@ async def test_restart_keeps_working_orders_working(any_env: Env) -> None:
     engine = env.engine()
     await engine.start()
     live = await submit(engine, env, [node("bid", qty=20, limit_price=0.41)])
-    paper = await submit(engine, env, [node("p", qty=10, limit_price=0.41)], sandbox=True)
+    paper = await submit(engine, env, [node("p", qty=10, limit_price=0.41)], paper=True)
     chain = await submit(engine, env, [node("a", qty=5, limit_price=0.42), node("b", qty=1, limit_price=0.2)],
-                         [{"from": "a", "to": "b", "trigger": "filled"}], sandbox=True)
+                         [{"from": "a", "to": "b", "trigger": "filled"}], paper=True)
     assert node_of(await graph(engine, env, chain), "b")["status"] == "working"
     await engine.stop()
 
@@ -386,7 +386,7 @@ async def test_fills_and_graphs_reach_only_the_owning_client(env: Env) -> None:
     mine, theirs = hub.open(env.client_id), hub.open(other)
     hub.subscribe(mine, ["fills", "graphs"])
     hub.subscribe(theirs, ["fills", "graphs"])
-    gid = await submit(engine, env, [node(qty=1, limit_price=0.42)], sandbox=True)
+    gid = await submit(engine, env, [node(qty=1, limit_price=0.42)], paper=True)
     msgs = [json.loads(t) for t in mine.drain()]
     assert theirs.drain() == []
     by_channel = {m["channel"]: m["data"] for m in msgs}

@@ -34,11 +34,11 @@ async def test_orders_on_the_simulated_venues_keep_their_invariants(env: Env) ->
     px = bid / book.price_scale
     base: dict[str, Any] = {"symbol": k, "venue": "kalshi", "instrument_type": "prediction"}
     gids = []
-    # Live: join the best bid, and sit one tick above it; sandbox: a bid and an ask near the touch.
-    for i, (price, sandbox, side) in enumerate([(px, False, "buy"), (round(px + 0.01, 2), False, "buy"),
+    # Live: join the best bid, and sit one tick above it; paper: a bid and an ask near the touch.
+    for i, (price, paper, side) in enumerate([(px, False, "buy"), (round(px + 0.01, 2), False, "buy"),
                                                 (px, True, "buy"), (ask / book.price_scale, True, "sell")]):
         node = {**base, "node_id": f"n{i}", "side": side, "qty": 3, "limit_price": price}
-        ack = await engine.submit({"nodes": [node], "sandbox": sandbox}, client_id=env.client_id, key_id="k")
+        ack = await engine.submit({"nodes": [node], "sandbox": paper}, client_id=env.client_id, key_id="k")
         gids.append(ack["graph_id"])
     ours = engine._cores[service.instrument(k).book_symbol]
     for _ in range(600):  # two minutes of simulated market

@@ -88,7 +88,7 @@ def test_keys_are_stored_hashed_and_resolve_to_their_client(store: Store, client
         stored = c.execute(sa.select(t.api_keys.c.key_hash)).scalars().all()
     assert key not in stored and all(len(h) == 64 for h in stored)
     p = store.authenticate(key)
-    assert p is not None and p.client_id == client_id and p.is_sandbox
+    assert p is not None and p.client_id == client_id and p.is_paper
     store.revoke_api_key(client_id, row["key_id"])
     assert store.authenticate(key) is None
     assert store.authenticate("seq_live_nope") is None

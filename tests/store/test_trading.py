@@ -25,9 +25,9 @@ def client_id(store: Store) -> str:
 
 
 def graph_row(gid: str, cid: str, *, key: str | None = None, rhash: str | None = None,
-              created: float = 100.0, sandbox: bool = False) -> dict[str, Any]:
+              created: float = 100.0, paper: bool = False) -> dict[str, Any]:
     return {"graph_id": gid, "client_id": cid, "key_id": "k", "run_id": None, "idempotency_key": key,
-            "request_hash": rhash, "status": "active", "sandbox": sandbox, "node_count": 1, "edge_count": 0,
+            "request_hash": rhash, "status": "active", "sandbox": paper, "node_count": 1, "edge_count": 0,
             "edges": [], "reason": None, "created_at": created, "updated_at": created, "ended_at": None}
 
 
@@ -43,11 +43,11 @@ def node_row(gid: str, cid: str, nid: str = "leg", idx: int = 0) -> dict[str, An
 
 
 def fill_row(gid: str, cid: str, seq: int, *, ts: float, side: str = "buy", price: int = 5000,
-             qty: int = Q, symbol: str = "S-YES", sandbox: bool = False) -> dict[str, Any]:
+             qty: int = Q, symbol: str = "S-YES", paper: bool = False) -> dict[str, Any]:
     return {"fill_id": f"fill_{gid}_{seq}", "seq": seq, "client_id": cid, "graph_id": gid, "node_id": "leg",
             "node_order_id": f"graph:{gid}:leg:1", "symbol": symbol, "venue": "kalshi", "side": side,
             "price_units": price, "price_scale": 10_000, "qty_1e8": qty, "fee_1e8": 1_000_000,
-            "liquidity": "taker", "sandbox": sandbox, "ts": ts}
+            "liquidity": "taker", "sandbox": paper, "ts": ts}  # column sandbox: paper trading
 
 
 def test_create_and_read_back_scoped_to_the_client(store: Store, ts: TradingStore, client_id: str) -> None:
@@ -148,7 +148,7 @@ def test_fill_filters_and_keyset_paging(store: Store, ts: TradingStore, client_i
     ts.create_graph(graph_row("g1", client_id), [node_row("g1", client_id)])
     ts.create_graph(graph_row("g2", client_id), [node_row("g2", client_id)])
     batch = TradeBatch(fills=[fill_row("g1", client_id, i, ts=100.0 + i) for i in range(1, 6)]
-                       + [fill_row("g2", client_id, 9, ts=103.0, symbol="T-YES", sandbox=True)])
+                       + [fill_row("g2", client_id, 9, ts=103.0, symbol="T-YES", paper=True)])
     ts.commit(batch)
     assert len(ts.list_fills(client_id)) == 6
     assert [f["seq"] for f in ts.list_fills(client_id, graph_id="g2")] == [9]

@@ -251,7 +251,7 @@ def test_properties_of_venue_and_paper_matching(b: Book, specs: list, venue_move
         before = b.snapshot()
         ev = core.submit(o, b, TS + i)
         everything += ev
-        if paper:  # sandbox fills never change the book
+        if paper:  # paper fills never change the book
             assert not [e for e in ev if isinstance(e, LevelDelta | Print)]
             assert b.snapshot() == before
         # conservation: what the taker got equals what makers and the venue gave

@@ -110,7 +110,8 @@ class MarketPort(Protocol):
 
 
 def request_hash(body: Any, paper: bool) -> str:
-    """What an ``Idempotency-Key`` is bound to (stored: the input's shape must not change)."""
+    """What an ``Idempotency-Key`` is bound to (stored: the input's shape must not change,
+    so paper trading keeps the wire's name ``sandbox`` in it)."""
     text = json.dumps({"body": body, "sandbox": paper}, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -415,7 +416,7 @@ class TradingEngine:
             "graph_id": g.graph_id, "node_id": node.node_id, "node_order_id": node.node_order_id,
             "symbol": node.symbol, "venue": node.venue, "side": node.side, "price_units": price,
             "price_scale": node.price_scale, "qty_1e8": qty_1e8, "fee_1e8": fee,
-            "liquidity": ev.liquidity, "sandbox": g.paper, "ts": step.ts,
+            "liquidity": ev.liquidity, "sandbox": g.paper, "ts": step.ts,  # column sandbox: paper trading
         }
         step.batch.fills.append(row)
         step.fills.append((g, row))

@@ -34,8 +34,14 @@ class Principal:
     strategy_id: str | None = None
 
     @property
-    def is_sandbox(self) -> bool:
+    def is_paper(self) -> bool:
+        """A ``seq_test_`` key: it trades on paper only."""
         return self.mode == "test"
+
+    @property
+    def is_sandbox(self) -> bool:
+        """Old name of :attr:`is_paper` (the wire's ``is_sandbox``), kept for callers in api/."""
+        return self.is_paper
 
 
 class KeysStore(StoreBase):

@@ -7,6 +7,10 @@ strategy's runs submitted, their fills, and the positions those fills make.
 positions they move in **one transaction**, so a reader never sees a fill
 whose node or graph status does not reflect it.
 
+Paper trading: the ``graphs``, ``fills`` and ``positions`` tables name its flag
+``sandbox`` (the wire's name; renaming the column would need a migration). Rows
+keep the column's name; the code around them says ``paper``.
+
 Exceptions::
 
     TradingStoreError

@@ -266,7 +266,7 @@ class Graph:
 
     graph_id: str
     client_id: str
-    paper: bool  # paper trading: fills against the live book, never in it (the wire's ``sandbox``)
+    paper: bool  # paper trading: fills against the live book, never in it (``sandbox`` on the wire and in the table)
     nodes: dict[str, Node]
     edges: tuple[Edge, ...]
     status: str = GraphStatus.active.value

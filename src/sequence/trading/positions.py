@@ -8,7 +8,7 @@ price is ``cost / net`` and unrealized P&L at ``mark`` is ``mark × net − cost
 Fees are accumulated apart from trading P&L: ``realized_pnl`` is the gain on
 closed quantity, ``fees`` what was paid, and ``total_pnl`` is
 ``realized + unrealized − fees``. Paper and live positions are separate rows
-(the store keys them by ``(client, sandbox, symbol)``). The ``GET /v1/positions``
+(the store keys them by client, paper or live, and symbol). The ``GET /v1/positions``
 row is :func:`sequence.trading.wire.position_json`.
 """
 
