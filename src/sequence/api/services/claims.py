@@ -24,7 +24,7 @@ from sequence import protocol
 from sequence.api.errors import ApiError, not_found
 from sequence.api.notify import QUEUE, logs_topic, runner_topic, strategy_topic
 from sequence.api.state import Core
-from sequence.secrets import Sealed, SealingError
+from sequence.secrets import SealingError, sealed_in, strategy_secrets_label
 from sequence.store.store import ExitReport
 
 
@@ -48,9 +48,9 @@ def claim_spec(core: Core, row: dict[str, Any]) -> protocol.ClaimSpec:
     """What the runner needs to start a claimed run (secrets unsealed here, for it alone)."""
     sid = row["strategy_id"]
     secrets: dict[str, str] = {}
-    if row.get("secrets_ciphertext"):
-        secrets = core.keyring.unseal_json(
-            Sealed(row["secrets_ciphertext"], row["secrets_nonce"], row["secrets_key_id"]), f"strategy:{sid}:secrets")
+    sealed = sealed_in(row, "secrets")
+    if sealed is not None:
+        secrets = core.keyring.unseal_json(sealed, strategy_secrets_label(sid))
     return {
         "run_id": row["run_id"],
         "epoch": row["epoch"],

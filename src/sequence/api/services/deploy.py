@@ -21,6 +21,7 @@ from sequence import bundle
 from sequence.api.errors import ApiError, bad_request, not_found
 from sequence.api.notify import QUEUE, runner_topic, strategy_topic
 from sequence.api.state import Core
+from sequence.secrets import strategy_api_key_label, strategy_secrets_label
 from sequence.store.ids import new_uuid
 from sequence.store.store import Principal
 
@@ -194,13 +195,13 @@ async def deploy(core: Core, p: Principal, spec: CreateSpec, artifact: bytes,
         "is_sandbox": key_principal.is_sandbox,
     }
     if spec.secrets:
-        sealed = core.keyring.seal_json(spec.secrets, f"strategy:{sid}:secrets")
+        sealed = core.keyring.seal_json(spec.secrets, strategy_secrets_label(sid))
         fields.update(secrets_ciphertext=sealed.ciphertext, secrets_nonce=sealed.nonce, secrets_key_id=sealed.key_id,
                       secret_names=sorted(spec.secrets))
     elif spec.secrets is not None or existing is None:
         fields.update(secrets_ciphertext=None, secrets_nonce=None, secrets_key_id=None, secret_names=[])
     # else: a redeploy that gives no secrets keeps the sealed ones (they survive deploys)
-    sk = core.keyring.seal(key_text.encode(), f"strategy:{sid}:sequence_api_key")
+    sk = core.keyring.seal(key_text.encode(), strategy_api_key_label(sid))
     fields.update(sequence_api_key_ciphertext=sk.ciphertext, sequence_api_key_nonce=sk.nonce,
                   sequence_api_key_key_id=sk.key_id)
     row, created = await anyio.to_thread.run_sync(
