@@ -23,7 +23,6 @@ from tests.trading.fakes import CLOSED, KALSHI_NO, POLY, SPOT, FakeMarket, node
 
 M = FakeMarket()
 Q = 100_000_000
-GS, NS = GraphStatus, NodeStatus
 
 
 def parse(body: Any, *, force_paper: bool = False) -> GraphRequest:
@@ -47,7 +46,7 @@ def test_a_two_leg_graph_with_no_edges_has_two_roots() -> None:
     assert [n.activation for n in spec.nodes] == ["root", "root"]
     assert spec.nodes[1].qty_units == 800 and spec.nodes[1].book_limit == 1500
     assert spec.paper is False
-    assert all(isinstance(n, Node) and n.status == NS.pending for n in spec.nodes)
+    assert all(isinstance(n, Node) and n.status == NodeStatus.pending for n in spec.nodes)
 
 
 def test_paper_is_forced_for_test_keys_whatever_the_body_says() -> None:
@@ -182,27 +181,27 @@ def test_spot_market_order_and_inferred_venue() -> None:
 # -- lifecycles ------------------------------------------------------------------------------------
 
 GRAPH_LEGAL = {
-    (GS.active, "complete"): GS.completed,
-    (GS.active, "cancel"): GS.cancelled,
-    (GS.active, "fail"): GS.failed,
+    (GraphStatus.active, "complete"): GraphStatus.completed,
+    (GraphStatus.active, "cancel"): GraphStatus.cancelled,
+    (GraphStatus.active, "fail"): GraphStatus.failed,
 }
 NODE_LEGAL = {
-    (NS.pending, "activate"): NS.working,
-    (NS.pending, "cancel"): NS.cancelled,
-    (NS.pending, "reject"): NS.rejected,
-    (NS.working, "partial_fill"): NS.partially_filled,
-    (NS.working, "fill"): NS.filled,
-    (NS.working, "cancel"): NS.cancelled,
-    (NS.working, "reject"): NS.rejected,
-    (NS.partially_filled, "partial_fill"): NS.partially_filled,
-    (NS.partially_filled, "fill"): NS.filled,
-    (NS.partially_filled, "cancel"): NS.cancelled,
+    (NodeStatus.pending, "activate"): NodeStatus.working,
+    (NodeStatus.pending, "cancel"): NodeStatus.cancelled,
+    (NodeStatus.pending, "reject"): NodeStatus.rejected,
+    (NodeStatus.working, "partial_fill"): NodeStatus.partially_filled,
+    (NodeStatus.working, "fill"): NodeStatus.filled,
+    (NodeStatus.working, "cancel"): NodeStatus.cancelled,
+    (NodeStatus.working, "reject"): NodeStatus.rejected,
+    (NodeStatus.partially_filled, "partial_fill"): NodeStatus.partially_filled,
+    (NodeStatus.partially_filled, "fill"): NodeStatus.filled,
+    (NodeStatus.partially_filled, "cancel"): NodeStatus.cancelled,
 }
 
 
 @pytest.mark.parametrize(("machine", "states", "events", "legal"), [
-    (GRAPH, list(GS), ["complete", "cancel", "fail"], GRAPH_LEGAL),
-    (NODE, list(NS), ["activate", "partial_fill", "fill", "cancel", "reject"], NODE_LEGAL),
+    (GRAPH, list(GraphStatus), ["complete", "cancel", "fail"], GRAPH_LEGAL),
+    (NODE, list(NodeStatus), ["activate", "partial_fill", "fill", "cancel", "reject"], NODE_LEGAL),
 ])
 def test_every_transition_legal_or_illegal(machine: Any, states: list, events: list, legal: dict) -> None:
     for state, event in product(states, events):
@@ -225,9 +224,9 @@ def test_hedge_fires_only_when_its_source_fills() -> None:
     assert g.roots() == ["a"]
     g.on_activated("a")
     assert g.on_fill("a", Q // 2) == []
-    assert g.nodes["a"].status == NS.partially_filled and g.nodes["a"].filled_units == 50
+    assert g.nodes["a"].status == NodeStatus.partially_filled and g.nodes["a"].filled_units == 50
     assert g.on_fill("a", Q // 2) == ["b"]
-    assert g.nodes["a"].status == NS.filled and g.nodes["a"].fill_count == 2
+    assert g.nodes["a"].status == NodeStatus.filled and g.nodes["a"].fill_count == 2
 
 
 def test_partially_filled_fires_on_the_first_fill_even_a_complete_one() -> None:
@@ -243,17 +242,17 @@ def test_cancel_and_reject_triggers_and_the_outcome() -> None:
     assert g.on_cancelled("b", "self_trade_prevented") == ["c"]
     g.on_activated("c")
     g.on_fill("c", Q)
-    assert g.quiescent() and g.outcome() == GS.completed  # the rejection was handled by an edge
+    assert g.quiescent() and g.outcome() == GraphStatus.completed  # the rejection was handled by an edge
 
 
 def test_unhandled_rejection_fails_the_graph_and_untriggered_nodes_stay_pending() -> None:
     g = run([("a", "b", "filled")], ("a", "b"))
     g.on_rejected("a", "market_closed")
-    assert g.quiescent() and g.pending() == ["b"] and g.outcome() == GS.failed
+    assert g.quiescent() and g.pending() == ["b"] and g.outcome() == GraphStatus.failed
     g.end(g.outcome())
-    assert g.status == GS.failed
+    assert g.status == GraphStatus.failed
     with pytest.raises(IllegalTransition):
-        g.end(GS.completed)
+        g.end(GraphStatus.completed)
 
 
 def test_user_cancel_outcome_and_silent_cancel() -> None:
@@ -261,7 +260,7 @@ def test_user_cancel_outcome_and_silent_cancel() -> None:
     g.on_activated("a")
     g.user_cancelled = True
     assert g.on_cancelled("a", "cancelled_by_user", fire=False) == []
-    assert g.outcome() == GS.cancelled
+    assert g.outcome() == GraphStatus.cancelled
 
 
 # -- one model, one row ------------------------------------------------------------------------------
@@ -277,7 +276,7 @@ def test_a_node_round_trips_through_its_store_row() -> None:
     a.stamp(2.0)
     back = Node.from_row(a.row("client"))
     assert back.row("client") == a.row("client")
-    assert (back.status, back.filled_units, back.fees_1e8, back.updated_at) == (NS.partially_filled, 25, 7, 2.0)
+    assert (back.status, back.filled_units, back.fees_1e8, back.updated_at) == (NodeStatus.partially_filled, 25, 7, 2.0)
 
 
 def test_a_graph_read_back_from_the_store_knows_which_edges_fired() -> None:

@@ -537,13 +537,9 @@ class TradingEngine:
             g = step.touched.get(gid)
             if g is None:
                 continue
-            gvals = step.batch.graphs.get(gid, {})
-            nodes = []
-            for nid in nids:
-                vals = step.batch.nodes.get((gid, nid), {})
-                nodes.append({"node_id": nid, "status": vals.get("status"),
-                              "filled_1e8": vals.get("filled_1e8", 0), "reason": vals.get("reason")})
-            out.append((channels.GRAPHS, g, graph_update_json(gid, gvals.get("status", g.status), nodes, step.ts)))
+            # The nodes as this step left them: what the batch holds for them.
+            nodes = [g.nodes[nid] for nid in nids]
+            out.append((channels.GRAPHS, g, graph_update_json(gid, g.status, nodes, step.ts)))
         return out
 
     def _publish(self, messages: Sequence[tuple[str, Graph, dict[str, Any]]]) -> None:

@@ -33,8 +33,10 @@ One type per thing, three shapes in all:
   the moves follow :data:`NODE` and :data:`GRAPH`, ``(state, event) → state``
   tables that raise on an illegal move;
 * the store row — :meth:`Node.row` / :meth:`Node.from_row` (the same columns,
-  ``graph_nodes``), :meth:`Graph.row` / :meth:`Graph.from_rows`;
-* the wire — :mod:`sequence.trading.wire`, built from store rows.
+  ``graph_nodes``; :meth:`Node.state` is the part an engine step rewrites),
+  :meth:`Graph.row` / :meth:`Graph.from_rows`;
+* the wire — :mod:`sequence.trading.wire`, built from store rows (reads) or from
+  the nodes themselves (the ``graphs`` channel's updates).
 
 Requests become nodes in :mod:`sequence.trading.validation`.
 """
@@ -215,20 +217,24 @@ class Node:
         return complete
 
     # -- the store row --------------------------------------------------------------------
-    def stamp(self, ts: float) -> dict[str, Any]:
-        """Mark the node changed at ``ts``; the values of the columns an engine step rewrites
-        (the others never change once the node is written)."""
-        self.updated_at = ts
-        self.ended_at = ts if self.status in FINAL_NODE else None
+    def state(self) -> dict[str, Any]:
+        """Where the node stands: the ``graph_nodes`` columns an engine step rewrites (the
+        others never change once the node is written)."""
         return {
             "status": self.status, "filled_1e8": self.filled_1e8, "notional_1e8": self.notional_1e8,
             "fees_1e8": self.fees_1e8, "fill_count": self.fill_count, "reason": self.reason,
-            "activated_at": self.activated_at, "order_seq": self.order_seq, "updated_at": ts,
+            "activated_at": self.activated_at, "order_seq": self.order_seq, "updated_at": self.updated_at,
             "ended_at": self.ended_at,
         }
 
+    def stamp(self, ts: float) -> dict[str, Any]:
+        """Mark the node changed at ``ts``; its :meth:`state`."""
+        self.updated_at = ts
+        self.ended_at = ts if self.status in FINAL_NODE else None
+        return self.state()
+
     def row(self, client_id: str) -> dict[str, Any]:
-        """The ``graph_nodes`` row."""
+        """The ``graph_nodes`` row: what was asked, and its :meth:`state`."""
         return {
             "graph_id": self.graph_id, "node_id": self.node_id, "idx": self.idx, "client_id": client_id,
             "node_order_id": self.node_order_id, "symbol": self.symbol, "book_symbol": self.book_symbol,
@@ -236,10 +242,7 @@ class Node:
             "book_side": self.book_side.value, "qty_1e8": self.qty_1e8, "limit_price": self.limit_price,
             "limit_units": self.limit_units, "book_limit": self.book_limit, "price_scale": self.price_scale,
             "size_scale": self.size_scale, "urgency": self.urgency, "activation": self.activation,
-            "status": self.status, "never_crosses": self.never_crosses, "filled_1e8": self.filled_1e8,
-            "notional_1e8": self.notional_1e8, "fees_1e8": self.fees_1e8, "fill_count": self.fill_count,
-            "order_seq": self.order_seq, "reason": self.reason, "activated_at": self.activated_at,
-            "updated_at": self.updated_at, "ended_at": self.ended_at,
+            "never_crosses": self.never_crosses, **self.state(),
         }
 
     @classmethod

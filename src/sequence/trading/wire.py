@@ -2,7 +2,7 @@
 
 Graphs (``POST``/``GET /v1/graphs``), their nodes, fills (``GET /v1/fills`` and
 the ``fills`` channel), positions (``GET /v1/positions``) and the ``graphs``
-channel's updates. Quantities leave as numbers and as exact ``*_1e8``
+channel's updates (built from the nodes an engine step changed). Quantities leave as numbers and as exact ``*_1e8``
 integers; times as ISO-8601 with milliseconds; paper trading keeps the wire
 name ``sandbox``.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from sequence.market.clock import iso
 
 from .fees import USD_1E8
-from .graphs import LIVE_NODE, QTY_1E8, GraphStatus
+from .graphs import LIVE_NODE, QTY_1E8, GraphStatus, Node
 from .positions import Position
 
 
@@ -107,15 +107,14 @@ def ack_json(row: Mapping[str, Any], *, replay: bool = False) -> dict[str, Any]:
     }
 
 
-def graph_update_json(graph_id: str, status: str, nodes: Iterable[Mapping[str, Any]], ts: float) -> dict[str, Any]:
-    """A ``graphs`` channel message: the graph's status and the nodes one step changed
-    (each ``{"node_id", "status", "filled_1e8", "reason"}``)."""
+def graph_update_json(graph_id: str, status: str, nodes: Iterable[Node], ts: float) -> dict[str, Any]:
+    """A ``graphs`` channel message: the graph's status and the nodes one step changed."""
     return {
         "graph_id": graph_id,
         "status": status,
-        "nodes": [{"node_id": n["node_id"], "status": n["status"],
-                   "filled_qty": _num(n["filled_1e8"], QTY_1E8), "filled_qty_1e8": n["filled_1e8"],
-                   "reason": n["reason"]} for n in nodes],
+        "nodes": [{"node_id": n.node_id, "status": n.status,
+                   "filled_qty": _num(n.filled_1e8, QTY_1E8), "filled_qty_1e8": n.filled_1e8,
+                   "reason": n.reason} for n in nodes],
         "ts": iso(ts),
         "update_ts": ts,
     }
