@@ -7,12 +7,30 @@ a global, so tests control it.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from sequence.venues import VENUES
+
+#: Where each venue's market data comes from: the simulator (default), the real venue, a
+#: recording (``market_replay``; with one, every venue that would be simulated replays), or nowhere.
+VENUE_MODES = ("sim", "live", "replay", "off")
+#: The real venues' documented endpoints (VENUES.md). Every one is a setting: tests and
+#: demo environments point them elsewhere (e.g. Kalshi's demo, local venue servers).
+LIVE_URLS: dict[str, str] = {
+    "kalshi_api_url": "https://external-api.kalshi.com/trade-api/v2",
+    "kalshi_ws_url": "wss://external-api-ws.kalshi.com/trade-api/ws/v2",
+    "polymarket_api_url": "https://clob.polymarket.com",
+    "polymarket_gamma_url": "https://gamma-api.polymarket.com",
+    "polymarket_ws_url": "wss://ws-subscriptions-clob.polymarket.com/ws/market",
+    "coinbase_api_url": "https://api.coinbase.com/api/v3/brokerage",
+    "coinbase_ws_url": "wss://advanced-trade-ws.coinbase.com",
+}
 
 DEFAULT_REGIONS: dict[str, str] = {
     "coinbase": "us-east-1",
@@ -23,6 +41,31 @@ DEFAULT_REGIONS: dict[str, str] = {
 
 class SettingsError(ValueError):
     """A setting has a value that cannot be used."""
+
+
+#: ``SEQUENCE_*`` names that are not coordinator settings: the CLI's and SDK's, what a run
+#: is given (docs/configuration.md "What a run's environment holds"), the runner's.
+OTHER_NAMES = frozenset({
+    "SEQUENCE_API_URL", "SEQUENCE_API_KEY", "SEQUENCE_DEBUG",
+    "SEQUENCE_RUN_ID", "SEQUENCE_STRATEGY_ID", "SEQUENCE_CLIENT_ID", "SEQUENCE_IS_SANDBOX",
+    "SEQUENCE_STRATEGY_MANIFEST",
+    "SEQUENCE_RUNNER_API_URL", "SEQUENCE_RUNNER_TOKEN", "SEQUENCE_RUNNER_REGION", "SEQUENCE_RUNNER_CAPACITY",
+    "SEQUENCE_RUNNER_DATA_DIR", "SEQUENCE_RUNNER_RUNTIME", "SEQUENCE_RUNNER_NO_EGRESS",
+    "SEQUENCE_RUNNER_EGRESS_ALLOW", "SEQUENCE_RUNNER_BWRAP", "SEQUENCE_RUNNER_PARENT_PID",
+})
+#: The test suite's own switches (never read by the product).
+TEST_PREFIX = "SEQUENCE_TEST_"
+
+
+def check_names(env: Mapping[str, str]) -> None:
+    """A ``SEQUENCE_*`` variable nothing reads is a typo that would silently change nothing:
+    refuse it, naming the closest real setting."""
+    known = {"SEQUENCE_" + f.name.upper() for f in fields(Settings)} | OTHER_NAMES
+    unknown = sorted(k for k in env if k.startswith("SEQUENCE_") and k not in known and not k.startswith(TEST_PREFIX))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise SettingsError(f"unknown setting {unknown[0]}{hint} (every setting: docs/configuration.md)")
 
 
 @dataclass(frozen=True)
@@ -44,11 +87,25 @@ class Settings:
     # A runner SIGKILL is noticed after at most one lease: 12 s keeps failover under 15 s.
     lease_seconds: float = 12.0
     heartbeat_seconds: float = 2.0
-    claim_wait_seconds: float = 20.0
     regions: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_REGIONS))
     market_seed: int = 7
     market_replay: Path | None = None
     market_rate_hz: float = 8.0
+    # Per venue: sim | live | replay | off (SEQUENCE_VENUES="live" or "kalshi=live,coinbase=off").
+    venues: Mapping[str, str] = field(default_factory=lambda: dict.fromkeys(VENUES, "sim"))
+    kalshi_api_url: str = LIVE_URLS["kalshi_api_url"]
+    kalshi_ws_url: str = LIVE_URLS["kalshi_ws_url"]
+    # Kalshi's WebSocket needs a key even for public data; without one books are polled over REST.
+    kalshi_key_id: str | None = None
+    kalshi_private_key_file: Path | None = None
+    polymarket_api_url: str = LIVE_URLS["polymarket_api_url"]
+    polymarket_gamma_url: str = LIVE_URLS["polymarket_gamma_url"]
+    polymarket_ws_url: str = LIVE_URLS["polymarket_ws_url"]
+    coinbase_api_url: str = LIVE_URLS["coinbase_api_url"]
+    coinbase_ws_url: str = LIVE_URLS["coinbase_ws_url"]
+    # Live catalogues: re-listed this often; capped at this many markets per venue (0 = no cap).
+    live_catalogue_seconds: float = 300.0
+    live_max_markets: int = 0
     # Per-venue fee overrides, JSON (docs/trading.md), e.g. {"coinbase": {"model": "notional", "taker": 0.004}}.
     trading_fees: Mapping[str, Any] | None = None
     log_level: str = "info"
@@ -75,12 +132,10 @@ class Settings:
     def api_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
 
-    def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
-
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ
+        check_names(env)
         values: dict[str, Any] = {}
         conv: dict[str, Any] = {
             "data_dir": Path,
@@ -95,11 +150,15 @@ class Settings:
             "log_burst_lines": int,
             "lease_seconds": float,
             "heartbeat_seconds": float,
-            "claim_wait_seconds": float,
             "market_seed": int,
             "market_replay": Path,
             "market_rate_hz": float,
             "log_level": str,
+            **dict.fromkeys(LIVE_URLS, str),
+            "kalshi_key_id": str,
+            "kalshi_private_key_file": Path,
+            "live_catalogue_seconds": float,
+            "live_max_markets": int,
         }
         for f in fields(cls):
             name = "SEQUENCE_" + f.name.upper()
@@ -116,6 +175,8 @@ class Settings:
             if not isinstance(fees, dict):
                 raise SettingsError("SEQUENCE_TRADING_FEES must be a JSON object")
             values["trading_fees"] = fees
+        if env.get("SEQUENCE_VENUES"):
+            values["venues"] = parse_venues(env["SEQUENCE_VENUES"])
         if env.get("SEQUENCE_REGIONS"):
             values["regions"] = parse_regions(env["SEQUENCE_REGIONS"])
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -127,8 +188,10 @@ class Settings:
         # Absolute from the moment settings exist: a relative data dir would be
         # resolved again by whoever changes directory later (the runner does).
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
-        if self.market_replay is not None:
-            object.__setattr__(self, "market_replay", Path(self.market_replay).expanduser().absolute())
+        for name in ("market_replay", "kalshi_private_key_file"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value).expanduser().absolute())
 
     def validate(self) -> None:
         if not 1 <= self.max_artifact_mb <= 4096:
@@ -141,8 +204,41 @@ class Settings:
             raise SettingsError("log_rate_lines and log_burst_lines must be 0 or more")
         if self.heartbeat_seconds * 3 > self.lease_seconds:
             raise SettingsError("lease_seconds must be at least 3x heartbeat_seconds")
+        if set(self.venues) != set(VENUES) or any(m not in VENUE_MODES for m in self.venues.values()):
+            raise SettingsError(f"venues must give each of {', '.join(VENUES)} one of {', '.join(VENUE_MODES)}")
+        if all(m == "off" for m in self.venues.values()):
+            raise SettingsError("SEQUENCE_VENUES turns every venue off; leave at least one on (sim or live)")
+        replayed = [v for v, m in self.venues.items() if m == "replay"]
+        if replayed and self.market_replay is None:
+            raise SettingsError(f"{replayed[0]}=replay needs a recording: set SEQUENCE_MARKET_REPLAY or pass --replay")
+        for name in LIVE_URLS:
+            url = getattr(self, name)
+            if not url.startswith(("https://", "http://", "wss://", "ws://")):
+                raise SettingsError(f"SEQUENCE_{name.upper()}={url!r} must be an http(s):// or ws(s):// URL")
+        if (self.kalshi_key_id is None) != (self.kalshi_private_key_file is None):
+            raise SettingsError("set both SEQUENCE_KALSHI_KEY_ID and SEQUENCE_KALSHI_PRIVATE_KEY_FILE, or neither")
+        if self.live_catalogue_seconds < 5 or self.live_max_markets < 0:
+            raise SettingsError("live_catalogue_seconds must be at least 5 and live_max_markets 0 or more")
         if self.database_url and not self.database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
             raise SettingsError("SEQUENCE_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+
+
+def parse_venues(text: str) -> dict[str, str]:
+    """``live`` (every venue), ``sim``, or ``kalshi=live,coinbase=off`` (the others stay ``sim``)."""
+    text = text.strip()
+    if text in VENUE_MODES:
+        return dict.fromkeys(VENUES, text)
+    out = dict.fromkeys(VENUES, "sim")
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        venue, sep, mode = (x.strip() for x in part.partition("="))
+        if not sep or venue not in VENUES or mode not in VENUE_MODES:
+            raise SettingsError(
+                f"SEQUENCE_VENUES entry {part.strip()!r} must be venue=mode with venue one of "
+                f"{', '.join(VENUES)} and mode one of {', '.join(VENUE_MODES)} (or just 'live' / 'sim')")
+        out[venue] = mode
+    return out
 
 
 def parse_regions(text: str) -> dict[str, str]:

@@ -215,3 +215,31 @@ async def test_the_feed_supervisor_marks_books_stale_and_reconnects() -> None:
         assert venue.status()["state"] == "connected"
     finally:
         await svc.stop()
+
+
+async def test_quotes_over_http_wait_for_a_live_book_then_answer_503_in_the_error_envelope() -> None:
+    import httpx
+
+    from sequence.api.standalone import build_app
+
+    class Who:
+        client_id, key_id, mode, is_sandbox, run_id, strategy_id = "c", "k", "live", False, None, None
+
+    svc, venue = await started()
+    svc.ready_timeout_s = 0.3
+    venue.withhold.add("B-YES")
+    app = build_app(svc, principal=Who(), manage_service=False)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            ok = await http.get("/v1/quotes", params={"symbol": "A-NO"})  # asks for the book, waits, answers
+            assert ok.status_code == 200, ok.text
+            assert ok.json()["nbbo"]["bid"] == pytest.approx(0.55)  # the NO side of the 0.42/0.45 book
+            down = await http.get("/v1/quotes", params={"symbol": "B"})
+            assert down.status_code == 503, down.text
+            err = down.json()["error"]
+            assert err["code"] == "market_unavailable" and "kalshi" in err["message"], err
+            assert err["details"]["venue"] == "kalshi" and err["details"]["state"] == "connected", err
+            unknown = await http.get("/v1/quotes", params={"symbol": "NOPE"})
+            assert unknown.status_code == 404  # an unknown symbol is still a 404, at once
+    finally:
+        await svc.stop()

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,6 +31,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sequence import __version__
@@ -41,9 +42,9 @@ from sequence.api.routes import keys, market, runners, strategies, stream, tradi
 from sequence.api.services import logs as log_stream  # the logs: channel of /v1/stream
 from sequence.api.state import Core
 from sequence.execution.engine import TradingEngine
+from sequence.market import setup
 from sequence.market.clock import Clock
 from sequence.market.service import MarketService
-from sequence.market.venues.sim import SimConfig
 from sequence.secrets import Keyring
 from sequence.settings import Settings
 from sequence.store.engine import Database
@@ -67,6 +68,42 @@ class Metrics:
         self.strategies = Gauge("sequence_strategies", "Strategies by status", ["status"], registry=self.registry)
         self.runners = Gauge("sequence_runners_connected", "Runners seen within two lease periods",
                              registry=self.registry)
+
+
+class VenueCollector:
+    """``/metrics`` for the market's venues, read from :meth:`MarketService.venue_status` at
+    scrape time (the same figures ``/v1/venues`` and ``/v1/health`` show)."""
+
+    COUNTERS = ("messages", "resyncs", "reconnects", "stalls", "errors", "throttled")
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def collect(self) -> Iterator[Metric]:
+        market = self.core.market
+        if market is None:
+            return
+        status = market.venue_status()
+        up = GaugeMetricFamily("sequence_venue_connected", "1 while the venue's market data flows "
+                               "(simulated and replayed venues: always)", labels=["venue", "mode"])
+        age = GaugeMetricFamily("sequence_venue_last_message_age_seconds",
+                                "Seconds since the live venue last sent anything", labels=["venue"])
+        books = GaugeMetricFamily("sequence_venue_books_subscribed", "Live books being fed", labels=["venue"])
+        counters = {name: CounterMetricFamily(f"sequence_venue_{name}", f"Live venue {name}", labels=["venue"])
+                    for name in self.COUNTERS}
+        for venue, st in status.items():
+            up.add_metric([venue, st.get("mode", "sim")], 1.0 if st.get("connected", True) else 0.0)
+            if st.get("mode") != "live":
+                continue
+            if st.get("last_message_age_s") is not None:
+                age.add_metric([venue], float(st["last_message_age_s"]))
+            books.add_metric([venue], float(st.get("subscribed", 0)))
+            for name, family in counters.items():
+                family.add_metric([venue], float(st.get(name, 0)))
+        yield up
+        yield age
+        yield books
+        yield from counters.values()
 
 
 class RequestMiddleware:
@@ -130,12 +167,8 @@ def build_core(settings: Settings, environ: Mapping[str, str] | None = None) -> 
 
 
 def build_market(settings: Settings, *, clock: Clock | None = None) -> MarketService:
-    """The market service the settings describe: a replay (``market_replay``), or the
-    simulators seeded with ``market_seed`` at ``market_rate_hz``."""
-    if settings.market_replay:
-        return MarketService.from_recording(settings.market_replay, clock=clock)
-    config = SimConfig(seed=settings.market_seed, rate_hz=settings.market_rate_hz)
-    return MarketService.simulated(config=config, clock=clock)
+    """The market service the settings describe (:func:`sequence.market.setup.build_market`)."""
+    return setup.build_market(settings, clock=clock)
 
 
 def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] | None = None,
@@ -176,9 +209,15 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
     app.state.metrics = metrics
     errors.install(app)
 
+    metrics.registry.register(VenueCollector(core))
+
     @app.get("/v1/health", tags=["health"])
     def health() -> dict[str, Any]:
-        return {"ok": True, "version": __version__}
+        out: dict[str, Any] = {"ok": True, "version": __version__}
+        if core.market is not None:  # mode and connection only: errors are for /v1/venues (authenticated)
+            out["venues"] = {v: {k: st.get(k) for k in ("mode", "state", "connected", "last_message_age_s")}
+                             for v, st in core.market.venue_status().items()}
+        return out
 
     @app.get("/metrics", include_in_schema=False)
     def prom() -> Response:

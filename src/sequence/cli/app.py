@@ -73,17 +73,18 @@ def up(
     runner: Annotated[bool, typer.Option("--runner/--no-runner", help="Start one local runner.")] = True,
     runner_region: Annotated[str, typer.Option("--runner-region", help="Regions the local runner serves (comma-separated).")] = "us-east-1,eu-west-1",
     runner_capacity: Annotated[int, typer.Option("--runner-capacity", help="Concurrent strategies on the local runner.")] = 50,
+    venues: Annotated[str | None, typer.Option("--venues", envvar="SEQUENCE_VENUES", help="Where each venue's market data comes from: sim (default), live (the real venues), or per venue, e.g. kalshi=live,coinbase=off.")] = None,
     replay: Annotated[Path | None, typer.Option("--replay", help="Drive the simulated venues from a recording (sequence market record).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", envvar="SEQUENCE_MARKET_SEED", help="Seed of the simulated venues.")] = None,
     unsandboxed: Annotated[bool, typer.Option("--unsandboxed", help="Let the local runner run strategies WITHOUT bubblewrap (no isolation; said on every deploy, inspect and run log).")] = False,
 ) -> None:
-    """Run the whole platform locally: coordinator, simulated venues and a runner."""
+    """Run the whole platform locally: coordinator, market venues (simulated unless --venues says live) and a runner."""
     from sequence.cli.up import run_up
 
     if replay is not None and not replay.is_file():
         fail(f"recording {replay} does not exist", "make one with `sequence market record --out day.jsonl`")
     run_up(data_dir, host, port, runner=runner, runner_region=runner_region, runner_capacity=runner_capacity,
-           replay=replay, seed=seed, unsandboxed=unsandboxed)
+           replay=replay, seed=seed, unsandboxed=unsandboxed, venues=venues)
 
 
 @app.command()

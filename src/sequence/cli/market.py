@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,41 +14,113 @@ from sequence.cli.http import Api
 from sequence.cli.output import console, emit_json, err_console, fail, table
 from sequence.venues import CREDENTIAL_FIELDS, credential_problem
 
-app = typer.Typer(help="Market data: record the simulated venues for replay.", no_args_is_help=True)
+app = typer.Typer(help="Market data: record the simulated or live venues for replay.", no_args_is_help=True)
 
-# The fields each venue's API needs (VENUES.md); `--set` may add others.
+# How long `record` waits for a live venue's first listing, and for each chosen book.
+CATALOGUE_WAIT_S = 60.0
+BOOK_WAIT_S = 15.0
 
 
 @app.command()
 def record(
     out: Annotated[Path, typer.Option("--out", help="Where to write the recording (.jsonl, or .jsonl.gz).")],
     duration: Annotated[float, typer.Option("--duration", min=0.1, help="Seconds of market to record.")] = 60.0,
+    venues: Annotated[str | None, typer.Option(
+        "--venues", envvar="SEQUENCE_VENUES",
+        help="Where each venue's data comes from: sim (default), live, or per venue, e.g. kalshi=live,coinbase=off.")] = None,
+    symbol: Annotated[list[str] | None, typer.Option(
+        "--symbol", help="Record only this market (token id, Kalshi ticker or product id); repeatable.")] = None,
+    top: Annotated[int, typer.Option(
+        "--top", min=1, max=500, help="Without --symbol: the N most-traded markets of each live venue.")] = 20,
     seed: Annotated[int, typer.Option("--seed", envvar="SEQUENCE_MARKET_SEED", help="Simulation seed.")] = 7,
     rate_hz: Annotated[float, typer.Option("--rate-hz", min=0.1, help="Update rate of the liquid markets.")] = 8.0,
 ) -> None:
-    """Record the simulated venues' book events; replay them with `sequence up --replay FILE`."""
-    from sequence.market.service import MarketService
-    from sequence.market.venues.sim import SimConfig
+    """Record the venues' book events; replay them with `sequence up --replay FILE`.
+
+    Simulated venues are recorded whole. A live venue lists thousands of markets: the
+    recording holds the --symbol markets, or the --top most-traded of each live venue."""
+    from sequence.market.setup import build_market
+    from sequence.settings import Settings, SettingsError, parse_venues
 
     if out.parent and not out.parent.exists():
         fail(f"folder {out.parent} does not exist")
+    try:
+        settings = Settings.from_env(venues=parse_venues(venues) if venues else None, market_seed=seed,
+                                     market_rate_hz=rate_hz)
+        svc = build_market(settings)
+    except SettingsError as exc:
+        fail(str(exc), "see `sequence market record --help` and docs/configuration.md")
+    live = sorted(svc.live)
 
     async def run() -> None:
-        svc = MarketService.simulated(config=SimConfig(seed=seed, rate_hz=rate_hz))
-        rec = svc.record(out, meta={"seed": seed, "rate_hz": rate_hz, "duration_s": duration})
+        await svc.start()
         try:
-            await svc.start()
-            await asyncio.sleep(duration)
+            chosen = await _choose(svc, symbol, top) if (live or symbol) else None
+            release = svc.add_keeper(lambda: chosen or ())  # chosen books stay fed while recording
+            rec = svc.record(out, symbols=chosen, meta={"seed": seed, "rate_hz": rate_hz, "duration_s": duration,
+                                                         "modes": dict(settings.venues)})
+            try:
+                err_console.print(f"recording {duration:g}s to {out} …")
+                await asyncio.sleep(duration)
+            finally:
+                rec.close()
+                release()
         finally:
             await svc.stop()
-            rec.close()
+            svc.close()
 
-    err_console.print(f"recording {duration:g}s of the simulated venues (seed {seed}) to {out} …")
+    what = ", ".join(f"{v} {m}" for v, m in settings.venues.items() if m != "off")
+    err_console.print(f"recording from {what}" + (f" (seed {seed})" if "sim" in settings.venues.values() else ""))
     try:
         asyncio.run(run())
     except KeyboardInterrupt:
         err_console.print("interrupted; the recording so far is kept")
+    except _NoMarkets as exc:
+        fail(str(exc), "check the venue's status with `sequence up --venues live` and GET /v1/venues")
     console.print(f"wrote {out} ({out.stat().st_size} bytes); replay it with `sequence up --replay {out}`")
+
+
+class _NoMarkets(Exception):
+    """Nothing to record: a live venue listed nothing in time, or an asked-for symbol is unknown."""
+
+
+async def _choose(svc: Any, symbols: list[str] | None, top: int) -> list[str]:
+    """The markets to record: *symbols*, or the *top* most-traded of each live venue (plus every
+    simulated market), once the live venues have listed and the books have their snapshots."""
+    from sequence.market.errors import MarketError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CATALOGUE_WAIT_S
+    while any(v.status().get("catalogue_age_s") is None for v in svc.live.values()):
+        if loop.time() > deadline:
+            waiting = [n for n, v in svc.live.items() if v.status().get("catalogue_age_s") is None]
+            notes = "; ".join(f"{n}: {svc.live[n].status().get('last_error') or 'no answer'}" for n in waiting)
+            raise _NoMarkets(f"no market list from {', '.join(waiting)} after {CATALOGUE_WAIT_S:g}s ({notes})")
+        await asyncio.sleep(0.2)
+    if symbols:
+        chosen = list(symbols)
+        for sym in chosen:
+            try:
+                svc.market(sym)
+            except MarketError:
+                raise _NoMarkets(f"unknown symbol {sym!r}: see `GET /v1/markets` for the symbols") from None
+    else:
+        chosen = []
+        for venue in svc.venues:
+            names = svc.symbols(venue)
+            if venue in svc.live:
+                rows = svc.markets(venue=venue, limit=top, order="volume", active=True, expand="outcomes")["markets"]
+                names = [r.get("symbol") or r["yes_token_id"] for r in rows if r.get("symbol") or r.get("yes_token_id")]
+            chosen.extend(names)
+    live_syms = [s for s in chosen if svc.market(s).venue in svc.live]
+    ready = await asyncio.gather(*(svc.wait_ready(s, BOOK_WAIT_S) for s in live_syms))
+    late = [s for s, ok in zip(live_syms, ready, strict=True) if not ok]
+    if late:
+        err_console.print(f"{len(late)} book(s) not ready after {BOOK_WAIT_S:g}s; recorded from their snapshot "
+                          f"when it comes: {', '.join(late[:5])}{' …' if len(late) > 5 else ''}")
+    if not chosen:
+        raise _NoMarkets("the venues list no market to record")
+    return chosen
 
 
 def connect(

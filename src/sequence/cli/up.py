@@ -26,7 +26,7 @@ from sequence.api.state import Core
 from sequence.cli import config as cfgmod
 from sequence.cli import datadir, lifeline
 from sequence.cli.output import console, fail
-from sequence.settings import Settings, SettingsError
+from sequence.settings import Settings, SettingsError, parse_venues
 
 log = logging.getLogger("sequence.up")
 
@@ -119,10 +119,11 @@ def _check_isolation(settings: Settings, unsandboxed: bool) -> None:
 
 
 def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region: str, runner_capacity: int,
-           replay: Path | None, seed: int | None, unsandboxed: bool = False) -> None:
+           replay: Path | None, seed: int | None, unsandboxed: bool = False, venues: str | None = None) -> None:
     datadir.private_umask()  # before anything is created: the store, the key, the runner's files
     try:
-        settings = Settings.from_env(data_dir=data_dir, host=host, port=port, market_replay=replay, market_seed=seed)
+        settings = Settings.from_env(data_dir=data_dir, host=host, port=port, market_replay=replay, market_seed=seed,
+                                     venues=parse_venues(venues) if venues else None)
     except SettingsError as exc:
         fail(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -136,7 +137,10 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
     except Exception as exc:
         fail(f"cannot open the store at {settings.effective_database_url}: {exc}")
     info = bootstrap(core)
-    app = create_app(settings, core=core)
+    try:
+        app = create_app(settings, core=core)
+    except SettingsError as exc:  # e.g. an unreadable SEQUENCE_KALSHI_PRIVATE_KEY_FILE
+        fail(str(exc), "see docs/configuration.md")
     proc: subprocess.Popen[bytes] | None = None
 
     class _Server(CoordinatorServer):
@@ -172,6 +176,9 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
             proc = start_runner(settings, runner_token(core, settings.data_dir), runner_region, runner_capacity,
                                 unsandboxed=unsandboxed)
         console.print(f"[bold green]Sequence is up[/] at [bold]{settings.api_url}[/]  (data in {settings.data_dir})")
+        if "live" in settings.venues.values():
+            modes = ", ".join(f"{v} {m}" for v, m in settings.venues.items())
+            console.print(f"market data: {modes} (each venue's connection: GET /v1/venues)")
         if info.get("created"):
             console.print(f"  local client '{LOCAL_CLIENT}' created; live key and test key saved to {info['config_path']}")
         if runner:

@@ -239,6 +239,7 @@ class MarketService:
         self._slugs: dict[tuple[str, str], _State] = {}
         self.live: dict[str, LiveVenue] = {a.name: a for a in self.adapters if isinstance(a, LiveVenue)}
         self.idle_s = LIVE_IDLE_S
+        self.ready_timeout_s = LIVE_READY_TIMEOUT_S
         self.unknown_events = 0
         self.events_applied = 0
         markets: list[MarketSpec] = []
@@ -574,9 +575,10 @@ class MarketService:
             await asyncio.wait_for(ready.wait(), timeout)
         return ready.is_set()
 
-    async def require_ready(self, symbol: str, timeout: float = LIVE_READY_TIMEOUT_S) -> None:
-        """:meth:`wait_ready`, or :class:`Unavailable` (503) saying what the venue is doing."""
-        if await self.wait_ready(symbol, timeout):
+    async def require_ready(self, symbol: str, timeout: float | None = None) -> None:
+        """:meth:`wait_ready` (up to ``ready_timeout_s``), or :class:`Unavailable` (503) saying
+        what the venue is doing."""
+        if await self.wait_ready(symbol, self.ready_timeout_s if timeout is None else timeout):
             return
         st = self._lookup(symbol)[0]
         status = st.live.status() if st.live is not None else {}

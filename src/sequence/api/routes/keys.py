@@ -77,10 +77,14 @@ def whoami(request: Request, p: Principal = Depends(require_principal)) -> dict[
 
 @router.get("/v1/venues", responses={401: _R[401]})
 def list_venues(request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
-    have = {r["venue"]: r for r in core_of(request.app).store.venue_credentials(p.client_id)}
+    core = core_of(request.app)
+    have = {r["venue"]: r for r in core.store.venue_credentials(p.client_id)}
+    # Where each venue's market data comes from and how its connection is (docs/markets.md).
+    status = core.market.venue_status() if core.market is not None else {}
     return {"venues": [{"venue": v, "has_credentials": v in have,
                         "credential_fields": have[v]["field_names"] if v in have else [],
-                        "updated_at": present.iso(have[v]["updated_at"]) if v in have else None} for v in VENUES]}
+                        "updated_at": present.iso(have[v]["updated_at"]) if v in have else None,
+                        "market": status.get(v, {"mode": "off", "state": "off"})} for v in VENUES]}
 
 
 def _put_credentials(request: Request, venue: str, body: dict[str, Any], p: Principal) -> dict[str, Any]:

@@ -111,7 +111,11 @@ def _register(target: APIRouter, *, principal: Resolver | None) -> None:
         symbol = qp.get("symbol")
         if not symbol:
             raise bad_request("symbol is required", "symbol")
-        body = _service(request.app).quote_json(symbol, int_param("depth", qp.get("depth"), DEFAULT_DEPTH))
+        svc = _service(request.app)
+        depth = int_param("depth", qp.get("depth"), DEFAULT_DEPTH)
+        if not svc.ensure(symbol):  # a live book not fed yet: wait for its snapshot, or 503
+            await svc.require_ready(symbol)
+        body = svc.quote_json(symbol, depth)
         return Response(body, media_type="application/json")
 
     bad_input: dict[int | str, dict[str, Any]] = {
@@ -134,7 +138,8 @@ def _register(target: APIRouter, *, principal: Resolver | None) -> None:
         summary="One book snapshot",
         tags=["market"],
         openapi_extra={"parameters": _QUOTES_PARAMS},
-        responses={**bad_input, 404: {"description": "unknown symbol"}},
+        responses={**bad_input, 404: {"description": "unknown symbol"},
+                   503: {"description": "a live venue has not sent this book yet (`market_unavailable`)"}},
         route_class_override=DirectRoute,
     )
 
