@@ -1,0 +1,175 @@
+"""Runs: claims, epochs, heartbeats and leases, exits and restarts (store/runs.py), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from sequence.store import tables as t
+from sequence.store.store import (
+    ExitReport,
+    LogColumns,
+    StaleWrite,
+    Store,
+)
+from tests.store.helpers import Clock, deploy
+
+
+def test_claim_is_atomic_and_epochs_increase(store: Store, client_id: str, runner_id: str) -> None:
+    deploy(store, client_id, sid="a", name="a")
+    deploy(store, client_id, sid="b", name="b")
+    c1 = store.claim(runner_id, ["us-east-1"], 5)
+    c2 = store.claim(runner_id, ["us-east-1"], 5)
+    assert c1 and c2 and {c1["strategy_id"], c2["strategy_id"]} == {"a", "b"}
+    assert c2["epoch"] > c1["epoch"]
+    assert store.claim(runner_id, ["us-east-1"], 5) is None
+    assert store.get_strategy(client_id, "a")["status"] == "running"  # type: ignore[index]
+
+
+def test_the_database_refuses_two_active_runs_of_one_strategy(store: Store, client_id: str, runner_id: str) -> None:
+    deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    with pytest.raises(IntegrityError), store.db.write() as c:
+        c.execute(t.runs.insert().values(
+            run_id="dup", strategy_id="sid-1", client_id=client_id, epoch=999, status="starting",
+            artifact_sha256="x", claimed_at=0.0, active_guard="A"))
+
+
+def test_concurrent_claims_never_hand_out_a_strategy_twice(store: Store, client_id: str) -> None:
+    for i in range(12):
+        deploy(store, client_id, sid=f"s{i}", name=f"s{i}")
+    tid, _ = store.create_runner_token("r")
+    runners = [store.register_runner(tid, f"r{i}", "us-east-1", 100, {}) for i in range(4)]
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def worker(rid: str) -> None:
+        while True:
+            c = store.claim(rid, ["us-east-1"], 10)
+            if c is None:
+                return
+            with lock:
+                got.append(c["strategy_id"])
+
+    threads = [threading.Thread(target=worker, args=(r,)) for r in runners]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(got) == sorted(f"s{i}" for i in range(12))
+
+
+def test_claims_respect_region_and_capacity(store: Store, client_id: str) -> None:
+    deploy(store, client_id, sid="eu", name="eu", region="eu-west-1")
+    deploy(store, client_id, sid="any1", name="any1")
+    deploy(store, client_id, sid="any2", name="any2")
+    tid, _ = store.create_runner_token("r")
+    us = store.register_runner(tid, "us", "us-east-1", 1, {})
+    c = store.claim(us, ["us-east-1"], 1)
+    assert c is not None and c["strategy_id"] != "eu"
+    assert store.claim(us, ["us-east-1"], 1) is None  # capacity 1 reached
+    eu = store.register_runner(tid, "eu", "eu-west-1", 5, {})
+    claimed = {store.claim(eu, ["eu-west-1"], 5)["strategy_id"], store.claim(eu, ["eu-west-1"], 5)["strategy_id"]}  # type: ignore[index]
+    assert "eu" in claimed
+
+
+def test_stale_epoch_writes_are_rejected(store: Store, client_id: str, runner_id: str) -> None:
+    deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    with pytest.raises(StaleWrite):
+        store.append_log_columns(run["run_id"], run["epoch"] + 1, runner_id, LogColumns(1, [1.0], ["stdout"], ["x"], []))
+    with pytest.raises(StaleWrite):
+        store.report_exit(run["run_id"], run["epoch"] - 1, runner_id, ExitReport(code=0))
+    assert store.heartbeat(runner_id, [(run["run_id"], run["epoch"] + 7)]) == {run["run_id"]: "kill"}
+
+
+def test_exit_zero_stops_and_nonzero_fails_with_backoff(store: Store, client_id: str, runner_id: str, clock: Clock) -> None:
+    deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    store.report_exit(run["run_id"], run["epoch"], runner_id, ExitReport(code=3))
+    st = store.get_strategy(client_id, "sid-1")
+    assert st is not None and st["status"] == "failed" and st["restart_count"] == 1
+    assert st["next_restart_at"] == pytest.approx(clock.now + 1.0)
+    assert store.claim(runner_id, ["us-east-1"], 5) is None  # backoff not elapsed
+    clock.now += 1.01
+    run2 = store.claim(runner_id, ["us-east-1"], 5)
+    assert run2 is not None and run2["epoch"] > run["epoch"]
+    store.report_exit(run2["run_id"], run2["epoch"], runner_id, ExitReport(code=None, signal=9))
+    st = store.get_strategy(client_id, "sid-1")
+    assert st["next_restart_at"] == pytest.approx(clock.now + 2.0)  # type: ignore[index]
+    clock.now += 2.01
+    run3 = store.claim(runner_id, ["us-east-1"], 5)
+    assert run3 is not None
+    store.report_exit(run3["run_id"], run3["epoch"], runner_id, ExitReport(code=0))
+    st = store.get_strategy(client_id, "sid-1")
+    assert st["status"] == "stopped" and st["desired_state"] == "stopped"  # type: ignore[index]
+    clock.now += 100
+    assert store.claim(runner_id, ["us-east-1"], 5) is None  # exit 0: never restarted
+
+
+def test_expired_lease_fails_the_run_and_requeues(store: Store, client_id: str, runner_id: str, clock: Clock) -> None:
+    deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    clock.now += store.lease_seconds + 1
+    assert store.expire_leases() == [run["run_id"]]
+    st = store.get_strategy(client_id, "sid-1")
+    assert st is not None and st["status"] == "failed" and "runner lost" in st["last_exit"]["reason"]
+    assert store.get_run(run["run_id"])["status"] == "lost"  # type: ignore[index]
+    # The lost runner's late writes are refused.
+    with pytest.raises(StaleWrite):
+        store.report_exit(run["run_id"], run["epoch"], runner_id, ExitReport(code=0))
+    # A lost runner is not the strategy's fault: claimable at once, backoff not grown.
+    assert st["next_restart_at"] == clock.now and st["restart_count"] == 1
+    assert st["consecutive_failures"] == 0
+    assert store.claim(runner_id, ["us-east-1"], 5) is not None
+
+
+def test_a_fresh_coordinator_charges_no_lease_for_one_lease_period(store: Store, client_id: str, runner_id: str,
+                                                                   clock: Clock) -> None:
+    deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    clock.now += store.lease_seconds * 3  # the coordinator was down; nobody could heartbeat
+    restarted = Store(store.db, clock=clock, lease_seconds=store.lease_seconds)
+    restarted.begin_lease_grace()
+    assert restarted.expire_leases() == []
+    clock.now += store.lease_seconds - 0.01
+    assert restarted.expire_leases() == []
+    clock.now += 0.02  # grace over, no heartbeat came: lost as before
+    assert restarted.expire_leases() == [run["run_id"]]
+
+
+def test_a_heartbeat_within_the_grace_renews_a_lapsed_lease(store: Store, client_id: str, runner_id: str,
+                                                            clock: Clock) -> None:
+    deploy(store, client_id)
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run is not None
+    clock.now += store.lease_seconds * 3
+    assert store.heartbeat(runner_id, [(run["run_id"], run["epoch"])]) == {run["run_id"]: "kill"}  # no grace
+    restarted = Store(store.db, clock=clock, lease_seconds=store.lease_seconds)
+    restarted.begin_lease_grace()
+    clock.now += 1
+    assert restarted.heartbeat(runner_id, [(run["run_id"], run["epoch"])]) == {run["run_id"]: "continue"}
+    clock.now += store.lease_seconds  # past the grace, inside the renewed lease
+    assert restarted.expire_leases() == []
+    clock.now += 1
+    assert restarted.expire_leases() == [run["run_id"]]
+
+
+def test_runs_page_newest_first_by_epoch(store: Store, client_id: str, runner_id: str, clock: Clock) -> None:
+    deploy(store, client_id)
+    epochs = []
+    for _ in range(3):
+        run = store.claim(runner_id, ["us-east-1"], 5)
+        assert run is not None
+        epochs.append(run["epoch"])
+        store.report_exit(run["run_id"], run["epoch"], runner_id, ExitReport(code=1))
+        clock.now += 100
+    assert [r["epoch"] for r in store.list_runs(client_id, "sid-1", 2)] == epochs[:0:-1]
+    assert [r["epoch"] for r in store.list_runs(client_id, "sid-1", 2, before_epoch=epochs[1])] == [epochs[0]]
