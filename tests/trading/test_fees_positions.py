@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sequence.trading.fees import FeeConfigError, FeeModel, FeeSchedule
-from sequence.trading.positions import Position, apply_fill
+from sequence.trading.positions import Position, apply_fill, apply_fill_row
 from sequence.trading.wire import position_json
 
 Q = 100_000_000  # qty_1e8 of one unit
@@ -97,3 +97,10 @@ def test_pnl_identity(fills: list[tuple[str, int, int]]) -> None:
     expected = cash + mark * p.net_1e8
     assert abs(p.realized_1e8 + unreal - expected) <= len(fills) + 1
     assert p.net_1e8 == sum((q if s == "buy" else -q) * Q for s, _, q in fills)
+
+
+def test_a_position_round_trips_through_its_row_and_folds_fill_rows() -> None:
+    fill = {"side": "buy", "price_units": 40, "price_scale": 100, "qty_1e8": 2 * Q, "fee_1e8": 3}
+    pos = apply_fill_row(Position(), fill)
+    assert pos == apply_fill(Position(), "buy", Fraction(40, 100), 2 * Q, 3)
+    assert Position.from_row({"client_id": "c", **pos.columns()}) == pos

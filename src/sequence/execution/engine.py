@@ -316,8 +316,7 @@ class TradingEngine:
         """Position rows as the API sends them, marked to the current mid."""
         out = []
         for r in rows:
-            pos = Position(r["net_1e8"], r["cost_1e8"], r["realized_1e8"], r["fees_1e8"], r["fill_count"])
-            out.append(position_json(pos, symbol=r["symbol"], venue=r["venue"], paper=bool(r["sandbox"]),
+            out.append(position_json(Position.from_row(r), symbol=r["symbol"], venue=r["venue"], paper=bool(r["sandbox"]),
                                      mark=self.mark(r["symbol"]), updated_at=iso(r["updated_at"])))
         return out
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sequence.store import tables as t
 from sequence.store.base import row as _row
 from sequence.store.db import Database
-from sequence.trading.positions import Position, apply_fill
+from sequence.trading.positions import Position, apply_fill_row
 
 
 class TradingStoreError(Exception):
@@ -231,14 +230,10 @@ class TradingStore:
             if not self.db.is_sqlite:
                 q = q.with_for_update()
             cur = c.execute(q).first()
-            pos = Position() if cur is None else Position(cur.net_1e8, cur.cost_1e8, cur.realized_1e8,
-                                                          cur.fees_1e8, cur.fill_count)
+            pos = Position() if cur is None else Position.from_row(_row(cur))
             for f in rows:
-                pos = apply_fill(pos, f["side"], Fraction(f["price_units"], f["price_scale"]),
-                                 f["qty_1e8"], f["fee_1e8"])
-            values = {"venue": rows[-1]["venue"], "net_1e8": pos.net_1e8, "cost_1e8": pos.cost_1e8,
-                      "realized_1e8": pos.realized_1e8, "fees_1e8": pos.fees_1e8,
-                      "fill_count": pos.fill_count, "updated_at": rows[-1]["ts"]}
+                pos = apply_fill_row(pos, f)
+            values = {"venue": rows[-1]["venue"], **pos.columns(), "updated_at": rows[-1]["ts"]}
             if cur is None:
                 c.execute(p.insert().values(client_id=client_id, sandbox=paper, symbol=symbol, **values))
             else:
@@ -306,11 +301,10 @@ class TradingStore:
             for r in c.execute(q.order_by(f.c.seq)):
                 key = (bool(r.sandbox), r.symbol)
                 pos = folded[key][0] if key in folded else Position()
-                pos = apply_fill(pos, r.side, Fraction(r.price_units, r.price_scale), r.qty_1e8, r.fee_1e8)
-                folded[key] = (pos, _row(r))
+                fill = _row(r)
+                folded[key] = (apply_fill_row(pos, fill), fill)
         out = []
         for (sb, sym), (pos, last) in sorted(folded.items()):
             out.append({"client_id": client_id, "sandbox": sb, "symbol": sym, "venue": last["venue"],
-                        "net_1e8": pos.net_1e8, "cost_1e8": pos.cost_1e8, "realized_1e8": pos.realized_1e8,
-                        "fees_1e8": pos.fees_1e8, "fill_count": pos.fill_count, "updated_at": last["ts"]})
+                        **pos.columns(), "updated_at": last["ts"]})
         return out

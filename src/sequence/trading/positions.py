@@ -14,17 +14,31 @@ row is :func:`sequence.trading.wire.position_json`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
 class Position:
+    """One position; its fields are the ``positions`` columns of the same names."""
+
     net_1e8: int = 0
     cost_1e8: int = 0
     realized_1e8: int = 0
     fees_1e8: int = 0
     fill_count: int = 0
+
+    @classmethod
+    def from_row(cls, r: Mapping[str, Any]) -> Position:
+        """From a ``positions`` row."""
+        return cls(int(r["net_1e8"]), int(r["cost_1e8"]), int(r["realized_1e8"]), int(r["fees_1e8"]),
+                   int(r["fill_count"]))
+
+    def columns(self) -> dict[str, int]:
+        """Its ``positions`` columns."""
+        return asdict(self)
 
     @property
     def avg_price(self) -> Fraction | None:
@@ -72,3 +86,9 @@ def apply_fill(pos: Position, side: str, price: Fraction, qty_1e8: int, fee_1e8:
         fill_count=pos.fill_count + 1,
     )
 
+
+
+def apply_fill_row(pos: Position, fill: Mapping[str, Any]) -> Position:
+    """The position after a ``fills`` row."""
+    return apply_fill(pos, fill["side"], Fraction(fill["price_units"], fill["price_scale"]), fill["qty_1e8"],
+                      fill["fee_1e8"])
