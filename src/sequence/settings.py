@@ -30,6 +30,9 @@ LIVE_URLS: dict[str, str] = {
     "polymarket_ws_url": "wss://ws-subscriptions-clob.polymarket.com/ws/market",
     "coinbase_api_url": "https://api.coinbase.com/api/v3/brokerage",
     "coinbase_ws_url": "wss://advanced-trade-ws.coinbase.com",
+    # The user channels: our orders and fills (real trading).
+    "polymarket_user_ws_url": "wss://ws-subscriptions-clob.polymarket.com/ws/user",
+    "coinbase_user_ws_url": "wss://advanced-trade-ws-user.coinbase.com",
 }
 
 DEFAULT_REGIONS: dict[str, str] = {
@@ -103,6 +106,8 @@ class Settings:
     polymarket_ws_url: str = LIVE_URLS["polymarket_ws_url"]
     coinbase_api_url: str = LIVE_URLS["coinbase_api_url"]
     coinbase_ws_url: str = LIVE_URLS["coinbase_ws_url"]
+    polymarket_user_ws_url: str = LIVE_URLS["polymarket_user_ws_url"]
+    coinbase_user_ws_url: str = LIVE_URLS["coinbase_user_ws_url"]
     # Live catalogues: re-listed this often; capped at this many markets per venue (0 = no cap).
     live_catalogue_seconds: float = 300.0
     live_max_markets: int = 0
