@@ -268,6 +268,10 @@ graph_nodes = sa.Table(
     sa.Column("fees_1e8", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("fill_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("order_seq", sa.BigInteger, nullable=True),  # time priority among resting orders
+    # A real order at a venue (issue 14): our client order id, written before it is sent
+    # (so a restart knows to look it up), and the venue's id once it acknowledged.
+    sa.Column("client_order_id", sa.String(64), nullable=True),
+    sa.Column("venue_order_id", sa.String(128), nullable=True),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("activated_at", Ts, nullable=True),
     sa.Column("updated_at", Ts, nullable=False),
@@ -296,9 +300,12 @@ fills = sa.Table(
     sa.Column("liquidity", sa.String(8), nullable=False),  # maker | taker
     sa.Column("sandbox", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("ts", Ts, nullable=False),
+    # The venue's id of a real fill: one row per venue fill, however often it is reported.
+    sa.Column("venue_fill_id", sa.String(128), nullable=True),
     sa.Index(None, "client_id", "ts"),
     sa.Index(None, "client_id", "symbol", "ts"),
     sa.Index(None, "graph_id"),
+    sa.Index(None, "venue", "venue_fill_id", unique=True),
 )
 
 positions = sa.Table(
@@ -316,4 +323,26 @@ positions = sa.Table(
     sa.Column("fill_count", sa.Integer, nullable=False),
     sa.Column("updated_at", Ts, nullable=False),
     sa.PrimaryKeyConstraint("client_id", "sandbox", "symbol"),
+)
+
+# Risk limits of real orders (trading/risk.py): a client's (strategy_id "") and a strategy's.
+risk_limits = sa.Table(
+    "risk_limits",
+    metadata,
+    sa.Column("client_id", sa.String(32), sa.ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("strategy_id", sa.String(40), nullable=False, server_default=""),
+    sa.Column("limits", sa.Text, nullable=False),  # JSON {name: number | null}
+    sa.Column("updated_at", Ts, nullable=False),
+    sa.PrimaryKeyConstraint("client_id", "strategy_id"),
+)
+
+# Kill switches engaged (POST /v1/kill): the client's (strategy_id "") or one strategy's.
+# While one is engaged, no real order of its scope is sent.
+kill_switches = sa.Table(
+    "kill_switches",
+    metadata,
+    sa.Column("client_id", sa.String(32), sa.ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("strategy_id", sa.String(40), nullable=False, server_default=""),
+    sa.Column("engaged_at", Ts, nullable=False),
+    sa.PrimaryKeyConstraint("client_id", "strategy_id"),
 )
