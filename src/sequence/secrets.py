@@ -265,9 +265,10 @@ def reseal_venue_credentials(old: Keyring, new: Keyring, row: Mapping[str, Any])
 
 def reseal_rows(old: Keyring, new: Keyring, strategies: Iterable[Mapping[str, Any]],
                 creds: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every stored sealed value opened with ``old`` and sealed with ``new`` (rows as
-    :meth:`sequence.store.store.Store.all_sealed_rows` returns them; the answer is what
-    :meth:`~sequence.store.store.Store.reseal` writes). All or nothing: the first value
-    that does not open raises :class:`UnsealError` before anything is written."""
+    """Every stored sealed value opened with ``old`` and sealed with ``new``: the sealed
+    columns of ``strategies`` rows (with ``strategy_id``) and whole ``venue_credentials``
+    rows in, the columns to write out (what :meth:`sequence.store.store.Store.reseal_all`
+    does in one transaction). All or nothing: the first value that does not open raises
+    :class:`UnsealError` before anything is written."""
     return ([reseal_strategy(old, new, r) for r in strategies],
             [reseal_venue_credentials(old, new, r) for r in creds])

@@ -86,19 +86,21 @@ def test_reseal_all_moves_every_sealed_value_to_the_new_key_in_one_go(store: Sto
 
     assert store.reseal_all(old, new) == (2, 1)
 
-    strategies, creds = store.all_sealed_rows()
-    row = next(r for r in strategies if r["strategy_id"] == sid)
+    row = store.get_strategy(None, sid, with_sealed=True)
+    assert row is not None
     sealed = sealed_in(row, "secrets")
     assert sealed is not None and sealed.key_id == new.primary_id
     assert new.unseal_json(sealed, strategy_secrets_label(sid)) == {"A": "1"}
     api_key = sealed_in(row, "sequence_api_key")
     assert api_key is not None and new.unseal(api_key, strategy_api_key_label(sid)) == b"seq_live_x"
-    assert sealed_in(next(r for r in strategies if r["strategy_id"] == "sid-2"), "secrets") is None
-    opened = sealed_in(creds[0])
+    plain = store.get_strategy(None, "sid-2", with_sealed=True)
+    assert plain is not None and sealed_in(plain, "secrets") is None
+    with store.db.read() as c:
+        opened = sealed_in(c.execute(sa.select(t.venue_credentials)).one()._mapping)
     assert opened is not None and new.unseal_json(opened, venue_credentials_label(client_id, "kalshi")) == {"api_key": "k"}
     with pytest.raises(UnsealError):  # a label names its row: another client's label does not open it
         new.unseal(opened, venue_credentials_label("someone-else", "kalshi"))
     # A ring without the key the values are sealed with aborts before writing anything.
     with pytest.raises(UnsealError):
         store.reseal_all(old, Keyring(os.urandom(32)))
-    assert store.all_sealed_rows()[0] == strategies
+    assert store.get_strategy(None, sid, with_sealed=True) == row

@@ -178,16 +178,6 @@ class KeysStore(StoreBase):
         return r.token_id, r.runner_id is not None
 
     # -- key rotation: every sealed column -------------------------------------------------------
-    def all_sealed_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Everything sealed, for key rotation: (strategies, venue credentials)."""
-        with self.db.read() as c:
-            return self._sealed_rows(c)
-
-    def reseal(self, strategies: Iterable[Mapping[str, Any]], creds: Iterable[Mapping[str, Any]]) -> None:
-        """Write re-sealed values (:func:`sequence.secrets.reseal_rows`' answer) in one transaction."""
-        with self.db.write() as c:
-            self._write_sealed(c, strategies, creds)
-
     def reseal_all(self, old: Keyring, new: Keyring) -> tuple[int, int]:
         """Re-seal every stored secret under ``new`` in one transaction (key rotation):
         the rows are read, re-sealed by :func:`sequence.secrets.reseal_rows` and written
