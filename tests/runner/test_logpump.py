@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from sequence.runner import LogPump, LogPumpConfig, LogRecord, replay_spool
-from sequence.runner.logpump import spool_files
+from sequence.runner.logs import spool_files
+from sequence.runner.logs.uploader import Backoff, Retrying
 from tests.runner.helpers import Collector
 
 pytestmark = pytest.mark.anyio
 
-FAST_RETRY = {"retry_initial_s": 0.005, "retry_max_s": 0.02}
+FAST_RETRY = Backoff(0.005, 0.02)
 
 
 class Writer:
@@ -73,14 +74,15 @@ async def test_sink_outage_then_recovery_loses_duplicates_and_reorders_nothing(
     tmp_path: Path,
 ) -> None:
     sink = Outage()
-    cfg = LogPumpConfig(memory_bytes=64 * 1024, **FAST_RETRY)
-    pump = LogPump(sink, spool_dir=tmp_path / "logs", config=cfg)
+    retrying = Retrying(sink, FAST_RETRY)
+    cfg = LogPumpConfig(memory_bytes=64 * 1024, blocked_after_s=0.05)
+    pump = LogPump(retrying, spool_dir=tmp_path / "logs", config=cfg)
     n = 50_000
     w = Writer(_lines(n), pump)
     assert await w.wait() == 0
     assert await pump.wait_eof()
     assert pump.stats.spooled_batches > 0 and spool_files(tmp_path / "logs"), "spooled to disk"
-    assert pump.stats.sink_failures > 0 and sink.accepted.records == []
+    assert retrying.failures > 0 and sink.accepted.records == []
     sink.down = False
     assert await pump.drain(60)
     assert sink.accepted.lines() == _expected(n)
@@ -92,8 +94,8 @@ async def test_sink_outage_then_recovery_loses_duplicates_and_reorders_nothing(
 async def test_outage_in_the_middle_of_a_run_keeps_order(tmp_path: Path) -> None:
     sink = Outage()
     sink.down = False
-    cfg = LogPumpConfig(memory_bytes=32 * 1024, batch_lines=100, **FAST_RETRY)
-    pump = LogPump(sink, spool_dir=tmp_path / "logs", config=cfg)
+    cfg = LogPumpConfig(memory_bytes=32 * 1024, batch_lines=100, blocked_after_s=0.05)
+    pump = LogPump(Retrying(sink, FAST_RETRY), spool_dir=tmp_path / "logs", config=cfg)
     code = "import sys, time\nfor i in range(30000):\n    print(i)\n    if i % 5000 == 0:\n        sys.stdout.flush(); time.sleep(0.02)\n"
     w = Writer(code, pump)
 
@@ -123,7 +125,7 @@ async def test_a_batch_stored_before_the_sink_failed_is_resent_so_receivers_dedu
             raise TimeoutError("stored, but the answer was lost")
 
     pump = LogPump(
-        lossy_ack, spool_dir=tmp_path, config=LogPumpConfig(batch_lines=50, **FAST_RETRY)
+        Retrying(lossy_ack, FAST_RETRY), spool_dir=tmp_path, config=LogPumpConfig(batch_lines=50)
     )
     w = Writer("for i in range(1000): print(i)", pump)
     await w.wait()
@@ -176,7 +178,7 @@ async def test_undelivered_records_are_persisted_on_close_and_replayed_once(tmp_
         await first(batch)
 
     first = Collector()
-    cfg = LogPumpConfig(batch_lines=100, memory_bytes=16 * 1024, **FAST_RETRY)
+    cfg = LogPumpConfig(batch_lines=100, memory_bytes=16 * 1024)
     pump = LogPump(dies_after_three, spool_dir=tmp_path / "logs", config=cfg)
     w = Writer("for i in range(20000): print(i)", pump)
     await w.wait()
@@ -195,7 +197,7 @@ async def test_undelivered_records_are_persisted_on_close_and_replayed_once(tmp_
 
 async def test_replay_stops_at_a_failing_sink_and_can_resume(tmp_path: Path) -> None:
     sink = Outage()
-    pump = LogPump(sink, spool_dir=tmp_path, config=LogPumpConfig(memory_bytes=0, **FAST_RETRY))
+    pump = LogPump(sink, spool_dir=tmp_path, config=LogPumpConfig(memory_bytes=0))
     w = Writer("for i in range(5000): print(i)", pump)
     await w.wait()
     await pump.wait_eof()
@@ -273,9 +275,8 @@ async def _pump_through(sink_fail_for: float, slow_s: float, tmp_path: Path) -> 
         await asyncio.sleep(slow_s)
         got.extend(batch)
 
-    cfg = LogPumpConfig(batch_lines=5000, memory_bytes=1 << 20, spool_when_slow=False, retry_initial_s=0.05,
-                        retry_max_s=0.1)
-    pump = LogPump(sink, spool_dir=tmp_path / "spool", config=cfg)
+    cfg = LogPumpConfig(batch_lines=5000, memory_bytes=1 << 20, spool_when_slow=False, blocked_after_s=0.2)
+    pump = LogPump(Retrying(sink, Backoff(0.05, 0.1)), spool_dir=tmp_path / "spool", config=cfg)
     r, w = os.pipe()
     pump.attach("stdout", r)
     data = b"".join(b"line %d\n" % i for i in range(200_000))

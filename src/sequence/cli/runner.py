@@ -16,7 +16,7 @@ from sequence.cli.output import console, emit_json, fail
 
 def _sandbox(data_dir: Path, runtime: str | None, unsandboxed: bool, *,  # type: ignore[no-untyped-def]
              egress: bool = True, egress_allow: str | None = None, bwrap: str | None = None):
-    from sequence.runner.logpump import LogPumpConfig
+    from sequence.runner.logs import LogPumpConfig
     from sequence.runner.sandbox import Sandbox, SandboxConfig
 
     # Big batches when a strategy is chatty (one HTTP request and one insert

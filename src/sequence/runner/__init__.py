@@ -19,7 +19,7 @@ from sequence.runner.errors import (
     WorkspaceError,
 )
 from sequence.runner.isolation import IsolationReport, Protection
-from sequence.runner.logpump import (
+from sequence.runner.logs import (
     LogPump,
     LogPumpConfig,
     LogPumpStats,

@@ -7,17 +7,20 @@ Exceptions::
      │    └── CoordinatorDown     positively not running: connection refused, or a
      │                            proxy's 502/503/504 (see RunnerDaemon fencing)
      ├── StaleRun                 409 stale_run: this run is not ours any more — kill it
-     └── LogGap                   409 conflict on a log batch: resend from ``expected``
+     └── Rejected                 any other 4xx: a bug or a revoked token; not retried
+
+Every call is one attempt: the callers decide what to retry (log delivery:
+:mod:`sequence.runner.logs.uploader`). The wire shapes are :mod:`sequence.protocol`'s.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
+
+from sequence.protocol import ClaimSpec, ExitReport
 
 
 class CoordinatorError(Exception):
@@ -36,10 +39,11 @@ class StaleRun(CoordinatorError):
     pass
 
 
-class LogGap(CoordinatorError):
-    def __init__(self, message: str, expected: int | None) -> None:
-        super().__init__(message)
-        self.expected = expected
+class Poll(TypedDict):
+    """A poll's answer: runs to start, and runs of this runner to stop."""
+
+    claims: list[ClaimSpec]
+    stop: list[str]
 
 
 class Rejected(CoordinatorError):
@@ -85,11 +89,11 @@ class CoordinatorClient:
         self.runner_id = data["runner_id"]
         return data
 
-    async def poll(self, free_slots: int, stopping: Sequence[str], wait_s: float) -> dict[str, Any]:
+    async def poll(self, free_slots: int, stopping: Sequence[str], wait_s: float) -> Poll:
         r = await self._call("POST", f"/v1/runners/{self.runner_id}/poll",
                              json={"free_slots": free_slots, "stopping": list(stopping), "wait_s": wait_s},
                              timeout=wait_s + 15.0)
-        out: dict[str, Any] = r.json()
+        out: Poll = r.json()
         return out
 
     async def heartbeat(self, runs: Sequence[tuple[str, int]], timeout: float = 5.0) -> dict[str, str]:
@@ -105,12 +109,8 @@ class CoordinatorClient:
     async def started(self, run_id: str, epoch: int) -> None:
         await self._call("POST", self._run_path(run_id, "started"), json={"epoch": epoch})
 
-    async def logs(self, run_id: str, epoch: int, lines: Sequence[Mapping[str, Any]]) -> int:
-        """Upload a contiguous batch of records in the columnar form (cheaper to encode and parse)."""
-        return await self.logs_encoded(run_id, encode_logs(epoch, lines))
-
     async def logs_encoded(self, run_id: str, body: bytes, *, runner_id: str | None = None) -> int:
-        """Upload a batch already encoded by :func:`encode_logs` (so encoding can overlap uploads).
+        """Upload a batch encoded by :func:`sequence.protocol.encode_logs` (so encoding can overlap uploads).
 
         *runner_id*: the runner the run belonged to, when it is not this one (spools
         of an earlier process of this runner, delivered after a restart)."""
@@ -124,7 +124,7 @@ class CoordinatorClient:
             _raise_for(r, "POST", path)
         return int(r.json()["next_seq"])
 
-    async def exit(self, run_id: str, epoch: int, report: Mapping[str, Any]) -> None:
+    async def exit(self, run_id: str, epoch: int, report: ExitReport) -> None:
         await self._call("POST", self._run_path(run_id, "exit"), json={"epoch": epoch, **report})
 
 
@@ -156,21 +156,4 @@ def _raise_for(r: httpx.Response, method: str, path: str) -> None:
     code, msg = err.get("code", ""), err.get("message", r.text[:200])
     if code == "stale_run" or (r.status_code == 404 and "/runs/" in path):
         raise StaleRun(msg)
-    if r.status_code == 409 and "log gap" in msg:
-        m = re.search(r"expected seq (\d+)", msg)
-        raise LogGap(msg, int(m.group(1)) if m else None)
     raise Rejected(r.status_code, msg)
-
-
-_STREAM_CODE = {"stdout": "o", "stderr": "e", "system": "s"}
-
-
-def encode_logs(epoch: int, lines: Sequence[Mapping[str, Any]]) -> bytes:
-    """The columnar log batch body (docs/runner-protocol.md)."""
-    return json.dumps({
-        "epoch": epoch, "first_seq": lines[0]["seq"] if lines else 1,
-        "ts": [x["ts"] for x in lines],
-        "streams": "".join(_STREAM_CODE[x["stream"]] for x in lines),
-        "lines": [x["line"] for x in lines],
-        "partial": [i for i, x in enumerate(lines) if x.get("partial")],
-    }, separators=(",", ":"), ensure_ascii=False).encode()

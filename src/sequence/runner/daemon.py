@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
-import shutil
 import signal
 import socket
 import time
@@ -40,18 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sequence.protocol import ClaimSpec, ExitReport
 from sequence.runner.client import (
     CoordinatorClient,
     CoordinatorDown,
     CoordinatorError,
     CoordinatorUnavailable,
-    LogGap,
     Rejected,
     StaleRun,
-    encode_logs,
 )
 from sequence.runner.errors import RunnerError
-from sequence.runner.logpump import LogRecord, spool_files
+from sequence.runner.logs.uploader import LogUploader, deliver_spools
 from sequence.runner.process import ExitInfo, RunHandle
 from sequence.runner.sandbox import RunSpec, Sandbox
 
@@ -108,7 +105,7 @@ class RunnerDaemon:
         if stop.is_set():
             return
         if spools:
-            self._spawn(self._replay_spools(spools))
+            self._spawn(deliver_spools(self.client, spools, self._closing))
         poll = asyncio.create_task(self._poll_loop(), name="runner-poll")
         beat = asyncio.create_task(self._heartbeat_loop(), name="runner-heartbeat")
         await stop.wait()
@@ -129,46 +126,9 @@ class RunnerDaemon:
     def _cleanup_previous(self) -> dict[str, tuple[Path, dict[str, Any]]]:
         """Leftovers of an earlier runner process: its runs died with it (bubblewrap's
         die-with-parent), so their leases will expire; kill leftover cgroups and drop
-        run dirs — but keep undelivered log spools, returned for :meth:`_replay_spools`."""
+        run dirs — but keep undelivered log spools, returned for :func:`deliver_spools`."""
         self.sandbox.cleanup_stale(set())
         return self.sandbox.pending_spools()
-
-    async def _replay_spools(self, spools: dict[str, tuple[Path, dict[str, Any]]]) -> None:
-        """Deliver the logs an earlier runner process spooled: they are history, and the
-        coordinator stores a run's lines even after the run ended."""
-        for run_id, (logs_dir, record) in spools.items():
-            runner_id, epoch = record.get("runner_id"), record.get("epoch")
-            if not isinstance(runner_id, str) or not isinstance(epoch, int):
-                log.warning("dropping the spooled logs of run %s: no run record", run_id)
-                shutil.rmtree(logs_dir.parent, ignore_errors=True)
-                continue
-            sent = 0
-            delay = 0.5
-            while not self._closing.is_set():
-                try:
-                    for path in spool_files(logs_dir):
-                        with open(path, "rb") as f:
-                            for raw in f:
-                                if raw.strip():
-                                    batch = json.loads(raw)
-                                    await self.client.logs_encoded(run_id, encode_logs(epoch, batch),
-                                                                   runner_id=runner_id)
-                                    sent += len(batch)
-                        path.unlink()
-                    log.info("delivered %d spooled log lines of run %s", sent, run_id)
-                    break
-                except (StaleRun, Rejected, LogGap) as exc:
-                    log.warning("the coordinator refused the spooled logs of run %s (%s); dropping them",
-                                run_id, exc)
-                    break
-                except CoordinatorUnavailable:
-                    await _sleep_or(self._closing, delay)
-                    delay = min(delay * 2, 10.0)
-                except (OSError, ValueError) as exc:
-                    log.warning("cannot read the spooled logs of run %s (%s); dropping them", run_id, exc)
-                    break
-            if not self._closing.is_set():
-                shutil.rmtree(logs_dir.parent, ignore_errors=True)
 
     async def _register(self, isolation: dict[str, Any], stop: asyncio.Event) -> None:
         delay = 0.2
@@ -203,9 +163,9 @@ class RunnerDaemon:
                 await asyncio.sleep(delay + random.uniform(0, delay / 2))
                 delay = min(delay * 2, 5.0)
                 continue
-            for spec in resp.get("claims", []):
+            for spec in resp["claims"]:
                 self._start(spec)
-            for run_id in resp.get("stop", []):
+            for run_id in resp["stop"]:
                 r = self.runs.get(run_id)
                 if r is not None:
                     self._request_stop(r)
@@ -256,7 +216,7 @@ class RunnerDaemon:
                     r.handle.kill()
 
     # ------------------------------------------------------------------ runs
-    def _start(self, spec: dict[str, Any]) -> None:
+    def _start(self, spec: ClaimSpec) -> None:
         report = self.sandbox.report
         if report is not None and report.level != "full":
             log.warning("claimed run %s (%s) with %s isolation; missing: %s", spec.get("run_id"), spec.get("name"),
@@ -280,7 +240,7 @@ class RunnerDaemon:
         if r.handle is not None:
             self._spawn(r.handle.stop(r.stop_timeout_s))
 
-    async def _drive(self, r: ActiveRun, spec: dict[str, Any]) -> None:
+    async def _drive(self, r: ActiveRun, spec: ClaimSpec) -> None:
         handle: RunHandle | None = None
         try:
             artifact, _sha = await self._retry(lambda: self.client.artifact(r.run_id, r.epoch), r)
@@ -345,7 +305,7 @@ class RunnerDaemon:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _report(self, r: ActiveRun, report: dict[str, Any], *, quick: bool = False) -> None:
+    async def _report(self, r: ActiveRun, report: ExitReport, *, quick: bool = False) -> None:
         if r.stale:
             return
         delay = 0.1
@@ -364,99 +324,19 @@ class RunnerDaemon:
         log.error("could not report the exit of run %s; its lease will expire", r.run_id)
 
     def _sink(self, r: ActiveRun) -> LogUploader:
-        r.uploader = LogUploader(self.client, r, self.lease_s * FENCE_FRACTION)
+        r.uploader = LogUploader(self.client, r.run_id, r.epoch)
         return r.uploader
 
 
-class LogUploader:
-    """The pump's sink: uploads batches in order with one in flight and one queued,
-    so the pump reads and batches the next lines while the coordinator stores the
-    last ones.  Retries a batch until it is stored; a full queue blocks the pump
-    (which spools to disk once it is blocked for long): backpressure, never loss.
-    Batches still held when it is closed are written back to the run's spool.
-    """
-
-    def __init__(self, client: CoordinatorClient, run: ActiveRun, give_up_s: float) -> None:
-        self.client = client
-        self.run = run
-        self.give_up_s = give_up_s
-        self._queue: asyncio.Queue[tuple[list[LogRecord], bytes]] = asyncio.Queue(maxsize=1)
-        self._inflight: list[LogRecord] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._refused = False
-        self._closed = False
-
-    async def __call__(self, batch: list[LogRecord]) -> None:
-        if self._refused:
-            return  # the coordinator refused this run's logs for good: nothing to keep
-        if self._closed:
-            raise CoordinatorUnavailable("the uploader is closed")
-        if self._task is None:
-            self._task = asyncio.create_task(self._upload(), name=f"logs-{self.run.run_id}")
-        # Encode now, while the previous batch is in flight: the coordinator
-        # stores batch N while this process encodes batch N+1.
-        await self._queue.put((batch, encode_logs(self.run.epoch, batch)))
-
-    async def _upload(self) -> None:
-        r = self.run
-        while True:
-            batch, body = await self._queue.get()
-            self._inflight = batch
-            delay = 0.05
-            while not self._refused:
-                try:
-                    await self.client.logs_encoded(r.run_id, body)
-                    break
-                except (StaleRun, Rejected) as exc:
-                    # Logs are history and normally accepted after the run ended;
-                    # a refusal here is final (the run was deleted, or not ours).
-                    log.warning("the coordinator refused logs of run %s (%s); dropping them", r.run_id, exc)
-                    self._refused = True
-                except CoordinatorError as exc:
-                    log.warning("log upload for run %s failed (%s); retrying", r.run_id, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-            self._inflight = None
-            self._queue.task_done()
-
-    async def drain(self, timeout: float) -> bool:
-        """Wait until every batch handed over has been stored."""
-        try:
-            await asyncio.wait_for(self._queue.join(), timeout)
-            return True
-        except TimeoutError:
-            return False
-
-    async def aclose(self, spool_dir: Path | None = None) -> None:
-        """Stop uploading; write batches not yet stored to *spool_dir* (delivered
-        after a runner restart; a batch the coordinator did store is ignored there)."""
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        pending = [self._inflight] if self._inflight else []
-        while not self._queue.empty():
-            pending.append(self._queue.get_nowait()[0])
-        if pending and spool_dir is not None and not self._refused:
-            with contextlib.suppress(OSError):
-                spool_dir.mkdir(parents=True, exist_ok=True)
-                # Sorts before the pump's own spool-00000001… files: these are older.
-                with open(spool_dir / "spool-00000000-uploader.jsonl", "wb") as f:
-                    for batch in pending:
-                        f.write(json.dumps(batch, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
-                log.warning("run %s: %d undelivered log batch(es) kept for replay", self.run.run_id,
-                            len(pending))
-
-
-def _exit_report(info: ExitInfo, *, shutdown: bool) -> dict[str, Any]:
-    out = {"code": info.code, "signal": info.signal, "oom": info.oom, "reason": info.reason[:1900],
+def _exit_report(info: ExitInfo, *, shutdown: bool) -> ExitReport:
+    out: ExitReport = {"code": info.code, "signal": info.signal, "oom": info.oom, "reason": info.reason[:1900],
            "peak_rss_bytes": info.peak_rss_bytes, "cpu_seconds": info.cpu_seconds}
     if shutdown:
         # Not the user's stop: report a failure so the strategy is re-queued on
         # another runner (a user stop that raced this still ends `stopped`).
-        out.update(code=None, signal=info.signal or signal.SIGTERM,
-                   reason=f"runner shut down: {info.reason}"[:1900])
+        out["code"] = None
+        out["signal"] = info.signal or signal.SIGTERM
+        out["reason"] = f"runner shut down: {info.reason}"[:1900]
     return out
 
 

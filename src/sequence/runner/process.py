@@ -48,7 +48,7 @@ import psutil
 
 from sequence.runner.cgroups import RunCgroup
 from sequence.runner.errors import SandboxError
-from sequence.runner.logpump import LogPump
+from sequence.runner.logs import LogPump
 from sequence.runner.network import RunNetwork
 
 __all__ = ["ExitInfo", "ExitKind", "RunHandle", "launch"]

@@ -55,7 +55,7 @@ from sequence.runner.isolation import (
     probe_bwrap,
     probe_cgroups,
 )
-from sequence.runner.logpump import LogPump, LogPumpConfig, LogSink, spool_files
+from sequence.runner.logs import LogPump, LogPumpConfig, LogSink, spool_files
 from sequence.runner.network import EgressPolicy, RunNetwork, sandbox_ports
 from sequence.runner.process import RunHandle, launch
 from sequence.runner.runtime import Runtime, bare_venv, discover_runtime, mirror_runtime

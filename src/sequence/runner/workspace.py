@@ -24,7 +24,7 @@ Layout of a run directory (``<data_dir>/runs/<run_id>/``, mode 0700)::
     workspace/                 the artifact; /workspace inside the sandbox
     workspace/.sequence/manifest.json
     sandbox/                   files the runner bind-mounts (passwd, group)
-    logs/                      log spool while the sink is slow (see logpump)
+    logs/                      log spool while the sink is slow (see runner/logs)
 """
 
 from __future__ import annotations
