@@ -46,6 +46,41 @@ Scenario controls: :meth:`set_level`, :meth:`move`, :meth:`gap` (a change whose 
 lost), :meth:`stall` (open sockets go silent, pings too), :meth:`disconnect` (abrupt, no
 close frame), :meth:`throttle`, :meth:`set_structure` (tick change), :meth:`trade`,
 :meth:`clear_side` (one-sided book), :meth:`blast` (many deltas, stamped, for benchmarks).
+
+The order side (one account: :attr:`FakeKalshi.balance`, dollars)
+    * ``POST /portfolio/events/orders`` (V2), signed, a write: ``ticker``, ``side``
+      (``bid``/``ask`` of the YES leg), ``count`` (a fixed-point *string*, whole contracts, ≥ 1),
+      ``price`` (a dollar *string*, on the market's ``price_ranges`` grid), ``time_in_force``
+      (``fill_or_kill``/``good_till_canceled``/``immediate_or_cancel``),
+      ``self_trade_prevention_type`` (``taker_at_cross``/``maker``), optional ``post_only`` and
+      ``client_order_id`` (a second order with the same id is refused, 409
+      ``order_already_exists``). A bid crosses the YES asks (1 − NO bids), an ask the YES bids,
+      best level first, each fill at the level's price (taker fee ``ceil(0.07·C·P·(1−P))`` to the
+      cent); what is left rests in the book at its limit (a bid as a YES bid, an ask as a NO bid
+      at 1 − p), or is cancelled (IOC; FOK fills all or nothing). Our own resting orders are
+      never matched: ``taker_at_cross`` cancels the taker there, ``maker`` cancels the resting
+      one. The account must cover every resting order plus the new one at its limit
+      (bid p, ask 1 − p a contract), else 400 ``insufficient_balance``. 201
+      ``{order_id, client_order_id, fill_count, remaining_count, ts_ms}``. Errors are
+      ``{code, message, details, service}``.
+    * ``DELETE /portfolio/events/orders/{id}`` → ``{order_id, client_order_id, reduced_by, ts_ms}``;
+      an order not resting any more is 404. ``GET /portfolio/orders`` (``ticker``, ``status``,
+      ``min_ts`` seconds, ``limit`` ≤ 1000, ``cursor``; newest first) and
+      ``GET /portfolio/orders/{id}``. ``GET /portfolio/fills`` (``ticker``, ``order_id``,
+      ``min_ts``, ``limit`` ≤ 200, ``cursor``; newest first). ``GET /portfolio/balance``
+      (cents). The legacy ``POST /portfolio/orders`` answers 410 (counted: :attr:`legacy_calls`).
+    * Writes have their own bucket (``writes_per_s``, Basic 10/s): beyond it, 429 without
+      ``Retry-After``; :meth:`throttle` applies to writes too.
+    * WebSocket ``fill`` (``trade_id`` = the REST ``fill_id``) and ``user_orders``
+      (``user_order`` messages, an order row) go to the subscribed signed sessions after every
+      match, cancel and rest.
+
+    Order scenario controls: :meth:`drop_next_reply` (the venue takes the next write but answers
+    only after ``drop_delay_s``, past the client's timeout), :meth:`duplicate_fills` (every fill
+    message sent twice), :meth:`reject_next` (the next create refused with a reason),
+    :meth:`fill_resting` (a counterparty takes part of a resting order); a :meth:`set_level` /
+    :meth:`move` that adds a bid crossing one of our resting orders fills it at its price, and a
+    :meth:`trade` that eats into a level holding our order fills it (ours is last in the queue).
 """
 
 from __future__ import annotations
@@ -57,12 +92,13 @@ import contextlib
 import json
 import math
 import random
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -230,6 +266,81 @@ class FakeMarket:
         return row
 
 
+TIFS = frozenset({"fill_or_kill", "good_till_canceled", "immediate_or_cancel"})
+STPS = frozenset({"taker_at_cross", "maker"})
+_FP_RE = re.compile(r"^\d+(\.\d{1,2})?$")
+_PX_RE = re.compile(r"^\d(\.\d{1,6})?$|^\.\d{1,6}$")
+_CID_RE = re.compile(r"^[\w:+=/-]{1,64}$")
+TAKER_FEE = D("0.07")
+
+
+def _iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def taker_fee(count: Decimal, yes_price: Decimal) -> Decimal:
+    """Kalshi's taker fee: 0.07 · C · P · (1 − P), rounded up to the cent."""
+    return (TAKER_FEE * count * yes_price * (ONE - yes_price)).quantize(CENT, rounding=ROUND_UP)
+
+
+@dataclass
+class FakeOrder:
+    """One of the account's orders, V2 style: a bid or an ask on the YES leg at a YES price."""
+
+    order_id: str
+    client_order_id: str
+    ticker: str
+    side: str  # bid | ask
+    price: Decimal  # YES price
+    initial: Decimal
+    tif: str
+    stp: str
+    post_only: bool
+    created_ms: int
+    remaining: Decimal = ZERO
+    filled: Decimal = ZERO
+    status: str = "resting"  # resting | canceled | executed
+    updated_ms: int = 0
+    taker_fees: Decimal = ZERO
+    maker_fees: Decimal = ZERO
+    cancel_reason: str | None = None
+
+    @property
+    def level(self) -> tuple[str, Decimal]:
+        """Where the order rests in Kalshi's two bid ladders: a bid as a YES bid, an ask as a NO bid."""
+        return ("yes", self.price) if self.side == "bid" else ("no", ONE - self.price)
+
+    @property
+    def unit_cost(self) -> Decimal:
+        """Dollars a contract costs at the limit (bid: p; ask: 1 − p, the NO it buys)."""
+        return self.price if self.side == "bid" else ONE - self.price
+
+    def row(self) -> dict[str, Any]:
+        """The order as ``GET /portfolio/orders`` (and ``user_order``) report it."""
+        return {
+            "order_id": self.order_id,
+            "user_id": "fake-member",
+            "client_order_id": self.client_order_id,
+            "ticker": self.ticker,
+            "side": "yes",
+            "action": "buy" if self.side == "bid" else "sell",
+            "type": "limit",
+            "status": self.status,
+            "yes_price_dollars": px(self.price),
+            "no_price_dollars": px(ONE - self.price),
+            "fill_count_fp": fp(self.filled),
+            "remaining_count_fp": fp(self.remaining),
+            "initial_count_fp": fp(self.initial),
+            "taker_fees_dollars": px(self.taker_fees),
+            "maker_fees_dollars": px(self.maker_fees),
+            "time_in_force": self.tif,
+            "self_trade_prevention_type": self.stp,
+            "post_only": self.post_only,
+            "created_time": _iso_ms(self.created_ms),
+            "last_update_time": _iso_ms(self.updated_ms or self.created_ms),
+        }
+
+
 class _Sub:
     __slots__ = ("channel", "seq", "sid", "tickers")
 
@@ -301,7 +412,8 @@ class FakeKalshi:
 
     def __init__(self, *, now: float | None = None, seed: int = 13, combos: int = 1200,
                  ping_s: float = 10.0, reads_per_s: float = 20.0, burst: int = 20,
-                 max_skew_ms: int = 10_000) -> None:
+                 max_skew_ms: int = 10_000, balance: Decimal | str = "1000", writes_per_s: float = 10.0,
+                 write_burst: int = 10, drop_delay_s: float = 1.0) -> None:
         self.markets: dict[str, FakeMarket] = {}
         self.events: dict[str, FakeEvent] = {}
         self.keys: dict[str, rsa.RSAPublicKey] = {}
@@ -317,6 +429,23 @@ class FakeKalshi:
         self.ws_accepted = 0
         self.ws_refused: list[str] = []
         self.trade_seq = 0
+        # -- the order side: one account
+        self.balance = D(str(balance))  # dollars
+        self.orders: dict[str, FakeOrder] = {}  # order id -> order, in creation order
+        self.by_client: dict[str, str] = {}  # client order id -> order id
+        self.fill_log: list[dict[str, Any]] = []  # every fill row, oldest first
+        self.writes_per_s, self.write_burst = writes_per_s, write_burst
+        self._wtokens, self._wtokens_at = float(write_burst), time.monotonic()
+        self.drop_delay_s = drop_delay_s
+        self._drop = 0
+        self._dup_fills = False
+        self._rejects: list[tuple[str, str]] = []
+        self.legacy_calls = 0  # POST/DELETE on the retired V1 order paths (answered 410)
+        self.duplicates = 0  # creates refused because the client order id exists
+        self.creates = 0  # order creates accepted
+        self.dropped = 0  # replies held past the client's timeout
+        self.holding = 0  # held replies not sent yet
+        self._order_lock = asyncio.Lock()
         self._rng = random.Random(seed)
         self._build(now if now is not None else time.time(), combos)
         self.app = Starlette(
@@ -327,6 +456,11 @@ class FakeKalshi:
                 Route(f"{API}/events", self.get_events),
                 Route(f"{API}/events/{{event_ticker}}", self.get_event),
                 Route(f"{API}/portfolio/balance", self.get_balance),
+                Route(f"{API}/portfolio/orders", self.v1_orders, methods=["GET", "POST"]),
+                Route(f"{API}/portfolio/orders/{{order_id}}", self.v1_order, methods=["GET", "DELETE"]),
+                Route(f"{API}/portfolio/events/orders", self.create_order, methods=["POST"]),
+                Route(f"{API}/portfolio/events/orders/{{order_id}}", self.cancel_order, methods=["DELETE"]),
+                Route(f"{API}/portfolio/fills", self.get_fills),
                 WebSocketRoute(WS_PATH, self.websocket),
             ],
             middleware=[Middleware(_Grab)],
@@ -455,14 +589,21 @@ class FakeKalshi:
         return None
 
     def throttle(self, n: int) -> None:
-        """Answer the next *n* REST calls 429 without Retry-After."""
+        """Answer the next *n* REST calls (reads or writes) 429 without Retry-After."""
         self._throttle = n
 
-    def _limited(self) -> bool:
+    def _limited(self, write: bool = False) -> bool:
         if self._throttle > 0:
             self._throttle -= 1
             return True
         now = time.monotonic()
+        if write:
+            self._wtokens = min(float(self.write_burst), self._wtokens + (now - self._wtokens_at) * self.writes_per_s)
+            self._wtokens_at = now
+            if self._wtokens < 1:
+                return True
+            self._wtokens -= 1
+            return False
         self._tokens = min(float(self.burst), self._tokens + (now - self._tokens_at) * self.reads_per_s)
         self._tokens_at = now
         if self._tokens < 1:
@@ -470,9 +611,9 @@ class FakeKalshi:
         self._tokens -= 1
         return False
 
-    async def _gate(self, request: Request, *, auth: bool = False) -> Response | None:
+    async def _gate(self, request: Request, *, auth: bool = False, write: bool = False) -> Response | None:
         self.requests.append((request.url.path, dict(request.query_params)))
-        if self._limited():
+        if self._limited(write):
             self.served_429 += 1
             return JSONResponse({"error": "too many requests"}, status_code=429)  # no Retry-After
         signed = any(h in request.headers for h in ("kalshi-access-key", "kalshi-access-signature"))
@@ -565,7 +706,345 @@ class FakeKalshi:
     async def get_balance(self, request: Request) -> Response:
         if (refused := await self._gate(request, auth=True)) is not None:
             return refused
-        return JSONResponse({"balance": 0, "portfolio_value": 0, "updated_ts": int(time.time())})
+        cents = int((self.balance * 100).to_integral_value())
+        return JSONResponse({"balance": cents, "portfolio_value": cents, "updated_ts": int(time.time())})
+
+    # -- orders (V2) ------------------------------------------------------------------------------
+    async def v1_orders(self, request: Request) -> Response:
+        """``GET /portfolio/orders`` lists orders; ``POST`` (the retired V1 create) answers 410."""
+        if request.method == "POST":
+            return self._legacy(request)
+        if (refused := await self._gate(request, auth=True)) is not None:
+            return refused
+        q = request.query_params
+        try:
+            limit = _int(q.get("limit"), 100, 1, 1000, "limit")
+            offset = _cursor(q.get("cursor"))
+            min_ts = _int(q.get("min_ts"), 0, 0, 2**62, "min_ts")
+            max_ts = _int(q.get("max_ts"), 2**62, 0, 2**62, "max_ts")
+        except ValueError as exc:
+            return _v2_error(400, "invalid_parameters", str(exc))
+        status = q.get("status")
+        if status not in (None, "", "resting", "canceled", "executed"):
+            return _v2_error(400, "invalid_parameters", "status must be resting, canceled or executed")
+        ticker, event = q.get("ticker"), q.get("event_ticker")
+        rows = [o for o in reversed(self.orders.values())
+                if (not ticker or o.ticker == ticker) and (not status or o.status == status)
+                and (not event or self.markets[o.ticker].event_ticker == event)
+                and min_ts * 1000 <= o.created_ms <= max_ts * 1000]
+        page = rows[offset:offset + limit]
+        more = offset + limit < len(rows)
+        return JSONResponse({"orders": [o.row() for o in page], "cursor": _encode_cursor(offset + limit) if more else ""})
+
+    async def v1_order(self, request: Request) -> Response:
+        """``GET /portfolio/orders/{id}``; ``DELETE`` (the V1 cancel) answers 410."""
+        if request.method == "DELETE":
+            return self._legacy(request)
+        if (refused := await self._gate(request, auth=True)) is not None:
+            return refused
+        o = self.orders.get(request.path_params["order_id"])
+        if o is None:
+            return _v2_error(404, "not_found", "order not found")
+        return JSONResponse({"order": o.row()})
+
+    def _legacy(self, request: Request) -> Response:
+        self.requests.append((request.url.path, dict(request.query_params)))
+        self.legacy_calls += 1
+        return _v2_error(410, "deprecated_v1_order_endpoint", "Please switch to the V2 endpoints",
+                         "docs.kalshi.com/api-reference/orders/create-order-v2")
+
+    async def create_order(self, request: Request) -> Response:
+        if (refused := await self._gate(request, auth=True, write=True)) is not None:
+            return refused
+        try:
+            body = await request.json()
+        except ValueError:
+            return _v2_error(400, "invalid_parameters", "the body must be a JSON object")
+        async with self._order_lock:
+            resp = await self._create(body)
+        await self._maybe_drop()
+        return resp
+
+    async def _maybe_drop(self) -> None:
+        if self._drop > 0:
+            self._drop -= 1
+            self.dropped += 1
+            self.holding += 1
+            try:
+                await asyncio.sleep(self.drop_delay_s)
+            finally:
+                self.holding -= 1
+
+    async def _create(self, body: Any) -> Response:
+        if not isinstance(body, dict):
+            return _v2_error(400, "invalid_parameters", "the body must be a JSON object")
+        if self._rejects:
+            code, reason = self._rejects.pop(0)
+            return _v2_error(400, code, reason)
+        ticker = body.get("ticker")
+        if not isinstance(ticker, str) or not ticker:
+            return _v2_error(400, "invalid_parameters", "ticker is required")
+        m = self.markets.get(ticker)
+        if m is None:
+            return _v2_error(404, "market_not_found", f"market {ticker} not found")
+        side = body.get("side")
+        if side not in ("bid", "ask"):
+            return _v2_error(400, "invalid_parameters", "side must be 'bid' or 'ask' (of the YES leg)")
+        count = body.get("count")
+        if not isinstance(count, str) or not _FP_RE.match(count):
+            return _v2_error(400, "invalid_parameters", "count must be a fixed-point string such as '10.00'")
+        c = D(count)
+        if c != c.to_integral_value():
+            return _v2_error(400, "invalid_parameters", "only whole contracts can be traded")
+        if c < 1:
+            return _v2_error(400, "invalid_parameters", "count must be at least 1 contract")
+        price = body.get("price")
+        if not isinstance(price, str) or not _PX_RE.match(price):
+            return _v2_error(400, "invalid_parameters", "price must be a dollar string such as '0.5600'")
+        p = D(price)
+        if not on_grid(p, m.ranges):
+            steps = ", ".join(f"{r['step']} from {r['start']} to {r['end']}" for r in m.ranges)
+            return _v2_error(400, "invalid_price", f"price {price} is not a valid price for {ticker} (ticks: {steps})")
+        tif = body.get("time_in_force")
+        if tif not in TIFS:
+            return _v2_error(400, "invalid_parameters",
+                             "time_in_force must be fill_or_kill, good_till_canceled or immediate_or_cancel")
+        stp = body.get("self_trade_prevention_type")
+        if stp not in STPS:
+            return _v2_error(400, "invalid_parameters", "self_trade_prevention_type must be taker_at_cross or maker")
+        post_only = body.get("post_only", False)
+        if not isinstance(post_only, bool):
+            return _v2_error(400, "invalid_parameters", "post_only must be a boolean")
+        cid = body.get("client_order_id")
+        if cid is not None and (not isinstance(cid, str) or not _CID_RE.match(cid)):
+            return _v2_error(400, "invalid_parameters", "client_order_id: at most 64 of [A-Za-z0-9_:+=/-]")
+        if m.status != "active":
+            return _v2_error(400, "market_closed", f"market {ticker} is not open for trading (status {m.status})")
+        if cid and cid in self.by_client:
+            self.duplicates += 1
+            return _v2_error(409, "order_already_exists", f"an order with client_order_id {cid} already exists")
+        now = int(time.time() * 1000)
+        o = FakeOrder(str(uuid.uuid4()), cid or str(uuid.uuid4()), ticker, side, p, c, tif, stp, post_only, now,
+                      remaining=c, updated_ms=now)
+        need = self.reserved() + c * o.unit_cost
+        if need > self.balance:
+            return _v2_error(400, "insufficient_balance",
+                             f"insufficient balance: this order and your resting orders need ${need:.2f}, "
+                             f"the account has ${self.balance:.2f}")
+        levels = self._crossing(m, o)
+        if post_only and levels:
+            return _v2_error(400, "post_only_cross", "post-only order would cross the book")
+        if tif == "fill_or_kill" and self._fillable(m, o, levels) < c:
+            o.remaining, o.status, o.cancel_reason = ZERO, "canceled", "fill_or_kill: not enough to fill"
+            self._register(o)
+            await self._push_order(o)
+            return self._created(o)
+        self._register(o)
+        stopped = False
+        for q, yes_px in levels:
+            if o.remaining == 0:
+                break
+            opp = "no" if o.side == "bid" else "yes"
+            ours = self._ours(ticker, opp, q)
+            if ours and stp == "maker":
+                for r in ours:
+                    await self._cancel(r, "self trade prevention (maker)")
+                ours = []
+            avail = m.side(opp).get(q, ZERO) - sum((r.remaining for r in ours), ZERO)
+            take = min(o.remaining, avail)
+            if take > 0:
+                await self._apply(m, opp, q, -take)
+                o.remaining -= take
+                o.filled += take
+                m.volume += take
+                m.last_price = yes_px
+                await self._record_fill(o, take, yes_px, taker=True)
+            if ours and o.remaining > 0:
+                stopped = True  # taker_at_cross: the taker stops at our own resting order
+                break
+        o.updated_ms = int(time.time() * 1000)
+        if o.remaining == 0:
+            o.status = "executed"
+        elif tif == "good_till_canceled" and not stopped:
+            side_, lvl = o.level
+            await self._apply(m, side_, lvl, o.remaining)
+        else:
+            o.cancel_reason = "self trade prevention (taker_at_cross)" if stopped else f"{tif}: remainder canceled"
+            o.status, o.remaining = "canceled", ZERO
+        await self._push_order(o)
+        return self._created(o)
+
+    def _register(self, o: FakeOrder) -> None:
+        self.orders[o.order_id] = o
+        self.by_client[o.client_order_id] = o.order_id
+        self.creates += 1
+
+    def _created(self, o: FakeOrder) -> Response:
+        body: dict[str, Any] = {"order_id": o.order_id, "client_order_id": o.client_order_id,
+                                "fill_count": fp(o.filled), "remaining_count": fp(o.remaining), "ts_ms": o.updated_ms}
+        mine = [f for f in self.fill_log if f["order_id"] == o.order_id]
+        if mine:
+            n = sum((D(f["count_fp"]) for f in mine), ZERO)
+            body["average_fill_price"] = px(sum((D(f["yes_price_dollars"]) * D(f["count_fp"]) for f in mine), ZERO) / n)
+            body["average_fee_paid"] = px(sum((D(f["fee_cost"]) for f in mine), ZERO) / n)
+        return JSONResponse(body, status_code=201)
+
+    def _crossing(self, m: FakeMarket, o: FakeOrder) -> list[tuple[Decimal, Decimal]]:
+        """The opposite levels *o* crosses, best first: (level price, YES execution price)."""
+        if o.side == "bid":  # YES asks = 1 − NO bids
+            return [(q, ONE - q) for q in sorted(m.no, reverse=True) if ONE - q <= o.price]
+        return [(q, q) for q in sorted(m.yes, reverse=True) if q >= o.price]
+
+    def _fillable(self, m: FakeMarket, o: FakeOrder, levels: list[tuple[Decimal, Decimal]]) -> Decimal:
+        opp = "no" if o.side == "bid" else "yes"
+        total = ZERO
+        for q, _ in levels:
+            ours = self._ours(m.ticker, opp, q)
+            total += m.side(opp).get(q, ZERO) - (ZERO if o.stp == "maker" else sum((r.remaining for r in ours), ZERO))
+            if ours and o.stp == "taker_at_cross":
+                break
+        return total
+
+    def _ours(self, ticker: str, side: str, price: Decimal) -> list[FakeOrder]:
+        """Our resting orders at one level, oldest first."""
+        return [o for o in self.orders.values()
+                if o.status == "resting" and o.ticker == ticker and o.level == (side, price)]
+
+    def reserved(self) -> Decimal:
+        """Dollars the resting orders hold (each at its limit)."""
+        return sum((o.remaining * o.unit_cost for o in self.orders.values() if o.status == "resting"), ZERO)
+
+    async def _record_fill(self, o: FakeOrder, count: Decimal, yes_px: Decimal, *, taker: bool) -> dict[str, Any]:
+        fee = taker_fee(count, yes_px) if taker else ZERO
+        unit = yes_px if o.side == "bid" else ONE - yes_px
+        self.balance -= count * unit + fee
+        if taker:
+            o.taker_fees += fee
+        else:
+            o.maker_fees += fee
+        now = int(time.time() * 1000)
+        fid = str(uuid.uuid4())
+        row = {
+            "fill_id": fid, "trade_id": fid, "order_id": o.order_id, "client_order_id": o.client_order_id,
+            "ticker": o.ticker, "market_ticker": o.ticker, "side": "yes",
+            "action": "buy" if o.side == "bid" else "sell", "count_fp": fp(count),
+            "yes_price_dollars": px(yes_px), "no_price_dollars": px(ONE - yes_px), "is_taker": taker,
+            "fee_cost": px(fee), "created_time": _iso_ms(now), "ts": now // 1000, "ts_ms": now,
+        }
+        self.fill_log.append(row)
+        msg = {k: row[k] for k in ("trade_id", "order_id", "client_order_id", "market_ticker", "side", "action",
+                                   "count_fp", "yes_price_dollars", "no_price_dollars", "is_taker", "fee_cost",
+                                   "ts", "ts_ms")}
+        for _ in range(2 if self._dup_fills else 1):
+            await self._push("fill", o.ticker, msg)
+        return row
+
+    async def _push(self, channel: str, ticker: str, msg: Mapping[str, Any]) -> None:
+        kind = "user_order" if channel == "user_orders" else channel
+        for sess in list(self.sessions):
+            async with sess.lock:
+                for sub in list(sess.subs.values()):
+                    if sub.channel == channel and (not sub.tickers or ticker in sub.tickers):
+                        sub.seq += 1
+                        await sess.send({"type": kind, "sid": sub.sid, "seq": sub.seq, "msg": dict(msg)})
+
+    async def _push_order(self, o: FakeOrder) -> None:
+        await self._push("user_orders", o.ticker, o.row())
+
+    async def _cancel(self, o: FakeOrder, reason: str) -> Decimal:
+        """Take a resting order out of the book; the contracts it had left."""
+        reduced = o.remaining
+        side, lvl = o.level
+        if reduced > 0:
+            await self._apply(self.markets[o.ticker], side, lvl, -reduced)
+        o.remaining, o.status, o.cancel_reason = ZERO, "canceled", reason
+        o.updated_ms = int(time.time() * 1000)
+        await self._push_order(o)
+        return reduced
+
+    async def _maker_fill(self, o: FakeOrder, count: Decimal, *, adjust_level: bool = True) -> dict[str, Any]:
+        """A counterparty takes *count* of resting order *o* at its price."""
+        m = self.markets[o.ticker]
+        if adjust_level:
+            side, lvl = o.level
+            await self._apply(m, side, lvl, -count)
+        o.remaining -= count
+        o.filled += count
+        o.updated_ms = int(time.time() * 1000)
+        if o.remaining == 0:
+            o.status = "executed"
+        m.volume += count
+        m.last_price = o.price
+        row = await self._record_fill(o, count, o.price, taker=False)
+        await self._push_order(o)
+        return row
+
+    async def cancel_order(self, request: Request) -> Response:
+        if (refused := await self._gate(request, auth=True, write=True)) is not None:
+            return refused
+        oid = request.path_params["order_id"]
+        async with self._order_lock:
+            o = self.orders.get(oid)
+            if o is None:
+                return _v2_error(404, "not_found", "order not found")
+            if o.status != "resting":
+                return _v2_error(404, "not_found", f"order {oid} is not resting (status {o.status})")
+            reduced = await self._cancel(o, "canceled by the member")
+        resp = JSONResponse({"order_id": o.order_id, "client_order_id": o.client_order_id,
+                             "reduced_by": fp(reduced), "reduced_by_fp": fp(reduced), "ts_ms": o.updated_ms})
+        await self._maybe_drop()
+        return resp
+
+    async def get_fills(self, request: Request) -> Response:
+        if (refused := await self._gate(request, auth=True)) is not None:
+            return refused
+        q = request.query_params
+        try:
+            limit = _int(q.get("limit"), 100, 1, 200, "limit")
+            offset = _cursor(q.get("cursor"))
+            min_ts = _int(q.get("min_ts"), 0, 0, 2**62, "min_ts")
+            max_ts = _int(q.get("max_ts"), 2**62, 0, 2**62, "max_ts")
+        except ValueError as exc:
+            return _v2_error(400, "invalid_parameters", str(exc))
+        ticker, order_id = q.get("ticker"), q.get("order_id")
+        rows = [f for f in reversed(self.fill_log)
+                if (not ticker or f["ticker"] == ticker) and (not order_id or f["order_id"] == order_id)
+                and min_ts * 1000 <= f["ts_ms"] <= max_ts * 1000]
+        page = rows[offset:offset + limit]
+        more = offset + limit < len(rows)
+        out = [{k: v for k, v in f.items() if k != "ts_ms"} for f in page]
+        return JSONResponse({"fills": out, "cursor": _encode_cursor(offset + limit) if more else ""})
+
+    # -- order scenario controls (run on the server loop) -------------------------------------------
+    def drop_next_reply(self, n: int = 1, delay_s: float | None = None) -> None:
+        """The next *n* writes are carried out, but answered only after *delay_s* (default
+        :attr:`drop_delay_s`): past the client's timeout, so it cannot tell what happened."""
+        self._drop = n
+        if delay_s is not None:
+            self.drop_delay_s = delay_s
+
+    def duplicate_fills(self, on: bool = True) -> None:
+        """Send every ``fill`` message twice (the same ``trade_id``)."""
+        self._dup_fills = on
+
+    def reject_next(self, reason: str, code: str = "order_rejected") -> None:
+        """Refuse the next create with HTTP 400, *code* and *reason*."""
+        self._rejects.append((code, reason))
+
+    async def fill_resting(self, order_id: str, qty: str | Decimal) -> dict[str, Any]:
+        """A counterparty takes *qty* (at most what is left) of one of our resting orders; the fill row."""
+        async with self._order_lock:
+            o = self.orders[order_id]
+            if o.status != "resting":
+                raise ValueError(f"order {order_id} is not resting ({o.status})")
+            return await self._maker_fill(o, min(D(str(qty)), o.remaining))
+
+    def order_by_client(self, client_order_id: str) -> FakeOrder | None:
+        oid = self.by_client.get(client_order_id)
+        return self.orders.get(oid) if oid else None
+
+    def set_balance(self, dollars: str | Decimal) -> None:
+        self.balance = D(str(dollars))
 
     # -- WebSocket ---------------------------------------------------------------------------------
     async def websocket(self, ws: WebSocket) -> None:
@@ -734,9 +1213,38 @@ class FakeKalshi:
 
     async def move(self, ticker: str, side: str, price: str | Decimal, delta: str | Decimal, *,
                    hide: bool = False) -> Decimal:
-        """Change a level by *delta* contracts (a resting order added or cancelled); the new size."""
+        """Change a level by *delta* contracts (a resting order added or cancelled); the new size.
+        Bids added that cross one of our resting orders trade with it at its price."""
         m = self.markets[ticker]
         p, dq = D(str(price)), D(str(delta))
+        new = await self._apply(m, side, p, dq, hide=hide)
+        if dq > 0 and any(o.status == "resting" and o.ticker == ticker for o in self.orders.values()):
+            async with self._order_lock:
+                new = await self._cross_resting(m, side, p, dq)
+        return new
+
+    async def _cross_resting(self, m: FakeMarket, side: str, p: Decimal, added: Decimal) -> Decimal:
+        """Someone else's new bid (*side* at *p*, *added* contracts) against our resting orders:
+        a NO bid at q crosses our YES bids at ≥ 1 − q, a YES bid at q our asks at ≤ q."""
+        if side == "no":
+            mine = sorted((o for o in self.orders.values() if o.status == "resting" and o.ticker == m.ticker
+                           and o.side == "bid" and o.price >= ONE - p), key=lambda o: (-o.price, o.created_ms))
+        else:
+            mine = sorted((o for o in self.orders.values() if o.status == "resting" and o.ticker == m.ticker
+                           and o.side == "ask" and o.price <= p), key=lambda o: (o.price, o.created_ms))
+        left = added
+        for o in mine:
+            if left <= 0:
+                break
+            take = min(left, o.remaining)
+            await self._apply(m, side, p, -take)
+            await self._maker_fill(o, take)
+            left -= take
+        return m.side(side).get(p, ZERO)
+
+    async def _apply(self, m: FakeMarket, side: str, p: Decimal, dq: Decimal, *, hide: bool = False) -> Decimal:
+        """Change one level and push its delta (no matching)."""
+        ticker = m.ticker
         if not on_grid(p, m.ranges):
             raise ValueError(f"{px(p)} is off {ticker}'s price grid")
         levels = m.side(side)
@@ -806,13 +1314,23 @@ class FakeKalshi:
         lifts the YES ask = 1 − best NO bid); the print and the level's delta go out. The
         YES price of the print."""
         m = self.markets[ticker]
-        book = m.side("no" if taker_side == "yes" else "yes")
+        opp = "no" if taker_side == "yes" else "yes"
+        book = m.side(opp)
         best = max(book)
         c = min(D(str(count)), book[best])
         yes_price = ONE - best if taker_side == "yes" else best
+        ours = self._ours(ticker, opp, best)  # ours is last in the level's queue
+        mine = max(ZERO, c - (book[best] - sum((o.remaining for o in ours), ZERO)))
         m.volume += c
         m.last_price = yes_price
-        await self.move(ticker, "no" if taker_side == "yes" else "yes", best, -c)
+        await self.move(ticker, opp, best, -c)
+        if mine > 0:
+            async with self._order_lock:
+                for o in ours:
+                    take = min(mine, o.remaining)
+                    if take > 0:
+                        await self._maker_fill(o, take, adjust_level=False)
+                        mine -= take
         self.trade_seq += 1
         now = time.time()
         body = {"trade_id": f"fake-{self.trade_seq:08d}", "market_ticker": ticker,
@@ -903,6 +1421,12 @@ class FakeKalshi:
 # -- helpers ---------------------------------------------------------------------------------------
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _v2_error(status: int, code: str, message: str, details: str = "") -> JSONResponse:
+    """An error as the V2 order endpoints answer it (``ErrorResponse``)."""
+    return JSONResponse({"code": code, "message": message, "details": details, "service": "exchange"},
+                        status_code=status)
 
 
 def _int(text: str | None, default: int, lo: int, hi: int, name: str) -> int:
