@@ -233,52 +233,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
     if with_market:
         _attach_market(app, core, market or build_market(settings))
     app.add_middleware(RequestMiddleware, metrics=metrics)
-    _document_errors(app)
     return app
-
-
-_ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object", "required": ["error"], "additionalProperties": False,
-    "properties": {"error": {
-        "type": "object", "required": ["code", "message", "details"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}}}},
-}
-
-
-def _document_errors(app: FastAPI) -> None:
-    """Every route answers errors in one envelope; say so in /openapi.json.
-
-    Adds the answers any route can give — 400 for bad input (a body that is not
-    JSON, a malformed number or cursor), 401 on authenticated routes, 404 where
-    the path names an object — and gives every 4xx the envelope's schema
-    (FastAPI's default 422 schema is not what the coordinator sends).
-    """
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        doc = build()
-        doc.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
-        ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-        for path, ops in doc.get("paths", {}).items():
-            for op in ops.values():
-                if not isinstance(op, dict) or "responses" not in op:
-                    continue
-                res = op["responses"]
-                if op.get("parameters") or op.get("requestBody"):
-                    res.setdefault("400", {"description": "bad input; `details.field` names it"})
-                if path.startswith("/v1/") and path != "/v1/health":
-                    res.setdefault("401", {"description": "missing, bad or revoked key (or runner token)"})
-                if "{" in path:
-                    res.setdefault("404", {"description": "no such object (or not yours)"})
-                for code, r in res.items():
-                    if code.startswith("4"):
-                        r["content"] = ref
-        app.openapi_schema = doc
-        return doc
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _attach_market(app: FastAPI, core: Core, service: MarketService) -> None:

@@ -6,7 +6,7 @@ import time
 
 from fastapi import Request, WebSocket
 
-from sequence.api.errors import ApiError
+from sequence.api.errors import not_found, unauthorized
 from sequence.store.store import Principal, Store
 
 # A small positive cache keeps auth off the database on hot paths (quotes).
@@ -56,10 +56,10 @@ def bearer(header: str | None) -> str | None:
 def require_principal(request: Request) -> Principal:
     token = bearer(request.headers.get("authorization"))
     if token is None:
-        raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer seq_live_…'")
+        raise unauthorized("missing API key: send 'Authorization: Bearer seq_live_…'")
     p: Principal | None = request.app.state.auth.resolve(token)
     if p is None:
-        raise ApiError(401, "unauthorized", "invalid or revoked API key")
+        raise unauthorized("invalid or revoked API key")
     request.state.principal = p
     return p
 
@@ -76,7 +76,7 @@ def require_runner(request: Request) -> str:
     token = bearer(request.headers.get("authorization"))
     tid = request.app.state.auth.runner_token(token) if token else None
     if tid is None:
-        raise ApiError(401, "unauthorized", "missing or invalid runner token")
+        raise unauthorized("missing or invalid runner token")
     return str(tid)
 
 
@@ -90,8 +90,8 @@ def require_runner_of(request: Request, runner_id: str) -> str:
     plausible = 0 < len(runner_id) <= 64 and runner_id.isprintable()
     got = request.app.state.auth.runner_token_as(token, runner_id if plausible else "") if token else None
     if got is None:
-        raise ApiError(401, "unauthorized", "missing or invalid runner token")
+        raise unauthorized("missing or invalid runner token")
     tid, registered = got
     if not registered:
-        raise ApiError(404, "not_found", "runner not found")
+        raise not_found("runner")
     return str(tid)

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import Request
+from fastapi import Depends, Query, Request
 
 from sequence.api.errors import bad_request
 from sequence.echo import shown
@@ -70,6 +70,22 @@ def limit_param(raw: str | None, default: int, maximum: int) -> int:
     return n
 
 
+def limit_doc(default: int, maximum: int) -> dict[str, Any]:
+    """The OpenAPI parameter of a page size (every list route documents it so)."""
+    return param("limit", {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}, "page size")
+
+
+def limit_query(default: int, maximum: int) -> Any:
+    """``limit`` for a FastAPI-parsed route, read like the hand-parsed ones read it
+    (:func:`limit_param`: a 400 naming ``limit`` outside 1..``maximum``), so that
+    every list answers a bad page size alike. Document it with :func:`limit_doc`."""
+
+    def limit(limit: str | None = Query(None, include_in_schema=False)) -> int:
+        return limit_param(limit, default, maximum)
+
+    return Depends(limit)
+
+
 def bool_param(field: str, raw: str | None) -> bool | None:
     if raw is None or raw == "":
         return None
@@ -101,4 +117,4 @@ def time_param(field: str, raw: str | None) -> float | None:
     return dt.timestamp()
 
 
-__all__ = ["bool_param", "int_param", "limit_param", "param", "query", "time_param"]
+__all__ = ["bool_param", "int_param", "limit_doc", "limit_param", "limit_query", "param", "query", "time_param"]

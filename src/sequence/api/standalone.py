@@ -46,7 +46,7 @@ def build_app(
 
     async def http_principal(request: Request) -> Any:
         if principal is None:
-            raise errors.ApiError(401, "unauthorized", "no principal configured")
+            raise errors.unauthorized("no principal configured")
         return principal
 
     def ws_principal(websocket: WebSocket) -> Any:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sequence.api import present
 from sequence.api.auth import require_principal
-from sequence.api.errors import ApiError, bad_request
+from sequence.api.errors import bad_request, forbidden, not_found
 from sequence.api.state import core_of
 from sequence.store.store import Principal
 from sequence.venues import CREDENTIAL_FIELDS, VENUES, credential_problem
@@ -37,8 +37,7 @@ class NewKey(BaseModel):
 
 def _client_key(p: Principal) -> Principal:
     if p.run_id is not None:
-        raise ApiError(403, "forbidden", "run-scoped keys cannot manage keys or credentials; use a client key",
-                       {"run_id": p.run_id})
+        raise forbidden("run-scoped keys cannot manage keys or credentials; use a client key", run_id=p.run_id)
     return p
 
 
@@ -62,7 +61,7 @@ def list_keys(request: Request, p: Principal = Depends(require_principal)) -> di
 def revoke_key(key_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
     _client_key(p)
     if not (0 < len(key_id) <= 64 and key_id.isprintable()):
-        raise ApiError(404, "not_found", "API key not found")
+        raise not_found("API key")
     core = core_of(request.app)
     row = core.store.revoke_api_key(p.client_id, key_id)
     core.auth.invalidate()

@@ -22,8 +22,9 @@ from starlette.datastructures import UploadFile
 from sequence.api import cursor as cursors
 from sequence.api import present
 from sequence.api.auth import bearer, require_principal
-from sequence.api.errors import ApiError, bad_request
+from sequence.api.errors import bad_request, invalid_json, too_large, unsupported_media_type
 from sequence.api.openapi import inline_schema
+from sequence.api.query import limit_doc, limit_query
 from sequence.api.services import deploy, logs
 from sequence.api.services.deploy import CreateJson, CreateSpec, forbid_run_key, strategy_or_404
 from sequence.api.state import Core, core_of
@@ -64,9 +65,9 @@ def loads(raw: bytes | str, what: str = "request body", field: str = "body") -> 
     try:
         return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:
-        raise ApiError(400, "invalid_json", f"{what} is nested too deeply", {"field": field}) from None
+        raise invalid_json(f"{what} is nested too deeply", field) from None
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", f"{what} is not valid JSON", {"field": field}) from None
+        raise invalid_json(f"{what} is not valid JSON", field) from None
 
 
 def _validate_model(model: type[BaseModel], data: Any) -> Any:
@@ -82,7 +83,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "payload_too_large", f"request body exceeds {limit} bytes")
+            raise too_large(f"request body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -160,7 +161,7 @@ async def create_strategy(request: Request, p: Principal = Depends(require_princ
     body_limit = limit * 4 // 3 + 4 * 1024 * 1024
     cl = request.headers.get("content-length")
     if cl and cl.isdigit() and int(cl) > body_limit:
-        raise ApiError(413, "payload_too_large", f"artifact exceeds the {core.settings.max_artifact_mb} MiB limit")
+        raise too_large(f"artifact exceeds the {core.settings.max_artifact_mb} MiB limit")
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         spec, artifact = await _read_multipart(request, body_limit)
@@ -176,10 +177,9 @@ async def create_strategy(request: Request, p: Principal = Depends(require_princ
             raise bad_request("artifact_base64 is not valid base64", "artifact_base64") from None
         spec = CreateSpec.model_validate(full.model_dump(exclude={"artifact_base64"}))
     else:
-        raise ApiError(415, "unsupported_media_type", "send application/json or multipart/form-data")
+        raise unsupported_media_type("send application/json or multipart/form-data")
     if len(artifact) > limit:
-        raise ApiError(413, "payload_too_large",
-                       f"artifact is {len(artifact)} bytes; the limit is {core.settings.max_artifact_mb} MiB")
+        raise too_large(f"artifact is {len(artifact)} bytes; the limit is {core.settings.max_artifact_mb} MiB")
     row, created = await deploy.deploy(core, p, spec, artifact, bearer(request.headers.get("authorization")) or "")
     return JSONResponse(render(core, row), status_code=201 if created else 200)
 
@@ -203,15 +203,16 @@ async def _read_multipart(request: Request, limit: int) -> tuple[CreateSpec, byt
         spec = _validate_model(CreateSpec, data)
         artifact = await up.read(limit + 1)
         if len(artifact) > limit:
-            raise ApiError(413, "payload_too_large", "artifact exceeds the size limit")
+            raise too_large("artifact exceeds the size limit")
         return spec, artifact
     finally:
         await form.close()
 
 
-@router.get("/v1/strategies", responses=_responses(400, 401, 422))
+@router.get("/v1/strategies", responses=_responses(400, 401),
+            openapi_extra={"parameters": [limit_doc(100, 500)]})
 def list_strategies(request: Request, p: Principal = Depends(require_principal),
-                    limit: int = Query(100, ge=1, le=500), cursor: str | None = Query(None, max_length=500),
+                    limit: int = limit_query(100, 500), cursor: str | None = Query(None, max_length=500),
                     ) -> dict[str, Any]:
     """Your strategies, oldest first (a run-scoped key lists only its own strategy)."""
     core = core_of(request.app)
@@ -252,9 +253,10 @@ def delete_strategy(strategy_id: str, request: Request, p: Principal = Depends(r
     return {"strategy_id": row["strategy_id"], "deleted": True}
 
 
-@router.get("/v1/strategies/{strategy_id}/runs", responses=_responses(400, 401, 404, 422))
+@router.get("/v1/strategies/{strategy_id}/runs", responses=_responses(400, 401, 404),
+            openapi_extra={"parameters": [limit_doc(50, 500)]})
 def list_runs(strategy_id: str, request: Request, p: Principal = Depends(require_principal),
-              limit: int = Query(50, ge=1, le=500), cursor: str | None = Query(None, max_length=500),
+              limit: int = limit_query(50, 500), cursor: str | None = Query(None, max_length=500),
               ) -> dict[str, Any]:
     """Run history, newest first; ``next_cursor`` pages back."""
     core = core_of(request.app)
@@ -271,14 +273,14 @@ def list_runs(strategy_id: str, request: Request, p: Principal = Depends(require
 @router.get("/v1/strategies/{strategy_id}/logs", response_model=None, responses={
     200: {"description": "a page of lines (JSON), or with follow=true an NDJSON stream",
           "content": {"application/json": {}, "application/x-ndjson": {}}},
-    **_responses(401, 404, 422)})
+    **_responses(400, 401, 404)}, openapi_extra={"parameters": [limit_doc(1000, 10000)]})
 async def strategy_logs(
     strategy_id: str,
     request: Request,
     p: Principal = Depends(require_principal),
     run_id: str | None = Query(None, max_length=64),
     after_seq: int = Query(0, ge=0, le=INT64_MAX),
-    limit: int = Query(1000, ge=1, le=10000),
+    limit: int = limit_query(1000, 10000),
     follow: bool = False,
 ) -> Any:
     """A run's lines (the latest run by default).  ``dropped_lines`` counts that run's

@@ -19,8 +19,16 @@ from fastapi.responses import JSONResponse
 
 from sequence.api import cursor as cursors
 from sequence.api.auth import require_principal
-from sequence.api.errors import ApiError, bad_request
-from sequence.api.query import bool_param, limit_param, param, time_param
+from sequence.api.errors import (
+    ApiError,
+    bad_request,
+    invalid_json,
+    not_found,
+    too_large,
+    unauthorized,
+    unavailable,
+)
+from sequence.api.query import bool_param, limit_doc, limit_param, param, time_param
 from sequence.api.state import core_of
 from sequence.execution.engine import TradingEngine
 from sequence.store.store import Principal
@@ -40,7 +48,7 @@ MAX_LIMIT = 500
 def _engine(request: Request) -> TradingEngine:
     engine = core_of(request.app).trading
     if engine is None or not engine.started:
-        raise ApiError(503, "unavailable", "the trading engine is not running")
+        raise unavailable("the trading engine is not running")
     return engine
 
 
@@ -53,8 +61,7 @@ def _hidden() -> Any:
     return Query(None, include_in_schema=False)
 
 
-_LIMIT = param("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-               "page size")
+_LIMIT = limit_doc(DEFAULT_LIMIT, MAX_LIMIT)
 _CURSOR = param("cursor", {"type": "string"}, "next_cursor of the previous page")
 _NODE = {
     "type": "object", "required": ["node_id", "symbol", "side", "qty"], "additionalProperties": False,
@@ -105,11 +112,11 @@ async def submit_graph(request: Request, principal: Principal = Depends(require_
                               "Idempotency-Key")
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", f"graph requests are limited to {MAX_BODY_BYTES} bytes")
+        raise too_large(f"graph requests are limited to {MAX_BODY_BYTES} bytes")
     try:
         body = json.loads(raw)
     except ValueError:
-        raise ApiError(400, "invalid_json", "request body is not valid JSON", {"field": "body"}) from None
+        raise invalid_json() from None
     try:
         ack = await engine.submit(body, client_id=principal.client_id, key_id=principal.key_id,
                                   paper_only=principal.is_sandbox, run_id=principal.run_id,
@@ -117,7 +124,7 @@ async def submit_graph(request: Request, principal: Principal = Depends(require_
     except GraphError as exc:
         raise ApiError(400, exc.code, exc.message, exc.details) from None
     except Fenced as exc:
-        raise ApiError(401, "unauthorized", str(exc), {"run_id": exc.run_id}) from None
+        raise unauthorized(str(exc), run_id=exc.run_id) from None
     except IdempotencyConflict as exc:
         raise ApiError(409, "idempotency_conflict", str(exc),
                        {"field": "Idempotency-Key", "graph_id": exc.graph_id}) from None
@@ -155,7 +162,7 @@ async def get_graph(graph_id: str, request: Request,
     await _visible(request, principal, graph_id)
     out = await _engine(request).graph(principal.client_id, graph_id)
     if out is None:
-        raise ApiError(404, "not_found", "graph not found", {"graph_id": graph_id})
+        raise not_found("graph", graph_id=graph_id)
     return out
 
 
@@ -163,14 +170,14 @@ async def _visible(request: Request, principal: Principal, graph_id: str) -> Non
     """A run-scoped key sees only its own strategy's graphs: any other id is 404."""
     if principal.strategy_id is not None and not await anyio.to_thread.run_sync(
             _engine(request).store.graph_visible, principal.client_id, graph_id, principal.strategy_id):
-        raise ApiError(404, "not_found", "graph not found", {"graph_id": graph_id})
+        raise not_found("graph", graph_id=graph_id)
 
 
 async def _cancel(graph_id: str, request: Request, principal: Principal) -> dict[str, Any]:
     await _visible(request, principal, graph_id)
     out = await _engine(request).cancel(principal.client_id, graph_id)
     if out is None:
-        raise ApiError(404, "not_found", "graph not found", {"graph_id": graph_id})
+        raise not_found("graph", graph_id=graph_id)
     return out
 
 

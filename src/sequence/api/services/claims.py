@@ -21,7 +21,7 @@ import anyio
 from sqlalchemy.engine import Connection
 
 from sequence import protocol
-from sequence.api.errors import ApiError, not_found
+from sequence.api.errors import not_found, stale_run
 from sequence.api.notify import QUEUE, logs_topic, runner_topic, strategy_topic
 from sequence.api.state import Core
 from sequence.secrets import SealingError, sealed_in, strategy_secrets_label
@@ -153,7 +153,7 @@ def artifact(core: Core, runner_id: str, run_id: str, epoch: int) -> tuple[str, 
     """A current run's bundle, ``(sha256, bytes)``."""
     run = core.store.get_run(run_id) if run_id.isprintable() else None
     if run is None or run["epoch"] != epoch or run["runner_id"] != runner_id or run["ended_at"] is not None:
-        raise ApiError(409, "stale_run", f"run {run_id} epoch {epoch} is not current")
+        raise stale_run(f"run {run_id} epoch {epoch} is not current")
     got = core.store.artifact(run["artifact_id"]) if run["artifact_id"] else None
     if got is None:
         raise not_found("artifact")

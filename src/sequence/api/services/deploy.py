@@ -18,7 +18,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from sequence import bundle
-from sequence.api.errors import ApiError, bad_request, not_found
+from sequence.api.errors import bad_request, forbidden, not_found, too_large
 from sequence.api.notify import QUEUE, runner_topic, strategy_topic
 from sequence.api.state import Core
 from sequence.secrets import strategy_api_key_label, strategy_secrets_label
@@ -63,9 +63,8 @@ class CreateJson(CreateSpec):
 def forbid_run_key(p: Principal, what: str) -> None:
     """Run keys act for one running strategy: reading it and trading, nothing that manages."""
     if p.run_id is not None:
-        raise ApiError(403, "forbidden", f"run-scoped keys cannot {what}; a strategy's SEQUENCE_API_KEY may only "
-                       "read its own strategy and use the market API — use a client key for this",
-                       {"run_id": p.run_id})
+        raise forbidden(f"run-scoped keys cannot {what}; a strategy's SEQUENCE_API_KEY may only "
+                        "read its own strategy and use the market API — use a client key for this", run_id=p.run_id)
 
 
 def plausible_id(ident: str) -> bool:
@@ -159,8 +158,8 @@ async def deploy(core: Core, p: Principal, spec: CreateSpec, artifact: bytes,
         await anyio.to_thread.run_sync(
             lambda: bundle.inspect_archive(artifact, spec.entrypoint, max_unpacked=cap))
     except bundle.ArchiveTooLarge as exc:
-        raise ApiError(413, "payload_too_large", f"{exc} (SEQUENCE_MAX_UNPACKED_MB={core.settings.max_unpacked_mb})",
-                       {"field": "artifact", "limit_mb": core.settings.max_unpacked_mb}) from None
+        raise too_large(f"{exc} (SEQUENCE_MAX_UNPACKED_MB={core.settings.max_unpacked_mb})",
+                        field="artifact", limit_mb=core.settings.max_unpacked_mb) from None
     except bundle.BundleError as exc:
         raise bad_request(str(exc), "artifact") from None
 

@@ -25,7 +25,7 @@ import anyio
 
 from sequence import protocol
 from sequence.api import present
-from sequence.api.errors import ApiError, not_found
+from sequence.api.errors import invalid, invalid_json, not_found
 from sequence.api.notify import logs_topic, strategy_topic
 from sequence.api.services.deploy import plausible_id, strategy_or_404
 from sequence.api.state import Core
@@ -44,8 +44,8 @@ def parse(raw: bytes) -> tuple[int, LogColumns]:
         batch = protocol.decode_logs(raw)
     except protocol.BadBatch as exc:
         if exc.not_json:
-            raise ApiError(400, "invalid_json", exc.message, {"field": exc.field}) from None
-        raise ApiError(422, "validation_error", exc.message, {"field": exc.field}) from None
+            raise invalid_json(exc.message, exc.field) from None
+        raise invalid(exc.field, exc.message) from None
     lines = batch.lines if _storable_batch(batch.lines) else _storable(batch.lines)
     return batch.epoch, LogColumns(batch.first_seq, batch.ts, batch.streams, lines, batch.partial)
 
