@@ -43,9 +43,11 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Protocol
 
@@ -55,6 +57,7 @@ from sequence.market.book import BookView, Side
 from sequence.market.clock import Clock, iso
 from sequence.market.errors import MarketError
 from sequence.market.events import BookEvent, BookReset, LevelUpdate, TickSizeChange, Trade
+from sequence.store.controls import CLIENT, ControlsStore
 from sequence.store.ids import short_code
 from sequence.store.trading import Created, TradeBatch, TradingStore
 from sequence.stream import Hub, channels
@@ -78,13 +81,20 @@ from sequence.trading.matching import (
     Print,
     Rejected,
 )
-from sequence.trading.positions import Position
+from sequence.trading.positions import Position, apply_fill
+from sequence.trading.risk import DEFAULT_LIMITS, Exposure, OrderRisk, RiskLimits
+from sequence.trading.risk import check as risk_check
 from sequence.trading.validation import GraphRequest, InstrumentLike, parse_graph
 from sequence.trading.wire import ack_json, fill_json, graph_json, graph_update_json, position_json
 
+from .router import Acked, Ended, Filled, LiveEvent, LiveOrder, OrderRouter, Refused
+from .venues.base import OrderRequest, VenueFill, client_order_id
 from .writer import Writer
 
 log = logging.getLogger(__name__)
+
+#: How long cancelling a graph waits for the venues to confirm its real orders' cancels.
+CANCEL_WAIT_S = 5.0
 
 
 class MarketPort(Protocol):
@@ -129,6 +139,7 @@ class _Step:
     touched: dict[str, Graph] = field(default_factory=dict)
     fills: list[tuple[Graph, dict[str, Any]]] = field(default_factory=list)
     changed_nodes: dict[str, dict[str, None]] = field(default_factory=dict)
+    sends: list[LiveOrder] = field(default_factory=list)  # real orders to send once committed
 
     @property
     def ts_ms(self) -> int:
@@ -141,10 +152,23 @@ class _Step:
 class TradingEngine:
     """See the module docstring."""
 
-    def __init__(self, store: TradingStore, market: MarketPort, *, fees: FeeSchedule | None = None) -> None:
+    def __init__(self, store: TradingStore, market: MarketPort, *, fees: FeeSchedule | None = None,
+                 router: OrderRouter | None = None, controls: ControlsStore | None = None) -> None:
         self.store = store
         self.market = market
         self.fees = fees or FeeSchedule()
+        # Real orders on live venues go through the router; everything else is matched here.
+        self.router = router
+        self.controls = controls
+        self._live: dict[str, Node] = {}  # node_order_id -> node whose order works at a venue
+        self._seen_fills: set[tuple[str, str]] = set()  # (venue, venue fill id) already counted
+        self._stored_limits: dict[tuple[str, str], dict[str, Any]] = {}
+        self._exposure: dict[tuple[str, str], Exposure] = {}
+        self._held: dict[tuple[str, str, str], Position] = {}  # (client, scope, symbol) -> real position
+        self._kills: dict[tuple[str, str], float] = {}
+        self._reconciling: list[tuple[str, str, str, str, int]] = []
+        if router is not None:
+            router.bind(self._on_live)
         self._graphs: dict[str, Graph] = {}
         self._cores: dict[str, MatchingCore] = {}
         self._orders: dict[str, Node] = {}  # node_order_id -> its node, while the order works
@@ -176,6 +200,16 @@ class TradingEngine:
         # A live venue keeps a book only while someone uses it: every symbol of an open
         # graph (working orders and the ones its edges may still place) stays live.
         self._remove_keeper = self.market.add_keeper(self._kept_symbols)
+        if self.controls is not None:
+            self._stored_limits = await anyio.to_thread.run_sync(self.controls.risk_limits)
+            self._kills = await anyio.to_thread.run_sync(self.controls.kill_switches)
+        if self.router is not None:
+            for f in await anyio.to_thread.run_sync(self.store.real_fills):
+                self._count_real_fill(f["client_id"], f["strategy_id"], f["symbol"], f["side"],
+                                      Fraction(f["price_units"], f["price_scale"]), int(f["qty_1e8"]),
+                                      int(f["fee_1e8"]), float(f["ts"]))
+                if f["venue_fill_id"]:
+                    self._seen_fills.add((f["venue"], f["venue_fill_id"]))
         self.started = True
         await self.restore()
 
@@ -188,10 +222,13 @@ class TradingEngine:
                 with contextlib.suppress(ValueError):
                     remove()
         self._remove_listener = self._remove_keeper = None
+        if self.router is not None:
+            await self.router.close()
         await self._writer.stop()
         self._graphs.clear()
         self._cores.clear()
         self._orders.clear()
+        self._live.clear()
 
     def _now(self) -> float:
         return float(self.market.clock.now())
@@ -215,7 +252,7 @@ class TradingEngine:
 
     @property
     def working_orders(self) -> int:
-        return len(self._orders)
+        return len(self._orders) + len(self._live)
 
     def active_graph_ids(self) -> list[str]:
         return list(self._graphs)
@@ -271,7 +308,7 @@ class TradingEngine:
         for nid in g.roots():
             step.queue.append((g, nid))
         self._decide(step)
-        if _only_as_written(step, graph_id, preset):
+        if not step.sends and _only_as_written(step, graph_id, preset):
             self._publish(self._messages(step))
         else:
             await self._commit(step)
@@ -288,11 +325,17 @@ class TradingEngine:
             step = _Step(self._now())
             step.touched[graph_id] = g
             g.user_cancelled = True
+            cancels = []
             for nid in g.live():
                 node = g.nodes[nid]
+                if node.node_order_id in self._live:
+                    cancels.append(self._cancel_real(g, node))
+                    continue
                 events = self._core(node.book_symbol).cancel(node.node_order_id, USER_CANCEL)
                 self._handle(node.book_symbol, events, step)
             self._run_step(step)
+            if cancels:  # the venue confirms; the node ends when it does (or stays working if not)
+                await asyncio.wait(cancels, timeout=CANCEL_WAIT_S)
         await self.flush()
         return await self.graph(client_id, graph_id)
 
@@ -352,6 +395,10 @@ class TradingEngine:
                 reason = "price_off_tick"  # the venue's tick changed since the graph was accepted
         if reason is not None or book is None:
             self._rejected(g, node, reason or "market_closed", step)
+            return
+        if self._routed(g, node):
+            assert inst is not None  # checked above
+            self._activate_real(g, node, inst, step)
             return
         g.on_activated(nid)
         if node.order_seq is None:  # roots of a new graph got theirs when it was written
@@ -440,6 +487,275 @@ class TradingEngine:
         step.batch.graph(g.graph_id, status=status, updated_at=step.ts, ended_at=step.ts)
         self._graphs.pop(g.graph_id, None)
 
+    # -- real orders (live venues) ------------------------------------------------------------
+    def _routed(self, g: Graph, node: Node) -> bool:
+        """A real order on a live venue: the venue matches it, not us."""
+        return not g.paper and self.router is not None and self.router.routes(node.venue)
+
+    def _scopes(self, g: Graph) -> list[tuple[str, str]]:
+        """Whose limits and kill switches apply: the client's, and its strategy's if any."""
+        return [(g.client_id, CLIENT)] + ([(g.client_id, g.strategy_id)] if g.strategy_id else [])
+
+    def limits(self, client_id: str, strategy_id: str | None = None) -> RiskLimits | None:
+        """The limits in force: a client's are the defaults with its changes; a strategy has
+        limits only once some are set for it."""
+        stored = self._stored_limits.get((client_id, strategy_id or CLIENT))
+        if strategy_id:
+            return None if stored is None else RiskLimits().merged(stored)
+        return DEFAULT_LIMITS.merged(stored or {})
+
+    def set_limits(self, client_id: str, strategy_id: str | None, stored: dict[str, Any] | None) -> None:
+        """Take the limits the API just stored (None: the scope's were removed)."""
+        key = (client_id, strategy_id or CLIENT)
+        if stored is None:
+            self._stored_limits.pop(key, None)
+        else:
+            self._stored_limits[key] = dict(stored)
+
+    def exposure(self, client_id: str, strategy_id: str | None = None) -> Exposure:
+        e = self._exposure.setdefault((client_id, strategy_id or CLIENT), Exposure())
+        e.roll()
+        return e
+
+    def killed(self, client_id: str, strategy_id: str | None) -> bool:
+        return (client_id, CLIENT) in self._kills or bool(strategy_id and (client_id, strategy_id) in self._kills)
+
+    def _admit(self, g: Graph, node: Node, price: Fraction) -> str | None:
+        """Why this real order must not leave (kill switch, a risk limit), or None."""
+        if self.killed(g.client_id, g.strategy_id):
+            return "kill_switch_engaged: the kill switch is on; release it with `sequence kill --release`"
+        order = OrderRisk(node.symbol, node.side, Fraction(node.qty_1e8, QTY_1E8), price)
+        now = time.monotonic()
+        for client_id, sid in self._scopes(g):
+            limits = self.limits(client_id, sid or None)
+            if limits is None:
+                continue
+            breach = risk_check(limits, order, self.exposure(client_id, sid or None), at=now)
+            if breach is not None:
+                code, message = breach
+                return f"{code}: {message}" + (f" (strategy {sid})" if sid else "")
+        return None
+
+    def _activate_real(self, g: Graph, node: Node, inst: InstrumentLike, step: _Step) -> None:
+        assert self.router is not None
+        if node.limit_units is not None:
+            price = Fraction(node.limit_units, node.price_scale)
+        else:  # a market order: its notional at the price it would pay now
+            mark = self.mark(node.symbol)
+            if mark is None:
+                self._rejected(g, node, "risk_no_price: a market order needs a two-sided book to be priced", step)
+                return
+            price = mark
+        refusal = self._admit(g, node, price)
+        if refusal is not None:
+            self._rejected(g, node, refusal, step)
+            return
+        g.on_activated(node.node_id)
+        if node.order_seq is None:
+            self._order_seq += 1
+            node.order_seq = self._order_seq
+            node.activated_at = step.ts
+        node.client_order_id = client_order_id(node.node_order_id)
+        self._stage(g, node, step)
+        self._live[node.node_order_id] = node
+        now = time.monotonic()
+        for client_id, sid in self._scopes(g):
+            e = self.exposure(client_id, sid or None)
+            e.open_orders += 1
+            e.record_send(now)
+        step.sends.append(self._live_order(g, node, inst))
+
+    def _live_order(self, g: Graph, node: Node, inst: InstrumentLike) -> LiveOrder:
+        """The venue request for a node (execution/venues/base.py, "Units")."""
+        # Kalshi names the market (its ticker) and the outcome the side; the others the token/product.
+        venue_symbol = inst.market_slug if node.venue == "kalshi" else node.symbol
+        extra: dict[str, Any] = {}
+        if node.venue == "polymarket":
+            extra = {"tick_size": Decimal(str(inst.tick_size)), "neg_risk": inst.neg_risk}
+        price = None if node.limit_units is None else Decimal(node.limit_units) / Decimal(node.price_scale)
+        coid = node.client_order_id or client_order_id(node.node_order_id)
+        return LiveOrder(
+            node_order_id=node.node_order_id, client_order_id=coid, client_id=g.client_id, venue=node.venue,
+            symbol=node.symbol,
+            request=OrderRequest(
+                client_order_id=coid, symbol=venue_symbol, side=node.side,  # type: ignore[arg-type]
+                qty=Decimal(node.qty_1e8) / Decimal(QTY_1E8), price=price,
+                tif="ioc" if price is None else "gtc", post_only=node.post_only,
+                outcome=inst.outcome, extra=extra,  # type: ignore[arg-type]
+            ),
+        )
+
+    def _cancel_real(self, g: Graph, node: Node) -> asyncio.Task[Any]:
+        assert self.router is not None and node.client_order_id is not None
+        return self.router.cancel(g.client_id, node.venue, node.venue_order_id, node.client_order_id,
+                                  node.node_order_id)
+
+    def _real_done(self, g: Graph, node: Node) -> None:
+        """The node's real order no longer works: it stops counting against the limits."""
+        if self._live.pop(node.node_order_id, None) is None:
+            return
+        for client_id, sid in self._scopes(g):
+            e = self.exposure(client_id, sid or None)
+            e.open_orders = max(0, e.open_orders - 1)
+        if self.router is not None and node.client_order_id:
+            self.router.untrack(g.client_id, node.venue, node.client_order_id)
+
+    def _count_real_fill(self, client_id: str, strategy_id: str | None, symbol: str, side: str, price: Fraction,
+                         qty_1e8: int, fee_1e8: int, ts: float) -> None:
+        """A real fill moves the scopes' positions and, when it closes some, today's realized P&L."""
+        today = int(time.time() // 86400)
+        for sid in [CLIENT] + ([strategy_id] if strategy_id else []):
+            key = (client_id, sid, symbol)
+            before = self._held.get(key, Position())
+            after = apply_fill(before, side, price, qty_1e8, fee_1e8)
+            self._held[key] = after
+            e = self.exposure(client_id, sid or None)
+            e.positions[symbol] = Fraction(after.net_1e8, QTY_1E8)
+            if int(ts // 86400) == today:
+                e.realized_today += Fraction(after.realized_1e8 - before.realized_1e8 - fee_1e8, QTY_1E8)
+
+    def _on_live(self, events: list[LiveEvent]) -> None:
+        """The router's reports (on the loop): apply them in one decision step."""
+        if not self.started:
+            return
+        step = _Step(self._now())
+        self._apply_live(events, step)
+        if step.touched or step.queue:
+            self._run_step(step)
+
+    def _apply_live(self, events: Sequence[LiveEvent], step: _Step) -> None:
+        for ev in events:
+            node = self._live.get(ev.node_order_id)
+            if node is None and isinstance(ev, Filled):
+                node = self._node_of(ev.node_order_id)  # a late fill of an order already ended
+            if node is None:
+                continue
+            g = self._graphs.get(node.graph_id)
+            if g is None:
+                continue
+            step.touched[g.graph_id] = g
+            if isinstance(ev, Acked):
+                if node.venue_order_id != ev.venue_order_id:
+                    node.venue_order_id = ev.venue_order_id
+                    self._stage(g, node, step)
+            elif isinstance(ev, Refused):
+                if node.live and node.filled_1e8 == 0:
+                    self._real_done(g, node)
+                    self._rejected(g, node, f"{ev.code}: {ev.reason}", step)
+            elif isinstance(ev, Ended):
+                if node.live:
+                    self._real_done(g, node)
+                    if ev.status == "rejected" and node.filled_1e8 == 0:
+                        self._rejected(g, node, f"venue_rejected: {ev.reason}", step)
+                    else:
+                        reason = USER_CANCEL if g.user_cancelled else f"venue_cancelled: {ev.reason}"
+                        fire = not g.user_cancelled and reason not in SILENT_CANCELS
+                        for t in g.on_cancelled(node.node_id, reason, fire=fire):
+                            step.queue.append((g, t))
+                        self._stage(g, node, step)
+            else:
+                self._real_fill(g, node, ev.fill, step)
+
+    def _node_of(self, node_order_id: str) -> Node | None:
+        for g in self._graphs.values():
+            for node in g.nodes.values():
+                if node.node_order_id == node_order_id:
+                    return node
+        return None
+
+    def _real_fill(self, g: Graph, node: Node, fill: VenueFill, step: _Step) -> None:
+        key = (node.venue, fill.fill_id)
+        if key in self._seen_fills:
+            return  # reported again (a reconnect, the backfill): counted once
+        self._seen_fills.add(key)
+        qty_1e8 = int(fill.qty * QTY_1E8)
+        if qty_1e8 <= 0:
+            return
+        price_units = int((fill.price * node.price_scale).to_integral_value())
+        price_f = Fraction(price_units, node.price_scale)
+        fee_1e8 = int((fill.fee * QTY_1E8).to_integral_value())
+        self._fill_seq += 1
+        row = {
+            "fill_id": "fill_" + short_code(20), "seq": self._fill_seq, "client_id": g.client_id,
+            "graph_id": g.graph_id, "node_id": node.node_id, "node_order_id": node.node_order_id,
+            "symbol": node.symbol, "venue": node.venue, "side": node.side, "price_units": price_units,
+            "price_scale": node.price_scale, "qty_1e8": qty_1e8, "fee_1e8": fee_1e8,
+            "liquidity": "taker" if fill.is_taker else "maker", "sandbox": False,
+            "ts": fill.ts_ms / 1000 if fill.ts_ms else step.ts, "venue_fill_id": fill.fill_id,
+        }
+        step.batch.fills.append(row)
+        step.fills.append((g, row))
+        self._count_real_fill(g.client_id, g.strategy_id, node.symbol, node.side, price_f, qty_1e8, fee_1e8,
+                              float(row["ts"]))  # type: ignore[arg-type]
+        if node.live:
+            for t in g.on_fill(node.node_id, qty_1e8, round(price_f * qty_1e8), fee_1e8):
+                step.queue.append((g, t))
+            if node.status == NodeStatus.filled:
+                self._real_done(g, node)
+        else:
+            # Money moved after the order ended here (a fill racing a cancel): the fill and the
+            # position count; the node's totals follow, its status stays.
+            log.warning("fill %s at %s after node %s ended (%s)", fill.fill_id, node.venue, node.node_order_id,
+                        node.status)
+            node.filled_1e8 += qty_1e8
+            node.notional_1e8 += round(price_f * qty_1e8)
+            node.fees_1e8 += fee_1e8
+            node.fill_count += 1
+        self._stage(g, node, step)
+
+    # -- the kill switch --------------------------------------------------------------------------
+    async def kill(self, client_id: str, strategy_id: str | None = None) -> dict[str, Any]:
+        """Engage the kill switch of the client (or one strategy): every working order of that
+        scope is cancelled — at the venues for real orders — and no real order is sent until it is
+        released. Returns what was cancelled and what could not be."""
+        if self.controls is not None:
+            at = await anyio.to_thread.run_sync(self.controls.engage_kill, client_id, strategy_id)
+        else:
+            at = time.time()
+        self._kills[(client_id, strategy_id or CLIENT)] = at
+        graphs = [g for g in list(self._graphs.values()) if g.client_id == client_id
+                  and (strategy_id is None or g.strategy_id == strategy_id)]
+        step = _Step(self._now())
+        real: list[tuple[str, str, str | None, str, str]] = []
+        paper = 0
+        for g in graphs:
+            g.user_cancelled = True
+            step.touched[g.graph_id] = g
+            for nid in g.live():
+                node = g.nodes[nid]
+                if node.node_order_id in self._live:
+                    assert node.client_order_id is not None
+                    real.append((g.client_id, node.venue, node.venue_order_id, node.client_order_id,
+                                 node.node_order_id))
+                    continue
+                paper += 1
+                self._handle(node.book_symbol, self._core(node.book_symbol).cancel(node.node_order_id, USER_CANCEL),
+                             step)
+        self._run_step(step)
+        done: list[str] = []
+        failed: list[str] = []
+        if real and self.router is not None:
+            done, failed = await self.router.cancel_all(real)
+        await self.flush()
+        return {"engaged_at": iso(at), "graphs": len(graphs), "orders_cancelled": paper + len(done),
+                "real_orders_cancelled": len(done), "not_cancelled": failed}
+
+    async def release(self, client_id: str, strategy_id: str | None = None) -> bool:
+        """Release the scope's kill switch; True if it was engaged."""
+        was = self._kills.pop((client_id, strategy_id or CLIENT), None) is not None
+        if self.controls is not None:
+            was = await anyio.to_thread.run_sync(self.controls.release_kill, client_id, strategy_id) or was
+        return was
+
+    async def cancel_run(self, run_id: str) -> int:
+        """A run ended or lost its lease: its real orders are cancelled at their venues (its
+        paper orders keep working, as they always have). Returns how many were asked to cancel."""
+        tasks = [self._cancel_real(g, node) for g in list(self._graphs.values()) if g.run_id == run_id
+                 for node in g.nodes.values() if node.node_order_id in self._live]
+        if tasks:
+            await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
+        return len(tasks)
+
     # -- the book --------------------------------------------------------------------------------
     def _push_book(self, book_symbol: str, deltas: Mapping[tuple[Side, int], int],
                    prints: Sequence[Trade], ts_ms: int) -> None:
@@ -522,11 +838,21 @@ class TradingEngine:
     def _commit(self, step: _Step) -> asyncio.Future[None]:
         loop = self._loop or asyncio.get_running_loop()
         messages = self._messages(step)
+        sends = step.sends
         if not step.batch:
             done: asyncio.Future[None] = loop.create_future()
             done.set_result(None)
             return done
-        return self._writer.commit(loop, step.batch, lambda: self._publish(messages))
+
+        def then() -> None:
+            self._publish(messages)
+            # Only now: the node's client order id is stored, so a crash from here on
+            # finds the order by it (execution/router.py, "exactly once").
+            if self.router is not None:
+                for order in sends:
+                    self.router.send(order)
+
+        return self._writer.commit(loop, step.batch, then)
 
     def _messages(self, step: _Step) -> list[tuple[str, Graph, dict[str, Any]]]:
         out: list[tuple[str, Graph, dict[str, Any]]] = []
@@ -567,6 +893,14 @@ class TradingEngine:
                 self._forget(row["graph_id"], step)
         self._run_step(step)
         await self.flush()
+        if self._reconciling and self.router is not None:
+            # Before anything new is sent: what happened to our real orders while we were down.
+            todo, self._reconciling = self._reconciling, []
+            events = await self.router.reconcile(todo)
+            step = _Step(self._now())
+            self._apply_live(events, step)
+            self._run_step(step)
+            await self.flush()
         self.rematch_all()
         await self.flush()
         if rows:
@@ -579,11 +913,28 @@ class TradingEngine:
         step.touched[g.graph_id] = g
         live = sorted((n for n in g.nodes.values() if n.live), key=lambda n: (n.order_seq or 0, n.node_id))
         for node in live:
-            self._restore_order(g, node, step)
+            if self._routed(g, node):
+                self._restore_real(g, node)
+            else:
+                self._restore_order(g, node, step)
         targets = g.targets
         for nid, node in g.nodes.items():
             if nid not in targets and node.status == NodeStatus.pending:
                 step.queue.append((g, nid))  # accepted but never activated: fire now
+
+    def _restore_real(self, g: Graph, node: Node) -> None:
+        """A real order that was working: reconciled with its venue (:meth:`restore`), never
+        sent again. A root written "working" but never sent (no client order id yet: the
+        coordinator stopped in between) is activated again, like any pending root."""
+        if node.client_order_id is None:
+            node.status = NodeStatus.pending.value
+            node.order_seq = None
+            return
+        self._live[node.node_order_id] = node
+        for client_id, sid in self._scopes(g):
+            self.exposure(client_id, sid or None).open_orders += 1
+        self._reconciling.append((g.client_id, node.venue, node.client_order_id, node.node_order_id,
+                                  int((node.activated_at or self._now()) * 1000)))
 
     def _forget(self, graph_id: str, step: _Step) -> None:
         g = self._graphs.pop(graph_id, None)

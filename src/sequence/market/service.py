@@ -126,6 +126,8 @@ class Instrument:
     #: Price bands with their own step, ``(start, end, step)`` in price units (Kalshi's
     #: ``price_ranges``: 0.001 below 0.10 and above 0.90, 0.01 between); empty = one tick.
     price_steps: tuple[tuple[int, int, int], ...] = ()
+    #: Polymarket's neg-risk markets sign orders for another exchange contract.
+    neg_risk: bool = False
 
     def aligned(self, price: float) -> bool:
         """Whether ``price`` lies on the current tick grid."""
@@ -697,6 +699,7 @@ class MarketService:
             min_order_size=spec.min_order_size,
             active=spec.active,
             price_steps=_price_steps(spec, ps, mirrored=v.outcome == "no"),
+            neg_risk=bool(spec.neg_risk),
         )
 
     # -- quotes -------------------------------------------------------------------------------

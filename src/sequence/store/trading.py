@@ -262,6 +262,17 @@ class TradingStore:
         with self.db.read() as c:
             return [_row(r) for r in c.execute(q)]
 
+    def real_fills(self) -> list[dict[str, Any]]:
+        """Every real (not paper) fill with its graph's ``strategy_id``, oldest first: the
+        engine folds them into the risk exposure (positions, today's realized P&L) at start."""
+        f, g = t.fills, t.graphs
+        q = (sa.select(f.c.client_id, f.c.symbol, f.c.side, f.c.price_units, f.c.price_scale, f.c.qty_1e8,
+                       f.c.fee_1e8, f.c.ts, f.c.venue, f.c.venue_fill_id, g.c.strategy_id)
+             .join(g, g.c.graph_id == f.c.graph_id).where(f.c.sandbox == sa.false())
+             .order_by(f.c.ts, f.c.seq))
+        with self.db.read() as c:
+            return [_row(r) for r in c.execute(q)]
+
     def max_fill_seq(self) -> int:
         with self.db.read() as c:
             return int(c.execute(sa.select(sa.func.max(t.fills.c.seq))).scalar() or 0)

@@ -174,6 +174,9 @@ class Node:
     fees_1e8: int = 0
     fill_count: int = 0
     order_seq: int | None = None  # time priority among resting orders
+    # A real order at a venue: our client order id (written before it is sent) and the venue's id.
+    client_order_id: str | None = None
+    venue_order_id: str | None = None
     activated_at: float | None = None
     updated_at: float | None = None
     ended_at: float | None = None
@@ -224,7 +227,8 @@ class Node:
             "status": self.status, "filled_1e8": self.filled_1e8, "notional_1e8": self.notional_1e8,
             "fees_1e8": self.fees_1e8, "fill_count": self.fill_count, "reason": self.reason,
             "activated_at": self.activated_at, "order_seq": self.order_seq, "updated_at": self.updated_at,
-            "ended_at": self.ended_at,
+            "ended_at": self.ended_at, "client_order_id": self.client_order_id,
+            "venue_order_id": self.venue_order_id,
         }
 
     def stamp(self, ts: float) -> dict[str, Any]:
@@ -258,7 +262,8 @@ class Node:
             node_order_id=r["node_order_id"], status=r["status"], reason=r["reason"],
             filled_1e8=int(r["filled_1e8"]), notional_1e8=int(r["notional_1e8"]), fees_1e8=int(r["fees_1e8"]),
             fill_count=int(r["fill_count"]), order_seq=r["order_seq"], activated_at=r["activated_at"],
-            updated_at=r["updated_at"], ended_at=r["ended_at"],
+            updated_at=r["updated_at"], ended_at=r["ended_at"], client_order_id=r.get("client_order_id"),
+            venue_order_id=r.get("venue_order_id"),
         )
 
 
@@ -274,6 +279,7 @@ class Graph:
     edges: tuple[Edge, ...]
     status: str = GraphStatus.active.value
     strategy_id: str | None = None  # submitted by a run of this strategy (its stream scope)
+    run_id: str | None = None  # submitted by this run (its real orders are cancelled when it ends)
     fired: set[int] = field(default_factory=set)
     user_cancelled: bool = False
 
@@ -295,7 +301,7 @@ class Graph:
         edges = tuple(Edge(e["from"], e["to"], e["trigger"]) for e in row["edges"])
         nodes = {r["node_id"]: Node.from_row(r) for r in row["nodes"]}
         g = cls(row["graph_id"], row["client_id"], bool(row["sandbox"]), nodes, edges, status=row["status"],
-                strategy_id=row.get("strategy_id"))
+                strategy_id=row.get("strategy_id"), run_id=row.get("run_id"))
         g.fired = {i for i, e in enumerate(edges) if _has_fired(nodes[e.source], e.trigger)}
         return g
 
