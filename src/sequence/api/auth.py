@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import Request, WebSocket
 
@@ -44,6 +45,12 @@ class Authenticator:
         return self.store.authenticate_runner_as(token, runner_id)
 
 
+def authenticator(app: Any) -> Authenticator:
+    """The app's :class:`Authenticator` (``app.state.auth``, set by ``create_app``)."""
+    auth: Authenticator = app.state.auth
+    return auth
+
+
 def bearer(header: str | None) -> str | None:
     if not header:
         return None
@@ -57,7 +64,7 @@ def require_principal(request: Request) -> Principal:
     token = bearer(request.headers.get("authorization"))
     if token is None:
         raise unauthorized("missing API key: send 'Authorization: Bearer seq_live_…'")
-    p: Principal | None = request.app.state.auth.resolve(token)
+    p = authenticator(request.app).resolve(token)
     if p is None:
         raise unauthorized("invalid or revoked API key")
     request.state.principal = p
@@ -68,13 +75,12 @@ def authenticate_websocket(websocket: WebSocket) -> Principal | None:
     token = bearer(websocket.headers.get("authorization")) or websocket.query_params.get("token")
     if not token:
         return None
-    auth: Authenticator = websocket.app.state.auth
-    return auth.resolve(token)
+    return authenticator(websocket.app).resolve(token)
 
 
 def require_runner(request: Request) -> str:
     token = bearer(request.headers.get("authorization"))
-    tid = request.app.state.auth.runner_token(token) if token else None
+    tid = authenticator(request.app).runner_token(token) if token else None
     if tid is None:
         raise unauthorized("missing or invalid runner token")
     return str(tid)
@@ -88,7 +94,7 @@ def require_runner_of(request: Request, runner_id: str) -> str:
     """
     token = bearer(request.headers.get("authorization"))
     plausible = 0 < len(runner_id) <= 64 and runner_id.isprintable()
-    got = request.app.state.auth.runner_token_as(token, runner_id if plausible else "") if token else None
+    got = authenticator(request.app).runner_token_as(token, runner_id if plausible else "") if token else None
     if got is None:
         raise unauthorized("missing or invalid runner token")
     tid, registered = got

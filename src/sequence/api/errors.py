@@ -150,7 +150,7 @@ def install(app: FastAPI) -> None:
     async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         msg = exc.detail if isinstance(exc.detail, str) else code
-        headers = getattr(exc, "headers", None)
+        headers = dict(exc.headers) if exc.headers else None
         if exc.status_code == 405:
             # Starlette names only the first route that matched the path; a path served by
             # several routes (GET and POST /v1/strategies) supports all of theirs.

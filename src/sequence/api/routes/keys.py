@@ -11,6 +11,7 @@ from sequence.api import present
 from sequence.api.auth import require_principal
 from sequence.api.errors import bad_request, forbidden, not_found
 from sequence.api.state import core_of
+from sequence.secrets import venue_credentials_label
 from sequence.store.store import Principal
 from sequence.venues import CREDENTIAL_FIELDS, VENUES, credential_problem
 
@@ -103,7 +104,7 @@ def _put_credentials(request: Request, venue: str, body: dict[str, Any], p: Prin
     except UnicodeEncodeError:
         raise bad_request("credentials must be valid Unicode text (no lone surrogates)", "body") from None
     core = core_of(request.app)
-    sealed = core.keyring.seal_json(body, f"venue:{p.client_id}:{venue}")
+    sealed = core.keyring.seal_json(body, venue_credentials_label(p.client_id, venue))
     core.store.put_venue_credentials(p.client_id, venue, sealed.ciphertext, sealed.nonce, sealed.key_id, sorted(body))
     return {"venue": venue, "has_credentials": True, "credential_fields": sorted(body)}
 

@@ -212,11 +212,10 @@ def register(core: Core, hub: Hub) -> None:
     hub.register(channels.logs(validate), replace=True)
 
     def guard(kind: str, arg: str | None, principal: Any) -> None:
-        sid = getattr(principal, "strategy_id", None)
-        if getattr(principal, "run_id", None) is None or kind in RUN_KEY_CHANNELS:
+        if not isinstance(principal, Principal) or principal.run_id is None or kind in RUN_KEY_CHANNELS:
             return
         if kind == channels.LOGS:
-            if arg != sid:
+            if arg != principal.strategy_id:
                 raise ChannelError(f"logs:{arg}", f"no strategy {arg}", code="not_found")
             return
         if kind in (channels.FILLS, channels.GRAPHS):
