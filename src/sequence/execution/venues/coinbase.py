@@ -19,7 +19,8 @@ user-channel JWT has no ``uri``.
 REST (``api_url`` = ``https://api.coinbase.com/api/v3/brokerage``)
 --------------------------------------------------------------------
 - ``GET /accounts?limit=&cursor=`` → ``{"accounts": [{currency, available_balance: {value,
-  currency}, hold, retail_portfolio_id, …}], "has_next", "cursor"}`` — :meth:`check`.
+  currency}, hold, retail_portfolio_id, …}], "has_next", "cursor"}`` — :meth:`check` (every
+  page; the available balance of each currency with money in it, the portfolio as account).
 - ``POST /orders`` ``{client_order_id, product_id, side: BUY|SELL, order_configuration}``
   where the configuration is one of (:func:`order_configuration`):
   ``limit_limit_gtc {base_size, limit_price, post_only}`` (tif ``gtc``),
@@ -49,11 +50,16 @@ REST (``api_url`` = ``https://api.coinbase.com/api/v3/brokerage``)
   ``{"orders", "has_next", "cursor"}``, newest first. It has **no client-order-id filter**,
   so :meth:`lookup` of an id not learnt in this session lists every order created in the last
   :attr:`CoinbaseOrders.lookup_window_s` (7 days) page by page and matches
-  ``client_order_id`` — a few requests at most for a bot's volume.
+  ``client_order_id`` — a few requests at most for a bot's volume. (That a listing without
+  ``order_status`` includes every status — filled, cancelled, expired, failed — is
+  unconfirmed.)
 - ``GET /orders/historical/fills?start_sequence_timestamp=&limit=&cursor=`` (also
   ``order_ids``) → ``{"fills": [{entry_id, trade_id, order_id, trade_time, price, size,
   commission, liquidity_indicator MAKER|TAKER, size_in_quote, side, product_id, …}],
-  "cursor"}``; paged until the cursor is empty; sorted here oldest first.
+  "cursor"}``; paged until the cursor is empty; sorted here oldest first (the venue's own
+  order is newest first, unconfirmed). ``trade_id`` is taken as unique per fill of this
+  account (Coinbase prevents self-trades; two of our own orders matching each other would
+  share one trade id — unconfirmed).
 - 401/403 → :class:`AuthFailed`. 429 → retried a few times with backoff (the request was
   not taken: safe), then :class:`OrderRejected` ``rate_limited`` for a write. A timeout,
   a dropped connection or a 5xx on a write → :class:`OutcomeUnknown`, never retried; reads
@@ -531,9 +537,10 @@ class CoinbaseOrders(OrderVenue):
                 raise OrderError("coinbase GET /accounts: no accounts in the answer")
             for acc in data.get("accounts") or ():
                 ccy = str(acc.get("currency") or "")
-                avail = acc.get("available_balance") or {}
-                if ccy:
-                    balances[ccy] = balances.get(ccy, Decimal(0)) + _dec(avail.get("value"))
+                available = _dec((acc.get("available_balance") or {}).get("value"))
+                held = _dec((acc.get("hold") or {}).get("value"))
+                if ccy and (available or held):  # Coinbase keeps a wallet per currency, mostly empty
+                    balances[ccy] = balances.get(ccy, Decimal(0)) + available
                 portfolio = portfolio or str(acc.get("retail_portfolio_id") or "")
             cursor = str(data.get("cursor") or "")
             if not data.get("has_next") or not cursor:
