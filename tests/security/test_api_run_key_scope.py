@@ -210,3 +210,15 @@ def test_run_key_gets_every_price_update_and_its_own_log_lines(server: LiveServe
             elif msg.get("channel") == f"logs:{mine}":
                 logs.append(msg["data"]["line"])
     assert prices >= 4 and "second line" in logs, (prices, logs)
+
+
+def test_run_key_cannot_change_risk_limits_or_pull_the_kill_switch(server: LiveServer,
+                                                                   scene: dict[str, Any]) -> None:
+    with server.client(scene["key"]) as rk:
+        _forbidden(rk.put("/v1/risk", json={"max_order_notional": 1e9}))
+        _forbidden(rk.put("/v1/risk", params={"strategy": "sibling"}, json={"max_order_notional": 1e9}))
+        _forbidden(rk.delete("/v1/risk"))
+        _forbidden(rk.post("/v1/kill", json={"strategy": "sibling"}))
+        _forbidden(rk.delete("/v1/kill"))
+        # Reading: never a sibling's.
+        assert rk.get("/v1/risk", params={"strategy": "sibling"}).status_code in (404, 503)

@@ -38,10 +38,10 @@ from sequence import __version__
 from sequence.api import errors
 from sequence.api.auth import Authenticator
 from sequence.api.notify import QUEUE, Notifier, strategy_topic
-from sequence.api.routes import keys, market, runners, strategies, stream, trading
+from sequence.api.routes import controls, keys, market, runners, strategies, stream, trading
 from sequence.api.services import logs as log_stream  # the logs: channel of /v1/stream
+from sequence.api.services import orders
 from sequence.api.state import Core
-from sequence.execution.engine import TradingEngine
 from sequence.market import setup
 from sequence.market.clock import Clock
 from sequence.market.service import MarketService
@@ -49,8 +49,6 @@ from sequence.secrets import Keyring
 from sequence.settings import Settings
 from sequence.store.engine import Database
 from sequence.store.store import Store
-from sequence.store.trading import TradingStore
-from sequence.trading.fees import FeeSchedule
 
 log = logging.getLogger("sequence.coordinator")
 
@@ -242,9 +240,9 @@ def _attach_market(app: FastAPI, core: Core, service: MarketService) -> None:
     app.state.market = service  # the market routes read it (the standalone app has no core)
     app.state.hub = service.hub
     market.install_routes(app)  # ahead of the others: /v1/quotes is the hot path
-    fees = FeeSchedule.from_mapping(core.settings.trading_fees)
-    core.trading = TradingEngine(TradingStore(core.store.db), service, fees=fees)
+    core.trading = orders.build_engine(core, service)  # real orders route to the live venues
     app.include_router(trading.router)
+    app.include_router(controls.router)  # /v1/risk, /v1/kill
     stream.install_route(app)
     log_stream.register(core, service.hub)
 
@@ -263,6 +261,9 @@ async def _reaper(core: Core, metrics: Metrics) -> None:
             log.warning("runner lost: expired %d run(s): %s", len(lost), ", ".join(lost))
             core.auth.invalidate()
             core.notifier.notify(QUEUE)
+            if core.trading is not None:  # a lost run's real orders must not keep working
+                for run_id in lost:
+                    core.trading.cancel_run_soon(run_id)
             for run_id in lost:
                 run = await anyio.to_thread.run_sync(core.store.get_run, run_id)
                 if run:

@@ -167,6 +167,7 @@ class TradingEngine:
         self._held: dict[tuple[str, str, str], Position] = {}  # (client, scope, symbol) -> real position
         self._kills: dict[tuple[str, str], float] = {}
         self._reconciling: list[tuple[str, str, str, str, int]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
         if router is not None:
             router.bind(self._on_live)
         self._graphs: dict[str, Graph] = {}
@@ -746,6 +747,18 @@ class TradingEngine:
         if self.controls is not None:
             was = await anyio.to_thread.run_sync(self.controls.release_kill, client_id, strategy_id) or was
         return was
+
+    def cancel_run_soon(self, run_id: str) -> None:
+        """:meth:`cancel_run` from any thread (the runner routes run in a thread pool)."""
+        loop = self._loop
+        if loop is None or not self.started or self.router is None:
+            return
+        loop.call_soon_threadsafe(lambda: self._spawn(self.cancel_run(run_id)))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def cancel_run(self, run_id: str) -> int:
         """A run ended or lost its lease: its real orders are cancelled at their venues (its

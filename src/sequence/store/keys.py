@@ -229,6 +229,15 @@ class KeysStore(StoreBase):
             return [_row(r) for r in c.execute(sa.select(vc.c.venue, vc.c.field_names, vc.c.created_at, vc.c.updated_at)
                                                .where(vc.c.client_id == client_id))]
 
+    def sealed_venue_credentials(self, client_id: str, venue: str) -> dict[str, Any] | None:
+        """The sealed blob (``ciphertext``, ``nonce``, ``key_id``) of one client's venue credentials,
+        for the order router to unseal; None if the client has none for the venue."""
+        vc = t.venue_credentials
+        with self.db.read() as c:
+            r = c.execute(sa.select(vc.c.ciphertext, vc.c.nonce, vc.c.key_id)
+                          .where(vc.c.client_id == client_id, vc.c.venue == venue)).first()
+        return None if r is None else _row(r)
+
     def delete_venue_credentials(self, client_id: str, venue: str) -> bool:
         vc = t.venue_credentials
         with self.db.write() as c:

@@ -181,4 +181,6 @@ def exited(core: Core, runner_id: str, run_id: str, epoch: int, report: protocol
     core.notifier.notify(logs_topic(run_id))
     if run:
         core.notifier.notify(strategy_topic(run["strategy_id"]))
+    if core.trading is not None:  # an ended run's real orders must not keep working
+        core.trading.cancel_run_soon(run_id)
     return out

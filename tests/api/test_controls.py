@@ -1,0 +1,58 @@
+"""``/v1/risk`` and ``/v1/kill`` over HTTP (simulated venues: the kill switch still cancels
+every working order and stops strategies; real-order routing is tests/execution and
+tests/acceptance/test_live_orders.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.api.test_trading_seed_e2e import sdk, two_sided_kalshi
+
+
+def test_risk_limits_read_change_and_reset(coord: Any) -> None:
+    with coord.client() as http:
+        r = http.get("/v1/risk").json()
+        assert r["scope"] == "client" and r["limits"] == r["defaults"]
+        assert r["limits"]["max_order_notional"] == 100.0 and r["exposure"]["open_orders"] == 0
+        r = http.put("/v1/risk", json={"max_order_notional": 250, "max_daily_loss": None}).json()
+        assert r["limits"]["max_order_notional"] == 250 and r["limits"]["max_daily_loss"] is None
+        assert r["limits"]["max_open_orders"] == 20  # untouched: still the default
+        assert http.get("/v1/risk").json()["limits"]["max_order_notional"] == 250
+        r = http.delete("/v1/risk").json()
+        assert r["limits"] == r["defaults"]
+
+
+def test_bad_risk_input_names_the_field(coord: Any) -> None:
+    with coord.client() as http:
+        for body, field in [({"max_orders": 1}, "max_orders"), ({"max_daily_loss": -5}, "max_daily_loss"),
+                            ({"max_open_orders": 2.5}, "max_open_orders"), ({}, "body"), ([1], "body")]:
+            r = http.put("/v1/risk", json=body)
+            assert r.status_code == 400, (body, r.text)
+            assert r.json()["error"]["details"]["field"] == field, r.text
+        r = http.get("/v1/risk", params={"strategy": "no-such-strategy"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        r = http.post("/v1/kill", json={"strategy": 5})
+        assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "strategy"
+        r = http.post("/v1/kill", json={"everything": True})
+        assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "everything"
+
+
+def test_the_kill_switch_cancels_working_orders_and_is_released(coord: Any) -> None:
+    seq = sdk(coord)
+    m = two_sided_kalshi(seq)
+    sym = m["_chosen_symbol"]
+    node = seq.node(node_id="leg", symbol=sym, side="buy", qty=1.0, venue="kalshi",
+                    instrument_type="prediction", limit_price=0.01)
+    gids = [seq.graph([node])["graph_id"] for _ in range(3)]
+    with coord.client() as http:
+        r = http.post("/v1/kill")
+        assert r.status_code == 200, r.text
+        report = r.json()
+        assert report["orders_cancelled"] == 3 and report["not_cancelled"] == [] and report["strategy_id"] is None
+        for gid in gids:
+            assert http.get(f"/v1/graphs/{gid}").json()["status"] == "cancelled"
+        (engaged,) = http.get("/v1/kill").json()["engaged"]
+        assert engaged["strategy_id"] is None and engaged["engaged_at"]
+        assert http.delete("/v1/kill").json() == {"released": True, "strategy_id": None}
+        assert http.get("/v1/kill").json()["engaged"] == []
+        assert http.delete("/v1/kill").json()["released"] is False
