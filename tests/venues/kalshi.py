@@ -64,7 +64,9 @@ The order side (one account: :attr:`FakeKalshi.balance`, dollars)
       ``{order_id, client_order_id, fill_count, remaining_count, ts_ms}``. Errors are
       ``{code, message, details, service}``.
     * ``DELETE /portfolio/events/orders/{id}`` → ``{order_id, client_order_id, reduced_by, ts_ms}``;
-      an order not resting any more is 404. ``GET /portfolio/orders`` (``ticker``, ``status``,
+      an order not resting any more is 404. ``DELETE /portfolio/events/orders/batched``
+      (``{"orders": [{"order_id"}]}``, ≤ 20, billed 2 tokens an order against 10 a write) →
+      ``{"orders": [{order_id, reduced_by, …} | {order_id, error}]}``. ``GET /portfolio/orders`` (``ticker``, ``status``,
       ``min_ts`` seconds, ``limit`` ≤ 1000, ``cursor``; newest first) and
       ``GET /portfolio/orders/{id}``. ``GET /portfolio/fills`` (``ticker``, ``order_id``,
       ``min_ts``, ``limit`` ≤ 200, ``cursor``; newest first). ``GET /portfolio/balance``
@@ -272,6 +274,7 @@ _FP_RE = re.compile(r"^\d+(\.\d{1,2})?$")
 _PX_RE = re.compile(r"^\d(\.\d{1,6})?$|^\.\d{1,6}$")
 _CID_RE = re.compile(r"^[\w:+=/-]{1,64}$")
 TAKER_FEE = D("0.07")
+BATCH_MAX = 20
 
 
 def _iso_ms(ms: int) -> str:
@@ -388,7 +391,8 @@ class _Session:
 
 
 class _Grab:
-    """Puts uvicorn's protocol object in the WebSocket scope (Starlette wraps ``send`` later)."""
+    """Puts uvicorn's protocol object in the WebSocket scope (Starlette wraps ``send`` later), and
+    an HTTP request's transport in its scope (to drop a connection mid-request)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -398,7 +402,25 @@ class _Grab:
             proto = getattr(send, "__self__", None)
             if proto is not None and hasattr(proto, "conn") and hasattr(proto, "transport"):
                 scope["fake.protocol"] = proto
+        elif scope["type"] == "http":
+            transport = _transport_of(send)
+            if transport is not None:
+                scope["fake.transport"] = transport
         await self.app(scope, receive, send)
+
+
+def _transport_of(fn: Any, depth: int = 0) -> Any:
+    """The transport behind an ASGI ``send`` (uvicorn's cycle, possibly wrapped in closures)."""
+    owner = getattr(fn, "__self__", None)
+    if owner is not None and hasattr(owner, "transport"):
+        return owner.transport
+    if depth < 4:
+        for cell in getattr(fn, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):
+                found = _transport_of(cell.cell_contents, depth + 1)
+                if found is not None:
+                    return found
+    return None
 
 
 class WsError(Exception):
@@ -445,6 +467,10 @@ class FakeKalshi:
         self.creates = 0  # order creates accepted
         self.dropped = 0  # replies held past the client's timeout
         self.holding = 0  # held replies not sent yet
+        self._sever = 0
+        self.severed = 0  # writes whose connection was dropped after the venue acted
+        self._fail: list[tuple[int, bool]] = []
+        self.batch_cancels = 0
         self._order_lock = asyncio.Lock()
         self._rng = random.Random(seed)
         self._build(now if now is not None else time.time(), combos)
@@ -459,6 +485,7 @@ class FakeKalshi:
                 Route(f"{API}/portfolio/orders", self.v1_orders, methods=["GET", "POST"]),
                 Route(f"{API}/portfolio/orders/{{order_id}}", self.v1_order, methods=["GET", "DELETE"]),
                 Route(f"{API}/portfolio/events/orders", self.create_order, methods=["POST"]),
+                Route(f"{API}/portfolio/events/orders/batched", self.cancel_batch, methods=["DELETE"]),
                 Route(f"{API}/portfolio/events/orders/{{order_id}}", self.cancel_order, methods=["DELETE"]),
                 Route(f"{API}/portfolio/fills", self.get_fills),
                 WebSocketRoute(WS_PATH, self.websocket),
@@ -592,7 +619,7 @@ class FakeKalshi:
         """Answer the next *n* REST calls (reads or writes) 429 without Retry-After."""
         self._throttle = n
 
-    def _limited(self, write: bool = False) -> bool:
+    def _limited(self, write: bool = False, cost: int = 1) -> bool:
         if self._throttle > 0:
             self._throttle -= 1
             return True
@@ -600,9 +627,9 @@ class FakeKalshi:
         if write:
             self._wtokens = min(float(self.write_burst), self._wtokens + (now - self._wtokens_at) * self.writes_per_s)
             self._wtokens_at = now
-            if self._wtokens < 1:
+            if self._wtokens < cost:
                 return True
-            self._wtokens -= 1
+            self._wtokens -= cost
             return False
         self._tokens = min(float(self.burst), self._tokens + (now - self._tokens_at) * self.reads_per_s)
         self._tokens_at = now
@@ -611,9 +638,10 @@ class FakeKalshi:
         self._tokens -= 1
         return False
 
-    async def _gate(self, request: Request, *, auth: bool = False, write: bool = False) -> Response | None:
+    async def _gate(self, request: Request, *, auth: bool = False, write: bool = False,
+                    cost: int = 1) -> Response | None:
         self.requests.append((request.url.path, dict(request.query_params)))
-        if self._limited(write):
+        if self._limited(write, cost):
             self.served_429 += 1
             return JSONResponse({"error": "too many requests"}, status_code=429)  # no Retry-After
         signed = any(h in request.headers for h in ("kalshi-access-key", "kalshi-access-signature"))
@@ -760,8 +788,31 @@ class FakeKalshi:
             body = await request.json()
         except ValueError:
             return _v2_error(400, "invalid_parameters", "the body must be a JSON object")
+        if (failed := self._fail_untaken()) is not None:
+            return failed
         async with self._order_lock:
             resp = await self._create(body)
+        return await self._reply(request, resp, taken=resp.status_code == 201)
+
+    def _fail_untaken(self) -> Response | None:
+        if self._fail and not self._fail[0][1]:
+            status, _ = self._fail.pop(0)
+            return _v2_error(status, "internal_error", "internal server error")
+        return None
+
+    async def _reply(self, request: Request, resp: Response, *, taken: bool) -> Response:
+        """Answer a write, unless a scenario holds the reply, fails it or drops the connection."""
+        if self._fail and taken:
+            status, _ = self._fail.pop(0)
+            return _v2_error(status, "internal_error", "internal server error")
+        if self._sever > 0:
+            self._sever -= 1
+            self.severed += 1
+            transport = request.scope.get("fake.transport")
+            if transport is not None:
+                transport.abort()
+                await asyncio.sleep(0.05)  # connection_lost runs: the response goes nowhere
+            return resp
         await self._maybe_drop()
         return resp
 
@@ -983,6 +1034,8 @@ class FakeKalshi:
         if (refused := await self._gate(request, auth=True, write=True)) is not None:
             return refused
         oid = request.path_params["order_id"]
+        if (failed := self._fail_untaken()) is not None:
+            return failed
         async with self._order_lock:
             o = self.orders.get(oid)
             if o is None:
@@ -992,8 +1045,39 @@ class FakeKalshi:
             reduced = await self._cancel(o, "canceled by the member")
         resp = JSONResponse({"order_id": o.order_id, "client_order_id": o.client_order_id,
                              "reduced_by": fp(reduced), "reduced_by_fp": fp(reduced), "ts_ms": o.updated_ms})
-        await self._maybe_drop()
-        return resp
+        return await self._reply(request, resp, taken=True)
+
+    async def cancel_batch(self, request: Request) -> Response:
+        """``DELETE /portfolio/events/orders/batched`` ``{"orders": [{"order_id"}, …]}`` (at most
+        :data:`BATCH_MAX`), billed 2 tokens an order against 10 a write."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        items = body.get("orders") if isinstance(body, dict) else None
+        n = len(items) if isinstance(items, list) else 1
+        if (refused := await self._gate(request, auth=True, write=True, cost=max(1, -(-2 * n // 10)))) is not None:
+            return refused
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            return _v2_error(400, "invalid_parameters", "orders must be a non-empty list of {order_id}")
+        if len(items) > BATCH_MAX:
+            return _v2_error(400, "invalid_parameters", f"at most {BATCH_MAX} orders a batch")
+        if (failed := self._fail_untaken()) is not None:
+            return failed
+        out: list[dict[str, Any]] = []
+        async with self._order_lock:
+            for item in items:
+                oid = str(item.get("order_id"))
+                o = self.orders.get(oid)
+                if o is None or o.status != "resting":
+                    why = "order not found" if o is None else f"order {oid} is not resting (status {o.status})"
+                    out.append({"order_id": oid, "error": {"code": "not_found", "message": why}})
+                    continue
+                reduced = await self._cancel(o, "canceled by the member")
+                out.append({"order_id": oid, "client_order_id": o.client_order_id, "reduced_by": fp(reduced),
+                            "reduced_by_fp": fp(reduced), "ts_ms": o.updated_ms})
+        self.batch_cancels += 1
+        return await self._reply(request, JSONResponse({"orders": out}), taken=True)
 
     async def get_fills(self, request: Request) -> Response:
         if (refused := await self._gate(request, auth=True)) is not None:
@@ -1022,6 +1106,16 @@ class FakeKalshi:
         self._drop = n
         if delay_s is not None:
             self.drop_delay_s = delay_s
+
+    def sever_next(self, n: int = 1) -> None:
+        """The next *n* writes are carried out, then the connection drops without an answer (a
+        venue disconnect mid-order)."""
+        self._sever = n
+
+    def fail_next(self, status: int = 503, taken: bool = False) -> None:
+        """Answer the next write *status* (a 5xx): after carrying it out when *taken*, else without
+        carrying it out (a create is then not registered at all)."""
+        self._fail.append((status, taken))
 
     def duplicate_fills(self, on: bool = True) -> None:
         """Send every ``fill`` message twice (the same ``trade_id``)."""

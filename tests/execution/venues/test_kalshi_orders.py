@@ -304,6 +304,22 @@ async def test_cancel_and_cancel_of_a_finished_order(server: FakeServer, fake: F
         assert await v.open_orders() == []
 
 
+async def test_cancel_many_uses_batches(server: FakeServer, fake: FakeKalshi, rsa_key: rsa.RSAPrivateKey,
+                                        ticker: str) -> None:
+    await book(server, fake, ticker, yes={"0.40": 10}, no={"0.55": 10})
+    async with venue(server, rsa_key, writes_per_s=1000.0, burst=100) as v:
+        placed = [await v.place(req(ticker, f"k{i}", "buy", "1", "0.20")) for i in range(25)]
+        f = await v.place(req(ticker, "kf", "buy", "1", "0.45"))  # filled: its final status comes back
+        ids = [o.venue_order_id for o in placed] + [f.venue_order_id, "no-such-order"]
+        out = await v.cancel_many(ids)
+        assert fake.batch_cancels == 2  # 20 + 7
+        assert [o.status for o in out[:25] if isinstance(o, VenueOrder)] == ["cancelled"] * 25
+        assert isinstance(out[25], VenueOrder) and out[25].status == "filled"
+        assert isinstance(out[26], OrderRejected) and out[26].code == "unknown_order"
+        assert await v.open_orders() == []
+    assert D("0.20") not in fake.markets[ticker].yes
+
+
 # -- rejects --------------------------------------------------------------------------------------------------
 async def test_rejects_carry_the_venues_reason(server: FakeServer, fake: FakeKalshi, rsa_key: rsa.RSAPrivateKey,
                                                ticker: str) -> None:
@@ -356,6 +372,41 @@ async def test_a_timed_out_submit_is_found_and_never_sent_twice(server: FakeServ
         assert [f.fill_id for f in await fresh.fills(since)] == [f.fill_id for f in fills]
     assert len([o for o in fake.orders.values() if o.client_order_id == r.client_order_id]) == 1
     await eventually(lambda: fake.holding == 0)  # the held reply went out (to nobody) before the server stops
+
+
+async def test_a_disconnect_or_5xx_mid_order_is_outcome_unknown_and_resolved_by_lookup(
+        server: FakeServer, fake: FakeKalshi, rsa_key: rsa.RSAPrivateKey, ticker: str) -> None:
+    await book(server, fake, ticker, yes={"0.40": 10}, no={"0.55": 10})
+    async with venue(server, rsa_key) as v:
+        # The venue takes the order, then the connection drops before the answer.
+        cut = req(ticker, "cut", "buy", "2", "0.30")
+        await server.acall(fake.sever_next, 1)
+        with pytest.raises(OutcomeUnknown):
+            await v.place(cut)
+        assert fake.severed == 1
+        found = await v.lookup(cut.client_order_id)
+        assert found is not None and found.status == "open"
+        # A 503 after taking it: the same.
+        taken = req(ticker, "taken", "buy", "2", "0.31")
+        await server.acall(fake.fail_next, 503, True)
+        with pytest.raises(OutcomeUnknown):
+            await v.place(taken)
+        assert (await v.lookup(taken.client_order_id)) is not None
+        # A 503 without taking it: lookup says it does not exist, so it may be sent again — once.
+        lost = req(ticker, "lost", "buy", "2", "0.32")
+        await server.acall(fake.fail_next, 503)
+        with pytest.raises(OutcomeUnknown):
+            await v.place(lost)
+        assert await v.lookup(lost.client_order_id) is None
+        sent = await v.place(lost)
+        assert sent.status == "open"
+        # A cancel whose answer is lost: the order is cancelled at the venue; asking again says so.
+        await server.acall(fake.sever_next, 1)
+        with pytest.raises(OutcomeUnknown):
+            await v.cancel(sent.venue_order_id)
+        final = await v.cancel(sent.venue_order_id)
+        assert final.status == "cancelled"
+    assert fake.creates == 3 and fake.duplicates == 0
 
 
 # -- rate limits ----------------------------------------------------------------------------------------

@@ -29,6 +29,11 @@ Cancel
     400): :meth:`KalshiOrders.cancel` then reads it (``GET /portfolio/orders/{id}``) and returns
     its final status.
 
+Batched cancel (the kill switch: :meth:`KalshiOrders.cancel_many`)
+    ``DELETE {api}/portfolio/events/orders/batched`` with ``{"orders": [{"order_id"}, …]}``,
+    billed 2 rate-limit tokens an order (a single write: 10) → ``{"orders": [{order_id,
+    reduced_by, …} or {order_id, error}]}``.
+
 Reads
     ``GET {api}/portfolio/orders/{order_id}`` → ``{"order": {...}}``; ``GET {api}/portfolio/orders``
     (``ticker``, ``status`` = ``resting|canceled|executed``, ``min_ts``, ``limit``, ``cursor``) →
@@ -89,6 +94,8 @@ Unconfirmed (not found in the documentation we could read; the fake follows thes
     * The exact ``user_order`` message fields, and which ``side``/``action`` a fill of a V2
       ``ask`` reports (the fake says ``side="yes", action="sell"``).
     * ``fee_cost`` as a dollar string; ``reduced_by`` as a fixed-point string.
+    * The batched cancel's answer shape (``orders`` here; a ``responses`` array is read too), its
+      maximum size, and that a single write costs 10 tokens.
     * Whether ``/portfolio/balance`` now also has a ``balance_dollars`` field (read if present).
 """
 
@@ -140,6 +147,11 @@ WRITE_BURST = 10
 READS_PER_S = 20.0
 READ_BURST = 20
 FILLS_PAGE = 200  # GET /portfolio/fills limit ≤ 200
+#: Orders per batched cancel (the documented maximum scales with the tier; 20 is the long-standing one).
+CANCEL_BATCH = 20
+#: Rate-limit tokens: a write costs 10, a batched cancel 2 per order in it (one bucket token = one write).
+WRITE_COST = 10
+BATCH_CANCEL_COST = 2
 ORDERS_PAGE = 200
 #: Pages a lookup without a ticker reads at most (200 orders a page).
 LOOKUP_MAX_PAGES = 50
@@ -515,6 +527,58 @@ class KalshiOrders(OrderVenue):
         if resp.status_code == 429:
             raise OrderRejected(f"cancel rate limited: {message}", "rate_limited")
         raise OrderRejected(message, reject_code(resp.status_code, code, message))
+
+    async def cancel_many(self, venue_order_ids: list[str]) -> list[VenueOrder | OrderError]:
+        """Cancel many orders (the kill switch) with ``DELETE /portfolio/events/orders/batched``,
+        :data:`CANCEL_BATCH` at a time; one answer per id, in order: the cancelled (or already
+        finished) order, or the error for that id (:class:`OutcomeUnknown` when the batch's
+        answer was lost: ask :meth:`cancel` again)."""
+        out: list[VenueOrder | OrderError] = []
+        for i in range(0, len(venue_order_ids), CANCEL_BATCH):
+            out.extend(await self._cancel_batch(venue_order_ids[i:i + CANCEL_BATCH]))
+        return out
+
+    async def _cancel_batch(self, ids: list[str]) -> list[VenueOrder | OrderError]:
+        for _ in range(1, -(-len(ids) * BATCH_CANCEL_COST // WRITE_COST)):  # the batch is billed per item
+            await self._writes.acquire()
+        try:
+            resp = await self._write("DELETE", "/portfolio/events/orders/batched",
+                                     {"orders": [{"order_id": oid} for oid in ids]})
+        except OrderError as exc:
+            return [exc] * len(ids)
+        if resp.status_code not in (200, 201):
+            code, message = _venue_error(resp)
+            err: OrderError = OrderRejected(message, "rate_limited" if resp.status_code == 429 else
+                                            reject_code(resp.status_code, code, message))
+            return [err] * len(ids)
+        body = self._json(resp)
+        rows = body.get("orders") or body.get("responses") or []
+        by_id = {str(r.get("order_id")): r for r in rows if isinstance(r, Mapping)}
+        out: list[VenueOrder | OrderError] = []
+        for oid in ids:
+            row = by_id.get(oid)
+            if row is None or row.get("error"):
+                try:  # gone already, or refused: its own status
+                    found = await self._get_order(oid)
+                except OrderError as exc:
+                    out.append(exc)
+                    continue
+                if found is None:
+                    out.append(OrderRejected(f"no such order {oid}", "unknown_order"))
+                elif found.status == "open":
+                    err_body = row.get("error") if row else None
+                    msg = str(err_body.get("message") if isinstance(err_body, Mapping) else err_body or "not cancelled")
+                    out.append(OrderRejected(msg, "venue_rejected"))
+                else:
+                    out.append(found)
+                continue
+            cid = row.get("client_order_id") or self._ids.get(oid)
+            reduced = _count(row, "reduced_by_fp", "reduced_by")
+            req = self._request_of(oid, str(cid) if cid else None)
+            filled = max(ZERO, req.qty - reduced) if req is not None else ZERO
+            out.append(VenueOrder(str(cid) if cid else None, oid, "cancelled", req.symbol if req else "", filled,
+                                  ZERO, "canceled by us", _ms(row, "ts_ms", "ts")))
+        return out
 
     async def _list_orders(self, params: Mapping[str, Any], *, max_pages: int | None = None,
                            match: str | None = None) -> list[VenueOrder]:
