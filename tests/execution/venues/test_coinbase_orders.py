@@ -371,7 +371,12 @@ async def test_server_error_on_place_is_outcome_unknown(venue: Venue):
     async with adapter_of(venue) as a:
         with pytest.raises(OutcomeUnknown):
             await a.place(req(1, "0.01", "90000"))
-    assert sum(1 for p, _ in venue.fake.requests if p.endswith("/orders")) == 1  # never retried
+        assert sum(1 for p, _ in venue.fake.requests if p.endswith("/orders")) == 1  # never retried
+        venue.call(venue.fake.fail_next, 2, 503)
+        assert await a.lookup(client_order_id("graph:g1:n1:1")) is None  # reads are retried
+        venue.call(venue.fake.fail_next, 5, 503)
+        with pytest.raises(OutcomeUnknown):  # no answer: ask again (the router's lookup loop does)
+            await a.lookup(client_order_id("graph:g1:n1:1"))
 
 
 @pytest.mark.anyio

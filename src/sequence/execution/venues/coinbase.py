@@ -63,7 +63,8 @@ REST (``api_url`` = ``https://api.coinbase.com/api/v3/brokerage``)
 - 401/403 → :class:`AuthFailed`. 429 → retried a few times with backoff (the request was
   not taken: safe), then :class:`OrderRejected` ``rate_limited`` for a write. A timeout,
   a dropped connection or a 5xx on a write → :class:`OutcomeUnknown`, never retried; reads
-  are retried a few times, then raise :class:`OrderError` (a read changes nothing). Writes go through a token bucket (:attr:`writes_per_s`,
+  are retried a few times, then raise :class:`OutcomeUnknown` too ("no answer: ask again" —
+  what the router's lookup loop retries on; a read changes nothing at the venue). Writes go through a token bucket (:attr:`writes_per_s`,
   Coinbase's private REST limit is 30 requests/s per key *(unconfirmed for order writes)*).
 
 User channel (``user_ws_url`` = ``wss://advanced-trade-ws-user.coinbase.com``)
@@ -482,7 +483,7 @@ class CoinbaseOrders(OrderVenue):
                     attempt += 1
                     await asyncio.sleep(self.retry_backoff_s * attempt)
                     continue
-                raise OrderError(f"coinbase {what}: no answer ({type(e).__name__}: {e})") from None
+                raise OutcomeUnknown(f"coinbase {what}: no answer ({type(e).__name__}: {e})") from None
             status = r.status_code
             if status == 429:
                 self.stats["rate_limited"] += 1
@@ -497,7 +498,7 @@ class CoinbaseOrders(OrderVenue):
                     continue
                 if write:
                     raise OrderRejected(f"coinbase rate limit: {_words(r)}", "rate_limited")
-                raise OrderError(f"coinbase {what}: rate limited ({_words(r)})")
+                raise OutcomeUnknown(f"coinbase {what}: rate limited ({_words(r)})")
             if status in (401, 403):
                 raise AuthFailed(f"coinbase refused the credentials ({status}): {_words(r)}")
             if status >= 500:
@@ -505,9 +506,7 @@ class CoinbaseOrders(OrderVenue):
                     attempt += 1
                     await asyncio.sleep(self.retry_backoff_s * attempt)
                     continue
-                if write:
-                    raise OutcomeUnknown(f"coinbase {what}: HTTP {status}: {_words(r)}")
-                raise OrderError(f"coinbase {what}: HTTP {status}: {_words(r)}")
+                raise OutcomeUnknown(f"coinbase {what}: HTTP {status}: {_words(r)}")
             if status == 404 and not write:
                 return None
             if status >= 400:
