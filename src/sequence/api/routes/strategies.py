@@ -24,7 +24,7 @@ from sequence.api import present
 from sequence.api.auth import bearer, require_principal
 from sequence.api.errors import bad_request, invalid_json, too_large, unsupported_media_type
 from sequence.api.openapi import inline_schema
-from sequence.api.query import limit_doc, limit_query
+from sequence.api.query import bool_param, limit_doc, limit_query, param
 from sequence.api.services import deploy, logs
 from sequence.api.services.deploy import CreateJson, CreateSpec, forbid_run_key, strategy_or_404
 from sequence.api.state import Core, core_of
@@ -273,7 +273,9 @@ def list_runs(strategy_id: str, request: Request, p: Principal = Depends(require
 @router.get("/v1/strategies/{strategy_id}/logs", response_model=None, responses={
     200: {"description": "a page of lines (JSON), or with follow=true an NDJSON stream",
           "content": {"application/json": {}, "application/x-ndjson": {}}},
-    **_responses(400, 401, 404)}, openapi_extra={"parameters": [limit_doc(1000, 10000)]})
+    **_responses(400, 401, 404)}, openapi_extra={"parameters": [
+        limit_doc(1000, 10000),
+        param("follow", {"type": "boolean", "default": False}, "stream NDJSON until the strategy ends for good")]})
 async def strategy_logs(
     strategy_id: str,
     request: Request,
@@ -281,12 +283,12 @@ async def strategy_logs(
     run_id: str | None = Query(None, max_length=64),
     after_seq: int = Query(0, ge=0, le=INT64_MAX),
     limit: int = limit_query(1000, 10000),
-    follow: bool = False,
+    follow: str | None = Query(None, include_in_schema=False),
 ) -> Any:
     """A run's lines (the latest run by default).  ``dropped_lines`` counts that run's
     oldest lines removed by log retention (SEQUENCE_LOG_RETENTION_MB)."""
     core = core_of(request.app)
     sid, run = await logs.strategy_and_run(core, p, strategy_id, run_id)
-    if not follow:
+    if not bool_param("follow", follow):
         return await logs.page(core, sid, run, after_seq, limit)
     return StreamingResponse(logs.follow(core, sid, run_id, after_seq), media_type="application/x-ndjson")
