@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from sequence import __version__
-from sequence.cli import admin, keys, strategy
+from sequence.cli import admin, controls, keys, strategy
 from sequence.cli import config as cfgmod
 from sequence.cli import market as market_cmds
 from sequence.cli import runner as runner_cmds
@@ -46,6 +46,8 @@ app.command("runner")(runner_cmds.runner)
 app.command("doctor")(runner_cmds.doctor)
 app.add_typer(market_cmds.app, name="market")
 app.command("connect")(market_cmds.connect)
+app.add_typer(controls.app, name="risk")
+app.command("kill")(controls.kill)
 
 DISTRIBUTION = "sequence-platform"
 
