@@ -42,9 +42,54 @@ What the client did is in :attr:`FakePolymarket.received` (socket messages),
 :attr:`~FakePolymarket.requests` (REST calls), :meth:`~FakePolymarket.subscribed`,
 :attr:`~FakePolymarket.connections` and :attr:`~FakePolymarket.throttled`.
 
-Not modelled: the trading side (L2 HMAC headers, EIP-712 orders, the $1 and
-5-share minimums, the heartbeat dead-man switch, the user channel) — the
-market-data connector uses none of it — and the ``custom_feature_enabled``
+The order side (:class:`_Trading`, for ``sequence.execution.venues.polymarket``)
+checks what the venue checks, with the official client's own definitions (the
+V2 EIP-712 domain/types and order hash from ``py_clob_client_v2``, never
+re-typed):
+
+* L1 wallet auth (``GET /auth/derive-api-key``, ``POST /auth/api-key``): the
+  ``ClobAuth`` EIP-712 signature in ``POLY_SIGNATURE`` must recover to
+  ``POLY_ADDRESS``; keys are a pure function of (address, nonce).
+  :meth:`~_Trading.register` makes keys for a wallet directly.
+* L2 on every trading call: ``POLY_API_KEY``/``POLY_PASSPHRASE``/``POLY_ADDRESS``
+  must match a key, and ``POLY_SIGNATURE`` must equal the HMAC-SHA256 (key =
+  the urlsafe-base64-decoded secret) of ``POLY_TIMESTAMP + METHOD + path +
+  body``, urlsafe base64; else ``401 {"error": "Unauthorized/Invalid api key"}``.
+* ``POST /order``: the order's signer must be recovered from its V2 EIP-712
+  signature (exchange or neg-risk exchange by the market's ``neg_risk``) and be
+  the key's address, ``owner`` the API key; then, each a ``400 {"error"}``: a
+  price off the tick, fewer than ``min_order_size`` shares, a marketable BUY
+  under $1, a duplicate (same hash, ever), a crossing post-only, post-only with
+  FOK/FAK, a FOK that cannot fill whole, a FAK with nothing to match. An
+  accepted order matches the fake's book (best level first, each level a
+  counterparty's order: one trade per level, the book updated and broadcast as
+  ``price_change``); a GTC remainder rests (our resting orders are not shown in
+  the public book and only fill through :meth:`~_Trading.take`); a FOK/FAK
+  remainder is cancelled. Reply ``{"success", "errorMsg", "orderID",
+  "status": "matched"|"live", "makingAmount", "takingAmount",
+  "transactionsHashes", "tradeIDs"}`` (decimal amounts).
+* Trades go ``MATCHED`` → ``MINED`` → ``CONFIRMED`` (``trade_steps_s`` apart);
+  :meth:`~_Trading.hold_trades`, :meth:`~_Trading.advance`,
+  :meth:`~_Trading.fail_next_trades` script other fates. Taker fee rate
+  ``fee_rate_bps`` (makers 0).
+* ``GET /data/order/{id}`` (404 when unknown), ``GET /data/orders`` (LIVE
+  orders) and ``GET /data/trades`` (``after`` in unix seconds, newest first),
+  both paged by ``next_cursor`` (base64 offsets, ``"MA=="`` … ``"LTE="``,
+  ``page_size`` rows); ``DELETE /order`` ``{"orderID"}`` → ``{"canceled",
+  "not_canceled"}``; ``GET /balance-allowance``, ``/tick-size``, ``/neg-risk``.
+* ``POST /v1/heartbeats`` ``{"heartbeat_id"}``: the first beat starts a chain;
+  a chain not fed for ``heartbeat_timeout_s`` cancels every LIVE order of its
+  key (:attr:`~_Trading.heartbeat_cancels`) and ends (its id is then refused).
+* The user channel ``/ws/user``: the first message must be ``{"auth":
+  {"apiKey", "secret", "passphrase"}, "type": "user", "markets"}`` (else
+  closed with 1008); ``PING`` → ``PONG``; ``order`` events (``PLACEMENT``,
+  ``UPDATE``, ``CANCELLATION``) and ``trade`` events (every status change) of
+  that key. Controls :meth:`~_Trading.drop_next_reply` (the order is taken, its
+  reply never comes), :meth:`~_Trading.duplicate_trades`,
+  :meth:`~_Trading.disconnect_user`.
+
+Not modelled: balances (one fixed ``collateral`` answer, never checked),
+self-trade prevention, GTD expiry, and the ``custom_feature_enabled`` market
 events (``best_bid_ask``, ``new_market``, ``market_resolved``).
 
 Benchmark note: with this fake in the benchmark's own process (sharing the
@@ -56,20 +101,31 @@ fake in another process, measures the connector rather than the fake.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils import keccak
+from py_clob_client_v2.config import get_contract_config
+from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2, OrderV2, SignatureTypeV2
+from py_clob_client_v2.order_utils import Side as PolySide
+from py_clob_client_v2.signing.eip712 import MSG_TO_SIGN, get_clob_auth_domain
+from py_clob_client_v2.signing.model import ClobAuth
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from sequence.market.venues.sim_polymarket import condition_id, slugify, token_id
@@ -333,17 +389,701 @@ def default_catalogue() -> list[FakeEvent]:
     ]
 
 
+# -- the order side -------------------------------------------------------------------------------
+TOKEN = Decimal(10) ** 6  # pUSD and shares: 6 decimals on chain
+UNAUTHORIZED = "Unauthorized/Invalid api key"
+COUNTERPARTY_OWNER = "00000000-0000-4000-8000-00000000c0de"  # someone else's API key
+COUNTERPARTY = "0x000000000000000000000000000000000000c0de"
+_KEY_NS = uuid.UUID("0b6f4b8e-2f6a-4c52-9d1e-5a7c3e9f1d20")
+END = "LTE="
+
+
+def _cursor(offset: int) -> str:
+    return base64.b64encode(str(offset).encode()).decode()
+
+
+def _offset(cursor: str | None) -> int:
+    try:
+        return max(0, int(base64.b64decode(cursor or "MA==").decode()))
+    except ValueError:
+        return 0
+
+
+@dataclass
+class ApiKey:
+    api_key: str
+    secret: str  # urlsafe base64
+    passphrase: str
+    address: str
+
+    def creds(self) -> dict[str, str]:
+        return {"api_key": self.api_key, "api_secret": self.secret, "api_passphrase": self.passphrase}
+
+
+@dataclass
+class FakeOrder:
+    """One order as the venue keeps it (sizes in shares, the price in the token's terms)."""
+
+    id: str
+    owner: str  # API key
+    maker: str
+    asset_id: str
+    market: str
+    outcome: str
+    side: str  # BUY | SELL
+    price: Decimal
+    original: Decimal
+    order_type: str
+    expiration: str = "0"
+    matched: Decimal = Decimal(0)
+    status: str = "LIVE"  # LIVE | MATCHED | CANCELED
+    trades: list[str] = field(default_factory=list)
+    created_at: int = field(default_factory=lambda: int(time.time()))
+
+    def json(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "owner": self.owner, "maker_address": self.maker,
+                "market": self.market, "asset_id": self.asset_id, "side": self.side,
+                "original_size": fmt(self.original), "size_matched": fmt(self.matched),
+                "price": fmt(self.price), "outcome": self.outcome, "expiration": self.expiration,
+                "order_type": self.order_type, "associate_trades": list(self.trades),
+                "created_at": self.created_at}
+
+
+@dataclass
+class FakeTrade:
+    """One trade as one party (``owner``) sees it: ``trader_side`` TAKER or MAKER."""
+
+    id: str
+    owner: str
+    taker_order_id: str
+    market: str
+    asset_id: str
+    outcome: str
+    side: str  # the taker's side
+    size: Decimal
+    price: Decimal
+    maker_address: str
+    trader_side: str
+    maker_orders: list[dict[str, Any]]
+    fee_rate_bps: int = 0
+    status: str = "MATCHED"
+    match_time: int = field(default_factory=lambda: int(time.time()))
+    last_update: int = field(default_factory=lambda: int(time.time()))
+    transaction_hash: str = ""
+
+    def json(self) -> dict[str, Any]:
+        return {"id": self.id, "taker_order_id": self.taker_order_id, "market": self.market,
+                "asset_id": self.asset_id, "side": self.side, "size": fmt(self.size),
+                "fee_rate_bps": str(self.fee_rate_bps), "price": fmt(self.price), "status": self.status,
+                "match_time": str(self.match_time), "last_update": str(self.last_update),
+                "outcome": self.outcome, "bucket_index": 0, "owner": self.owner,
+                "maker_address": self.maker_address, "maker_orders": [dict(m) for m in self.maker_orders],
+                "transaction_hash": self.transaction_hash, "trader_side": self.trader_side}
+
+
+class _UserConn:
+    __slots__ = ("key", "markets", "pings", "ws")
+
+    def __init__(self, ws: WebSocket, key: str, markets: list[str]) -> None:
+        self.ws, self.key, self.markets, self.pings = ws, key, set(markets), 0
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class _Trading:
+    """The order side of :class:`FakePolymarket` (see the module docstring)."""
+
+    markets: dict[str, FakeMarket]
+    limits: dict[str, tuple[int, float]]
+
+    # provided by FakePolymarket
+    def book_of(self, token: str) -> FakeBook:
+        raise NotImplementedError
+
+    async def set_levels(self, token: str, changes: Sequence[tuple[str, str, str]]) -> None:
+        raise NotImplementedError
+
+    async def _gate(self, request: Request, group: str) -> Response | None:
+        raise NotImplementedError
+
+    def _init_trading(self, *, chain_id: int, heartbeat_timeout_s: float, trade_steps_s: tuple[float, float],
+                      page_size: int, fee_rate_bps: int, collateral: str) -> None:
+        self.chain_id = chain_id
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.trade_steps_s = trade_steps_s
+        self.page_size = page_size
+        self.fee_rate_bps = fee_rate_bps
+        self.collateral = Decimal(collateral)
+        self.api_keys: dict[str, ApiKey] = {}
+        self.orders: dict[str, FakeOrder] = {}  # every order ever accepted, by hash
+        self.trades: dict[str, FakeTrade] = {}
+        self.order_posts: list[dict[str, Any]] = []  # every POST /order body that passed L2
+        self.order_refusals: list[tuple[str, str]] = []  # (path, why) of every refused trading call
+        self.heartbeats: dict[str, tuple[str, float]] = {}  # api key -> (heartbeat id, last beat)
+        self.heartbeat_cancels: list[str] = []  # orders the dead-man switch cancelled
+        self.user_conns: set[_UserConn] = set()
+        self.user_received: list[Any] = []
+        self._drop: list[str] = []
+        self._dup_trades = False
+        self._hold = False
+        self._fail = 0
+        self._failing: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._hb_check: asyncio.TimerHandle | None = None
+        contracts = get_contract_config(chain_id)
+        self._exchanges = {False: contracts.exchange_v2, True: contracts.neg_risk_exchange_v2}
+
+    def _trading_routes(self) -> list[BaseRoute]:
+        return [
+            Route("/auth/derive-api-key", self._derive_key, methods=["GET"]),
+            Route("/auth/api-key", self._create_key, methods=["POST"]),
+            Route("/balance-allowance", self._balance, methods=["GET"]),
+            Route("/tick-size", self._tick_size, methods=["GET"]),
+            Route("/neg-risk", self._neg_risk, methods=["GET"]),
+            Route("/order", self._post_order, methods=["POST"]),
+            Route("/order", self._delete_order, methods=["DELETE"]),
+            Route("/data/order/{order_id}", self._get_order, methods=["GET"]),
+            Route("/data/orders", self._get_orders, methods=["GET"]),
+            Route("/data/trades", self._get_trades, methods=["GET"]),
+            Route("/v1/heartbeats", self._heartbeat, methods=["POST"]),
+            WebSocketRoute("/ws/user", self._ws_user),
+        ]
+
+    # -- keys and auth -----------------------------------------------------------------------------
+    def _key_for(self, address: str, nonce: int = 0) -> ApiKey:
+        seed = f"{address.lower()}:{nonce}"
+        return ApiKey(str(uuid.uuid5(_KEY_NS, seed)),
+                      base64.urlsafe_b64encode(hashlib.sha256(b"secret:" + seed.encode()).digest()).decode(),
+                      hashlib.sha256(b"passphrase:" + seed.encode()).hexdigest()[:32], address)
+
+    def register(self, address: str, nonce: int = 0) -> dict[str, str]:
+        """Create the wallet's L2 keys (as the user did on the website); ``api_key``/``api_secret``/
+        ``api_passphrase`` as our credential fields name them."""
+        key = self._key_for(address, nonce)
+        self.api_keys[key.api_key] = key
+        return key.creds()
+
+    def _deny(self, request: Request, status: int, message: str) -> JSONResponse:
+        self.order_refusals.append((f"{request.method} {request.url.path}", message))
+        return JSONResponse({"error": message}, status_code=status)
+
+    def _l1(self, request: Request) -> tuple[str, int]:
+        """The wallet an L1 request proves it controls, and its nonce."""
+        h = request.headers
+        try:
+            address, sig = h["POLY_ADDRESS"], h["POLY_SIGNATURE"]
+            stamp, nonce = h["POLY_TIMESTAMP"], int(h.get("POLY_NONCE", "0"))
+            auth = ClobAuth(address=address, timestamp=stamp, nonce=nonce, message=MSG_TO_SIGN)
+            digest = keccak(auth.signable_bytes(get_clob_auth_domain(self.chain_id)))
+            signer = Account._recover_hash(digest, signature=bytes.fromhex(sig.removeprefix("0x")))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise _Refused(401, "Invalid L1 Request headers") from exc
+        if signer.lower() != address.lower():
+            raise _Refused(401, "Invalid L1 Request headers")
+        return address, nonce
+
+    def _l2(self, request: Request, body: bytes) -> ApiKey:
+        """The API key an L2 request is signed with (HMAC recomputed here), or :class:`_Refused`."""
+        h = request.headers
+        key = self.api_keys.get(h.get("POLY_API_KEY", ""))
+        stamp, sig = h.get("POLY_TIMESTAMP", ""), h.get("POLY_SIGNATURE", "")
+        if (key is None or not stamp.isdigit() or h.get("POLY_PASSPHRASE") != key.passphrase
+                or h.get("POLY_ADDRESS", "").lower() != key.address.lower()):
+            raise _Refused(401, UNAUTHORIZED)
+        message = stamp + request.method + request.url.path + body.decode()
+        digest = hmac.new(base64.urlsafe_b64decode(key.secret), message.encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(base64.urlsafe_b64encode(digest).decode(), sig):
+            raise _Refused(401, UNAUTHORIZED)
+        return key
+
+    async def _authed(self, request: Request, group: str = "data") -> tuple[ApiKey, bytes] | Response:
+        early = await self._gate(request, group)
+        if early is not None:
+            return early
+        body = await request.body()
+        try:
+            return self._l2(request, body), body
+        except _Refused as r:
+            return self._deny(request, r.status, r.message)
+
+    async def _derive_key(self, request: Request) -> Response:
+        try:
+            address, nonce = self._l1(request)
+        except _Refused as r:
+            return self._deny(request, r.status, r.message)
+        key = self._key_for(address, nonce)
+        if key.api_key not in self.api_keys:
+            return self._deny(request, 400, "Could not derive api key!")
+        return JSONResponse({"apiKey": key.api_key, "secret": key.secret, "passphrase": key.passphrase})
+
+    async def _create_key(self, request: Request) -> Response:
+        try:
+            address, nonce = self._l1(request)
+        except _Refused as r:
+            return self._deny(request, r.status, r.message)
+        key = self._key_for(address, nonce)
+        if key.api_key in self.api_keys:
+            return self._deny(request, 400, "Could not create api key")
+        self.api_keys[key.api_key] = key
+        return JSONResponse({"apiKey": key.api_key, "secret": key.secret, "passphrase": key.passphrase})
+
+    async def _balance(self, request: Request) -> Response:
+        got = await self._authed(request)
+        if isinstance(got, Response):
+            return got
+        units = str(int(self.collateral * TOKEN))
+        return JSONResponse({"balance": units, "allowances": {a: units for a in self._exchanges.values()}})
+
+    async def _tick_size(self, request: Request) -> Response:
+        early = await self._gate(request, "data")
+        if early is not None:
+            return early
+        m = self.markets.get(request.query_params.get("token_id", ""))
+        if m is None:
+            return JSONResponse({"error": NO_BOOK}, status_code=404)
+        return JSONResponse({"minimum_tick_size": float(m.book.tick)})
+
+    async def _neg_risk(self, request: Request) -> Response:
+        early = await self._gate(request, "data")
+        if early is not None:
+            return early
+        m = self.markets.get(request.query_params.get("token_id", ""))
+        if m is None:
+            return JSONResponse({"error": NO_BOOK}, status_code=404)
+        return JSONResponse({"neg_risk": m.neg_risk})
+
+    # -- orders ------------------------------------------------------------------------------------
+    def _verify_order(self, key: ApiKey, payload: dict[str, Any]) -> tuple[str, FakeMarket, dict[str, Any]]:
+        """The order's hash, market and fields, once its signature and owner check out."""
+        o = payload.get("order")
+        if not isinstance(o, dict) or not isinstance(payload.get("owner"), str):
+            raise _Refused(400, "Invalid order payload")
+        if payload["owner"] != key.api_key:
+            raise _Refused(400, "the order owner has to be the owner of the API KEY")
+        m = self.markets.get(str(o.get("tokenId")))
+        if m is None:
+            raise _Refused(400, "Invalid token id")
+        try:
+            order = OrderV2(salt=str(o["salt"]), maker=o["maker"], signer=o["signer"], tokenId=str(o["tokenId"]),
+                            makerAmount=str(o["makerAmount"]), takerAmount=str(o["takerAmount"]),
+                            side=PolySide.BUY if o["side"] == "BUY" else PolySide.SELL,
+                            signatureType=SignatureTypeV2(int(o["signatureType"])), timestamp=str(o["timestamp"]),
+                            metadata=o["metadata"], builder=o["builder"], expiration=str(o.get("expiration", "0")))
+            exchange = ExchangeOrderBuilderV2(self._exchanges[m.neg_risk], self.chain_id, None)
+            typed = exchange.build_order_typed_data(order)
+            order_hash = str(exchange.build_order_hash(typed)).lower()
+            signer = Account.recover_message(encode_typed_data(full_message=typed), signature=o["signature"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise _Refused(400, f"Invalid order payload: {exc}") from exc
+        if signer.lower() != str(o["signer"]).lower():
+            raise _Refused(400, "invalid signature")
+        if signer.lower() != key.address.lower():
+            raise _Refused(400, "the order signer address has to be the address of the API KEY")
+        if order.signatureType == SignatureTypeV2.EOA and str(o["maker"]).lower() != signer.lower():
+            raise _Refused(400, "invalid signature")
+        return order_hash, m, o
+
+    async def _post_order(self, request: Request) -> Response:
+        got = await self._authed(request, "order")
+        if isinstance(got, Response):
+            return got
+        key, body = got
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return self._deny(request, 400, "Invalid order payload")
+        self.order_posts.append(payload)
+        try:
+            reply = await self._accept(key, payload)
+        except _Refused as r:
+            return self._deny(request, r.status, r.message)
+        if self._drop:
+            mode = self._drop.pop(0)
+            if mode == "500":
+                return JSONResponse({"error": "Internal Server Error"}, status_code=500)
+            for _ in range(3000):  # the reply is lost: hold it until the client gives up
+                if await request.is_disconnected():
+                    break
+                await asyncio.sleep(0.01)
+            return JSONResponse({"error": "reply lost"}, status_code=504)
+        return JSONResponse(reply)
+
+    async def _accept(self, key: ApiKey, payload: dict[str, Any]) -> dict[str, Any]:
+        order_hash, m, o = self._verify_order(key, payload)
+        if not m.accepting_orders or m.closed:
+            raise _Refused(400, "the market is closed: not accepting orders")
+        if order_hash in self.orders:
+            raise _Refused(400, "order is invalid. Duplicated. Same order has already been placed, "
+                                "can't be placed again")
+        order_type = str(payload.get("orderType", "GTC")).upper()
+        post_only = bool(payload.get("postOnly"))
+        maker_amount, taker_amount = Decimal(o["makerAmount"]), Decimal(o["takerAmount"])
+        if maker_amount <= 0 or taker_amount <= 0:
+            raise _Refused(400, "invalid order amounts")
+        buy = o["side"] == "BUY"
+        shares = (taker_amount if buy else maker_amount) / TOKEN
+        dollars = (maker_amount if buy else taker_amount) / TOKEN
+        price = dollars / shares
+        tick = Decimal(m.book.tick)
+        if price % tick or not tick <= price <= ONE - tick:
+            raise _Refused(400, f"order is invalid. Price ({fmt(price)}) breaks minimum tick size rule: {m.book.tick}")
+        if shares < m.min_size:
+            raise _Refused(400, f"order is invalid. Size ({fmt(shares)}) lower than the minimum: {m.min_size}")
+        if order_type not in ("GTC", "GTD", "FOK", "FAK"):
+            raise _Refused(400, f"invalid order type {order_type}")
+        if post_only and order_type not in ("GTC", "GTD"):
+            raise _Refused(400, "invalid post-only order: only GTC and GTD orders can be post-only")
+        book = self.book_of(str(o["tokenId"]))
+        levels = book.asks if buy else book.bids
+        crossing = sorted((p for p in levels if (p <= price if buy else p >= price)), reverse=not buy)
+        if post_only and crossing:
+            raise _Refused(400, "invalid post-only order: order crosses book")
+        if buy and crossing and dollars < 1:
+            raise _Refused(400, f"invalid amount for a marketable BUY order (${fmt(dollars)}), min size: $1")
+        available = sum((Decimal(levels[p]) for p in crossing), Decimal(0))
+        if order_type == "FOK" and available < shares:
+            raise _Refused(400, "order couldn't be fully filled. FOK orders are fully filled or killed.")
+        if order_type == "FAK" and not crossing:
+            raise _Refused(400, "no orders found to match with FAK order. FAK orders are partially filled "
+                                "or killed if no match is found.")
+        token = str(o["tokenId"])
+        order = FakeOrder(order_hash, key.api_key, str(o["maker"]), token, m.condition,
+                          m.outcomes[m.tokens.index(token)], o["side"], price, shares, order_type,
+                          str(o.get("expiration", "0")))
+        self.orders[order_hash] = order
+        await self._order_event(order, "PLACEMENT")
+        trades: list[FakeTrade] = []
+        changes: list[tuple[str, str, str]] = []
+        spent = Decimal(0)
+        for p in crossing:
+            left = order.original - order.matched
+            if left <= 0:
+                break
+            size = Decimal(levels[p])
+            q = min(left, size)
+            changes.append(("SELL" if buy else "BUY", fmt(p), fmt(size - q)))
+            order.matched += q
+            spent += q * p
+            trades.append(self._trade(order, key, p, q))
+        if changes:
+            await self.set_levels(token, changes)
+        for t in trades:
+            await self._trade_event(t)
+        if order.matched >= order.original:
+            order.status = "MATCHED"
+            await self._order_event(order, "UPDATE")
+        elif order_type in ("FOK", "FAK"):
+            order.status = "CANCELED"
+            await self._order_event(order, "CANCELLATION")
+        elif order.matched:
+            await self._order_event(order, "UPDATE")
+        making, taking = (spent, order.matched) if buy else (order.matched, spent)
+        return {"success": True, "errorMsg": "", "orderID": order_hash,
+                "status": "matched" if trades else "live",
+                "makingAmount": fmt(making) if trades else "", "takingAmount": fmt(taking) if trades else "",
+                "transactionsHashes": [], "tradeIDs": [t.id for t in trades]}
+
+    def _trade(self, order: FakeOrder, key: ApiKey, price: Decimal, q: Decimal) -> FakeTrade:
+        """Our *order* took *q* at *price* from a counterparty's resting order."""
+        trade_id = str(uuid.uuid4())
+        other = "SELL" if order.side == "BUY" else "BUY"
+        maker_order = {"order_id": "0x" + hashlib.sha256(f"maker:{trade_id}".encode()).hexdigest(),
+                       "owner": COUNTERPARTY_OWNER, "maker_address": COUNTERPARTY, "matched_amount": fmt(q),
+                       "price": fmt(price), "fee_rate_bps": "0", "asset_id": order.asset_id,
+                       "outcome": order.outcome, "side": other}
+        t = FakeTrade(trade_id, key.api_key, order.id, order.market, order.asset_id, order.outcome, order.side,
+                      q, price, order.maker, "TAKER", [maker_order], self.fee_rate_bps)
+        return self._record(order, t)
+
+    def _record(self, order: FakeOrder, t: FakeTrade) -> FakeTrade:
+        self.trades[t.id] = t
+        order.trades.append(t.id)
+        if self._fail:
+            self._fail -= 1
+            self._failing.add(t.id)
+        if not self._hold:
+            self._later(self.trade_steps_s[0], self._step, t.id)
+        return t
+
+    def _later(self, delay: float, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` (a coroutine function) on this loop after *delay*: timers, not
+        sleeping tasks, so a server stopped mid-scenario leaves nothing pending."""
+        def fire() -> None:
+            task = asyncio.get_running_loop().create_task(fn(*args))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        asyncio.get_running_loop().call_later(delay, fire)
+
+    async def _step(self, trade_id: str) -> None:
+        """The next status of an unheld trade: MATCHED → MINED → CONFIRMED, or → FAILED."""
+        t = self.trades[trade_id]
+        if trade_id in self._failing:
+            await self.advance(trade_id, "FAILED")
+        elif t.status == "MATCHED":
+            await self.advance(trade_id, "MINED")
+            self._later(self.trade_steps_s[1], self._step, trade_id)
+        elif t.status == "MINED":
+            await self.advance(trade_id, "CONFIRMED")
+
+    async def take(self, order_id: str, size: str) -> str:
+        """A counterparty takes *size* of our resting order *order_id* (a maker fill for us);
+        returns the trade id."""
+        order = self.orders[order_id.lower()]
+        q = min(Decimal(size), order.original - order.matched)
+        if order.status != "LIVE" or q <= 0:
+            raise ValueError(f"order {order_id} has nothing left to take ({order.status})")
+        trade_id = str(uuid.uuid4())
+        ours = {"order_id": order.id, "owner": order.owner, "maker_address": order.maker, "matched_amount": fmt(q),
+                "price": fmt(order.price), "fee_rate_bps": "0", "asset_id": order.asset_id,
+                "outcome": order.outcome, "side": order.side}
+        taker_side = "SELL" if order.side == "BUY" else "BUY"
+        t = FakeTrade(trade_id, order.owner, "0x" + hashlib.sha256(f"taker:{trade_id}".encode()).hexdigest(),
+                      order.market, order.asset_id, order.outcome, taker_side, q, order.price, order.maker,
+                      "MAKER", [ours], self.fee_rate_bps)
+        order.matched += q
+        self._record(order, t)
+        await self._trade_event(t)
+        if order.matched >= order.original:
+            order.status = "MATCHED"
+        await self._order_event(order, "UPDATE")
+        return trade_id
+
+    async def advance(self, trade_id: str, status: str) -> None:
+        """Move a trade to *status* (``MINED``, ``CONFIRMED``, ``RETRYING``, ``FAILED``) and tell
+        its owner on the user channel."""
+        t = self.trades[trade_id]
+        t.status = status
+        t.last_update = int(time.time())
+        if status in ("MINED", "CONFIRMED") and not t.transaction_hash:
+            t.transaction_hash = "0x" + hashlib.sha256(f"tx:{trade_id}".encode()).hexdigest()
+        await self._trade_event(t)
+
+    async def _delete_order(self, request: Request) -> Response:
+        got = await self._authed(request, "order")
+        if isinstance(got, Response):
+            return got
+        key, body = got
+        try:
+            order_id = str(json.loads(body)["orderID"]).lower()
+        except (ValueError, KeyError, TypeError):
+            return self._deny(request, 400, "Invalid payload")
+        order = self.orders.get(order_id)
+        if order is None or order.owner != key.api_key:
+            return JSONResponse({"canceled": [], "not_canceled": {order_id: "Order not found or already canceled"}})
+        if order.status != "LIVE":
+            why = "order already matched" if order.status == "MATCHED" else "Order not found or already canceled"
+            return JSONResponse({"canceled": [], "not_canceled": {order_id: why}})
+        await self._cancel(order)
+        return JSONResponse({"canceled": [order_id], "not_canceled": {}})
+
+    async def _cancel(self, order: FakeOrder) -> None:
+        order.status = "CANCELED"
+        await self._order_event(order, "CANCELLATION")
+
+    async def _get_order(self, request: Request) -> Response:
+        got = await self._authed(request)
+        if isinstance(got, Response):
+            return got
+        key, _ = got
+        order = self.orders.get(request.path_params["order_id"].lower())
+        if order is None or order.owner != key.api_key:
+            return JSONResponse({"error": "order not found"}, status_code=404)
+        return JSONResponse(order.json())
+
+    async def _get_orders(self, request: Request) -> Response:
+        got = await self._authed(request)
+        if isinstance(got, Response):
+            return got
+        key, _ = got
+        q = request.query_params
+        rows = [o.json() for o in self.orders.values() if o.owner == key.api_key and o.status == "LIVE"
+                and q.get("id", o.id) == o.id and q.get("market", o.market) == o.market
+                and q.get("asset_id", o.asset_id) == o.asset_id]
+        return self._data_page(rows, request)
+
+    async def _get_trades(self, request: Request) -> Response:
+        got = await self._authed(request)
+        if isinstance(got, Response):
+            return got
+        key, _ = got
+        q = request.query_params
+        after, before = int(q.get("after", "0")), int(q.get("before", str(2**62)))
+        rows = [t.json() for t in sorted(self.trades.values(), key=lambda t: -t.match_time)
+                if t.owner == key.api_key and after <= t.match_time <= before
+                and q.get("id", t.id) == t.id and q.get("asset_id", t.asset_id) == t.asset_id
+                and q.get("market", t.market) == t.market]
+        return self._data_page(rows, request)
+
+    def _data_page(self, rows: list[dict[str, Any]], request: Request) -> Response:
+        off = _offset(request.query_params.get("next_cursor"))
+        page = rows[off: off + self.page_size]
+        nxt = off + len(page)
+        return JSONResponse({"data": page, "next_cursor": _cursor(nxt) if nxt < len(rows) else END,
+                             "limit": self.page_size, "count": len(page)})
+
+    # -- the heartbeat (dead-man switch) -------------------------------------------------------------
+    async def _heartbeat(self, request: Request) -> Response:
+        got = await self._authed(request, "order")
+        if isinstance(got, Response):
+            return got
+        key, body = got
+        try:
+            given = str((json.loads(body) if body else {}).get("heartbeat_id") or "")
+        except (ValueError, AttributeError):
+            return self._deny(request, 400, "Invalid payload")
+        current = self.heartbeats.get(key.api_key)
+        if given and (current is None or current[0] != given):
+            return self._deny(request, 400, "Invalid Heartbeat ID")
+        beat_id = given or str(uuid.uuid4())
+        self.heartbeats[key.api_key] = (beat_id, time.monotonic())
+        if self._hb_check is None:
+            self._hb_check = asyncio.get_running_loop().call_later(self._hb_every(), self._check_heartbeats)
+        return JSONResponse({"status": "ok", "heartbeat_id": beat_id})
+
+    def _hb_every(self) -> float:
+        return max(0.01, self.heartbeat_timeout_s / 10)
+
+    def _check_heartbeats(self) -> None:
+        """A timer, while some chain lives: chains not fed in time end, cancelling their key's orders."""
+        now = time.monotonic()
+        for api_key, (_, last) in list(self.heartbeats.items()):
+            if now - last > self.heartbeat_timeout_s:
+                del self.heartbeats[api_key]
+                self._later(0, self._dead_man, api_key)
+        loop = asyncio.get_running_loop()
+        self._hb_check = loop.call_later(self._hb_every(), self._check_heartbeats) if self.heartbeats else None
+
+    async def _dead_man(self, api_key: str) -> None:
+        for order in list(self.orders.values()):
+            if order.owner == api_key and order.status == "LIVE":
+                self.heartbeat_cancels.append(order.id)
+                await self._cancel(order)
+
+    # -- the user channel --------------------------------------------------------------------------
+    async def _ws_user(self, ws: WebSocket) -> None:
+        await ws.accept()
+        conn: _UserConn | None = None
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+                text = msg.get("text")
+                if text == "PING":
+                    if conn is not None:
+                        conn.pings += 1
+                    await ws.send_text("PONG")
+                    continue
+                try:
+                    data = json.loads(text or "")
+                except ValueError:
+                    data = None
+                self.user_received.append(data)
+                if conn is None:
+                    conn = self._user_auth(ws, data)
+                    if conn is None:
+                        self.order_refusals.append(("WS /ws/user", "invalid auth"))
+                        await ws.close(code=1008, reason="invalid auth")
+                        return
+                    self.user_conns.add(conn)
+                elif isinstance(data, dict) and isinstance(data.get("markets"), list):
+                    if data.get("operation") == "unsubscribe":
+                        conn.markets.difference_update(data["markets"])
+                    else:
+                        conn.markets.update(data["markets"])
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+        finally:
+            if conn is not None:
+                self.user_conns.discard(conn)
+
+    def _user_auth(self, ws: WebSocket, data: Any) -> _UserConn | None:
+        if not isinstance(data, dict) or str(data.get("type", "")).lower() != "user":
+            return None
+        auth = data.get("auth") or {}
+        key = self.api_keys.get(str(auth.get("apiKey", "")))
+        if key is None or auth.get("secret") != key.secret or auth.get("passphrase") != key.passphrase:
+            return None
+        markets = data.get("markets") or []
+        return _UserConn(ws, key.api_key, [str(x) for x in markets])
+
+    async def _to_user(self, api_key: str, market: str, payload: dict[str, Any], times: int = 1) -> None:
+        text = json.dumps(payload)
+        for conn in list(self.user_conns):
+            if conn.key == api_key and (not conn.markets or market in conn.markets):
+                for _ in range(times):
+                    try:
+                        await conn.ws.send_text(text)
+                    except Exception:
+                        self.user_conns.discard(conn)
+                        break
+
+    async def _order_event(self, order: FakeOrder, kind: str) -> None:
+        await self._to_user(order.owner, order.market, {**order.json(), "event_type": "order", "type": kind,
+                                                        "order_owner": order.owner,
+                                                        "timestamp": str(int(time.time() * 1000))})
+
+    async def _trade_event(self, t: FakeTrade) -> None:
+        await self._to_user(t.owner, t.market, {**t.json(), "event_type": "trade", "type": "TRADE",
+                                                "trade_owner": t.owner, "timestamp": str(int(time.time() * 1000))},
+                            2 if self._dup_trades else 1)
+
+    # -- scenario controls -------------------------------------------------------------------------
+    def drop_next_reply(self, n: int = 1, mode: str = "lost") -> None:
+        """The next *n* ``POST /order`` are processed (the order exists) but the reply is lost:
+        held until the client gives up (``"lost"``) or a 500 (``"500"``)."""
+        self._drop.extend([mode] * n)
+
+    def duplicate_trades(self, on: bool = True) -> None:
+        """Send every ``trade`` event twice on the user channel."""
+        self._dup_trades = on
+
+    def hold_trades(self, on: bool = True) -> None:
+        """New trades stay ``MATCHED`` until :meth:`advance` moves them."""
+        self._hold = on
+
+    def fail_next_trades(self, n: int = 1) -> None:
+        """The next *n* trades go ``MATCHED`` → ``FAILED`` instead of being mined."""
+        self._fail += n
+
+    async def disconnect_user(self) -> int:
+        """Drop every user-channel socket abruptly (no close frame); returns how many."""
+        n = 0
+        for c in list(self.user_conns):
+            self.user_conns.discard(c)
+            transport = _transport(c.ws)
+            if transport is not None:
+                transport.abort()
+            else:  # pragma: no cover
+                with contextlib.suppress(Exception):
+                    await c.ws.close(code=1011)
+            n += 1
+        return n
+
+    def open_orders_of(self, api_key: str) -> list[FakeOrder]:
+        return [o for o in self.orders.values() if o.owner == api_key and o.status == "LIVE"]
+
+
 # -- the fake venue -----------------------------------------------------------------------------
-class FakePolymarket:
+class FakePolymarket(_Trading):
     """The venue's state, its app, and scenario controls (see the module docstring)."""
 
     def __init__(self, events: Iterable[FakeEvent] | None = None, *, ping_timeout_s: float = 30.0,
-                 gamma_page_cap: int = 100, limits: dict[str, tuple[int, float]] | None = None) -> None:
+                 gamma_page_cap: int = 100, limits: dict[str, tuple[int, float]] | None = None,
+                 chain_id: int = 137, heartbeat_timeout_s: float = 10.0,
+                 trade_steps_s: tuple[float, float] = (0.05, 0.05), page_size: int = 100,
+                 fee_rate_bps: int = 0, collateral: str = "1000") -> None:
         self.events: list[FakeEvent] = list(default_catalogue() if events is None else events)
         self.ping_timeout_s = ping_timeout_s
         self.gamma_page_cap = gamma_page_cap
         #: group -> (requests, per seconds): more in any window are delayed (the venue throttles).
-        self.limits = {"book": (1500, 10.0), "gamma": (300, 10.0), **(limits or {})}
+        self.limits = {"book": (1500, 10.0), "gamma": (300, 10.0), "order": (3500, 10.0), "data": (900, 10.0),
+                       **(limits or {})}
         self.conns: set[_Conn] = set()
         self.connections = 0  # sockets accepted so far
         self.refusals: list[str] = []
@@ -356,12 +1096,15 @@ class FakePolymarket:
         self._throttle: list[float] = []
         self._reject: list[int] = []
         self._index()
+        self._init_trading(chain_id=chain_id, heartbeat_timeout_s=heartbeat_timeout_s, trade_steps_s=trade_steps_s,
+                           page_size=page_size, fee_rate_bps=fee_rate_bps, collateral=collateral)
         self.app = Starlette(routes=[
             Route("/", self._ok),
             Route("/book", self._book),
             Route("/gamma/events", self._gamma_events),
             Route("/gamma/markets", self._gamma_markets),
             WebSocketRoute("/ws/market", self._ws_market),
+            *self._trading_routes(),
         ])
 
     def _index(self) -> None:
