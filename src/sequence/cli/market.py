@@ -127,6 +127,7 @@ def connect(
     venue: Annotated[str | None, typer.Argument(help="kalshi, polymarket or coinbase.", show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="FIELD=VALUE, repeatable.")] = None,
     set_file: Annotated[list[str] | None, typer.Option("--set-file", help="FIELD=PATH: the field's value is the file's content (e.g. a PEM key).")] = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="Store them without checking them with the venue (a live venue checks by default).")] = False,
     remove: Annotated[bool, typer.Option("--remove", help="Delete this venue's credentials.")] = False,
     list_: Annotated[bool, typer.Option("--list", help="Show which venues have credentials.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
@@ -179,8 +180,14 @@ def connect(
         problem = credential_problem(venue, fields)
         if problem:
             fail(problem, f"fields: {names}")
-        res = api.request("PUT", f"/v1/venues/{venue}/credentials", json=fields)
+        res = api.request("PUT", f"/v1/venues/{venue}/credentials", json=fields,
+                          params={"check": "false"} if no_check else None)
     if as_json:
         emit_json(res)
     else:
         console.print(f"{venue}: credentials sealed ({', '.join(res['credential_fields'])}); they are never shown again")
+        checked = res.get("checked")
+        if checked:  # a live venue answered an authenticated call with them
+            balances = ", ".join(f"{cur} {amount}" for cur, amount in checked["balances"].items())
+            console.print(f"{venue} accepted them: account {checked['account']}"
+                          + (f"; available: {balances}" if balances else ""), highlight=False)

@@ -166,7 +166,7 @@ class TradingEngine:
         self._exposure: dict[tuple[str, str], Exposure] = {}
         self._held: dict[tuple[str, str, str], Position] = {}  # (client, scope, symbol) -> real position
         self._kills: dict[tuple[str, str], float] = {}
-        self._reconciling: list[tuple[str, str, str, str, int]] = []
+        self._reconciling: list[tuple[LiveOrder | None, str, str, str, str, int]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         if router is not None:
             router.bind(self._on_live)
@@ -572,7 +572,10 @@ class TradingEngine:
         venue_symbol = inst.market_slug if node.venue == "kalshi" else node.symbol
         extra: dict[str, Any] = {}
         if node.venue == "polymarket":
-            extra = {"tick_size": Decimal(str(inst.tick_size)), "neg_risk": inst.neg_risk}
+            # Signed into the order: fixed per attempt (its activation), so a retry or a restart
+            # rebuilds the very same order and order id.
+            extra = {"tick_size": Decimal(str(inst.tick_size)), "neg_risk": inst.neg_risk,
+                     "created_ms": int((node.activated_at or 0) * 1000)}
         price = None if node.limit_units is None else Decimal(node.limit_units) / Decimal(node.price_scale)
         coid = node.client_order_id or client_order_id(node.node_order_id)
         return LiveOrder(
@@ -946,7 +949,9 @@ class TradingEngine:
         self._live[node.node_order_id] = node
         for client_id, sid in self._scopes(g):
             self.exposure(client_id, sid or None).open_orders += 1
-        self._reconciling.append((g.client_id, node.venue, node.client_order_id, node.node_order_id,
+        inst = self._lookup(node.symbol)
+        order = self._live_order(g, node, inst) if inst is not None else None  # the request as it was sent
+        self._reconciling.append((order, g.client_id, node.venue, node.client_order_id, node.node_order_id,
                                   int((node.activated_at or self._now()) * 1000)))
 
     def _forget(self, graph_id: str, step: _Step) -> None:

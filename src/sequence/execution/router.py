@@ -128,6 +128,7 @@ class OrderRouter:
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._by_coid: dict[str, str] = {}  # client order id -> node order id
+        self._by_void: dict[str, str] = {}  # venue order id -> node order id (fills may name only it)
         self._working: dict[tuple[str, str], set[str]] = {}  # (client, venue) -> client order ids working
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stats = {"sent": 0, "acked": 0, "refused": 0, "unknown": 0, "fills": 0, "cancels": 0}
@@ -163,10 +164,19 @@ class OrderRouter:
     def track(self, client_id: str, venue: str, client_order_id: str, node_order_id: str) -> None:
         """Route the venue's reports of this order to its node (also after a restart)."""
         self._by_coid[client_order_id] = node_order_id
-        self._working.setdefault((client_id, venue), set()).add(client_order_id)
+        working = self._working.setdefault((client_id, venue), set())
+        working.add(client_order_id)
+        s = self._sessions.get((client_id, venue))
+        if len(working) == 1 and s is not None:
+            self._spawn(s.adapter.set_working(True))
 
     def untrack(self, client_id: str, venue: str, client_order_id: str) -> None:
-        self._working.get((client_id, venue), set()).discard(client_order_id)
+        working = self._working.get((client_id, venue), set())
+        if client_order_id in working:
+            working.discard(client_order_id)
+            s = self._sessions.get((client_id, venue))
+            if not working and s is not None:
+                self._spawn(s.adapter.set_working(False))
 
     def _emit(self, events: list[LiveEvent]) -> None:
         if events:
@@ -195,6 +205,7 @@ class OrderRouter:
             self._refuse(order, "venue_credentials_unusable", f"{order.venue} credentials cannot be used: {exc}")
             return
         self._ensure_backfill(order.client_id, order.venue, s)
+        await s.adapter.set_working(True)  # idempotent; Polymarket's dead-man switch beats from now
         for _attempt in range(self.send_attempts):
             self.stats["sent"] += 1
             try:
@@ -225,6 +236,7 @@ class OrderRouter:
                 self._refuse(order, "venue_error", f"{order.venue}: {type(exc).__name__}: {exc}")
                 return
             self.stats["acked"] += 1
+            self._by_void[ack.venue_order_id] = nid
             self._emit([Acked(nid, ack.venue_order_id, ack.status)])
             if ack.status in ("cancelled", "rejected"):
                 self._ended(order.client_id, order.venue, order.client_order_id, ack)
@@ -244,7 +256,9 @@ class OrderRouter:
         while True:
             try:
                 return await adapter.lookup(coid)
-            except (OutcomeUnknown, OSError) as exc:
+            except (AuthFailed, OrderRejected):
+                raise
+            except Exception as exc:  # a read that got no usable answer: ask again
                 if time.monotonic() > deadline:
                     raise OutcomeUnknown(f"order {coid} still unknown after {self.lookup_for_s:g}s: {exc}") from exc
                 await asyncio.sleep(delay)
@@ -284,12 +298,45 @@ class OrderRouter:
             self._emit([Ended(nid, order.status, order.reason or order.status)])
 
     async def cancel_all(self, orders: Iterable[tuple[str, str, str | None, str, str]]) -> tuple[list[str], list[str]]:
-        """Cancel these (client, venue, venue order id, client order id, node order id) at once;
-        returns (node order ids confirmed cancelled, those that could not be)."""
+        """Cancel these (client, venue, venue order id, client order id, node order id) at once —
+        one batch per venue account where the venue has batch cancels (the kill switch); returns
+        (node order ids confirmed no longer working, those the venue did not confirm)."""
         items = list(orders)
-        results = await asyncio.gather(*(self._cancel(*o) for o in items))
-        done = [o[4] for o, ok in zip(items, results, strict=True) if ok]
-        failed = [o[4] for o, ok in zip(items, results, strict=True) if not ok]
+        groups: dict[tuple[str, str], list[tuple[str, str, str | None, str, str]]] = {}
+        for o in items:
+            groups.setdefault((o[0], o[1]), []).append(o)
+        outcome = await asyncio.gather(*(self._cancel_group(key, group) for key, group in groups.items()))
+        done = [nid for d, _ in outcome for nid in d]
+        failed = [nid for _, f in outcome for nid in f]
+        return done, failed
+
+    async def _cancel_group(self, key: tuple[str, str], group: list[tuple[str, str, str | None, str, str]]
+                            ) -> tuple[list[str], list[str]]:
+        client_id, venue = key
+        known = [o for o in group if o[2]]
+        unsent = [o for o in group if not o[2]]  # not acknowledged yet: looked up one by one
+        done: list[str] = []
+        failed: list[str] = []
+        if known:
+            try:
+                s = await self.session(client_id, venue)
+                self.stats["cancels"] += len(known)
+                answers = await s.adapter.cancel_many([str(o[2]) for o in known])
+            except Exception as exc:
+                log.warning("kill: batch cancel at %s failed: %s; cancelling one by one", venue, exc)
+                unsent = group
+            else:
+                for o, answer in zip(known, answers, strict=True):
+                    if isinstance(answer, VenueOrder) and answer.status in ("cancelled", "filled", "rejected"):
+                        final = answer if answer.status != "rejected" else VenueOrder(
+                            o[3], answer.venue_order_id, "cancelled", reason=answer.reason)
+                        self._ended(client_id, venue, o[3], final)
+                        done.append(o[4])
+                    else:
+                        unsent.append(o)  # unsure: ask again one by one
+        results = await asyncio.gather(*(self._cancel(*o) for o in unsent))
+        done += [o[4] for o, ok in zip(unsent, results, strict=True) if ok]
+        failed += [o[4] for o, ok in zip(unsent, results, strict=True) if not ok]
         return done, failed
 
     # -- reports from the venue ----------------------------------------------------------------
@@ -297,12 +344,17 @@ class OrderRouter:
         coid = ev.client_order_id
         nid = self._by_coid.get(coid) if coid else None
         if nid is None:
+            nid = self._by_void.get(ev.venue_order_id)  # a venue whose fills name only its own id
+            coid = next((c for c, n in self._by_coid.items() if n == nid), None) if nid else None
+        if nid is None:
             return  # not an order of ours (placed elsewhere on the account), or long finished
         if isinstance(ev, VenueFill):
             self.stats["fills"] += 1
             self._emit([Filled(nid, ev)])
-        elif ev.status in ("cancelled", "rejected"):
-            self._ended(client_id, venue, coid or "", ev)
+        else:
+            self._by_void.setdefault(ev.venue_order_id, nid)
+            if ev.status in ("cancelled", "rejected"):
+                self._ended(client_id, venue, coid or "", ev)
 
     async def _listen(self, key: tuple[str, str], s: _Session) -> None:
         client_id, venue = key
@@ -342,35 +394,42 @@ class OrderRouter:
                 log.warning("fill backfill at %s for %s failed: %s", venue, client_id, exc)
 
     # -- after a restart -------------------------------------------------------------------------
-    async def reconcile(self, orders: Iterable[tuple[str, str, str, str, int]]) -> list[LiveEvent]:
-        """Working orders found in the store after a restart: (client, venue, client order id,
-        node order id, sent at ms). Each is looked up at its venue and the fills since it was
-        sent are read; the events are returned (and not sent to the sink) so the engine applies
-        them before it accepts new orders. An order whose venue cannot be reached stays
-        working and is reconciled by the backfill once the venue answers."""
+    async def reconcile(self, orders: Iterable[tuple[LiveOrder | None, str, str, str, str, int]]
+                        ) -> list[LiveEvent]:
+        """Working orders found in the store after a restart: (the order as sent — None if its
+        market is gone —, client, venue, client order id, node order id, sent at ms). Each is
+        looked up at its venue and the fills since it was sent are read; the events are
+        returned (and not sent to the sink) so the engine applies them before it accepts new
+        orders. An order whose venue cannot be reached stays working; the backfill reports its
+        fills once the venue answers."""
         events: list[LiveEvent] = []
-        by_session: dict[tuple[str, str], list[tuple[str, str, int]]] = {}
-        for client_id, venue, coid, nid, sent_ms in orders:
+        by_session: dict[tuple[str, str], list[tuple[LiveOrder | None, str, str, int]]] = {}
+        for order, client_id, venue, coid, nid, sent_ms in orders:
             self.track(client_id, venue, coid, nid)
-            by_session.setdefault((client_id, venue), []).append((coid, nid, sent_ms))
+            by_session.setdefault((client_id, venue), []).append((order, coid, nid, sent_ms))
         for (client_id, venue), items in by_session.items():
             try:
                 s = await self.session(client_id, venue)
-                for coid, nid, _ in items:
+                for order, _coid, _nid, _ in items:
+                    if order is not None:
+                        await s.adapter.learn(order.request)
+                await s.adapter.set_working(True)
+                for _order, coid, nid, _ in items:
                     found = await s.adapter.lookup(coid)
                     if found is None:
                         events.append(Refused(nid, "venue_never_received", "the venue has no such order "
                                               "(it was not sent before the restart)"))
                         self.untrack(client_id, venue, coid)
                     else:
+                        self._by_void[found.venue_order_id] = nid
                         events.append(Acked(nid, found.venue_order_id, found.status))
                         if found.status in ("cancelled", "rejected"):
                             events.append(Ended(nid, found.status, found.reason or found.status))
                             self.untrack(client_id, venue, coid)
-                since = min(sent for _, _, sent in items) - 60_000
+                since = min(sent for _, _, _, sent in items) - 60_000
                 s.since_ms = since
                 for f in await s.adapter.fills(since):
-                    nid2 = self._by_coid.get(f.client_order_id or "")
+                    nid2 = self._by_coid.get(f.client_order_id or "") or self._by_void.get(f.venue_order_id)
                     if nid2 is not None:
                         events.append(Filled(nid2, f))
                 self._ensure_backfill(client_id, venue, s)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Path, Request
+import anyio
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from sequence.api import present
 from sequence.api.auth import require_principal
 from sequence.api.errors import bad_request, forbidden, not_found
+from sequence.api.services import orders
 from sequence.api.state import core_of
 from sequence.secrets import venue_credentials_label
 from sequence.store.store import Principal
@@ -87,8 +89,11 @@ def list_venues(request: Request, p: Principal = Depends(require_principal)) -> 
                         "market": status.get(v, {"mode": "off", "state": "off"})} for v in VENUES]}
 
 
-def _put_credentials(request: Request, venue: str, body: dict[str, Any], p: Principal) -> dict[str, Any]:
-    """Seal and store this client's credentials for a venue (an object of non-empty strings)."""
+def _put_credentials(request: Request, venue: str, body: dict[str, Any], p: Principal,
+                     check: bool = True) -> dict[str, Any]:
+    """Seal and store this client's credentials for a venue (an object of non-empty strings).
+    On a live venue they are first checked with one authenticated call to the venue
+    (``check=false`` skips it), and the answer says what the venue reported."""
     _client_key(p)
     if venue not in VENUES:
         raise bad_request(f"unknown venue '{venue}'; use one of: {', '.join(VENUES)}", "venue")
@@ -104,9 +109,15 @@ def _put_credentials(request: Request, venue: str, body: dict[str, Any], p: Prin
     except UnicodeEncodeError:
         raise bad_request("credentials must be valid Unicode text (no lone surrogates)", "body") from None
     core = core_of(request.app)
+    account = None
+    if check and core.settings.venues.get(venue) == "live":
+        account = anyio.from_thread.run(orders.check_credentials, core.settings, venue, body)
     sealed = core.keyring.seal_json(body, venue_credentials_label(p.client_id, venue))
     core.store.put_venue_credentials(p.client_id, venue, sealed.ciphertext, sealed.nonce, sealed.key_id, sorted(body))
-    return {"venue": venue, "has_credentials": True, "credential_fields": sorted(body)}
+    out: dict[str, Any] = {"venue": venue, "has_credentials": True, "credential_fields": sorted(body)}
+    if account is not None:
+        out["checked"] = account
+    return out
 
 
 def _credentials_schema(venue: str) -> dict[str, Any]:
@@ -137,8 +148,9 @@ def _venue_routes(venue: str) -> None:
     body gets the 400 that names the fields there are."""
 
     def put(request: Request, body: dict[str, Any] = Body(),
+            check: bool = Query(True, description="on a live venue, check them with the venue first"),
             p: Principal = Depends(require_principal)) -> dict[str, Any]:
-        return _put_credentials(request, venue, body, p)
+        return _put_credentials(request, venue, body, p, check)
 
     def delete(request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
         return _delete_credentials(request, venue, p)

@@ -14,12 +14,22 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
+
+from sequence.api.errors import ApiError, bad_request
 from sequence.api.state import Core
 from sequence.execution.engine import TradingEngine
 from sequence.execution.router import OrderRouter
-from sequence.execution.venues import order_config
+from sequence.execution.venues import (
+    AuthFailed,
+    OrderRejected,
+    OutcomeUnknown,
+    order_config,
+    order_venue,
+)
 from sequence.market.service import MarketService
 from sequence.secrets import Sealed, venue_credentials_label
+from sequence.settings import Settings
 from sequence.store.controls import ControlsStore
 from sequence.store.trading import TradingStore
 from sequence.trading.fees import FeeSchedule
@@ -41,6 +51,27 @@ def credentials_loader(core: Core) -> Any:
     return load
 
 
+async def check_credentials(settings: Settings, venue: str, credentials: Mapping[str, str]) -> dict[str, Any]:
+    """One cheap authenticated call to *venue* with *credentials* (``sequence connect``): what
+    the venue says of the account, or an :class:`ApiError` saying why they cannot be used."""
+    try:
+        adapter = order_venue(credentials, order_config(settings, venue))
+    except (ValueError, TypeError) as exc:  # key material that does not parse
+        raise bad_request(f"these {venue} credentials cannot be used: {exc}", "body") from None
+    try:
+        info = await adapter.check()
+    except AuthFailed as exc:
+        raise bad_request(f"{venue} refused these credentials: {exc}", "body") from None
+    except (OutcomeUnknown, OrderRejected, httpx.HTTPError, OSError) as exc:
+        raise ApiError(502, "venue_unreachable", f"could not check the credentials with {venue}: {exc}; "
+                       "retry, or store them unchecked with ?check=false", {"venue": venue}) from None
+    except ValueError as exc:
+        raise bad_request(f"these {venue} credentials cannot be used: {exc}", "body") from None
+    finally:
+        await adapter.close()
+    return {"account": info.account, "balances": {k: str(v) for k, v in info.balances.items()}}
+
+
 def build_engine(core: Core, service: MarketService) -> TradingEngine:
     """The engine over *service*; real orders on the live venues go to those venues."""
     live = [v for v, mode in core.settings.venues.items() if mode == "live"]
@@ -52,4 +83,4 @@ def build_engine(core: Core, service: MarketService) -> TradingEngine:
                          router=router, controls=ControlsStore(core.store.db))
 
 
-__all__ = ["build_engine", "credentials_loader"]
+__all__ = ["build_engine", "check_credentials", "credentials_loader"]

@@ -35,9 +35,10 @@ base units. Fees are in dollars (quote currency).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -213,6 +214,29 @@ class OrderVenue(ABC):
     def events(self) -> AsyncIterator[VenueOrder | VenueFill]:
         """The user channel: order updates and fills as they happen. Reconnects by itself; after
         a reconnect the engine backfills with :meth:`fills` (duplicates are expected)."""
+
+    async def cancel_many(self, venue_order_ids: list[str]) -> Sequence[VenueOrder | OrderError]:
+        """Cancel several orders (the kill switch); one answer per id, in order: the order's
+        final state, or the error for that id. Venues with a batch cancel override this."""
+        results = await asyncio.gather(*(self.cancel(v) for v in venue_order_ids), return_exceptions=True)
+        out: list[VenueOrder | OrderError] = []
+        for r in results:
+            if isinstance(r, VenueOrder | OrderError):
+                out.append(r)
+            elif isinstance(r, BaseException):
+                out.append(OutcomeUnknown(f"{type(r).__name__}: {r}"))
+        return out
+
+    async def learn(self, req: OrderRequest) -> None:
+        """After a restart: learn an order this adapter placed before, so that :meth:`lookup` and
+        the user channel recognise it (Polymarket recomputes the order's id from the request).
+        Nothing to do for venues with client order ids."""
+        return None
+
+    async def set_working(self, working: bool) -> None:
+        """The account has (or no longer has) working orders: venues with a dead-man switch
+        (Polymarket's heartbeat) keep it alive while it does."""
+        return None
 
     async def close(self) -> None:
         if self._own_http:

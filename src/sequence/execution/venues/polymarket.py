@@ -754,6 +754,16 @@ class PolymarketOrders(OrderVenue):
             with contextlib.suppress(asyncio.CancelledError, OrderError):
                 await task
 
+    async def learn(self, req: OrderRequest) -> None:
+        await self.track(req)
+
+    async def set_working(self, working: bool) -> None:
+        # The heartbeat is a dead-man switch: beat while orders work, stop when none do.
+        if working:
+            self.start_keep_alive()
+        else:
+            await self.stop_keep_alive()
+
     async def close(self) -> None:
         await self.stop_keep_alive()
         await super().close()
