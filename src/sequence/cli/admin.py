@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sequence.cli import datadir
-from sequence.cli.output import console, emit_json, fail, table
+from sequence.cli.errors import CliError
+from sequence.cli.output import console, emit_json, table
 from sequence.secrets import Keyring, SealingError, new_key_text, write_key_file
 from sequence.settings import Settings, SettingsError
 
@@ -41,7 +42,7 @@ def open_store(data_dir: Path | None) -> tuple[Settings, Store]:
     try:
         settings = Settings.from_env(data_dir=data_dir)
     except SettingsError as exc:
-        fail(str(exc))
+        raise CliError(str(exc)) from None
     db = Database(settings.effective_database_url)
     db.migrate()
     return settings, Store(db)
@@ -78,7 +79,7 @@ def runner_token_revoke(token_id: str, data_dir: DataDir = None) -> None:
     try:
         store.revoke_runner_token(token_id)
     except NotFound as exc:
-        fail(str(exc))
+        raise CliError(str(exc)) from None
     console.print(f"revoked {token_id}")
 
 
@@ -116,7 +117,7 @@ def client_key(client_id: str, test: Annotated[bool, typer.Option("--test")] = F
     try:
         _row, key = store.create_api_key(client_id, "test" if test else "live", "admin")
     except NotFound as exc:
-        fail(str(exc))
+        raise CliError(str(exc)) from None
     if as_json:
         emit_json({"client_id": client_id, "key": key})
     else:
@@ -136,12 +137,12 @@ def rotate_key(data_dir: DataDir = None, as_json: JsonOpt = False,
     try:
         keyring = Keyring.load(settings.data_dir, create=False)
     except SealingError as exc:
-        fail(str(exc))
+        raise CliError(str(exc)) from None
     new_key = new_key_text()
     try:
         res = rotate(store, keyring, new_key)
     except SealingError as exc:
-        fail(f"rotation aborted, nothing changed: {exc}")
+        raise CliError(f"rotation aborted, nothing changed: {exc}") from None
     old_text = base64.b64encode(keyring.primary).decode()
     if keyring.source == "file" and keyring.key_file is not None:
         # Keep the old key as a decrypt-only line: a coordinator still running

@@ -17,8 +17,9 @@ from sequence.cli import admin, controls, keys, strategy
 from sequence.cli import config as cfgmod
 from sequence.cli import market as market_cmds
 from sequence.cli import runner as runner_cmds
+from sequence.cli.errors import CliError
 from sequence.cli.http import Api
-from sequence.cli.output import console, emit_json, fail
+from sequence.cli.output import console, emit_json, fail, render_error
 
 # What a newcomer reaches for first comes first in `sequence --help`.
 ORDER = ("strategy", "up", "keys", "connect", "market", "login", "update", "runner", "doctor", "admin")
@@ -28,6 +29,13 @@ class _Ordered(TyperGroup):
     def list_commands(self, ctx: Any) -> list[str]:
         names = list(self.commands)
         return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; a :class:`CliError` it lets through becomes its message and exit code."""
+        try:
+            return super().invoke(ctx)
+        except CliError as exc:
+            render_error(exc)
 
 
 app = typer.Typer(

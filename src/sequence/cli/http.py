@@ -1,4 +1,5 @@
-"""The CLI's HTTP client: every error becomes a message that says what to do."""
+"""The CLI's HTTP client: every failure raises a :class:`~sequence.cli.errors.CliError`
+whose message and hint say what to do (the command group renders it)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from typing import Any
 import httpx
 
 from sequence.cli.config import CliConfig
-from sequence.cli.output import fail
+from sequence.cli.errors import CliError
 
 
 class Api:
     def __init__(self, cfg: CliConfig, *, timeout: float = 30.0, need_key: bool = True) -> None:
         if need_key and not cfg.api_key:
-            fail("no API key configured",
-                 "run `sequence up` (local platform), `sequence login --api-url URL --api-key KEY`, "
-                 "or set SEQUENCE_API_KEY")
+            raise CliError("no API key configured",
+                           "run `sequence up` (local platform), `sequence login --api-url URL --api-key KEY`, "
+                           "or set SEQUENCE_API_KEY")
         self.cfg = cfg
         headers = {"User-Agent": "sequence-cli"}
         if cfg.api_key:
@@ -37,15 +38,16 @@ class Api:
         try:
             r = self.client.request(method, path, **kw)
         except httpx.ConnectError:
-            fail(f"cannot reach the Sequence API at {self.cfg.api_url}",
-                 "is the platform running? start it with `sequence up`, or check SEQUENCE_API_URL")
+            raise CliError(f"cannot reach the Sequence API at {self.cfg.api_url}",
+                           "is the platform running? start it with `sequence up`, or check SEQUENCE_API_URL") from None
         except httpx.TimeoutException:
-            fail(f"the Sequence API at {self.cfg.api_url} did not answer in time")
+            raise CliError(f"the Sequence API at {self.cfg.api_url} did not answer in time") from None
         except httpx.HTTPError as exc:
-            fail(f"request to {self.cfg.api_url} failed: {exc.__class__.__name__}")
+            raise CliError(f"request to {self.cfg.api_url} failed: {exc.__class__.__name__}") from None
         return self.check(r)
 
     def check(self, r: httpx.Response) -> Any:
+        """The JSON of a successful answer; a :class:`CliError` for an error answer."""
         if r.status_code < 400:
             return r.json() if r.content else None
         try:
@@ -62,7 +64,7 @@ class Api:
             hint = "check the name or id with `sequence strategy list`"
         elif r.status_code == 413:
             hint = "make the folder smaller (large data files belong elsewhere) or raise SEQUENCE_MAX_ARTIFACT_MB"
-        fail(msg, hint)
+        raise CliError(msg, hint)
 
     def stream_lines(self, path: str, params: dict[str, Any]) -> Iterator[str]:
         try:
@@ -72,6 +74,7 @@ class Api:
                     self.check(r)
                 yield from r.iter_lines()
         except httpx.ConnectError:
-            fail(f"cannot reach the Sequence API at {self.cfg.api_url}", "is the platform running? (`sequence up`)")
+            raise CliError(f"cannot reach the Sequence API at {self.cfg.api_url}",
+                           "is the platform running? (`sequence up`)") from None
         except httpx.RemoteProtocolError:
-            fail("the connection to the Sequence API was closed while following logs")
+            raise CliError("the connection to the Sequence API was closed while following logs") from None

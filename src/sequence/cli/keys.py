@@ -1,8 +1,12 @@
-"""``sequence keys …`` — your client's API keys."""
+"""``sequence keys …`` — your client's API keys.
+
+Each command: its options → a function that calls the API and returns the data
+(:func:`create_key`, :func:`list_keys`, :func:`revoke_key`) → rendering.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,6 +18,22 @@ app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
+def create_key(api: Api, *, test: bool, name: str) -> dict[str, Any]:
+    """A new key (``key`` is its only copy)."""
+    res: dict[str, Any] = api.request("POST", "/v1/keys", json={"mode": "test" if test else "live", "name": name})
+    return res
+
+
+def list_keys(api: Api) -> list[dict[str, Any]]:
+    keys: list[dict[str, Any]] = api.request("GET", "/v1/keys")["keys"]
+    return keys
+
+
+def revoke_key(api: Api, key_id: str) -> dict[str, Any]:
+    res: dict[str, Any] = api.request("DELETE", f"/v1/keys/{key_id}")
+    return res
+
+
 @app.command()
 def create(
     test: Annotated[bool, typer.Option("--test", help="A seq_test_ key: every order it places is sandboxed.")] = False,
@@ -22,7 +42,7 @@ def create(
 ) -> None:
     """Create a key; it is printed once and cannot be shown again."""
     with Api(cfgmod.load()) as api:
-        res = api.request("POST", "/v1/keys", json={"mode": "test" if test else "live", "name": name})
+        res = create_key(api, test=test, name=name)
     if as_json:
         emit_json({"key": res["key"], "key_id": res["key_id"], "mode": res["mode"]})
         return
@@ -39,13 +59,13 @@ def create(
 def list_(as_json: JsonOpt = False) -> None:
     """List keys (prefixes only; secrets are never shown again)."""
     with Api(cfgmod.load()) as api:
-        res = api.request("GET", "/v1/keys")
+        keys = list_keys(api)
     if as_json:
-        emit_json(res)
+        emit_json({"keys": keys})
         return
     table(["key id", "prefix", "mode", "name", "created", "revoked"],
           [(k["key_id"], k["prefix"] + "…", k["mode"], k["name"], when(k["created_at"]), when(k["revoked_at"]))
-           for k in res["keys"]], keep=("key id",))
+           for k in keys], keep=("key id",))
 
 
 @app.command()
@@ -53,7 +73,7 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_…) from
            as_json: JsonOpt = False) -> None:
     """Revoke a key: it stops working at once."""
     with Api(cfgmod.load()) as api:
-        res = api.request("DELETE", f"/v1/keys/{key_id}")
+        res = revoke_key(api, key_id)
     if as_json:
         emit_json(res)
     else:

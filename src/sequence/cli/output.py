@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from sequence.cli.errors import CliError
 from sequence.cli.terminal import escape_controls
 
 # emoji=False: ":name:" in a value is text, not an emoji code.
@@ -42,12 +43,19 @@ def emit_json(value: Any) -> None:
     sys.stdout.flush()
 
 
-def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
+def render_error(exc: CliError) -> NoReturn:
+    """The one place a :class:`CliError` becomes output: ``error: …`` (and ``hint: …``)
+    on stderr, shown literally, and the exit code."""
     # Messages quote TOML sections like [hosted.env] and values: never let Rich read them as markup.
-    err_console.print(Text.assemble(("error:", "bold red"), " ", literal(message, lines=True)), soft_wrap=True)
-    if hint:
-        err_console.print(Text.assemble(("hint:", "dim"), " ", literal(hint, lines=True)), soft_wrap=True)
-    raise typer.Exit(code)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", literal(exc.message, lines=True)), soft_wrap=True)
+    if exc.hint:
+        err_console.print(Text.assemble(("hint:", "dim"), " ", literal(exc.hint, lines=True)), soft_wrap=True)
+    raise typer.Exit(exc.code)
+
+
+def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
+    """Stop the command here: ``error: message`` (and the hint) on stderr, exit ``code``."""
+    render_error(CliError(message, hint, code))
 
 
 STATUS_STYLES = {"running": "green", "queued": "yellow", "stopping": "yellow", "claimed": "yellow",

@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from sequence.cli.output import console, emit_json, fail
+from sequence.cli.errors import CliError
+from sequence.cli.output import console, emit_json
 
 
 def _sandbox(data_dir: Path, runtime: str | None, unsandboxed: bool, *,  # type: ignore[no-untyped-def]
@@ -67,7 +68,7 @@ def runner(
     try:  # first: started by `sequence up`, this process must not outlive it
         lifeline.die_with_parent(os.environ)
     except lifeline.ParentGone as exc:
-        fail(f"not starting the runner: {exc}")
+        raise CliError(f"not starting the runner: {exc}") from None
     datadir.private_umask()
     from sequence.runner.client import CoordinatorClient
     from sequence.runner.daemon import RunnerDaemon, default_name, stop_on_signals
@@ -83,7 +84,7 @@ def runner(
         try:
             EgressPolicy.parse(egress_allow)
         except ValueError as exc:
-            fail(f"--egress-allow: {exc}", "give networks as CIDRs, e.g. 10.0.0.0/8,192.168.1.10/32")
+            raise CliError(f"--egress-allow: {exc}", "give networks as CIDRs, e.g. 10.0.0.0/8,192.168.1.10/32") from None
     sandbox = _sandbox(data_dir, runtime, unsandboxed, egress=not no_egress, egress_allow=egress_allow)
     if check:
         report = sandbox.check()
@@ -93,8 +94,8 @@ def runner(
             console.print(report.render())
         raise typer.Exit(report.exit_code())
     if not token:
-        fail("no runner token", "create one with `sequence admin runner-token create` and pass --token "
-                                "or SEQUENCE_RUNNER_TOKEN")
+        raise CliError("no runner token", "create one with `sequence admin runner-token create` and pass --token "
+                                          "or SEQUENCE_RUNNER_TOKEN")
 
     async def main() -> None:
         client = CoordinatorClient(api_url, token)
@@ -109,7 +110,7 @@ def runner(
     try:
         asyncio.run(main())
     except RunnerError as exc:
-        fail(str(exc), NO_BWRAP_HINT if "bubblewrap" in str(exc) else "see `sequence doctor`", code=2)
+        raise CliError(str(exc), NO_BWRAP_HINT if "bubblewrap" in str(exc) else "see `sequence doctor`", code=2) from None
 
 
 def doctor(

@@ -6,6 +6,7 @@ import base64
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -16,6 +17,7 @@ from rich.text import Text
 
 from sequence import bundle
 from sequence.cli import config as cfgmod
+from sequence.cli.errors import CliError
 from sequence.cli.http import Api
 from sequence.cli.output import (
     console,
@@ -61,7 +63,7 @@ def _api() -> Api:
     try:
         return Api(cfgmod.load())
     except cfgmod.ConfigError as exc:
-        fail(str(exc))
+        raise CliError(str(exc)) from None
 
 
 def _path(ident: str, suffix: str = "") -> str:
@@ -73,7 +75,7 @@ def _parse_env(pairs: list[str]) -> dict[str, str]:
     for p in pairs:
         k, sep, v = p.partition("=")
         if not sep or not k:
-            fail(f"--env {p!r} must look like KEY=VALUE")
+            raise CliError(f"--env {p!r} must look like KEY=VALUE")
         out[k] = v
     return out
 
@@ -89,6 +91,120 @@ def _upload_body(payload: bytes, show: bool) -> Iterator[bytes]:
         for i in range(0, len(payload), chunk):
             yield payload[i:i + chunk]
             prog.update(task, advance=min(chunk, len(payload) - i))
+
+
+@dataclass
+class Plan:
+    """A deploy, ready to send: the spec, the artifact, and what was left out of it."""
+
+    spec: dict[str, Any]
+    artifact: bytes
+    left_out: list[tuple[str, str]]
+
+
+def plan_deploy(root: Path, *, start: bool, name: str | None, entrypoint: str | None, env: list[str],
+                secrets_file: Path | None, manifest: Path | None, memory_mb: int | None, disk_mb: int | None,
+                egress: str | None, clear_secrets: bool, latency_target: list[str]) -> Plan:
+    """The folder and the options as a spec and an artifact, checked as the coordinator will."""
+    if not root.is_dir():
+        raise CliError(f"{root} is not a folder", "pass the strategy folder, e.g. `sequence strategy deploy . --start`")
+    toml = root / "Sequence.toml"
+    try:
+        cfg = bundle.parse_config(toml) if toml.exists() else bundle.StrategyConfig()
+    except bundle.BundleError as exc:
+        raise CliError(str(exc)) from None
+    if name:
+        cfg.name = name
+    if entrypoint:
+        cfg.entrypoint = entrypoint
+    if memory_mb is not None:
+        cfg.memory_mb = memory_mb
+    if disk_mb is not None:
+        if not bundle.DISK_MB_MIN <= disk_mb <= bundle.DISK_MB_MAX:
+            raise CliError(f"--disk-mb must be from {bundle.DISK_MB_MIN} to {bundle.DISK_MB_MAX} MiB")
+        cfg.disk_mb = disk_mb
+    if egress is not None:
+        if egress not in bundle.EGRESS_CHOICES:
+            raise CliError(f"--egress must be one of: {', '.join(bundle.EGRESS_CHOICES)}")
+        cfg.egress = egress
+    if latency_target:
+        cfg.latency_target = list(latency_target)
+    cfg.env.update(_parse_env(env))
+    exclude: dict[Path, str] = {}
+    if secrets_file is not None:
+        try:
+            extra = bundle.load_json_object(secrets_file, "secrets file")
+        except bundle.BundleError as exc:
+            raise CliError(str(exc)) from None
+        bad = [k for k, v in extra.items() if not isinstance(v, str)]
+        if bad:
+            raise CliError(f"secrets file values must be strings; not for: {', '.join(sorted(bad))}")
+        cfg.secrets.update(extra)
+        exclude[secrets_file] = "--secrets-file"  # secrets never travel inside the artifact
+    if manifest is not None:
+        try:
+            cfg.manifest = bundle.load_json_object(manifest, "manifest file")
+        except bundle.BundleError as exc:
+            raise CliError(str(exc)) from None
+        exclude[manifest] = "--manifest"
+    if clear_secrets and cfg.secrets:
+        raise CliError("--clear-secrets drops the strategy's secrets, but this deploy also gives some",
+                       "use one or the other")
+    if not cfg.name:
+        raise CliError("the strategy has no name", "add [strategy] name = \"...\" to Sequence.toml or pass --name")
+    for check in (bundle.validate_name(cfg.name), bundle.validate_entrypoint(cfg.entrypoint)):
+        if check:
+            raise CliError(check)
+    if cfg.runtime != "python":
+        raise CliError(f"runtime must be 'python' (Sequence.toml says {cfg.runtime!r})")
+    if not (root / cfg.entrypoint).is_file():
+        raise CliError(f"entrypoint {cfg.entrypoint} not found in {root}", "create it or set [hosted] entrypoint")
+    for slot, values in (("env", cfg.env), ("secrets", cfg.secrets)):
+        reserved = bundle.reserved_names(values)
+        if reserved:
+            raise CliError(f"{slot} uses reserved names: {', '.join(reserved)}",
+                           "SEQUENCE_* variables are set by the runner")
+    try:
+        collected = bundle.collect_files(root, exclude)
+        artifact = bundle.build_artifact(root, collected=collected)
+    except (bundle.BundleError, OSError) as exc:
+        raise CliError(f"cannot bundle {root}: {exc}") from None
+    spec: dict[str, Any] = {
+        "name": cfg.name, "runtime": cfg.runtime, "entrypoint": cfg.entrypoint,
+        "artifact_sha256": bundle.sha256_hex(artifact), "env": cfg.env, "manifest": cfg.manifest,
+        "placement": {"latency_target": cfg.latency_target}, "start": start,
+    }
+    # Secrets are sent only when this deploy gives some (or clears them): a
+    # redeploy without them keeps the strategy's sealed secrets.
+    if cfg.secrets or clear_secrets:
+        spec["secrets"] = cfg.secrets
+    if cfg.memory_mb is not None:
+        spec["memory_mb"] = cfg.memory_mb
+    if cfg.stop_timeout_s is not None:
+        spec["stop_timeout_s"] = float(cfg.stop_timeout_s)
+    if cfg.disk_mb is not None:
+        spec["disk_mb"] = cfg.disk_mb
+    if cfg.egress is not None:
+        spec["egress"] = cfg.egress
+    return Plan(spec, artifact, collected.left_out)
+
+
+def deploy_strategy(api: Api, plan: Plan, *, show_progress: bool) -> dict[str, Any]:
+    """Upload the plan: the created or redeployed strategy. With ``start``, it runs as the CLI's key."""
+    spec = dict(plan.spec)
+    if spec["start"]:
+        spec["sequence_api_key"] = api.cfg.api_key
+    artifact = plan.artifact
+    if len(artifact) < MULTIPART_THRESHOLD:
+        payload = json.dumps({**spec, "artifact_base64": base64.b64encode(artifact).decode()}).encode()
+        res: dict[str, Any] = api.request("POST", "/v1/strategies", content=_upload_body(payload, show_progress),
+                                          headers={"Content-Type": "application/json",
+                                                   "Content-Length": str(len(payload))})
+    else:
+        # Large artifacts go as multipart so nothing is base64-inflated.
+        res = api.request("POST", "/v1/strategies", files={"artifact": ("artifact.tar.gz", artifact, "application/gzip")},
+                          data={"spec": json.dumps(spec)})
+    return res
 
 
 @app.command()
@@ -108,111 +224,22 @@ def deploy(
     as_json: JsonOpt = False,
 ) -> None:
     """Bundle a folder and create or redeploy the strategy."""
-    root = path
-    if not root.is_dir():
-        fail(f"{root} is not a folder", "pass the strategy folder, e.g. `sequence strategy deploy . --start`")
-    toml = root / "Sequence.toml"
-    try:
-        cfg = bundle.parse_config(toml) if toml.exists() else bundle.StrategyConfig()
-    except bundle.BundleError as exc:
-        fail(str(exc))
-    if name:
-        cfg.name = name
-    if entrypoint:
-        cfg.entrypoint = entrypoint
-    if memory_mb is not None:
-        cfg.memory_mb = memory_mb
-    if disk_mb is not None:
-        if not bundle.DISK_MB_MIN <= disk_mb <= bundle.DISK_MB_MAX:
-            fail(f"--disk-mb must be from {bundle.DISK_MB_MIN} to {bundle.DISK_MB_MAX} MiB")
-        cfg.disk_mb = disk_mb
-    if egress is not None:
-        if egress not in bundle.EGRESS_CHOICES:
-            fail(f"--egress must be one of: {', '.join(bundle.EGRESS_CHOICES)}")
-        cfg.egress = egress
-    if latency_target:
-        cfg.latency_target = list(latency_target)
-    cfg.env.update(_parse_env(env or []))
-    exclude: dict[Path, str] = {}
-    if secrets_file is not None:
-        try:
-            extra = bundle.load_json_object(secrets_file, "secrets file")
-        except bundle.BundleError as exc:
-            fail(str(exc))
-        bad = [k for k, v in extra.items() if not isinstance(v, str)]
-        if bad:
-            fail(f"secrets file values must be strings; not for: {', '.join(sorted(bad))}")
-        cfg.secrets.update(extra)
-        exclude[secrets_file] = "--secrets-file"  # secrets never travel inside the artifact
-    if manifest is not None:
-        try:
-            cfg.manifest = bundle.load_json_object(manifest, "manifest file")
-        except bundle.BundleError as exc:
-            fail(str(exc))
-        exclude[manifest] = "--manifest"
-    if clear_secrets and cfg.secrets:
-        fail("--clear-secrets drops the strategy's secrets, but this deploy also gives some",
-             "use one or the other")
-    if not cfg.name:
-        fail("the strategy has no name", "add [strategy] name = \"...\" to Sequence.toml or pass --name")
-    for check in (bundle.validate_name(cfg.name), bundle.validate_entrypoint(cfg.entrypoint)):
-        if check:
-            fail(check)
-    if cfg.runtime != "python":
-        fail(f"runtime must be 'python' (Sequence.toml says {cfg.runtime!r})")
-    if not (root / cfg.entrypoint).is_file():
-        fail(f"entrypoint {cfg.entrypoint} not found in {root}", "create it or set [hosted] entrypoint")
-    for slot, values in (("env", cfg.env), ("secrets", cfg.secrets)):
-        reserved = bundle.reserved_names(values)
-        if reserved:
-            fail(f"{slot} uses reserved names: {', '.join(reserved)}", "SEQUENCE_* variables are set by the runner")
-    try:
-        collected = bundle.collect_files(root, exclude)
-        artifact = bundle.build_artifact(root, collected=collected)
-    except (bundle.BundleError, OSError) as exc:
-        fail(f"cannot bundle {root}: {exc}")
-    sha = bundle.sha256_hex(artifact)
-    api = _api()
-    spec: dict[str, Any] = {
-        "name": cfg.name, "runtime": cfg.runtime, "entrypoint": cfg.entrypoint, "artifact_sha256": sha,
-        "env": cfg.env, "manifest": cfg.manifest,
-        "placement": {"latency_target": cfg.latency_target}, "start": start,
-    }
-    # Secrets are sent only when this deploy gives some (or clears them): a
-    # redeploy without them keeps the strategy's sealed secrets.
-    if cfg.secrets or clear_secrets:
-        spec["secrets"] = cfg.secrets
-    if cfg.memory_mb is not None:
-        spec["memory_mb"] = cfg.memory_mb
-    if cfg.stop_timeout_s is not None:
-        spec["stop_timeout_s"] = float(cfg.stop_timeout_s)
-    if cfg.disk_mb is not None:
-        spec["disk_mb"] = cfg.disk_mb
-    if cfg.egress is not None:
-        spec["egress"] = cfg.egress
-    if start:
-        spec["sequence_api_key"] = api.cfg.api_key
-    show = not as_json and sys.stderr.isatty()
-    with api:
-        if len(artifact) < MULTIPART_THRESHOLD:
-            payload = json.dumps({**spec, "artifact_base64": base64.b64encode(artifact).decode()}).encode()
-            res = api.request("POST", "/v1/strategies", content=_upload_body(payload, show),
-                              headers={"Content-Type": "application/json", "Content-Length": str(len(payload))})
-        else:
-            # Large artifacts go as multipart so nothing is base64-inflated.
-            res = api.request("POST", "/v1/strategies", files={"artifact": ("artifact.tar.gz", artifact, "application/gzip")},
-                              data={"spec": json.dumps(spec)})
+    plan = plan_deploy(path, start=start, name=name, entrypoint=entrypoint, env=env or [], secrets_file=secrets_file,
+                       manifest=manifest, memory_mb=memory_mb, disk_mb=disk_mb, egress=egress,
+                       clear_secrets=clear_secrets, latency_target=latency_target or [])
+    with _api() as api:
+        res = deploy_strategy(api, plan, show_progress=not as_json and sys.stderr.isatty())
     if as_json:
-        emit_json({**res, "left_out": [{"path": p, "reason": why} for p, why in collected.left_out]})
+        emit_json({**res, "left_out": [{"path": p, "reason": why} for p, why in plan.left_out]})
         return
-    _left_out_notice(collected.left_out)
+    _left_out_notice(plan.left_out)
     shown = literal(res["name"])
     console.print(Text.assemble(("deployed", "bold green"), " ", shown, "  id ", literal(res["strategy_id"], "bold"),
                                 "  status ", literal(res["status"], "bold")))
     console.print(Text.assemble("  artifact sha256 ", literal(res["artifact_sha256"][:16]), "…  (",
                                 literal(res["artifact_size"]), " bytes)"))
     if res.get("secret_names"):
-        kept = "" if "secrets" in spec else " (kept from the previous deploy)"
+        kept = "" if "secrets" in plan.spec else " (kept from the previous deploy)"
         console.print(Text.assemble("  secrets ", literal(", ".join(res["secret_names"])), kept))
     warning = (res.get("isolation") or {}).get("warning")
     if warning:
@@ -235,15 +262,61 @@ def _left_out_notice(left_out: list[tuple[str, str]], most: int = 8) -> None:
     err_console.print(Text.assemble("left out of the artifact: ", literal(", ".join(items) + more)))
 
 
+def list_strategies(api: Api) -> list[dict[str, Any]]:
+    """Every strategy of the client, oldest first (all pages)."""
+    res = api.request("GET", "/v1/strategies", params={"limit": 500})
+    items: list[dict[str, Any]] = res["strategies"]
+    while res.get("next_cursor"):
+        res = api.request("GET", "/v1/strategies", params={"limit": 500, "cursor": res["next_cursor"]})
+        items.extend(res["strategies"])
+    return items
+
+
+def get_strategy(api: Api, ident: str) -> dict[str, Any]:
+    s: dict[str, Any] = api.request("GET", _path(ident))
+    return s
+
+
+def change_strategy(api: Api, verb: str, ident: str) -> dict[str, Any]:
+    """``start`` or ``stop`` it; the strategy as it is now."""
+    s: dict[str, Any] = api.request("POST", _path(ident, f"/{verb}"))
+    return s
+
+
+def delete_strategy(api: Api, ident: str) -> dict[str, Any]:
+    res: dict[str, Any] = api.request("DELETE", _path(ident))
+    return res
+
+
+def run_history(api: Api, ident: str, limit: int | None = None) -> dict[str, Any]:
+    res: dict[str, Any] = api.request("GET", _path(ident, "/runs"), params={"limit": limit} if limit else None)
+    return res
+
+
+def log_pages(api: Api, ident: str, params: dict[str, Any], page: int = 5000) -> Iterator[dict[str, Any]]:
+    """A run's lines page by page (``{"lines", "next_seq", "run_id", "dropped_lines"}``), to its end."""
+    params = dict(params)
+    while True:
+        res: dict[str, Any] = api.request("GET", _path(ident, "/logs"), params={**params, "limit": page})
+        yield res
+        if len(res["lines"]) < page:
+            return
+        params["after_seq"] = res["next_seq"]
+        params["run_id"] = res["run_id"]
+
+
+def follow_logs(api: Api, ident: str, params: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
+    """Records as the coordinator streams them, with their raw NDJSON line, until the strategy ends."""
+    for raw_line in api.stream_lines(_path(ident, "/logs"), {**params, "follow": "true"}):
+        if raw_line:
+            yield json.loads(raw_line), raw_line
+
+
 @app.command("list")
 def list_(as_json: JsonOpt = False) -> None:
     """List your strategies."""
     with _api() as api:
-        res = api.request("GET", "/v1/strategies", params={"limit": 500})
-        items = res["strategies"]
-        while res.get("next_cursor"):
-            res = api.request("GET", "/v1/strategies", params={"limit": 500, "cursor": res["next_cursor"]})
-            items.extend(res["strategies"])
+        items = list_strategies(api)
     res = {"strategies": items}
     if as_json:
         emit_json(res)
@@ -260,7 +333,7 @@ def list_(as_json: JsonOpt = False) -> None:
 def inspect(ident: Ident, as_json: JsonOpt = False) -> None:
     """Show one strategy: status, config (env, manifest, secret names), last exit."""
     with _api() as api:
-        s = api.request("GET", _path(ident))
+        s = get_strategy(api, ident)
     if as_json:
         emit_json(s)
         return
@@ -299,7 +372,7 @@ def _isolation_text(iso: dict[str, Any] | None) -> str | None:
 
 def _lifecycle(verb: str, ident: str, as_json: bool) -> None:
     with _api() as api:
-        s = api.request("POST", _path(ident, f"/{verb}"))
+        s = change_strategy(api, verb, ident)
     if as_json:
         emit_json(s)
     else:
@@ -325,7 +398,7 @@ def delete(ident: Ident, yes: Annotated[bool, typer.Option("--yes", "-y", help="
     if not yes and sys.stdin.isatty() and not typer.confirm(f"delete {ident} with all its runs and logs?"):
         raise typer.Exit(1)
     with _api() as api:
-        res = api.request("DELETE", _path(ident))
+        res = delete_strategy(api, ident)
     if as_json:
         emit_json(res)
     else:
@@ -361,12 +434,8 @@ def logs(
         if not run_id and not _has_run(api, ident, follow):
             return
         if follow:
-            params["follow"] = "true"
             try:
-                for raw_line in api.stream_lines(_path(ident, "/logs"), params):
-                    if not raw_line:
-                        continue
-                    rec = json.loads(raw_line)
+                for rec, raw_line in follow_logs(api, ident, params):
                     if "line" not in rec:  # not a log line: a notice, perhaps
                         _dropped_notice(rec)
                         continue
@@ -375,18 +444,11 @@ def logs(
             except KeyboardInterrupt:
                 return
             return
-        first = True
-        while True:
-            res = api.request("GET", _path(ident, "/logs"), params={**params, "limit": 5000})
-            if first:
+        for i, res in enumerate(log_pages(api, ident, params)):
+            if i == 0:
                 _dropped_notice(res)
-                first = False
             for rec in res["lines"]:
                 out.write(rec)
-            if len(res["lines"]) < 5000:
-                break
-            params["after_seq"] = res["next_seq"]
-            params["run_id"] = res["run_id"]
         out.flush()
 
 
@@ -400,8 +462,8 @@ def _dropped_notice(res: dict[str, Any]) -> None:
 
 def _has_run(api: Api, ident: str, follow: bool) -> bool:
     """False (after saying why and what to do) for a strategy that never ran and will not."""
-    s = api.request("GET", _path(ident))
-    if s.get("current_run") or api.request("GET", _path(ident, "/runs"), params={"limit": 1})["runs"]:
+    s = get_strategy(api, ident)
+    if s.get("current_run") or run_history(api, ident, limit=1)["runs"]:
         return True
     name = s["name"]
     if s["desired_state"] != "running":
@@ -420,7 +482,7 @@ def _has_run(api: Api, ident: str, follow: bool) -> bool:
 def runs(ident: Ident, as_json: JsonOpt = False) -> None:
     """Run history with exit reasons and resource figures."""
     with _api() as api:
-        res = api.request("GET", _path(ident, "/runs"))
+        res = run_history(api, ident)
     if as_json:
         emit_json(res)
         return
