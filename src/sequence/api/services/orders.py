@@ -56,7 +56,7 @@ async def check_credentials(settings: Settings, venue: str, credentials: Mapping
     the venue says of the account, or an :class:`ApiError` saying why they cannot be used."""
     try:
         adapter = order_venue(credentials, order_config(settings, venue))
-    except (ValueError, TypeError) as exc:  # key material that does not parse
+    except Exception as exc:  # key material that does not parse (AuthFailed, ValueError …)
         raise bad_request(f"these {venue} credentials cannot be used: {exc}", "body") from None
     try:
         info = await adapter.check()

@@ -1,0 +1,209 @@
+"""Real orders end to end, as a user does it: ``sequence up --venues live`` against the local
+venue servers, ``sequence connect`` with venue keys (checked with the venue before they are
+sealed), graphs with a ``seq_live_`` key that reach the venue and fill there, risk limits and
+the kill switch — and a ``seq_test_`` key that sends nothing to any venue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from eth_account import Account
+
+from tests.acceptance.harness import Platform
+from tests.acceptance.test_live_venues import Venues
+
+pytestmark = pytest.mark.slow
+
+
+class Live:
+    """The platform on the three local venues, with this client's venue credentials connected."""
+
+    def __init__(self, venues: Venues, root: Path) -> None:
+        self.venues = venues
+        self.platform = Platform(root)
+        self.platform.env.update(venues.env())
+        self.platform.env.update({
+            "SEQUENCE_POLYMARKET_USER_WS_URL": venues.servers["polymarket"].ws_url + "/ws/user",
+            "SEQUENCE_COINBASE_USER_WS_URL": venues.servers["coinbase"].ws_url,
+        })
+        self.platform.start()
+        self.root = root
+
+    def http(self, key: str | None = None) -> httpx.Client:
+        key = key or self.platform.api_key
+        return httpx.Client(base_url=self.platform.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    def test_key(self) -> str:
+        import tomllib
+
+        cfg = tomllib.loads((self.platform.home / ".config" / "sequence" / "config.toml").read_text())
+        return str(cfg["test_api_key"])
+
+    def orders_at(self, venue: str) -> int:
+        fake = {"coinbase": self.venues.coinbase, "polymarket": self.venues.polymarket}[venue]
+        return int(self.venues.servers[venue].call(lambda: len(fake.orders)))
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    venues = Venues(tmp_path_factory.mktemp("venues"))
+    try:
+        lv = Live(venues, tmp_path_factory.mktemp("live-orders"))
+        try:
+            yield lv
+        finally:
+            lv.platform.close()
+    finally:
+        venues.close()
+
+
+def _connect(live: Live, venue: str) -> str:
+    """`sequence connect VENUE` with keys the local venue knows (a PEM through --set-file)."""
+    server = live.venues.servers[venue]
+    if venue == "coinbase":
+        creds = server.call(live.venues.coinbase.new_key)
+        pem = live.root / "coinbase.pem"
+        pem.write_text(creds["private_key_pem"])
+        args = ["--set", f"api_key_name={creds['api_key_name']}", "--set-file", "private_key_pem=coinbase.pem"]
+    else:
+        acct = Account.create()
+        given = server.call(live.venues.polymarket.register, acct.address)
+        args = ["--set", f"private_key={acct.key.hex()}", *[a for k, v in given.items() for a in ("--set", f"{k}={v}")]]
+    return live.platform.cli("connect", venue, *args, cwd=live.root).stdout
+
+
+def _fills(http: httpx.Client, gid: str, want: Decimal, timeout: float = 15.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        fills = [f for f in http.get("/v1/fills", params={"limit": 100}).json()["fills"] if f["graph_id"] == gid]
+        if sum(Decimal(str(f["qty"])) for f in fills) >= want or time.monotonic() > deadline:
+            return fills
+        time.sleep(0.1)
+
+
+def _node(http: httpx.Client, gid: str, timeout: float = 15.0, until: Any = None) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        g = http.get(f"/v1/graphs/{gid}").json()
+        node = g["nodes"][0]
+        if until is None or until(node) or time.monotonic() > deadline:
+            return node
+        time.sleep(0.1)
+
+
+def test_connect_checks_credentials_with_the_venue_before_sealing_them(live: Live) -> None:
+    bad = live.platform.cli("connect", "coinbase", "--set", "api_key_name=organizations/x/apiKeys/y",
+                            "--set", "private_key_pem=not a key", check=False, cwd=live.root)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr, bad.stderr
+    assert "coinbase" in bad.stderr and ("refused" in bad.stderr or "cannot be used" in bad.stderr), bad.stderr
+    out = _connect(live, "coinbase")
+    assert "credentials sealed" in out and "coinbase accepted them: account" in out, out
+    out = _connect(live, "polymarket")
+    assert "polymarket accepted them: account 0x" in out, out
+
+
+def test_a_live_key_order_reaches_the_venue_and_fills_there(live: Live) -> None:
+    server, fake = live.venues.servers["coinbase"], live.venues.coinbase
+    asks = server.call(lambda: sorted(fake.books["BTC-USD"]["offer"].items())[:2])
+    before = live.orders_at("coinbase")
+    qty = Decimal("0.0005")
+    with live.http() as http:
+        r = http.post("/v1/graphs", json={"nodes": [{
+            "node_id": "buy", "symbol": "BTC-USD", "side": "buy", "qty": float(qty), "venue": "coinbase",
+            "instrument_type": "spot", "limit_price": float(asks[0][0])}]})
+        assert r.status_code in (200, 201), r.text
+        gid = r.json()["graph_id"]
+        assert r.json()["sandbox"] is False
+        fills = _fills(http, gid, qty)
+        assert live.orders_at("coinbase") == before + 1  # one order, at the venue
+        (order,) = server.call(lambda: [o for o in fake.orders.values()][-1:])
+        assert order.side == "BUY" and order.filled == qty and order.product_id == "BTC-USD"
+        assert [(Decimal(str(f["price"])), Decimal(str(f["qty"])), f["sandbox"]) for f in fills] == [
+            (asks[0][0], qty, False)], fills
+        assert _node(http, gid, until=lambda n: n["status"] == "filled")["status"] == "filled"
+        pos = [p for p in http.get("/v1/positions", params={"sandbox": "false"}).json()["positions"]
+               if p["symbol"] == "BTC-USD"]
+        assert pos and pos[0]["net_qty"] == pytest.approx(float(qty))
+
+
+def test_a_test_key_sends_nothing_to_any_venue(live: Live) -> None:
+    before = {v: live.orders_at(v) for v in ("coinbase", "polymarket")}
+    with live.http(live.test_key()) as http:
+        r = http.post("/v1/graphs", json={"sandbox": False, "nodes": [{
+            "node_id": "buy", "symbol": "BTC-USD", "side": "buy", "qty": 0.0005, "venue": "coinbase",
+            "instrument_type": "spot", "limit_price": 200000.0}]})
+        assert r.status_code in (200, 201) and r.json()["sandbox"] is True, r.text  # forced to paper
+        fills = _fills(http, r.json()["graph_id"], Decimal("0.0005"))
+        assert fills and all(f["sandbox"] is True for f in fills)
+    time.sleep(0.5)
+    assert {v: live.orders_at(v) for v in before} == before
+
+
+def test_a_risk_breach_stops_the_order_before_it_leaves(live: Live) -> None:
+    before = live.orders_at("coinbase")
+    with live.http() as http:
+        assert http.put("/v1/risk", json={"max_order_notional": 10}).status_code == 200
+        try:
+            r = http.post("/v1/graphs", json={"nodes": [{
+                "node_id": "buy", "symbol": "BTC-USD", "side": "buy", "qty": 0.001, "venue": "coinbase",
+                "instrument_type": "spot", "limit_price": 1000.0}]})  # 1.00 notional: fine
+            assert r.status_code in (200, 201), r.text
+            ok = r.json()["graph_id"]
+            r = http.post("/v1/graphs", json={"nodes": [{
+                "node_id": "buy", "symbol": "BTC-USD", "side": "buy", "qty": 0.001, "venue": "coinbase",
+                "instrument_type": "spot", "limit_price": 50000.0}]})  # 50.00 > 10
+            node = _node(http, r.json()["graph_id"], until=lambda n: n["status"] == "rejected")
+            assert node["status"] == "rejected" and node["reason"].startswith("risk_max_order_notional"), node
+            assert _node(http, ok, until=lambda n: n["status"] == "working")["status"] == "working"
+            assert live.orders_at("coinbase") == before + 1  # only the order inside the limit left
+            http.delete(f"/v1/graphs/{ok}")
+        finally:
+            http.delete("/v1/risk")
+
+
+def test_the_kill_switch_cancels_working_orders_at_every_venue(live: Live) -> None:
+    cb_server, cb = live.venues.servers["coinbase"], live.venues.coinbase
+    pm_server, pm = live.venues.servers["polymarket"], live.venues.polymarket
+    spain = pm_server.call(lambda: pm.market("Spain"))
+    gids = []
+    with live.http() as http:
+        assert http.put("/v1/risk", json={"max_open_orders": 100, "max_orders_per_second": 100}).status_code == 200
+        try:
+            for i in range(6):
+                r = http.post("/v1/graphs", json={"nodes": [{
+                    "node_id": "rest", "symbol": "BTC-USD", "side": "buy", "qty": 0.001, "venue": "coinbase",
+                    "instrument_type": "spot", "limit_price": 1000.0 + i}]})
+                gids.append(r.json()["graph_id"])
+                r = http.post("/v1/graphs", json={"nodes": [{
+                    "node_id": "rest", "symbol": spain.yes, "side": "buy", "qty": 10, "venue": "polymarket",
+                    "instrument_type": "prediction", "limit_price": 0.02}]})
+                assert r.status_code in (200, 201), r.text
+                gids.append(r.json()["graph_id"])
+            for gid in gids:
+                assert _node(http, gid, until=lambda n: n["status"] == "working")["status"] == "working", gid
+            time.sleep(0.5)  # the acks (venue order ids) land
+            r = http.post("/v1/kill")
+            assert r.status_code == 200, r.text
+            report = r.json()
+            assert report["real_orders_cancelled"] == 12 and report["not_cancelled"] == [], report
+            for gid in gids:
+                assert http.get(f"/v1/graphs/{gid}").json()["status"] == "cancelled"
+            assert cb_server.call(lambda: [o.status for o in cb.orders.values() if o.status == "OPEN"]) == []
+            assert pm_server.call(lambda: [o.id for o in pm.orders.values() if o.status == "LIVE"]) == []
+            before = live.orders_at("coinbase")
+            r = http.post("/v1/graphs", json={"nodes": [{
+                "node_id": "rest", "symbol": "BTC-USD", "side": "buy", "qty": 0.001, "venue": "coinbase",
+                "instrument_type": "spot", "limit_price": 1000.0}]})
+            node = _node(http, r.json()["graph_id"], until=lambda n: n["status"] == "rejected")
+            assert node["reason"].startswith("kill_switch_engaged"), node
+            assert live.orders_at("coinbase") == before
+        finally:
+            http.delete("/v1/kill")
+            http.delete("/v1/risk")
