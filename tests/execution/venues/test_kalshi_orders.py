@@ -29,7 +29,13 @@ from sequence.execution.venues import (
     client_order_id,
     order_venue,
 )
-from sequence.execution.venues.kalshi import KalshiOrders, order_body, yes_leg
+from sequence.execution.venues.kalshi import (
+    KalshiOrders,
+    order_body,
+    split_client_id,
+    venue_client_id,
+    yes_leg,
+)
 from sequence.market.venues.live.kalshi import kalshi_headers
 from tests.venues.harness import FakeServer, eventually
 from tests.venues.kalshi import API, WS_PATH, FakeKalshi, taker_fee
@@ -127,7 +133,8 @@ def test_mapping_yes_and_no_to_the_yes_leg() -> None:
     assert yes_leg("no", "sell", D("0.40")) == ("bid", D("0.60"))
     r = req("KXT-1", "n1", "buy", "3", "0.40", outcome="no")
     assert order_body(r) == {
-        "ticker": "KXT-1", "client_order_id": r.client_order_id, "side": "ask", "count": "3.00", "price": "0.6000",
+        "ticker": "KXT-1", "client_order_id": r.client_order_id + ":bn", "side": "ask", "count": "3.00",
+        "price": "0.6000",
         "time_in_force": "good_till_canceled", "post_only": False, "self_trade_prevention_type": "taker_at_cross",
     }
     body = order_body(req("KXT-1", "n2", "sell", "10", "0.125", outcome="no", tif="ioc", post_only=True))
@@ -149,6 +156,12 @@ def test_mapping_yes_and_no_to_the_yes_leg() -> None:
         order_body(req("KXT-1", "n8", "buy", "1.001", "0.5"))
     # The same node attempt is the same client order id on every retry.
     assert client_order_id("graph:g1:n1:1") == r.client_order_id != client_order_id("graph:g1:n1:2")
+    # The id sent carries the intent (a NO buy and a YES sell are both asks at the venue).
+    assert [venue_client_id("c", side, outcome) for side, outcome in
+            (("buy", "yes"), ("buy", "no"), ("sell", "yes"), ("sell", "no"))] == ["c:by", "c:bn", "c:sy", "c:sn"]
+    assert split_client_id(r.client_order_id + ":sn") == (r.client_order_id, ("sell", "no"))
+    assert split_client_id("plain-id") == ("plain-id", None)
+    assert split_client_id(venue_client_id("x" * 63, "buy", "no")) == ("x" * 63, None)  # too long to carry it
 
 
 # -- the fake refuses what Kalshi refuses ----------------------------------------------------------------
@@ -255,6 +268,10 @@ async def test_a_crossing_buy_fills_across_two_levels(server: FakeServer, fake: 
     assert [(f.price, f.qty, f.side, f.outcome) for f in no_fills] == [
         (D("0.58"), D(2), "buy", "no"), (D("0.59"), D(1), "buy", "no")]
     assert all(f.client_order_id == no.client_order_id and f.symbol == ticker for f in no_fills)
+    # A restarted adapter (no request at hand) reads the same fills the same way.
+    async with venue(server, rsa_key) as fresh:
+        again = await fresh.fills(since)
+    assert again == fills
     assert fake.markets[ticker].no == {D("0.54"): D(2)}
 
 
@@ -307,6 +324,7 @@ async def test_cancel_and_cancel_of_a_finished_order(server: FakeServer, fake: F
 async def test_cancel_many_uses_batches(server: FakeServer, fake: FakeKalshi, rsa_key: rsa.RSAPrivateKey,
                                         ticker: str) -> None:
     await book(server, fake, ticker, yes={"0.40": 10}, no={"0.55": 10})
+    fake.writes_per_s, fake.write_burst = 1000.0, 100  # a higher tier than Basic on both sides
     async with venue(server, rsa_key, writes_per_s=1000.0, burst=100) as v:
         placed = [await v.place(req(ticker, f"k{i}", "buy", "1", "0.20")) for i in range(25)]
         f = await v.place(req(ticker, "kf", "buy", "1", "0.45"))  # filled: its final status comes back
@@ -370,7 +388,7 @@ async def test_a_timed_out_submit_is_found_and_never_sent_twice(server: FakeServ
         found2 = await fresh.lookup(r.client_order_id)
         assert found2 is not None and found2.venue_order_id == found.venue_order_id
         assert [f.fill_id for f in await fresh.fills(since)] == [f.fill_id for f in fills]
-    assert len([o for o in fake.orders.values() if o.client_order_id == r.client_order_id]) == 1
+    assert len([o for o in fake.orders.values() if o.client_order_id.startswith(r.client_order_id)]) == 1
     await eventually(lambda: fake.holding == 0)  # the held reply went out (to nobody) before the server stops
 
 

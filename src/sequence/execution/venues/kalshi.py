@@ -15,6 +15,11 @@ Create
     (``bid`` buys YES, ``ask`` sells YES), ``price`` the YES price as a dollar string
     (``"0.5600"``, up to six decimals), ``count`` a fixed-point string (``"10.00"``).
     Buying NO at p is an ``ask`` at 1 − p; selling NO at p a ``bid`` at 1 − p (:func:`order_body`).
+    ``client_order_id`` is ours plus ``:`` and the request's intent (``by`` buy YES, ``bn`` buy NO,
+    ``sy`` sell YES, ``sn`` sell NO; :func:`venue_client_id`): at the venue a NO buy and a YES sell
+    are both an ``ask``, and the suffix lets any later reader (a restarted coordinator, a fill
+    with no request at hand) report the order in its own terms. Every :class:`VenueOrder` /
+    :class:`VenueFill` carries our id without the suffix.
     ``time_in_force``: ``good_till_canceled`` / ``immediate_or_cancel`` / ``fill_or_kill``.
     ``self_trade_prevention_type``: ``taker_at_cross`` (the documented examples' choice; the
     other value is ``maker``), overridable with ``OrderRequest.extra["self_trade_prevention_type"]``.
@@ -58,17 +63,20 @@ User channel
 How lookup works
     :meth:`KalshiOrders.lookup` reads the order by its venue id when this adapter saw it (a
     201, a user-channel update or an earlier lookup); otherwise it lists ``GET /portfolio/orders``
-    (every status, narrowed to the request's ticker and to orders created since shortly before
-    it was sent, when this adapter sent it) page by page and matches ``client_order_id``. After
-    a restart the engine should :meth:`KalshiOrders.remember` its working requests first so the
-    listing is narrowed and fills are reported in the outcome the order was for.
+    (every status; narrowed to the request's ticker and to orders created since shortly before
+    it was sent when this adapter sent it or was told with :meth:`KalshiOrders.remember`, else
+    at most :data:`LOOKUP_MAX_PAGES` pages, newest first) and matches ``client_order_id``
+    (without its intent suffix). A lookup links the venue order id to ours, so later fills of
+    that order carry our client order id even when the venue's fill rows do not.
 
 Fills and prices
     A fill's price and side are in the terms of the request that made the order: a NO buy at
     0.40 (sent as a YES ask at 0.60) fills as ``side="buy", outcome="no"`` at the fill's
-    ``no_price_dollars``. For an order this adapter does not know (placed elsewhere, or before
-    a restart without :meth:`remember`) the fill's own ``side``/``action`` are used as outcome and
-    side. Fees (``fee_cost``) are dollars. Quantities are contracts.
+    ``no_price_dollars`` (else 1 − ``yes_price_dollars``). The intent comes from the request
+    when this adapter has it, else from the client order id's suffix; for an order placed
+    elsewhere (no suffix) the fill's own ``side``/``action`` are used. Fees (``fee_cost``) are
+    dollars, per fill. Quantities are contracts. ``ts_ms`` from ``created_time`` (REST) or
+    ``ts``/``ts_ms`` (WebSocket).
 
 Errors
     401/403 → :class:`AuthFailed`. 429 (no ``Retry-After``) means the request was not taken:
@@ -78,6 +86,8 @@ Errors
     ``invalid_order``, ``venue_rejected``). A timeout, a connection error or a 5xx on a write →
     :class:`OutcomeUnknown`, never retried. A create refused because the ``client_order_id``
     already exists is not a reject (the order exists): :meth:`place` looks it up and returns it.
+    Reads (lookup, open orders, fills) that cannot get an answer (transport, 5xx, 429 after
+    the retries, a garbled body) raise :class:`OutcomeUnknown` too: "could not tell".
 
 Rate limit
     Writes go through a token bucket (Basic tier: 10 writes/s), reads through another (20/s);
@@ -204,6 +214,30 @@ def yes_leg(outcome: Literal["yes", "no"], side: Literal["buy", "sell"], price: 
     return ("ask" if side == "buy" else "bid"), ONE - price
 
 
+#: The intent suffix of the client order id we send: a V2 order is only a YES-book bid or ask, so
+#: a NO buy and a YES sell look alike at the venue; the suffix says which one the request was.
+_INTENT_CODES: dict[tuple[str, str], str] = {("buy", "yes"): "by", ("buy", "no"): "bn",
+                                              ("sell", "yes"): "sy", ("sell", "no"): "sn"}
+_INTENTS: dict[str, tuple[Literal["buy", "sell"], Literal["yes", "no"]]] = {
+    "by": ("buy", "yes"), "bn": ("buy", "no"), "sy": ("sell", "yes"), "sn": ("sell", "no")}
+MAX_CLIENT_ID = 64
+
+
+def venue_client_id(client_order_id: str, side: str, outcome: str) -> str:
+    """The client order id sent to Kalshi: ours plus ``:`` and the intent (``by``, ``bn``, ``sy``,
+    ``sn``), the same on every retry of the same request (an id too long for it is sent as is)."""
+    if len(client_order_id) + 3 > MAX_CLIENT_ID:
+        return client_order_id
+    return f"{client_order_id}:{_INTENT_CODES[(side, outcome)]}"
+
+
+def split_client_id(venue_id: str) -> tuple[str, tuple[Literal["buy", "sell"], Literal["yes", "no"]] | None]:
+    """Our client order id and the (side, outcome) intent from the id Kalshi reports."""
+    if len(venue_id) > 3 and venue_id[-3] == ":" and venue_id[-2:] in _INTENTS:
+        return venue_id[:-3], _INTENTS[venue_id[-2:]]
+    return venue_id, None
+
+
 def order_body(req: OrderRequest) -> dict[str, Any]:
     """The ``POST /portfolio/events/orders`` body for *req* (validated: a limit price strictly
     between 0 and 1, a positive quantity, a known time in force)."""
@@ -228,7 +262,7 @@ def order_body(req: OrderRequest) -> dict[str, Any]:
                             "invalid_order")
     return {
         "ticker": req.symbol,
-        "client_order_id": req.client_order_id,
+        "client_order_id": venue_client_id(req.client_order_id, req.side, outcome),
         "side": book_side,
         "count": count_fp(qty),
         "price": dollars(yes_price),
@@ -330,6 +364,7 @@ class KalshiOrders(OrderVenue):
         self._requests: dict[str, _Known] = {}  # client order id -> the request we sent
         self._ids: dict[str, str] = {}  # venue order id -> client order id
         self._cids: dict[str, str] = {}  # client order id -> venue order id
+        self._intent: dict[str, tuple[Literal["buy", "sell"], Literal["yes", "no"]]] = {}  # venue order id ->
         self.throttled = 0  # 429s seen
         self.ws_connects = 0
         self.ws_reconnects = 0
@@ -346,6 +381,18 @@ class KalshiOrders(OrderVenue):
         if cid:
             self._ids[venue_order_id] = cid
             self._cids[cid] = venue_order_id
+
+    def _row_cid(self, row: Mapping[str, Any], venue_order_id: str) -> str | None:
+        """Our client order id for a venue row (its intent suffix noted), or the one we know."""
+        raw = row.get("client_order_id")
+        if raw:
+            cid, intent = split_client_id(str(raw))
+            if intent is not None and venue_order_id:
+                self._intent[venue_order_id] = intent
+            if venue_order_id:
+                self._link(venue_order_id, cid)
+            return cid
+        return self._ids.get(venue_order_id)
 
     def _request_of(self, venue_order_id: str, cid: str | None) -> OrderRequest | None:
         cid = cid or self._ids.get(venue_order_id)
@@ -401,12 +448,12 @@ class KalshiOrders(OrderVenue):
         try:
             resp = await self._call("GET", path, params=params)
         except httpx.HTTPError as exc:
-            raise OrderError(f"Kalshi GET {path}: {type(exc).__name__}: {exc}") from None
+            raise OutcomeUnknown(f"Kalshi GET {path}: {type(exc).__name__}: {exc}") from None
         self._auth_check(resp)
         if resp.status_code == 429:
-            raise OrderError(f"Kalshi GET {path}: still rate limited after {self.max_retries} retries")
+            raise OutcomeUnknown(f"Kalshi GET {path}: still rate limited after {self.max_retries} retries")
         if resp.status_code >= 500:
-            raise OrderError(f"Kalshi GET {path}: HTTP {resp.status_code} {_venue_error(resp)[1]}")
+            raise OutcomeUnknown(f"Kalshi GET {path}: HTTP {resp.status_code} {_venue_error(resp)[1]}")
         return resp
 
     @staticmethod
@@ -420,9 +467,10 @@ class KalshiOrders(OrderVenue):
         try:
             body = resp.json()
         except ValueError:
-            raise OrderError(f"Kalshi answered HTTP {resp.status_code} without JSON") from None
+            raise OutcomeUnknown(f"Kalshi answered HTTP {resp.status_code} without JSON") from None
         if not isinstance(body, dict):
-            raise OrderError(f"Kalshi answered HTTP {resp.status_code} with {type(body).__name__}, not an object")
+            raise OutcomeUnknown(f"Kalshi answered HTTP {resp.status_code} with {type(body).__name__}, "
+                                 "not an object")
         return body
 
     # -- the interface ---------------------------------------------------------------------------
@@ -482,8 +530,7 @@ class KalshiOrders(OrderVenue):
 
     def _order(self, row: Mapping[str, Any]) -> VenueOrder:
         oid = str(row.get("order_id") or "")
-        cid = row.get("client_order_id") or self._ids.get(oid)
-        self._link(oid, str(cid) if cid else None)
+        cid = self._row_cid(row, oid)
         raw = str(row.get("status") or "")
         status = _STATUS.get(raw, "open")
         filled = _count(row, "fill_count_fp", "fill_count")
@@ -493,7 +540,7 @@ class KalshiOrders(OrderVenue):
         reason = None
         if status == "cancelled":
             reason = str(row.get("cancel_reason") or row.get("reason") or "canceled")
-        return VenueOrder(str(cid) if cid else None, oid, status, str(row.get("ticker") or row.get("market_ticker") or ""),
+        return VenueOrder(cid, oid, status, str(row.get("ticker") or row.get("market_ticker") or ""),
                           filled, remaining, reason, _ms(row, "ts_ms", "last_update_time", "created_time", "ts"))
 
     async def _get_order(self, venue_order_id: str) -> VenueOrder | None:
@@ -501,21 +548,21 @@ class KalshiOrders(OrderVenue):
         if resp.status_code == 404:
             return None
         if resp.status_code != 200:
-            raise OrderError(f"Kalshi GET order {venue_order_id}: HTTP {resp.status_code} {_venue_error(resp)[1]}")
+            raise OutcomeUnknown(f"Kalshi GET order {venue_order_id}: HTTP {resp.status_code} {_venue_error(resp)[1]}")
         row = self._json(resp).get("order")
         if not isinstance(row, Mapping):
-            raise OrderError(f"Kalshi GET order {venue_order_id}: no order in the answer")
+            raise OutcomeUnknown(f"Kalshi GET order {venue_order_id}: no order in the answer")
         return self._order(row)
 
     async def cancel(self, venue_order_id: str) -> VenueOrder:
         resp = await self._write("DELETE", f"/portfolio/events/orders/{quote(venue_order_id, safe='')}")
         if resp.status_code in (200, 201):
             body = self._json(resp)
-            cid = body.get("client_order_id") or self._ids.get(venue_order_id)
+            cid = self._row_cid(body, venue_order_id)
             reduced = _count(body, "reduced_by_fp", "reduced_by")
-            req = self._request_of(venue_order_id, str(cid) if cid else None)
+            req = self._request_of(venue_order_id, cid)
             filled = max(ZERO, req.qty - reduced) if req is not None else ZERO
-            return VenueOrder(str(cid) if cid else None, venue_order_id, "cancelled", req.symbol if req else "",
+            return VenueOrder(cid, venue_order_id, "cancelled", req.symbol if req else "",
                               filled, ZERO, "canceled by us", _ms(body, "ts_ms", "ts"))
         code, message = _venue_error(resp)
         if resp.status_code in (400, 404, 409):
@@ -572,11 +619,11 @@ class KalshiOrders(OrderVenue):
                 else:
                     out.append(found)
                 continue
-            cid = row.get("client_order_id") or self._ids.get(oid)
+            cid = self._row_cid(row, oid)
             reduced = _count(row, "reduced_by_fp", "reduced_by")
-            req = self._request_of(oid, str(cid) if cid else None)
+            req = self._request_of(oid, cid)
             filled = max(ZERO, req.qty - reduced) if req is not None else ZERO
-            out.append(VenueOrder(str(cid) if cid else None, oid, "cancelled", req.symbol if req else "", filled,
+            out.append(VenueOrder(cid, oid, "cancelled", req.symbol if req else "", filled,
                                   ZERO, "canceled by us", _ms(row, "ts_ms", "ts")))
         return out
 
@@ -592,12 +639,12 @@ class KalshiOrders(OrderVenue):
                 q["cursor"] = cursor
             resp = await self._read("/portfolio/orders", q)
             if resp.status_code != 200:
-                raise OrderError(f"Kalshi GET /portfolio/orders: HTTP {resp.status_code} {_venue_error(resp)[1]}")
+                raise OutcomeUnknown(f"Kalshi GET /portfolio/orders: HTTP {resp.status_code} {_venue_error(resp)[1]}")
             body = self._json(resp)
             for row in body.get("orders") or []:
                 if not isinstance(row, Mapping):
                     continue
-                if match is not None and row.get("client_order_id") != match:
+                if match is not None and split_client_id(str(row.get("client_order_id") or ""))[0] != match:
                     continue
                 out.append(self._order(row))
                 if match is not None:
@@ -626,14 +673,15 @@ class KalshiOrders(OrderVenue):
 
     def _fill(self, row: Mapping[str, Any]) -> VenueFill:
         oid = str(row.get("order_id") or "")
-        cid = row.get("client_order_id") or self._ids.get(oid)
-        cid = str(cid) if cid else None
+        cid = self._row_cid(row, oid)
         req = self._request_of(oid, cid)
         outcome: Literal["yes", "no"]
         side: Literal["buy", "sell"]
         if req is not None:
             outcome = req.outcome or "yes"
             side = req.side
+        elif oid in self._intent:
+            side, outcome = self._intent[oid]
         else:
             outcome = "no" if row.get("side") == "no" else "yes"
             side = "sell" if row.get("action") == "sell" else "buy"
@@ -666,7 +714,7 @@ class KalshiOrders(OrderVenue):
                 q["cursor"] = cursor
             resp = await self._read("/portfolio/fills", q)
             if resp.status_code != 200:
-                raise OrderError(f"Kalshi GET /portfolio/fills: HTTP {resp.status_code} {_venue_error(resp)[1]}")
+                raise OutcomeUnknown(f"Kalshi GET /portfolio/fills: HTTP {resp.status_code} {_venue_error(resp)[1]}")
             body = self._json(resp)
             out.extend(self._fill(r) for r in body.get("fills") or [] if isinstance(r, Mapping))
             cursor = str(body.get("cursor") or "")
