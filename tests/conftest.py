@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from sequence.store.engine import Database, normalize_url
+from sequence.store.db import Database, normalize_url
 from sequence.store.store import Store
 from sequence.store.tables import metadata
 from tests.helpers import LiveServer, start_server

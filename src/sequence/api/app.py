@@ -47,7 +47,7 @@ from sequence.market.clock import Clock
 from sequence.market.service import MarketService
 from sequence.secrets import Keyring
 from sequence.settings import Settings
-from sequence.store.engine import Database
+from sequence.store.db import Database
 from sequence.store.store import Store
 
 log = logging.getLogger("sequence.coordinator")
