@@ -113,6 +113,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -331,6 +332,16 @@ def _venue_error(resp: httpx.Response) -> tuple[str, str]:
     return "", str(body)[:500]
 
 
+#: Orders remembered per adapter (request, ids, intent); past it the oldest half is forgotten.
+MAX_TRACKED = 200_000
+
+
+def _trim(d: dict[str, Any]) -> None:
+    if len(d) > MAX_TRACKED:
+        for key in list(itertools.islice(d, len(d) // 2)):
+            del d[key]
+
+
 @dataclass(frozen=True)
 class _Known:
     """What we know of one order: the request it came from (its outcome and side)."""
@@ -364,7 +375,8 @@ class KalshiOrders(OrderVenue):
         self._requests: dict[str, _Known] = {}  # client order id -> the request we sent
         self._ids: dict[str, str] = {}  # venue order id -> client order id
         self._cids: dict[str, str] = {}  # client order id -> venue order id
-        self._intent: dict[str, tuple[Literal["buy", "sell"], Literal["yes", "no"]]] = {}  # venue order id ->
+        # venue order id -> (side, outcome) read from its client order id's suffix
+        self._intent: dict[str, tuple[Literal["buy", "sell"], Literal["yes", "no"]]] = {}
         self.throttled = 0  # 429s seen
         self.ws_connects = 0
         self.ws_reconnects = 0
@@ -374,6 +386,7 @@ class KalshiOrders(OrderVenue):
         """Note a request this client sent (after a restart: its working orders), so lookups are
         narrowed to its ticker and its fills come back in its outcome's terms."""
         self._requests[req.client_order_id] = _Known(req, int(time.time() * 1000) if sent_ms is None else sent_ms)
+        _trim(self._requests)
         if venue_order_id:
             self._link(venue_order_id, req.client_order_id)
 
@@ -381,6 +394,8 @@ class KalshiOrders(OrderVenue):
         if cid:
             self._ids[venue_order_id] = cid
             self._cids[cid] = venue_order_id
+            _trim(self._ids)
+            _trim(self._cids)
 
     def _row_cid(self, row: Mapping[str, Any], venue_order_id: str) -> str | None:
         """Our client order id for a venue row (its intent suffix noted), or the one we know."""
@@ -389,6 +404,7 @@ class KalshiOrders(OrderVenue):
             cid, intent = split_client_id(str(raw))
             if intent is not None and venue_order_id:
                 self._intent[venue_order_id] = intent
+                _trim(self._intent)
             if venue_order_id:
                 self._link(venue_order_id, cid)
             return cid
@@ -436,7 +452,7 @@ class KalshiOrders(OrderVenue):
         except httpx.TimeoutException as exc:
             raise OutcomeUnknown(f"Kalshi {method} {path}: no answer within {self.config.timeout_s:g} s "
                                  f"({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             raise OutcomeUnknown(f"Kalshi {method} {path}: connection failed ({type(exc).__name__}: {exc})") from None
         if resp.status_code >= 500:
             message = _venue_error(resp)[1]
