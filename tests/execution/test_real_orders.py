@@ -46,7 +46,7 @@ class ScriptedVenue(OrderVenue):
         self.reject_next: str | None = None
         self.lose_next_reply = False
         self.cancelled: list[str] = []
-        self.queue: asyncio.Queue[VenueOrder | VenueFill] = asyncio.Queue()
+        self.queue: asyncio.Queue[VenueOrder | VenueFill | Exception] = asyncio.Queue()
         self.fill_log: list[VenueFill] = []
 
     async def check(self) -> AccountInfo:
@@ -86,7 +86,10 @@ class ScriptedVenue(OrderVenue):
 
     async def events(self) -> AsyncIterator[VenueOrder | VenueFill]:
         while True:
-            yield await self.queue.get()
+            item = await self.queue.get()
+            if isinstance(item, Exception):
+                raise item  # the adapter gave up on its user channel
+            yield item
 
     def fill(self, req: OrderRequest, qty: str, price: str, fill_id: str, *, push: bool = True) -> VenueFill:
         order = self.orders[req.client_order_id]
@@ -324,4 +327,21 @@ async def test_when_a_run_ends_its_real_orders_are_cancelled(env: Env) -> None:
     assert rig.kalshi.cancelled == ["v-1"]
     n = node_of(await graph(rig.engine, env, gid), "leg")
     assert n["status"] == "cancelled" and "venue_cancelled" in n["reason"]
+    await rig.engine.stop()
+
+
+@async_test
+async def test_when_the_venue_session_is_lost_the_runs_real_orders_there_are_cancelled(env: Env) -> None:
+    std_book(env.market)
+    rig = Rig(env)
+    await rig.engine.start()
+    mine = await submit(rig.engine, env, [node(qty=1, limit_price=0.20)])
+    by_hand = await submit(rig.engine, env, [node(qty=1, limit_price=0.21)])  # a client key's, no run
+    await rig.until(lambda: "kalshi" in rig.venues and len(rig.kalshi.placed) == 2
+                    and all(n["venue_order_id"] for g in env.trading.load_active() for n in g["nodes"]))
+    rig.engine._graphs[mine].run_id = "run_x"
+    rig.kalshi.queue.put_nowait(ConnectionError("user channel closed"))
+    await rig.until(lambda: rig.kalshi.cancelled == ["v-1"])
+    assert node_of(await graph(rig.engine, env, mine), "leg")["status"] == "cancelled"
+    assert node_of(await graph(rig.engine, env, by_hand), "leg")["status"] == "working"
     await rig.engine.stop()

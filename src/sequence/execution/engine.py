@@ -170,6 +170,7 @@ class TradingEngine:
         self._tasks: set[asyncio.Task[Any]] = set()
         if router is not None:
             router.bind(self._on_live)
+            router.on_session_lost = self._session_lost
         self._graphs: dict[str, Graph] = {}
         self._cores: dict[str, MatchingCore] = {}
         self._orders: dict[str, Node] = {}  # node_order_id -> its node, while the order works
@@ -763,11 +764,21 @@ class TradingEngine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def cancel_run(self, run_id: str) -> int:
+    def _session_lost(self, client_id: str, venue: str) -> None:
+        """The venue's user channel failed: we no longer see fills there, so the real orders
+        strategies placed at that venue are cancelled (over REST, while it answers)."""
+        runs = {g.run_id for g in self._graphs.values() if g.client_id == client_id and g.run_id
+                for n in g.nodes.values() if n.venue == venue and n.node_order_id in self._live}
+        for run_id in runs:
+            log.warning("%s session of %s lost: cancelling run %s's real orders there", venue, client_id, run_id)
+            self._spawn(self.cancel_run(run_id, venue=venue))
+
+    async def cancel_run(self, run_id: str, *, venue: str | None = None) -> int:
         """A run ended or lost its lease: its real orders are cancelled at their venues (its
         paper orders keep working, as they always have). Returns how many were asked to cancel."""
         tasks = [self._cancel_real(g, node) for g in list(self._graphs.values()) if g.run_id == run_id
-                 for node in g.nodes.values() if node.node_order_id in self._live]
+                 for node in g.nodes.values() if node.node_order_id in self._live
+                 and (venue is None or node.venue == venue)]
         if tasks:
             await asyncio.wait(tasks, timeout=CANCEL_WAIT_S)
         return len(tasks)

@@ -131,6 +131,9 @@ class OrderRouter:
         self._by_void: dict[str, str] = {}  # venue order id -> node order id (fills may name only it)
         self._working: dict[tuple[str, str], set[str]] = {}  # (client, venue) -> client order ids working
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Called with (client, venue) when a venue's user channel fails (the adapter gave up on
+        #: it): the engine cancels the runs' real orders there over REST (cancel on loss).
+        self.on_session_lost: Callable[[str, str], None] | None = None
         self.stats = {"sent": 0, "acked": 0, "refused": 0, "unknown": 0, "fills": 0, "cancels": 0}
 
     def bind(self, sink: Sink) -> None:
@@ -368,6 +371,8 @@ class OrderRouter:
                 raise
             except Exception as exc:
                 log.warning("%s user channel for %s: %s; reconnecting", venue, client_id, exc)
+                if self.on_session_lost is not None and self._working.get(key):
+                    self.on_session_lost(client_id, venue)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
