@@ -224,7 +224,7 @@ class OrderRouter:
                 log.warning("order %s: outcome unknown (%s); looking it up", order.client_order_id, exc)
                 try:
                     found = await self._look_up(s.adapter, order.client_order_id)
-                except OutcomeUnknown:
+                except Exception:
                     # It may be working at the venue: the node stays working (never rejected
                     # while the order might exist); the backfill reports its fills, a cancel
                     # or the kill switch looks it up again.
