@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from eth_account import Account
 
 from tests.acceptance.harness import Platform
@@ -47,7 +49,8 @@ class Live:
         return str(cfg["test_api_key"])
 
     def orders_at(self, venue: str) -> int:
-        fake = {"coinbase": self.venues.coinbase, "polymarket": self.venues.polymarket}[venue]
+        fake = {"coinbase": self.venues.coinbase, "polymarket": self.venues.polymarket,
+                "kalshi": self.venues.kalshi}[venue]
         return int(self.venues.servers[venue].call(lambda: len(fake.orders)))
 
 
@@ -67,7 +70,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 def _connect(live: Live, venue: str) -> str:
     """`sequence connect VENUE` with keys the local venue knows (a PEM through --set-file)."""
     server = live.venues.servers[venue]
-    if venue == "coinbase":
+    if venue == "kalshi":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        server.call(live.venues.kalshi.add_key, "trading-key", key.public_key())
+        (live.root / "kalshi-trading.pem").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        args = ["--set", "api_key_id=trading-key", "--set-file", "private_key_pem=kalshi-trading.pem"]
+    elif venue == "coinbase":
         creds = server.call(live.venues.coinbase.new_key)
         pem = live.root / "coinbase.pem"
         pem.write_text(creds["private_key_pem"])
@@ -107,6 +116,8 @@ def test_connect_checks_credentials_with_the_venue_before_sealing_them(live: Liv
     assert "credentials sealed" in out and "coinbase accepted them: account" in out, out
     out = _connect(live, "polymarket")
     assert "polymarket accepted them: account 0x" in out, out
+    out = _connect(live, "kalshi")
+    assert "kalshi accepted them: account" in out and "USD" in out, out
 
 
 def test_a_live_key_order_reaches_the_venue_and_fills_there(live: Live) -> None:
@@ -134,7 +145,7 @@ def test_a_live_key_order_reaches_the_venue_and_fills_there(live: Live) -> None:
 
 
 def test_a_test_key_sends_nothing_to_any_venue(live: Live) -> None:
-    before = {v: live.orders_at(v) for v in ("coinbase", "polymarket")}
+    before = {v: live.orders_at(v) for v in ("coinbase", "polymarket", "kalshi")}
     with live.http(live.test_key()) as http:
         r = http.post("/v1/graphs", json={"sandbox": False, "nodes": [{
             "node_id": "buy", "symbol": "BTC-USD", "side": "buy", "qty": 0.0005, "venue": "coinbase",
@@ -172,6 +183,9 @@ def test_the_kill_switch_cancels_working_orders_at_every_venue(live: Live) -> No
     cb_server, cb = live.venues.servers["coinbase"], live.venues.coinbase
     pm_server, pm = live.venues.servers["polymarket"], live.venues.polymarket
     spain = pm_server.call(lambda: pm.market("Spain"))
+    k_server, k = live.venues.servers["kalshi"], live.venues.kalshi
+    ticker = k_server.call(lambda: next(m.ticker for m in k.open_markets() if m.yes and m.no
+                                        and m.structure == "linear_cent"))
     gids = []
     with live.http() as http:
         assert http.put("/v1/risk", json={"max_open_orders": 100, "max_orders_per_second": 100}).status_code == 200
@@ -186,17 +200,24 @@ def test_the_kill_switch_cancels_working_orders_at_every_venue(live: Live) -> No
                     "instrument_type": "prediction", "limit_price": 0.02}]})
                 assert r.status_code in (200, 201), r.text
                 gids.append(r.json()["graph_id"])
+                if i < 3:  # Kalshi's basic tier: 10 writes a second
+                    r = http.post("/v1/graphs", json={"nodes": [{
+                        "node_id": "rest", "symbol": f"{ticker}-YES", "side": "buy", "qty": 2, "venue": "kalshi",
+                        "instrument_type": "prediction", "limit_price": 0.01}]})
+                    assert r.status_code in (200, 201), r.text
+                    gids.append(r.json()["graph_id"])
             for gid in gids:
                 assert _node(http, gid, until=lambda n: n["status"] == "working")["status"] == "working", gid
             time.sleep(0.5)  # the acks (venue order ids) land
             r = http.post("/v1/kill")
             assert r.status_code == 200, r.text
             report = r.json()
-            assert report["real_orders_cancelled"] == 12 and report["not_cancelled"] == [], report
+            assert report["real_orders_cancelled"] == 15 and report["not_cancelled"] == [], report
             for gid in gids:
                 assert http.get(f"/v1/graphs/{gid}").json()["status"] == "cancelled"
             assert cb_server.call(lambda: [o.status for o in cb.orders.values() if o.status == "OPEN"]) == []
             assert pm_server.call(lambda: [o.id for o in pm.orders.values() if o.status == "LIVE"]) == []
+            assert k_server.call(lambda: [o.order_id for o in k.orders.values() if o.status == "resting"]) == []
             before = live.orders_at("coinbase")
             r = http.post("/v1/graphs", json={"nodes": [{
                 "node_id": "rest", "symbol": "BTC-USD", "side": "buy", "qty": 0.001, "venue": "coinbase",
