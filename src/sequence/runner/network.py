@@ -242,6 +242,11 @@ class RunNetwork:
                 self._tasks.add(task)
             try:
                 await handler(r, w)
+            except asyncio.CancelledError:
+                # The run's network is closing. End the task normally: on Python 3.11 asyncio's
+                # stream callback calls task.exception() on a cancelled connection task and logs
+                # a spurious "Exception in callback … CancelledError" traceback.
+                w.close()
             except Exception:
                 log.debug("run %s: connection handler failed", self.run_id, exc_info=True)
                 w.close()
