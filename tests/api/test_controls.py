@@ -18,8 +18,12 @@ def test_risk_limits_read_change_and_reset(coord: Any) -> None:
         assert r["limits"]["max_order_notional"] == 250 and r["limits"]["max_daily_loss"] is None
         assert r["limits"]["max_open_orders"] == 20  # untouched: still the default
         assert http.get("/v1/risk").json()["limits"]["max_order_notional"] == 250
+        assert r["cancel_on_stop"] is True
+        r = http.put("/v1/risk", json={"cancel_on_stop": False}).json()
+        assert r["cancel_on_stop"] is False and r["limits"]["max_order_notional"] == 250
+        assert http.put("/v1/risk", json={"cancel_on_stop": "no"}).json()["error"]["details"]["field"] == "cancel_on_stop"
         r = http.delete("/v1/risk").json()
-        assert r["limits"] == r["defaults"]
+        assert r["limits"] == r["defaults"] and r["cancel_on_stop"] is True
 
 
 def test_bad_risk_input_names_the_field(coord: Any) -> None:

@@ -345,3 +345,21 @@ async def test_when_the_venue_session_is_lost_the_runs_real_orders_there_are_can
     assert node_of(await graph(rig.engine, env, mine), "leg")["status"] == "cancelled"
     assert node_of(await graph(rig.engine, env, by_hand), "leg")["status"] == "working"
     await rig.engine.stop()
+
+
+@async_test
+async def test_cancel_on_stop_can_be_turned_off_for_a_strategy(env: Env) -> None:
+    std_book(env.market)
+    rig = Rig(env)
+    rig.controls.put_risk_limits(env.client_id, "strat_keep", {"cancel_on_stop": False})
+    await rig.engine.start()
+    gid = await submit(rig.engine, env, [node(qty=1, limit_price=0.20)])
+    await rig.until(lambda: "kalshi" in rig.venues and rig.kalshi.placed
+                    and env.trading.load_active()[0]["nodes"][0]["venue_order_id"])
+    g = rig.engine._graphs[gid]
+    g.run_id, g.strategy_id = "run_k", "strat_keep"
+    assert rig.engine.cancel_on_stop(env.client_id, "strat_keep") is False
+    assert rig.engine.cancel_on_stop(env.client_id, "other") is True  # the default
+    assert await rig.engine.cancel_run("run_k") == 0
+    assert rig.kalshi.cancelled == []
+    await rig.engine.stop()

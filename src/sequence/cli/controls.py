@@ -30,6 +30,8 @@ def _show(res: dict[str, Any]) -> None:
         table(["limit", "value", "default"],
               [(name, "none" if limits[name] is None else f"{limits[name]:g}",
                 "" if name not in defaults else f"{defaults[name]:g}") for name in LIMITS], keep=("limit",))
+    console.print(f"cancel_on_stop: {'on' if res['cancel_on_stop'] else 'off'} (a run's real orders are "
+                  f"{'' if res['cancel_on_stop'] else 'not '}cancelled when it stops)", highlight=False)
     e = res["exposure"]
     console.print(f"exposure: {e['open_orders']} open real order(s), realized today {e['realized_today']:g}"
                   + "".join(f", {s} {q:g}" for s, q in e["positions"].items()))
@@ -49,18 +51,23 @@ def show(strategy: StrategyOpt = None, as_json: JsonOpt = False) -> None:
 @app.command("set")
 def set_(
     changes: Annotated[list[str], typer.Argument(help="LIMIT=VALUE … (VALUE a number, or none for no limit): "
-                                                     + ", ".join(LIMITS) + ".")],
+                                                     + ", ".join(LIMITS) + "; and cancel_on_stop=true|false.")],
     strategy: StrategyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change some limits; the others stay as they are."""
-    body: dict[str, float | None] = {}
+    body: dict[str, float | bool | None] = {}
     for item in changes:
         name, sep, value = item.partition("=")
         name = name.strip()
-        if not sep or name not in LIMITS:
-            fail(f"{item!r} is not LIMIT=VALUE", f"the limits are: {', '.join(LIMITS)}")
+        if not sep or name not in (*LIMITS, "cancel_on_stop"):
+            fail(f"{item!r} is not LIMIT=VALUE", f"the limits are: {', '.join(LIMITS)}, cancel_on_stop")
         text = value.strip().lower()
+        if name == "cancel_on_stop":
+            if text not in ("true", "false", "on", "off", "yes", "no"):
+                fail(f"cancel_on_stop: {value!r} is not true or false")
+            body[name] = text in ("true", "on", "yes")
+            continue
         if text in ("none", "null", "off"):
             body[name] = None
             continue

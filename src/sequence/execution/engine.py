@@ -82,7 +82,7 @@ from sequence.trading.matching import (
     Rejected,
 )
 from sequence.trading.positions import Position, apply_fill
-from sequence.trading.risk import DEFAULT_LIMITS, Exposure, OrderRisk, RiskLimits
+from sequence.trading.risk import CANCEL_ON_STOP, DEFAULT_LIMITS, Exposure, OrderRisk, RiskLimits
 from sequence.trading.risk import check as risk_check
 from sequence.trading.validation import GraphRequest, InstrumentLike, parse_graph
 from sequence.trading.wire import ack_json, fill_json, graph_json, graph_update_json, position_json
@@ -514,6 +514,15 @@ class TradingEngine:
         else:
             self._stored_limits[key] = dict(stored)
 
+    def cancel_on_stop(self, client_id: str, strategy_id: str | None) -> bool:
+        """Whether a run's real orders are cancelled when it stops (the strategy's setting, else
+        the client's, else on)."""
+        for key in ([(client_id, strategy_id)] if strategy_id else []) + [(client_id, CLIENT)]:
+            value = self._stored_limits.get(key, {}).get(CANCEL_ON_STOP)
+            if value is not None:
+                return bool(value)
+        return True
+
     def exposure(self, client_id: str, strategy_id: str | None = None) -> Exposure:
         e = self._exposure.setdefault((client_id, strategy_id or CLIENT), Exposure())
         e.roll()
@@ -777,6 +786,7 @@ class TradingEngine:
         """A run ended or lost its lease: its real orders are cancelled at their venues (its
         paper orders keep working, as they always have). Returns how many were asked to cancel."""
         tasks = [self._cancel_real(g, node) for g in list(self._graphs.values()) if g.run_id == run_id
+                 and self.cancel_on_stop(g.client_id, g.strategy_id)
                  for node in g.nodes.values() if node.node_order_id in self._live
                  and (venue is None or node.venue == venue)]
         if tasks:

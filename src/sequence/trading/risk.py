@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
 
-__all__ = ["DEFAULT_LIMITS", "LIMIT_FIELDS", "Exposure", "OrderRisk", "RiskLimits", "check", "parse_limits"]
+__all__ = ["CANCEL_ON_STOP", "CONTROL_FIELDS", "DEFAULT_LIMITS", "LIMIT_FIELDS", "Exposure", "OrderRisk",
+           "RiskLimits", "check", "parse_limits"]
 
 
 @dataclass(frozen=True)
@@ -121,15 +122,26 @@ def check(limits: RiskLimits, order: OrderRisk, exposure: Exposure, *, at: float
     return None
 
 
+#: Beside the limits, per client or strategy: cancel a run's real orders when the run ends,
+#: loses its lease, or its venue session drops (default on).
+CANCEL_ON_STOP = "cancel_on_stop"
+CONTROL_FIELDS: tuple[str, ...] = (*LIMIT_FIELDS, CANCEL_ON_STOP)
+
+
 def parse_limits(body: Any) -> dict[str, Any]:
-    """A ``PUT /v1/risk`` body: known limit names, each a non-negative number or null (no limit).
-    Raises ``ValueError(field, message)`` naming the field."""
+    """A ``PUT /v1/risk`` body: known limit names, each a non-negative number or null (no limit),
+    and ``cancel_on_stop`` (true/false). Raises ``ValueError(field, message)`` naming the field."""
     if not isinstance(body, Mapping) or not body:
-        raise ValueError("body", f"a JSON object with one or more of: {', '.join(LIMIT_FIELDS)}")
+        raise ValueError("body", f"a JSON object with one or more of: {', '.join(CONTROL_FIELDS)}")
     out: dict[str, Any] = {}
     for key, value in body.items():
+        if key == CANCEL_ON_STOP:
+            if not isinstance(value, bool):
+                raise ValueError(key, "cancel_on_stop must be true or false")
+            out[key] = value
+            continue
         if key not in LIMIT_FIELDS:
-            raise ValueError(str(key), f"unknown limit {str(key)[:40]!r}; the limits are {', '.join(LIMIT_FIELDS)}")
+            raise ValueError(str(key), f"unknown limit {str(key)[:40]!r}; the limits are {', '.join(CONTROL_FIELDS)}")
         if value is None:
             out[key] = None
             continue

@@ -59,6 +59,7 @@ def _limits_json(engine: TradingEngine, client_id: str, strategy_id: str | None)
         "strategy_id": strategy_id,
         "limits": None if limits is None else limits.as_dict(),
         "defaults": DEFAULT_LIMITS.as_dict() if not strategy_id else None,
+        "cancel_on_stop": engine.cancel_on_stop(client_id, strategy_id),
         "exposure": {
             "open_orders": e.open_orders,
             "positions": {s: float(q) for s, q in sorted(e.positions.items()) if q},
@@ -79,7 +80,8 @@ def get_risk(request: Request, strategy: str | None = _STRATEGY,
 @router.put("/v1/risk", responses={k: _E[k] for k in (400, 401, 403, 404, 503)},
             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "minProperties": 1, "additionalProperties": False,
-                "properties": {name: {"type": ["number", "null"], "minimum": 0} for name in LIMIT_FIELDS}}}}}})
+                "properties": {**{name: {"type": ["number", "null"], "minimum": 0} for name in LIMIT_FIELDS},
+                               "cancel_on_stop": {"type": "boolean"}}}}}}})
 def put_risk(request: Request, body: Any = Body(None), strategy: str | None = _STRATEGY,
              p: Principal = Depends(require_principal)) -> dict[str, Any]:
     """Change some limits (a number, or null for none); the others stay as they are."""
