@@ -4,7 +4,8 @@ A leaf: it imports nothing from the package's rooms, so both sides — the
 coordinator's :mod:`sequence.api.services` and the runner daemon — build and
 read the same shapes (docs/runner-protocol.md):
 
-* :class:`ClaimSpec` — one claimed run, as ``POST /v1/runners/{id}/poll`` hands it out;
+* :class:`ClaimSpec` — one claimed run, as ``POST /v1/runners/{id}/poll`` hands it out
+  (:class:`PollAnswer`);
 * the **log batch** — :func:`encode_logs` (runner) and :func:`decode_logs`
   (coordinator) of the columnar body of ``POST …/runs/{run_id}/logs``;
 * :class:`ExitReport` — how a run ended, the body of ``POST …/runs/{run_id}/exit``
@@ -53,6 +54,13 @@ class ClaimSpec(TypedDict):
     api_url: str
     artifact_sha256: str
     artifact_size: int
+
+
+class PollAnswer(TypedDict):
+    """A poll's answer: runs to start, and runs of this runner to stop."""
+
+    claims: list[ClaimSpec]
+    stop: list[str]
 
 
 class ExitReport(TypedDict):
@@ -143,4 +151,4 @@ def decode_logs(raw: bytes | str) -> LogBatch:
 
 
 __all__ = ["INT64_MAX", "MAX_LOG_BATCH", "STREAMS", "STREAM_CODE", "BadBatch", "ClaimSpec", "ExitReport",
-           "LogBatch", "decode_logs", "encode_logs"]
+           "LogBatch", "PollAnswer", "decode_logs", "encode_logs"]

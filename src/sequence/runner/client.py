@@ -16,11 +16,11 @@ Every call is one attempt: the callers decide what to retry (log delivery:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any
 
 import httpx
 
-from sequence.protocol import ClaimSpec, ExitReport
+from sequence.protocol import ExitReport, PollAnswer
 
 
 class CoordinatorError(Exception):
@@ -37,13 +37,6 @@ class CoordinatorDown(CoordinatorUnavailable):
 
 class StaleRun(CoordinatorError):
     pass
-
-
-class Poll(TypedDict):
-    """A poll's answer: runs to start, and runs of this runner to stop."""
-
-    claims: list[ClaimSpec]
-    stop: list[str]
 
 
 class Rejected(CoordinatorError):
@@ -89,11 +82,11 @@ class CoordinatorClient:
         self.runner_id = data["runner_id"]
         return data
 
-    async def poll(self, free_slots: int, stopping: Sequence[str], wait_s: float) -> Poll:
+    async def poll(self, free_slots: int, stopping: Sequence[str], wait_s: float) -> PollAnswer:
         r = await self._call("POST", f"/v1/runners/{self.runner_id}/poll",
                              json={"free_slots": free_slots, "stopping": list(stopping), "wait_s": wait_s},
                              timeout=wait_s + 15.0)
-        out: Poll = r.json()
+        out: PollAnswer = r.json()
         return out
 
     async def heartbeat(self, runs: Sequence[tuple[str, int]], timeout: float = 5.0) -> dict[str, str]:

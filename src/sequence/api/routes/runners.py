@@ -9,7 +9,7 @@ with 409 ``stale_run``. The wire shapes are :mod:`sequence.protocol`'s.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -95,8 +95,9 @@ def register(body: Register, request: Request, token_id: str = Depends(require_r
 @router.post("/v1/runners/{runner_id}/poll")
 async def poll(runner_id: str, body: Poll, request: Request, token_id: str = Depends(require_runner)) -> dict[str, Any]:
     """Long-poll: returns as soon as there is a run to start or a run to stop."""
-    return await claims.poll(core_of(request.app), runner_id, token_id, body.free_slots, body.stopping, body.wait_s,
-                             request.is_disconnected)
+    answer = await claims.poll(core_of(request.app), runner_id, token_id, body.free_slots, body.stopping,
+                               body.wait_s, request.is_disconnected)
+    return cast(dict[str, Any], answer)
 
 
 @router.post("/v1/runners/{runner_id}/heartbeat", responses=_ERRS)

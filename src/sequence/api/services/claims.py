@@ -100,7 +100,7 @@ def claim_once(core: Core, runner: dict[str, Any], free: int) -> protocol.ClaimS
 
 
 async def poll(core: Core, runner_id: str, token_id: str, free_slots: int, stopping: list[str], wait_s: float,
-               disconnected: Callable[[], Awaitable[bool]]) -> dict[str, Any]:
+               disconnected: Callable[[], Awaitable[bool]]) -> protocol.PollAnswer:
     """Long-poll: ``{"claims": [...], "stop": [...]}`` as soon as there is a run to start
     or to stop, or empty after ``wait_s``. ``disconnected``: whether the runner went away."""
     runner = await anyio.to_thread.run_sync(runner_or_404, core, runner_id, token_id)
