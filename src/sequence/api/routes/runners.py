@@ -23,7 +23,6 @@ from sequence.protocol import INT64_MAX, MAX_LOG_BATCH, ExitReport
 
 router = APIRouter(tags=["runners"], include_in_schema=True)
 
-INT64 = INT64_MAX
 _ERRS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid runner token"},
     404: {"description": "no such runner for this token"},
@@ -51,7 +50,7 @@ class Poll(BaseModel):
 class RunRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     run_id: str = Field(max_length=64)
-    epoch: int = Field(ge=0, le=INT64)
+    epoch: int = Field(ge=0, le=INT64_MAX)
 
 
 class Heartbeat(BaseModel):
@@ -61,17 +60,17 @@ class Heartbeat(BaseModel):
 
 class EpochBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    epoch: int = Field(ge=0, le=INT64)
+    epoch: int = Field(ge=0, le=INT64_MAX)
 
 
 class Exit(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    epoch: int = Field(ge=0, le=INT64)
+    epoch: int = Field(ge=0, le=INT64_MAX)
     code: int | None = Field(None, ge=-(2**31), le=2**31 - 1)
     signal: int | None = Field(None, ge=0, le=2**31 - 1)
     oom: bool = False
     reason: str | None = Field(None, max_length=2000)
-    peak_rss_bytes: int | None = Field(None, ge=0, le=INT64)
+    peak_rss_bytes: int | None = Field(None, ge=0, le=INT64_MAX)
     cpu_seconds: float | None = Field(None, ge=0, le=1e12)
 
 
@@ -79,8 +78,8 @@ class LogBatch(BaseModel):
     """The columnar log batch, for /openapi.json only: the route checks it by hand
     (:func:`sequence.protocol.decode_logs`), as pydantic per line costs more than the insert."""
     model_config = ConfigDict(extra="forbid")
-    epoch: int = Field(ge=0, le=INT64)
-    first_seq: int = Field(ge=1, le=INT64)
+    epoch: int = Field(ge=0, le=INT64_MAX)
+    first_seq: int = Field(ge=1, le=INT64_MAX)
     ts: list[float] = Field(max_length=MAX_LOG_BATCH)
     streams: str = Field(pattern="^[oes]*$", description="one of o (stdout), e (stderr), s (system) per line")
     lines: list[str] = Field(max_length=MAX_LOG_BATCH)
@@ -108,7 +107,7 @@ def heartbeat(runner_id: str, body: Heartbeat, request: Request,
 
 @router.get("/v1/runners/{runner_id}/runs/{run_id}/artifact", responses={
     200: {"description": "the artifact (tar.gz)", "content": {"application/gzip": {}}}, **_ERRS})
-def artifact(runner_id: str, run_id: str, request: Request, epoch: int = Query(ge=0, le=INT64),
+def artifact(runner_id: str, run_id: str, request: Request, epoch: int = Query(ge=0, le=INT64_MAX),
              token_id: str = Depends(require_runner_of)) -> Response:
     sha, data = claims.artifact(core_of(request.app), runner_id, run_id, epoch)
     return Response(data, media_type="application/gzip", headers={"X-Artifact-SHA256": sha})
