@@ -73,7 +73,7 @@ def revoke_key(key_id: str, request: Request, p: Principal = Depends(require_pri
 
 @router.get("/v1/me", responses={401: _R[401]})
 def whoami(request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
-    return {"client_id": p.client_id, "key_id": p.key_id, "mode": p.mode, "is_sandbox": p.is_sandbox,
+    return {"client_id": p.client_id, "key_id": p.key_id, "mode": p.mode, "is_sandbox": p.is_paper,
             "run_id": p.run_id, "strategy_id": p.strategy_id}
 
 

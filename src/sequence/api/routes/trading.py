@@ -5,7 +5,7 @@ The coordinator includes :data:`router` and runs the graph engine
 the market service (:mod:`sequence.api.app`). Every route is scoped to the
 caller's client (someone else's graph id answers 404) — and for a run-scoped
 key to its strategy — and reports errors in the API's one envelope, naming the
-field. A ``seq_test_`` key (``is_sandbox``) trades on paper only.
+field. A ``seq_test_`` key (``is_paper``; ``is_sandbox`` on the wire) trades on paper only.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ async def submit_graph(request: Request, principal: Principal = Depends(require_
         raise invalid_json() from None
     try:
         ack = await engine.submit(body, client_id=principal.client_id, key_id=principal.key_id,
-                                  paper_only=principal.is_sandbox, run_id=principal.run_id,
+                                  paper_only=principal.is_paper, run_id=principal.run_id,
                                   idempotency_key=key, strategy_id=principal.strategy_id)
     except GraphError as exc:
         raise ApiError(400, exc.code, exc.message, exc.details) from None
@@ -232,7 +232,7 @@ async def list_positions(request: Request, principal: Principal = Depends(requir
     sandbox and live rows apart. A ``seq_test_`` key sees its sandbox rows only."""
     engine = _engine(request)
     paper = bool_param("sandbox", sandbox)
-    if principal.is_sandbox:
+    if principal.is_paper:
         if paper is False:
             raise bad_request("a seq_test_ key trades in the sandbox only; it has no live positions", "sandbox")
         paper = True

@@ -191,7 +191,7 @@ async def deploy(core: Core, p: Principal, spec: CreateSpec, artifact: bytes,
         "placement": {"latency_target": spec.placement.latency_target},
         "region": core.settings.regions[spec.placement.latency_target[0]] if spec.placement.latency_target else None,
         "api_key_id": key_principal.key_id,
-        "is_sandbox": key_principal.is_sandbox,
+        "is_sandbox": key_principal.is_paper,  # the column keeps the wire's name
     }
     if spec.secrets:
         sealed = core.keyring.seal_json(spec.secrets, strategy_secrets_label(sid))
