@@ -80,7 +80,8 @@ def get_risk(request: Request, strategy: str | None = _STRATEGY,
 @router.put("/v1/risk", responses={k: _E[k] for k in (400, 401, 403, 404, 503)},
             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "minProperties": 1, "additionalProperties": False,
-                "properties": {**{name: {"type": ["number", "null"], "minimum": 0} for name in LIMIT_FIELDS},
+                "properties": {**{name: {"type": ["integer" if name == "max_open_orders" else "number", "null"],
+                                         "minimum": 0, "maximum": 1e12} for name in LIMIT_FIELDS},
                                "cancel_on_stop": {"type": "boolean"}}}}}}})
 def put_risk(request: Request, body: Any = Body(None), strategy: str | None = _STRATEGY,
              p: Principal = Depends(require_principal)) -> dict[str, Any]:
@@ -128,21 +129,21 @@ def kill_status(request: Request, p: Principal = Depends(require_principal)) -> 
 @router.post("/v1/kill", responses={k: _E[k] for k in (400, 401, 403, 404, 503)},
              openapi_extra={"requestBody": {"required": False, "content": {"application/json": {"schema": {
                  "type": "object", "additionalProperties": False,
-                 "properties": {"strategy": {"type": "string", "maxLength": 200}}}}}}})
+                 "properties": {"strategy": {"type": "string", "minLength": 1, "maxLength": 200}}}}}}})
 async def kill(request: Request, body: Any = Body(None), p: Principal = Depends(require_principal)) -> dict[str, Any]:
     """Cancel every working order of the client (or one strategy) at every venue, stop its
     strategies, and refuse new real orders until released (``DELETE /v1/kill``)."""
     forbid_run_key(p, "use the kill switch")
     core = core_of(request.app)
     engine = _engine(core)
-    if body is not None and not isinstance(body, dict):
+    if (body is not None or (await request.body()).strip()) and not isinstance(body, dict):
         raise bad_request("the body is an optional JSON object: {\"strategy\": NAME}", "body")
     body = body or {}
     unknown = sorted(set(body) - {"strategy"})
     if unknown:
         raise bad_request(f"unknown field {unknown[0][:40]!r}; the body takes only \"strategy\"", unknown[0][:40])
     strategy = body.get("strategy")
-    if strategy is not None and (not isinstance(strategy, str) or not strategy or len(strategy) > 200):
+    if "strategy" in body and (not isinstance(strategy, str) or not strategy or len(strategy) > 200):
         raise bad_request("strategy must be a strategy's name or id", "strategy")
     sid = None
     if strategy:
