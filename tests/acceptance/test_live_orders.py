@@ -228,3 +228,39 @@ def test_the_kill_switch_cancels_working_orders_at_every_venue(live: Live) -> No
         finally:
             http.delete("/v1/kill")
             http.delete("/v1/risk")
+
+
+BOT = """\
+import json, time
+from sequence_markets import Sequence
+seq = Sequence()
+node = seq.node(node_id="rest", symbol="BTC-USD", side="buy", qty=0.001, venue="coinbase",
+                instrument_type="spot", limit_price=1000.0)
+g = seq.graph([node])
+print(json.dumps({"event": "placed", "graph_id": g["graph_id"], "sandbox": g.get("sandbox")}), flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_stopping_a_strategy_cancels_its_real_orders_at_the_venue(live: Live, tmp_path: Path) -> None:
+    folder = tmp_path / "bot"
+    folder.mkdir()
+    (folder / "main.py").write_text(BOT)
+    (folder / "Sequence.toml").write_text('[strategy]\nname = "rester"\nruntime = "python"\n\n'
+                                          '[hosted]\nentrypoint = "main.py"\n')
+    live.platform.deploy(folder)  # with the CLI's seq_live_ key: the strategy trades for real
+    recs = live.platform.wait_for_records("rester", lambda rs: any(r.get("event") == "placed" for r in rs),
+                                          "the order placed")
+    placed = next(r for r in recs if r.get("event") == "placed")
+    assert placed["sandbox"] is False, placed
+    gid = placed["graph_id"]
+    with live.http() as http:
+        assert _node(http, gid, until=lambda n: n["status"] == "working")["status"] == "working"
+        time.sleep(0.5)  # the venue's ack lands
+        server, fake = live.venues.servers["coinbase"], live.venues.coinbase
+        assert server.call(lambda: sum(o.status == "OPEN" for o in fake.orders.values())) >= 1
+        live.platform.cli("strategy", "stop", "rester")
+        node = _node(http, gid, timeout=30, until=lambda n: n["status"] == "cancelled")
+        assert node["status"] == "cancelled", node
+    assert server.call(lambda: [o.order_id for o in fake.orders.values() if o.status == "OPEN"]) == []

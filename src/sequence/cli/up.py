@@ -128,6 +128,7 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
         fail(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations are not news
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per venue request otherwise
     sock = _listen(host, port)
     datadir.prepare(settings.data_dir)
     if runner:

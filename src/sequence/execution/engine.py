@@ -297,12 +297,18 @@ class TradingEngine:
                 n.order_seq = preset[n.node_id] = self._order_seq
                 n.activated_at = now
                 row.update(status=NodeStatus.working.value, activated_at=now, order_seq=n.order_seq)
+                if self._routed(g, n):
+                    # A real order's client order id goes into the insert itself: once the graph is
+                    # stored the order can be sent (and found after a crash) with no second commit.
+                    n.client_order_id = client_order_id(n.node_order_id)
+                    row["client_order_id"] = n.client_order_id
             node_rows.append(row)
         created: Created = await anyio.to_thread.run_sync(
             lambda: self.store.create_graph(graph_row, node_rows, run_id=run_id))
         if not created.created:
             return ack_json(created.graph, replay=True)
         g.strategy_id = created.graph.get("strategy_id") or strategy_id
+        g.run_id = run_id
         graph_id = g.graph_id
         self._graphs[graph_id] = g
         step = _Step(self._now())
@@ -310,8 +316,11 @@ class TradingEngine:
         for nid in g.roots():
             step.queue.append((g, nid))
         self._decide(step)
-        if not step.sends and _only_as_written(step, graph_id, preset):
+        if _only_as_written(step, graph_id, preset):
             self._publish(self._messages(step))
+            if self.router is not None:  # their client order ids are in the stored rows already
+                for order in step.sends:
+                    self.router.send(order)
         else:
             await self._commit(step)
         return ack_json(graph_row)

@@ -294,11 +294,18 @@ class OrderRouter:
             return True
         return False
 
-    def _ended(self, client_id: str, venue: str, coid: str, order: VenueOrder) -> None:
+    def _ended(self, client_id: str, venue: str, coid: str, order: VenueOrder,
+               into: list[LiveEvent] | None = None) -> None:
+        """The venue says the order is over; its Ended goes to the sink (or into *into*, for one
+        batch)."""
         self.untrack(client_id, venue, coid)
         nid = self._by_coid.get(coid)
         if nid is not None and order.status in ("cancelled", "rejected"):
-            self._emit([Ended(nid, order.status, order.reason or order.status)])
+            ev = Ended(nid, order.status, order.reason or order.status)
+            if into is None:
+                self._emit([ev])
+            else:
+                into.append(ev)
 
     async def cancel_all(self, orders: Iterable[tuple[str, str, str | None, str, str]]) -> tuple[list[str], list[str]]:
         """Cancel these (client, venue, venue order id, client order id, node order id) at once —
@@ -329,14 +336,16 @@ class OrderRouter:
                 log.warning("kill: batch cancel at %s failed: %s; cancelling one by one", venue, exc)
                 unsent = group
             else:
+                ended: list[LiveEvent] = []  # one engine step (one commit) for the whole batch
                 for o, answer in zip(known, answers, strict=True):
                     if isinstance(answer, VenueOrder) and answer.status in ("cancelled", "filled", "rejected"):
                         final = answer if answer.status != "rejected" else VenueOrder(
                             o[3], answer.venue_order_id, "cancelled", reason=answer.reason)
-                        self._ended(client_id, venue, o[3], final)
+                        self._ended(client_id, venue, o[3], final, ended)
                         done.append(o[4])
                     else:
                         unsent.append(o)  # unsure: ask again one by one
+                self._emit(ended)
         results = await asyncio.gather(*(self._cancel(*o) for o in unsent))
         done += [o[4] for o, ok in zip(unsent, results, strict=True) if ok]
         failed += [o[4] for o, ok in zip(unsent, results, strict=True) if not ok]
