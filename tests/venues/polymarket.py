@@ -76,7 +76,11 @@ re-typed):
   orders) and ``GET /data/trades`` (``after`` in unix seconds, newest first),
   both paged by ``next_cursor`` (base64 offsets, ``"MA=="`` … ``"LTE="``,
   ``page_size`` rows); ``DELETE /order`` ``{"orderID"}`` → ``{"canceled",
-  "not_canceled"}``; ``GET /balance-allowance``, ``/tick-size``, ``/neg-risk``.
+  "not_canceled"}``; ``DELETE /orders`` ``[ids]`` (≤ 3000, repeats ignored) → ``{"canceled":
+  [ids], "not_canceled": {id: "order can't be found - already canceled or matched"}}`` for
+  every id that is not one of the key's LIVE orders (:attr:`~_Trading.cancel_batches`,
+  :meth:`~_Trading.drop_next_cancel_reply`); ``GET /balance-allowance``, ``/tick-size``,
+  ``/neg-risk``.
 * ``POST /v1/heartbeats`` ``{"heartbeat_id"}``: the first beat starts a chain;
   a chain not fed for ``heartbeat_timeout_s`` cancels every LIVE order of its
   key (:attr:`~_Trading.heartbeat_cancels`) and ends (its id is then refused).
@@ -135,6 +139,10 @@ from .harness import FakeServer
 ONE = Decimal(1)
 NO_BOOK = "No orderbook exists for the requested token id"
 INVALID = "INVALID OPERATION"
+#: ``DELETE /orders``: ids per request at most (the venue's documented maximum), and the reason the
+#: venue gives for any id it did not cancel (unknown, not yours, matched or already cancelled).
+CANCEL_BATCH = 3000
+CANNOT_CANCEL = "order can't be found - already canceled or matched"
 
 
 def fmt(d: Decimal) -> str:
@@ -528,6 +536,8 @@ class _Trading:
         self.user_conns: set[_UserConn] = set()
         self.user_received: list[Any] = []
         self._drop: list[str] = []
+        self._drop_cancels: list[str] = []
+        self.cancel_batches: list[list[str]] = []  # every DELETE /orders list that passed L2
         self._dup_trades = False
         self._hold = False
         self._fail = 0
@@ -546,6 +556,7 @@ class _Trading:
             Route("/neg-risk", self._neg_risk, methods=["GET"]),
             Route("/order", self._post_order, methods=["POST"]),
             Route("/order", self._delete_order, methods=["DELETE"]),
+            Route("/orders", self._delete_orders, methods=["DELETE"]),
             Route("/data/order/{order_id}", self._get_order, methods=["GET"]),
             Route("/data/orders", self._get_orders, methods=["GET"]),
             Route("/data/trades", self._get_trades, methods=["GET"]),
@@ -702,15 +713,19 @@ class _Trading:
         except _Refused as r:
             return self._deny(request, r.status, r.message)
         if self._drop:
-            mode = self._drop.pop(0)
-            if mode == "500":
-                return JSONResponse({"error": "Internal Server Error"}, status_code=500)
-            for _ in range(3000):  # the reply is lost: hold it until the client gives up
-                if await request.is_disconnected():
-                    break
-                await asyncio.sleep(0.01)
-            return JSONResponse({"error": "reply lost"}, status_code=504)
+            return await self._lost(request, self._drop.pop(0))
         return JSONResponse(reply)
+
+    async def _lost(self, request: Request, mode: str) -> Response:
+        """The reply to a processed request never comes (``"lost"``: held until the client gives
+        up) or is a 500 (``"500"``)."""
+        if mode == "500":
+            return JSONResponse({"error": "Internal Server Error"}, status_code=500)
+        for _ in range(3000):
+            if await request.is_disconnected():
+                break
+            await asyncio.sleep(0.01)
+        return JSONResponse({"error": "reply lost"}, status_code=504)
 
     async def _accept(self, key: ApiKey, payload: dict[str, Any]) -> dict[str, Any]:
         order_hash, m, o = self._verify_order(key, payload)
@@ -881,6 +896,37 @@ class _Trading:
         await self._cancel(order)
         return JSONResponse({"canceled": [order_id], "not_canceled": {}})
 
+    async def _delete_orders(self, request: Request) -> Response:
+        """``DELETE /orders``: a JSON list of at most :data:`CANCEL_BATCH` order ids (repeats
+        ignored) → ``{"canceled": [ids], "not_canceled": {id: reason}}``; an id that is not one of
+        the key's LIVE orders (unknown, another key's, matched, cancelled) is not cancelled, with
+        the venue's one reason for all of them."""
+        got = await self._authed(request, "order")
+        if isinstance(got, Response):
+            return got
+        key, body = got
+        try:
+            ids = json.loads(body)
+        except ValueError:
+            ids = None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return self._deny(request, 400, "Invalid payload")
+        if len(ids) > CANCEL_BATCH:
+            return self._deny(request, 400, f"Too many orders to cancel: max {CANCEL_BATCH}")
+        self.cancel_batches.append(list(ids))
+        canceled: list[str] = []
+        not_canceled: dict[str, str] = {}
+        for order_id in dict.fromkeys(i.lower() for i in ids):
+            order = self.orders.get(order_id)
+            if order is None or order.owner != key.api_key or order.status != "LIVE":
+                not_canceled[order_id] = CANNOT_CANCEL
+                continue
+            await self._cancel(order)
+            canceled.append(order_id)
+        if self._drop_cancels:
+            return await self._lost(request, self._drop_cancels.pop(0))
+        return JSONResponse({"canceled": canceled, "not_canceled": not_canceled})
+
     async def _cancel(self, order: FakeOrder) -> None:
         order.status = "CANCELED"
         await self._order_event(order, "CANCELLATION")
@@ -1038,6 +1084,11 @@ class _Trading:
         """The next *n* ``POST /order`` are processed (the order exists) but the reply is lost:
         held until the client gives up (``"lost"``) or a 500 (``"500"``)."""
         self._drop.extend([mode] * n)
+
+    def drop_next_cancel_reply(self, n: int = 1, mode: str = "lost") -> None:
+        """The next *n* ``DELETE /orders`` are processed (the orders are cancelled) but the reply
+        is lost (``"lost"``) or a 500 (``"500"``)."""
+        self._drop_cancels.extend([mode] * n)
 
     def duplicate_trades(self, on: bool = True) -> None:
         """Send every ``trade`` event twice on the user channel."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -490,3 +491,126 @@ async def test_the_user_channel_reconnects_after_a_drop() -> None:
         assert await v.server.acall(lambda: len(v.fake.user_received)) == 2  # an auth message per connection
         pings = await until(v.server, lambda: sum(c.pings for c in v.fake.user_conns))
         assert pings >= 1
+
+
+# -- batch cancel (the kill switch) -----------------------------------------------------------------
+def _paths(v: Venue) -> Callable[[], list[str]]:
+    return lambda: [p for p, _ in v.fake.requests]
+
+
+async def test_cancel_many_cancels_every_open_order_in_one_request() -> None:
+    async with venue() as v:
+        await v.listen()
+        spain = v.fake.market("Spain")
+        reqs = [request(spain, "buy", "10", p) for p in ("0.10", "0.11", "0.12", "0.13", "0.14")]
+        acks = [await v.orders.place(r) for r in reqs]
+        ids = [a.venue_order_id for a in acks]
+        before = len(await v.server.acall(_paths(v)))
+        out = await v.orders.cancel_many(ids)
+        assert (await v.server.acall(_paths(v)))[before:] == ["/orders"]  # one request, nothing read back
+        assert await v.server.acall(lambda: v.fake.cancel_batches) == [ids]
+        assert all(isinstance(o, VenueOrder) for o in out)
+        assert [(o.venue_order_id, o.status, o.client_order_id, o.symbol, o.remaining_qty)
+                for o in out if isinstance(o, VenueOrder)] == [
+            (a.venue_order_id, "cancelled", r.client_order_id, spain.yes, 0) for a, r in zip(acks, reqs, strict=True)]
+        assert await v.orders.open_orders() == []
+        for oid in ids:
+            await eventually(lambda oid=oid: [u.status for u in v.updates(oid)] == ["open", "cancelled"])
+
+
+async def test_cancel_many_answers_each_id_filled_cancelled_unknown_or_someone_elses() -> None:
+    async with venue() as v:
+        spain = v.fake.market("Spain")  # best ask 0.17
+        resting = await v.orders.place(request(spain, "buy", "10", "0.12"))
+        filled = await v.orders.place(request(spain, "buy", "10", "0.17"))  # crosses: filled at once
+        gone = await v.orders.place(request(spain, "buy", "10", "0.11"))
+        assert (await v.orders.cancel(gone.venue_order_id)).status == "cancelled"
+        unknown = "0x" + "ab" * 32
+        # another wallet's resting order on the same venue: not ours to cancel
+        other_key, other_address = wallet()
+        other_creds = await v.server.acall(v.fake.register, other_address)
+        other = PolymarketOrders({"private_key": other_key, **other_creds}, v.orders.config)
+        try:
+            theirs = await other.place(request(spain, "buy", "10", "0.10"))
+        finally:
+            await other.close()
+        before = len(await v.server.acall(_paths(v)))
+        ids = [resting.venue_order_id, filled.venue_order_id, unknown, gone.venue_order_id,
+               theirs.venue_order_id, resting.venue_order_id.upper().replace("0X", "0x")]  # a repeat
+        out = await v.orders.cancel_many(ids)
+        assert len(out) == len(ids)
+        a, b, c, d, e, f = out
+        assert isinstance(a, VenueOrder) and a.status == "cancelled" and a.venue_order_id == resting.venue_order_id
+        assert isinstance(b, VenueOrder) and (b.status, b.filled_qty, b.remaining_qty) == ("filled", 10, 0)
+        assert b.client_order_id == filled.client_order_id
+        assert isinstance(c, OrderRejected) and c.code == "unknown_order"
+        assert c.reason == "order can't be found - already canceled or matched"
+        assert isinstance(d, VenueOrder) and d.status == "cancelled" and d.client_order_id == gone.client_order_id
+        assert isinstance(e, OrderRejected) and e.code == "unknown_order"
+        assert f == a
+        # one DELETE /orders (the repeat sent once); only the ids it did not cancel are read back
+        assert await v.server.acall(lambda: v.fake.cancel_batches) == [
+            [resting.venue_order_id, filled.venue_order_id, unknown, gone.venue_order_id, theirs.venue_order_id]]
+        calls = (await v.server.acall(_paths(v)))[before:]
+        assert calls[0] == "/orders" and sorted(calls[1:]) == sorted(
+            "/data/order/" + i for i in (filled.venue_order_id, unknown, gone.venue_order_id, theirs.venue_order_id))
+        assert await v.server.acall(lambda: [o.id for o in v.fake.orders.values() if o.status == "LIVE"]) == [
+            theirs.venue_order_id]  # the other wallet's order still works
+        assert await v.orders.cancel_many([]) == []
+
+
+async def test_cancel_many_with_a_lost_answer_is_outcome_unknown_for_each_id() -> None:
+    async with venue(timeout_s=0.3) as v:
+        spain = v.fake.market("Spain")
+        acks = [await v.orders.place(request(spain, "buy", "10", p)) for p in ("0.10", "0.11")]
+        ids = [a.venue_order_id for a in acks]
+        for mode in ("lost", "500"):
+            v.server.call(v.fake.drop_next_cancel_reply, 1, mode)
+            out = await v.orders.cancel_many(ids)
+            assert len(out) == 2 and all(isinstance(o, OutcomeUnknown) for o in out)
+        # the venue did cancel them: asking again finds their final state
+        again = await v.orders.cancel_many(ids)
+        assert [o.status for o in again if isinstance(o, VenueOrder)] == ["cancelled", "cancelled"]
+
+
+async def test_cancel_many_splits_lists_longer_than_the_venues_maximum(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sequence.execution.venues import polymarket as adapter_module
+
+    monkeypatch.setattr(adapter_module, "CANCEL_BATCH", 2)
+    async with venue() as v:
+        spain = v.fake.market("Spain")
+        acks = [await v.orders.place(request(spain, "buy", "10", p)) for p in ("0.10", "0.11", "0.12", "0.13", "0.14")]
+        ids = [a.venue_order_id for a in acks]
+        out = await v.orders.cancel_many(ids)
+        assert [o.venue_order_id for o in out if isinstance(o, VenueOrder) and o.status == "cancelled"] == ids
+        assert sorted(await v.server.acall(lambda: v.fake.cancel_batches)) == sorted([ids[:2], ids[2:4], ids[4:]])
+
+
+async def test_the_fake_refuses_a_batch_over_3000_ids_or_not_a_list() -> None:
+    async with venue() as v:
+        await v.orders.check()  # L2 keys in hand
+        too_many = [f"0x{i:064x}" for i in range(3001)]
+        for body in (too_many, {"orderIDs": []}):
+            r = await v.orders._call("DELETE", "/orders", body=body)
+            assert r.status_code == 400
+        assert await v.server.acall(lambda: v.fake.cancel_batches) == []
+
+
+# -- signing off the event loop ----------------------------------------------------------------------
+async def test_orders_are_signed_in_a_worker_thread_not_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    signed_on: list[int] = []
+    real = PolymarketOrders.build
+
+    def spy(self: PolymarketOrders, req: OrderRequest, *args: Any, **kw: Any) -> SignedOrder:
+        signed_on.append(threading.get_ident())
+        return real(self, req, *args, **kw)
+
+    monkeypatch.setattr(PolymarketOrders, "build", spy)
+    async with venue() as v:
+        spain = v.fake.market("Spain")
+        req = request(spain, "buy", "10", "0.12", created_ms=1_796_000_000_000)
+        ack = await v.orders.place(req)
+        assert await v.orders.order_id(req) == ack.venue_order_id  # the same order, signed again
+        await v.orders.learn(request(spain, "buy", "10", "0.11"))
+        assert await v.orders.track(req) == ack.venue_order_id
+        assert len(signed_on) == 4 and threading.get_ident() not in signed_on

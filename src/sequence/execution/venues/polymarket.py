@@ -8,7 +8,9 @@ installed ``py-clob-client-v2`` is the reference for every wire detail):
   funder / signature-type rules, :class:`ExchangeOrderBuilderV2` for the V2
   EIP-712 typed data, signature and order hash (domain "Polymarket CTF
   Exchange", version "2", the neg-risk exchange when ``neg_risk``) — never
-  hand-rolled. The client's HTTP layer is synchronous, so requests go out on
+  hand-rolled. Signing is pure-Python elliptic-curve arithmetic (milliseconds an
+  order), so it runs in a worker thread (``asyncio.to_thread``), never on the event
+  loop. The client's HTTP layer is synchronous, so requests go out on
   our own ``httpx.AsyncClient`` (timeouts and :class:`OutcomeUnknown` are ours),
   with the client's header functions (L1 ``create_level_1_headers``, L2
   ``create_level_2_headers``: HMAC-SHA256 over ``timestamp + METHOD + path +
@@ -68,6 +70,14 @@ filled, ``CANCELED``/``CANCELED_MARKET_RESOLVED`` → cancelled (``filled_qty``
 keeps what matched first), ``INVALID`` → rejected; an ``ORDER_STATUS_``
 prefix is tolerated. ``DELETE /order`` ``{"orderID"}`` answers ``{"canceled":
 [...], "not_canceled": {id: reason}}``; the order is then read back.
+
+The kill switch (:meth:`~PolymarketOrders.cancel_many`) sends one ``DELETE /orders``
+whose body is the JSON list of order ids (``client.cancel_orders`` of the official
+client; at most 3000 ids a request, repeats ignored, per the venue's docs) and gets
+the same ``{"canceled", "not_canceled"}`` answer. Only the ids it did not cancel
+are read back: the venue gives one reason ("order can't be found - already
+canceled or matched", the wording reported by users of the live venue
+**(unconfirmed)**) for an unknown order, a matched one and a cancelled one.
 
 Fills
 -----
@@ -137,7 +147,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
@@ -148,6 +158,7 @@ from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.constants import BYTES32_ZERO, END_CURSOR, INITIAL_CURSOR, POLYGON
 from py_clob_client_v2.endpoints import (
     CANCEL,
+    CANCEL_ORDERS,
     CREATE_API_KEY,
     DERIVE_API_KEY,
     GET_BALANCE_ALLOWANCE,
@@ -192,6 +203,10 @@ ON_CHAIN = frozenset({"MINED", "CONFIRMED"})
 FAILED = "FAILED"
 USDC = Decimal(10) ** 6  # pUSD and outcome shares have 6 decimals on chain
 FEE_QUANTUM = Decimal("0.000001")
+#: ``DELETE /orders`` takes at most this many order ids (docs.polymarket.com, "Cancel multiple orders").
+CANCEL_BATCH = 3000
+#: Orders read at once after a batch cancel (only those the venue did not cancel).
+CANCEL_READS = 8
 SIZE_QUANTUM = Decimal("0.01")  # the official client rounds sizes down to 2 decimals
 TIF_ORDER_TYPE = {"gtc": "GTC", "ioc": "FAK", "fok": "FOK"}
 ORDER_STATES: dict[str, OrderStatus] = {
@@ -386,15 +401,20 @@ class PolymarketOrders(OrderVenue):
     async def order_id(self, req: OrderRequest) -> str:
         """The venue's id of *req*'s order (its hash), fetching the market's tick/neg-risk if needed."""
         tick, neg = await self._market_options(req)
-        return self.build(req, tick, neg).order_id
+        return (await self._sign(req, tick, neg)).order_id
 
     async def track(self, req: OrderRequest) -> str:
         """Sign *req* without sending it, so :meth:`lookup` knows its client order id (after a
         restart, before reconciling). Returns the order id."""
         tick, neg = await self._market_options(req)
-        signed = self.build(req, tick, neg)
+        signed = await self._sign(req, tick, neg)
         self._remember(signed)
         return signed.order_id
+
+    async def _sign(self, req: OrderRequest, tick: str, neg: bool) -> SignedOrder:
+        """:meth:`build` in a worker thread: signing is CPU-bound (milliseconds of pure-Python
+        elliptic-curve arithmetic) and must not stall the event loop. The result is the same."""
+        return await asyncio.to_thread(self.build, req, tick, neg)
 
     def _remember(self, signed: SignedOrder) -> None:
         self._signed[signed.client_order_id] = signed
@@ -501,7 +521,7 @@ class PolymarketOrders(OrderVenue):
     async def place(self, req: OrderRequest) -> VenueOrder:
         """Sign (deterministically) and send one order; the ack (see the module docstring)."""
         tick, neg = await self._market_options(req)
-        signed = self.build(req, tick, neg)
+        signed = await self._sign(req, tick, neg)
         self._remember(signed)  # before sending: a lost reply is looked up by this hash
         return await self.submit(signed, req)
 
@@ -560,6 +580,81 @@ class PolymarketOrders(OrderVenue):
         if oid in not_canceled and order.reason is None:
             order = replace(order, reason=not_canceled[oid])
         return order
+
+    async def cancel_many(self, venue_order_ids: list[str]) -> Sequence[VenueOrder | OrderError]:
+        """Cancel many orders (the kill switch) with ``DELETE /orders`` (a JSON list of order ids,
+        :data:`CANCEL_BATCH` at most: larger lists go in several batches) → ``{"canceled": [ids],
+        "not_canceled": {id: reason}}``. One answer per id, in order:
+
+        * in ``canceled``: ``cancelled`` (not read back: ``filled_qty`` is not in the answer, what
+          matched before arrives as fills);
+        * in ``not_canceled`` (the venue's reason — "order can't be found - already canceled or
+          matched" — does not tell an unknown order from a finished one), or missing from the
+          answer: the order is read (``GET /data/order/{id}``, only these) — its final state
+          (``filled``, ``cancelled``), :class:`OrderRejected` ``unknown_order`` if the venue does
+          not know it, ``cancel_refused`` if it is still open;
+        * the batch refused (4xx): that :class:`OrderRejected` for each of its ids; its answer
+          lost (timeout, dropped connection, 5xx, unreadable): :class:`OutcomeUnknown` for each.
+        """
+        ids = [oid.lower() for oid in venue_order_ids]  # the venue's ids are lower-case hex
+        unique = list(dict.fromkeys(ids))  # the venue ignores repeats: one answer serves them all
+        chunks = [unique[i:i + CANCEL_BATCH] for i in range(0, len(unique), CANCEL_BATCH)]
+        answers: dict[str, VenueOrder | OrderError] = {}
+        for part in await asyncio.gather(*(self._cancel_batch(c) for c in chunks)):
+            answers.update(part)
+        return [answers[oid] for oid in ids]
+
+    async def _cancel_batch(self, keys: list[str]) -> dict[str, VenueOrder | OrderError]:
+        """One ``DELETE /orders`` of these (lower-case) order ids: an answer for each."""
+        try:
+            r = await self._call("DELETE", CANCEL_ORDERS, body=keys)
+        except OrderError as exc:  # OutcomeUnknown (no answer) or AuthFailed
+            return dict.fromkeys(keys, exc)
+        if r.status_code >= 500:
+            return dict.fromkeys(keys, OutcomeUnknown(f"DELETE /orders: HTTP {r.status_code}: {_message(r)}"))
+        if r.status_code != 200:
+            msg = _message(r) or f"HTTP {r.status_code}"
+            return dict.fromkeys(keys, OrderRejected(msg, "rate_limited" if r.status_code == 429 else reject_code(msg)))
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return dict.fromkeys(keys, OutcomeUnknown(f"DELETE /orders: unreadable answer {r.text[:80]!r}"))
+        raw_done = data.get("canceled") or []
+        canceled = {str(x).lower() for x in raw_done} if isinstance(raw_done, list) else set()
+        raw_not = data.get("not_canceled") or {}
+        not_canceled = {str(k).lower(): str(v) for k, v in raw_not.items()} if isinstance(raw_not, dict) else {}
+        out: dict[str, VenueOrder | OrderError] = {}
+        for oid in keys:
+            if oid in canceled:
+                out[oid] = VenueOrder(self._coid.get(oid), oid, "cancelled", self._symbol_of(oid),
+                                      reason="canceled by us")
+        unsure = [oid for oid in keys if oid not in out]
+        limit = asyncio.Semaphore(CANCEL_READS)
+
+        async def settle(oid: str) -> VenueOrder | OrderError:
+            reason = not_canceled.get(oid)
+            async with limit:
+                try:
+                    order = await self._order(oid)
+                except OrderError as exc:
+                    return exc
+            if order is None:
+                return OrderRejected(reason or "order not found", "unknown_order")
+            if order.status in ("open", "pending"):
+                why = reason or "not in the venue's answer"
+                return OrderRejected(f"not cancelled: {why}", "cancel_refused")
+            return order if order.reason or not reason else replace(order, reason=reason)
+
+        for oid, answer in zip(unsure, await asyncio.gather(*(settle(o) for o in unsure)), strict=True):
+            out[oid] = answer
+        return out
+
+    def _symbol_of(self, order_id: str) -> str:
+        """The token of an order this adapter signed ("" if it did not)."""
+        signed = self._signed.get(self._coid.get(order_id, ""))
+        return str(signed.body.get("order", {}).get("tokenId", "")) if signed is not None else ""
 
     async def lookup(self, client_order_id: str) -> VenueOrder | None:
         """The order this client order id was signed as (its hash, recomputed by :meth:`build`),
