@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sequence.venues import VENUES
 
@@ -46,15 +46,13 @@ class SettingsError(ValueError):
     """A setting has a value that cannot be used."""
 
 
-#: ``SEQUENCE_*`` names that are not coordinator settings: the CLI's and SDK's, what a run
-#: is given (docs/configuration.md "What a run's environment holds"), the runner's.
+#: ``SEQUENCE_*`` names that are not coordinator or runner settings: the CLI's and SDK's, what a
+#: run is given (docs/configuration.md "What a run's environment holds").
 OTHER_NAMES = frozenset({
     "SEQUENCE_API_URL", "SEQUENCE_API_KEY", "SEQUENCE_DEBUG",
     "SEQUENCE_RUN_ID", "SEQUENCE_STRATEGY_ID", "SEQUENCE_CLIENT_ID", "SEQUENCE_IS_SANDBOX",
     "SEQUENCE_STRATEGY_MANIFEST",
-    "SEQUENCE_RUNNER_API_URL", "SEQUENCE_RUNNER_TOKEN", "SEQUENCE_RUNNER_REGION", "SEQUENCE_RUNNER_CAPACITY",
-    "SEQUENCE_RUNNER_DATA_DIR", "SEQUENCE_RUNNER_RUNTIME", "SEQUENCE_RUNNER_NO_EGRESS",
-    "SEQUENCE_RUNNER_EGRESS_ALLOW", "SEQUENCE_RUNNER_BWRAP", "SEQUENCE_RUNNER_PARENT_PID",
+    "SEQUENCE_RUNNER_PARENT_PID",  # set by `sequence up` for its runner (cli/lifeline.py)
 })
 #: The test suite's own switches (never read by the product).
 TEST_PREFIX = "SEQUENCE_TEST_"
@@ -63,7 +61,8 @@ TEST_PREFIX = "SEQUENCE_TEST_"
 def check_names(env: Mapping[str, str]) -> None:
     """A ``SEQUENCE_*`` variable nothing reads is a typo that would silently change nothing:
     refuse it, naming the closest real setting."""
-    known = {"SEQUENCE_" + f.name.upper() for f in fields(Settings)} | OTHER_NAMES
+    known = ({"SEQUENCE_" + f.name.upper() for f in fields(Settings)} | OTHER_NAMES
+             | {"SEQUENCE_RUNNER_" + f.name.upper() for f in fields(RunnerSettings)})
     unknown = sorted(k for k in env if k.startswith("SEQUENCE_") and k not in known and not k.startswith(TEST_PREFIX))
     if unknown:
         close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
@@ -226,6 +225,54 @@ class Settings:
             raise SettingsError("live_catalogue_seconds must be at least 5 and live_max_markets 0 or more")
         if self.database_url and not self.database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
             raise SettingsError("SEQUENCE_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """A runner's settings (``sequence runner``): each has a ``SEQUENCE_RUNNER_*`` variable,
+    and the command's flags override them. Read once, here, like the coordinator's."""
+
+    api_url: str = "http://127.0.0.1:8700"
+    token: str | None = field(default=None, repr=False)
+    region: str = "us-east-1"  # region(s) served, comma-separated
+    capacity: int = 50  # concurrent strategies
+    data_dir: Path = Path(".sequence/runner")  # run directories and log spools
+    runtime: str | None = None  # the strategies' Python (default: a CPython 3.12 if found)
+    no_egress: bool = False  # no strategy reaches the internet, whatever its Sequence.toml says
+    egress_allow: str | None = None  # extra networks (CIDRs) the egress proxy may reach
+    bwrap: str = "bwrap"  # the bubblewrap binary
+
+    #: field -> how its variable's text is read
+    _CONV: ClassVar[dict[str, Any]] = {
+        "api_url": str, "token": str, "region": str, "capacity": int, "data_dir": Path, "runtime": str,
+        "no_egress": lambda v: v.strip().lower() in ("1", "true", "yes", "on"), "egress_allow": str, "bwrap": str,
+    }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> RunnerSettings:
+        env = os.environ if environ is None else environ
+        check_names(env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = "SEQUENCE_RUNNER_" + f.name.upper()
+            if env.get(name):
+                try:
+                    values[f.name] = cls._CONV[f.name](env[name])
+                except ValueError as exc:
+                    raise SettingsError(f"{name}={env[name]!r} is not a valid {f.name}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        if settings.capacity < 1:
+            raise SettingsError("the runner's capacity must be at least 1 (SEQUENCE_RUNNER_CAPACITY, --capacity)")
+        if not settings.region.strip():
+            raise SettingsError("the runner needs a region (SEQUENCE_RUNNER_REGION, --region)")
+        if not settings.api_url.startswith(("http://", "https://")):
+            raise SettingsError(f"SEQUENCE_RUNNER_API_URL={settings.api_url!r} must be an http(s):// URL")
+        return settings
+
+    def __post_init__(self) -> None:
+        # Absolute before anything changes directory (the runner does).
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
 
 
 def parse_venues(text: str) -> dict[str, str]:

@@ -7,12 +7,13 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from sequence.cli.errors import CliError
 from sequence.cli.output import console, emit_json
+from sequence.settings import RunnerSettings, SettingsError
 
 
 def _sandbox(data_dir: Path, runtime: str | None, unsandboxed: bool, *,  # type: ignore[no-untyped-def]
@@ -28,8 +29,16 @@ def _sandbox(data_dir: Path, runtime: str | None, unsandboxed: bool, *,  # type:
     # Secure by default: bubblewrap is required unless the operator says --unsandboxed.
     return Sandbox(SandboxConfig(data_dir=data_dir, runtime=runtime, logs=logs,
                                  bubblewrap=not unsandboxed,
-                                 bwrap_path=bwrap or os.environ.get("SEQUENCE_RUNNER_BWRAP") or "bwrap",
+                                 bwrap_path=bwrap or _runner_settings().bwrap,
                                  egress=egress, egress_allow=egress_allow))
+
+
+def _runner_settings(**overrides: Any) -> RunnerSettings:
+    """The runner's settings: SEQUENCE_RUNNER_* variables, overridden by the flags given."""
+    try:
+        return RunnerSettings.from_env(os.environ, **overrides)
+    except SettingsError as exc:
+        raise CliError(str(exc), "see `sequence runner --help` and docs/configuration.md") from None
 
 
 UNSANDBOXED_HELP = ("Run strategies WITHOUT bubblewrap (no namespaces, no seccomp: a strategy can read the "
@@ -39,26 +48,28 @@ NO_BWRAP_HINT = ("install bubblewrap (`apt-get install bubblewrap`; it needs unp
 
 
 def runner(
-    api_url: Annotated[str, typer.Option("--api-url", envvar="SEQUENCE_RUNNER_API_URL",
-                                         help="Coordinator URL.")] = "http://127.0.0.1:8700",
-    token: Annotated[str | None, typer.Option("--token", envvar="SEQUENCE_RUNNER_TOKEN",
-                                              help="Runner token from `sequence admin runner-token create`.")] = None,
-    region: Annotated[str, typer.Option("--region", envvar="SEQUENCE_RUNNER_REGION",
-                                        help="Region(s) served, comma-separated.")] = "us-east-1",
-    capacity: Annotated[int, typer.Option("--capacity", envvar="SEQUENCE_RUNNER_CAPACITY", min=1,
-                                          help="Concurrent strategies.")] = 50,
-    data_dir: Annotated[Path, typer.Option("--data-dir", envvar="SEQUENCE_RUNNER_DATA_DIR",
-                                           help="Run directories and log spools.")] = Path(".sequence/runner"),
+    api_url: Annotated[str | None, typer.Option("--api-url", help="Coordinator URL (SEQUENCE_RUNNER_API_URL; "
+                                                "default http://127.0.0.1:8700).", show_default=False)] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Runner token from `sequence admin runner-token "
+                                              "create` (SEQUENCE_RUNNER_TOKEN).", show_default=False)] = None,
+    region: Annotated[str | None, typer.Option("--region", help="Region(s) served, comma-separated "
+                                               "(SEQUENCE_RUNNER_REGION; default us-east-1).", show_default=False)] = None,
+    capacity: Annotated[int | None, typer.Option("--capacity", min=1, help="Concurrent strategies "
+                                                 "(SEQUENCE_RUNNER_CAPACITY; default 50).", show_default=False)] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Run directories and log spools "
+                                                  "(SEQUENCE_RUNNER_DATA_DIR; default .sequence/runner).",
+                                                  show_default=False)] = None,
     name: Annotated[str | None, typer.Option("--name", help="Runner name (default: host name + suffix).")] = None,
-    runtime: Annotated[str | None, typer.Option("--runtime", envvar="SEQUENCE_RUNNER_RUNTIME",
-                                                help="Python interpreter for strategies (default: a CPython 3.12 if found).")] = None,
+    runtime: Annotated[str | None, typer.Option("--runtime", help="Python interpreter for strategies "
+                                                "(SEQUENCE_RUNNER_RUNTIME; default: a CPython 3.12 if found).",
+                                                show_default=False)] = None,
     unsandboxed: Annotated[bool, typer.Option("--unsandboxed", "--no-sandbox", help=UNSANDBOXED_HELP)] = False,
-    no_egress: Annotated[bool, typer.Option("--no-egress", envvar="SEQUENCE_RUNNER_NO_EGRESS",
-                                            help="No strategy on this runner reaches the internet, whatever its "
-                                                 "Sequence.toml says.")] = False,
-    egress_allow: Annotated[str | None, typer.Option("--egress-allow", envvar="SEQUENCE_RUNNER_EGRESS_ALLOW",
-                                                     help="Extra networks (CIDRs, comma-separated) the egress proxy may "
-                                                          "reach besides public addresses, e.g. a database in your VPC.")] = None,
+    no_egress: Annotated[bool, typer.Option("--no-egress", help="No strategy on this runner reaches the internet, "
+                                            "whatever its Sequence.toml says (SEQUENCE_RUNNER_NO_EGRESS=1).")] = False,
+    egress_allow: Annotated[str | None, typer.Option("--egress-allow", help="Extra networks (CIDRs, comma-separated) "
+                                                     "the egress proxy may reach besides public addresses, e.g. a "
+                                                     "database in your VPC (SEQUENCE_RUNNER_EGRESS_ALLOW).",
+                                                     show_default=False)] = None,
     check: Annotated[bool, typer.Option("--check", help="Only check this host can run strategies; exit non-zero if not.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --check: print the report as JSON.")] = False,
 ) -> None:
@@ -74,10 +85,13 @@ def runner(
     from sequence.runner.daemon import RunnerDaemon, default_name, stop_on_signals
     from sequence.runner.errors import RunnerError
 
+    rs = _runner_settings(api_url=api_url, token=token, region=region, capacity=capacity, data_dir=data_dir,
+                          runtime=runtime, no_egress=no_egress or None, egress_allow=egress_allow)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    data_dir = data_dir.expanduser().absolute()  # absolute before anything changes directory
+    data_dir = rs.data_dir  # absolute (RunnerSettings) before anything changes directory
     datadir.prepare(data_dir)
+    token, egress_allow = rs.token, rs.egress_allow
     if egress_allow:
         from sequence.runner.network import EgressPolicy
 
@@ -85,7 +99,8 @@ def runner(
             EgressPolicy.parse(egress_allow)
         except ValueError as exc:
             raise CliError(f"--egress-allow: {exc}", "give networks as CIDRs, e.g. 10.0.0.0/8,192.168.1.10/32") from None
-    sandbox = _sandbox(data_dir, runtime, unsandboxed, egress=not no_egress, egress_allow=egress_allow)
+    sandbox = _sandbox(data_dir, rs.runtime, unsandboxed, egress=not rs.no_egress, egress_allow=egress_allow,
+                       bwrap=rs.bwrap)
     if check:
         report = sandbox.check()
         if as_json:
@@ -98,8 +113,8 @@ def runner(
                                           "or SEQUENCE_RUNNER_TOKEN")
 
     async def main() -> None:
-        client = CoordinatorClient(api_url, token)
-        daemon = RunnerDaemon(client, sandbox, name=name or default_name(), region=region, capacity=capacity)
+        client = CoordinatorClient(rs.api_url, token)
+        daemon = RunnerDaemon(client, sandbox, name=name or default_name(), region=rs.region, capacity=rs.capacity)
         stop = asyncio.Event()
         try:
             with stop_on_signals(asyncio.get_running_loop(), stop):
@@ -114,8 +129,8 @@ def runner(
 
 
 def doctor(
-    runtime: Annotated[str | None, typer.Option("--runtime", envvar="SEQUENCE_RUNNER_RUNTIME",
-                                                help="Interpreter to check.")] = None,
+    runtime: Annotated[str | None, typer.Option("--runtime", help="Interpreter to check (SEQUENCE_RUNNER_RUNTIME).",
+                                                show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Print the isolation level strategies get on this host, and why."""
@@ -123,7 +138,7 @@ def doctor(
     from sequence.cli import config as cfgmod
 
     with tempfile.TemporaryDirectory(prefix="sequence-doctor-") as tmp:
-        report = _sandbox(Path(tmp), runtime, False).check()
+        report = _sandbox(Path(tmp), _runner_settings(runtime=runtime).runtime, False).check()
     cfg = cfgmod.load()
     if as_json:
         emit_json({"version": __version__, "api_url": cfg.api_url, "isolation": report.to_dict()})
