@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2
 
 from sequence.execution.venues import order_venue
 from sequence.execution.venues.base import (
@@ -151,6 +152,9 @@ async def test_the_same_request_always_yields_the_same_order_id() -> None:
                                          signature=first.body["order"]["signature"])
         assert signer == address == first.body["order"]["maker"] == first.body["order"]["signer"]
         assert first.typed_data["domain"]["name"] == "Polymarket CTF Exchange"
+        # the very signature the official client makes with its own Signer (hex key, parsed per call)
+        official = ExchangeOrderBuilderV2(first.typed_data["domain"]["verifyingContract"], 137, a.signer)
+        assert official.build_order_signature(dict(first.typed_data)) == first.body["order"]["signature"]
         assert first.typed_data["domain"]["version"] == "2"
         # refused here, never rounded by the client: a price off the tick, a size finer than 0.01
         with pytest.raises(OrderRejected) as off:

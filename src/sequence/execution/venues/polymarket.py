@@ -143,6 +143,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
@@ -153,6 +154,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
 
 import httpx
+from eth_keys.datatypes import PrivateKey
 from py_clob_client_v2.clob_types import ApiCreds, RequestArgs
 from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.constants import BYTES32_ZERO, END_CURSOR, INITIAL_CURSOR, POLYGON
@@ -318,6 +320,12 @@ class PolymarketOrders(OrderVenue):
             self.signer = Signer(key, chain_id)
         except Exception as exc:  # eth_account's ValueError/binascii errors on a bad key
             raise AuthFailed(f"polymarket private_key is not a valid wallet key: {type(exc).__name__}") from None
+        # The official order builder signs with ``signer.private_key``; given the hex string,
+        # eth_account re-derives the public key (an elliptic-curve multiplication, half of a
+        # build's cost) on every signature. Its signer gets the key parsed once: the same
+        # RFC 6979 signatures, twice as fast.
+        self._order_signer = copy.copy(self.signer)
+        self._order_signer.private_key = PrivateKey(bytes(self.signer.account.key))
         sig_type = int(self.credentials.get("signature_type") or 0)
         self._builder = OrderBuilder(self.signer, SignatureTypeV2(sig_type),
                                      self.credentials.get("funder") or None)
@@ -383,7 +391,7 @@ class PolymarketOrders(OrderVenue):
         contracts = get_contract_config(self.signer.get_chain_id())
         exchange = contracts.neg_risk_exchange_v2 if neg else contracts.exchange_v2
         salt = str(order_salt(req.client_order_id))
-        exchange_builder = ExchangeOrderBuilderV2(exchange, self.signer.get_chain_id(), self.signer,
+        exchange_builder = ExchangeOrderBuilderV2(exchange, self.signer.get_chain_id(), self._order_signer,
                                                   generate_salt=lambda: salt)
         order = exchange_builder.build_order(OrderDataV2(
             maker=self.maker, tokenId=str(req.symbol), makerAmount=str(maker_amount),
