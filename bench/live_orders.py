@@ -30,7 +30,7 @@ is throttled by them. Each round starts a fresh venue and a fresh platform.
   is timed until its answer — which comes after the venue confirmed the cancels — and the fake
   is checked to have none of them still open (target ≤ 1 s). ``DELETE /v1/kill`` releases it.
   The venue side is shown too: when the venue answered the last cancel request (Coinbase: one
-  ``batch_cancel``; Polymarket: one ``DELETE /order`` per order). Baseline: the adapter's
+  ``batch_cancel``; Polymarket: one ``DELETE /orders`` batch). Baseline: the adapter's
   ``cancel_many`` of as many orders it placed itself.
 
 Probe orders rest until the end of their round; the kill switch (untimed, recorded as
@@ -130,7 +130,7 @@ class Stamps:
         self.app = app
         self.venue = venue
         self.order_path, self.cancel = ((f"{API}/orders", ("POST", f"{API}/orders/batch_cancel"))
-                                        if venue == "coinbase" else ("/order", ("DELETE", "/order")))
+                                        if venue == "coinbase" else ("/order", ("DELETE", "/orders")))
         self.arrivals: dict[str, int] = {}  # order key -> arrival ns (first attempt)
         self.cancels: list[dict[str, int]] = []  # cancel requests: arrival, answered, how many ids
 
