@@ -264,3 +264,22 @@ def test_stopping_a_strategy_cancels_its_real_orders_at_the_venue(live: Live, tm
         node = _node(http, gid, timeout=30, until=lambda n: n["status"] == "cancelled")
         assert node["status"] == "cancelled", node
     assert server.call(lambda: [o.order_id for o in fake.orders.values() if o.status == "OPEN"]) == []
+
+
+def test_an_order_whose_reply_is_lost_is_found_at_the_venue_not_sent_twice(live: Live) -> None:
+    server, fake = live.venues.servers["coinbase"], live.venues.coinbase
+    asks = server.call(lambda: sorted(fake.books["BTC-USD"]["offer"].items())[:1])
+    before = live.orders_at("coinbase")
+    server.call(fake.drop_next_reply, 8.0)  # the venue takes it; its answer comes after our 5 s timeout
+    qty = Decimal("0.0003")
+    with live.http() as http:
+        r = http.post("/v1/graphs", json={"nodes": [{
+            "node_id": "buy", "symbol": "BTC-USD", "side": "buy", "qty": float(qty), "venue": "coinbase",
+            "instrument_type": "spot", "limit_price": float(asks[0][0])}]})
+        assert r.status_code in (200, 201), r.text
+        gid = r.json()["graph_id"]
+        fills = _fills(http, gid, qty, timeout=40)
+        node = _node(http, gid, timeout=40, until=lambda n: n["status"] == "filled")
+    assert node["status"] == "filled", node
+    assert [Decimal(str(f["qty"])) for f in fills] == [qty], fills  # the fill, once
+    assert live.orders_at("coinbase") == before + 1  # one order at the venue, not two
