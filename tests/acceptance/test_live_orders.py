@@ -283,3 +283,30 @@ def test_an_order_whose_reply_is_lost_is_found_at_the_venue_not_sent_twice(live:
     assert node["status"] == "filled", node
     assert [Decimal(str(f["qty"])) for f in fills] == [qty], fills  # the fill, once
     assert live.orders_at("coinbase") == before + 1  # one order at the venue, not two
+
+
+def test_after_a_coordinator_restart_working_orders_are_reconciled_not_resent(live: Live) -> None:
+    server, fake = live.venues.servers["coinbase"], live.venues.coinbase
+    with live.http() as http:
+        r = http.post("/v1/graphs", json={"nodes": [{
+            "node_id": "rest", "symbol": "BTC-USD", "side": "buy", "qty": 0.002, "venue": "coinbase",
+            "instrument_type": "spot", "limit_price": 1000.0}]})
+        gid = r.json()["graph_id"]
+        assert _node(http, gid, until=lambda n: n["status"] == "working")["status"] == "working"
+    time.sleep(0.5)  # the venue's ack (its order id) lands
+    before = live.orders_at("coinbase")
+    oid = server.call(lambda: next(o.order_id for o in reversed(list(fake.orders.values())) if o.status == "OPEN"))
+    assert live.platform.interrupt() in (0, 130)
+    # While the coordinator is down, half of the order fills at the venue.
+    server.call(fake.fill_resting, oid, "0.001")
+    live.platform.start()
+    with live.http() as http:
+        node = _node(http, gid, timeout=30, until=lambda n: n["status"] == "partially_filled")
+        assert node["status"] == "partially_filled" and node["filled_qty"] == pytest.approx(0.001), node
+        fills = [f for f in http.get("/v1/fills", params={"limit": 100}).json()["fills"] if f["graph_id"] == gid]
+        assert [(f["qty"], f["price"], f["sandbox"]) for f in fills] == [(0.001, 1000.0, False)], fills
+        assert live.orders_at("coinbase") == before  # looked up, not sent again
+        # Still working at the venue and here: the rest fills after the restart too.
+        server.call(fake.fill_resting, oid)
+        node = _node(http, gid, timeout=30, until=lambda n: n["status"] == "filled")
+        assert node["status"] == "filled", node
