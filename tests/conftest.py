@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,22 @@ from sequence.store.tables import metadata
 from tests.helpers import LiveServer, start_server
 
 PG_ADMIN_URL = os.environ.get("SEQUENCE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+#: The interpreter's recursion limit as the suite starts. The local Polymarket venue (and eth_account
+#: in tests) import py_ecc, which raises it to 100,000: in-process coordinators would then crash on
+#: the hostile deeply nested JSON the security tests send, instead of answering 400 as they do in
+#: production (sequence.execution.venues.order_venue puts the limit back after that import).
+RECURSION_LIMIT = sys.getrecursionlimit()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    sys.setrecursionlimit(RECURSION_LIMIT)
+
+
+@pytest.fixture(autouse=True)
+def _recursion_limit() -> Iterator[None]:
+    yield
+    if sys.getrecursionlimit() != RECURSION_LIMIT:
+        sys.setrecursionlimit(RECURSION_LIMIT)
 
 
 def _pg_available() -> bool:

@@ -7,6 +7,7 @@ that venue for real, so paper trading and the simulators never load them.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Mapping
 
 import httpx
@@ -56,7 +57,14 @@ def order_venue(credentials: Mapping[str, str], config: OrderConfig, *,
     except KeyError:
         raise ValueError(f"no order adapter for {config.venue!r}; expected one of {sorted(ORDER_VENUES)}") from None
     module, _, name = target.partition(":")
-    cls: type[OrderVenue] = getattr(importlib.import_module(module), name)
+    limit = sys.getrecursionlimit()
+    try:
+        cls: type[OrderVenue] = getattr(importlib.import_module(module), name)
+    finally:
+        # py_ecc (imported under Polymarket's signing libraries) raises the interpreter's
+        # recursion limit to 100,000 at import. With it, a hostile deeply nested JSON body makes
+        # the parser overflow the C stack: the coordinator crashes instead of answering 400.
+        sys.setrecursionlimit(limit)
     return cls(credentials, config, http=http)
 
 
