@@ -105,8 +105,12 @@ class TradingStore:
                     existing = self._by_key(c, client_id, key)
                     if existing is not None:
                         return self._replay(existing, graph)
-                c.execute(t.graphs.insert().values(**graph))
-                if nodes:
+                # Bound parameters, not .values(): the compiled INSERT is cached, and building a
+                # statement per graph cost more than the transaction (the real-order send waits on it).
+                c.execute(t.graphs.insert(), graph)
+                if len(nodes) == 1:
+                    c.execute(t.graph_nodes.insert(), dict(nodes[0]))
+                elif nodes:
                     c.execute(t.graph_nodes.insert(), [dict(n) for n in nodes])
         except IntegrityError:
             # Lost a race with a concurrent submit of the same key: answer with the winner.
