@@ -39,8 +39,7 @@ from sequence.api import errors
 from sequence.api.auth import Authenticator
 from sequence.api.notify import QUEUE, Notifier, strategy_topic
 from sequence.api.routes import controls, keys, market, runners, strategies, stream, trading
-from sequence.api.services import logs as log_stream  # the logs: channel of /v1/stream
-from sequence.api.services import orders
+from sequence.api.services import logs, orders
 from sequence.api.state import Core
 from sequence.market import setup
 from sequence.market.clock import Clock
@@ -244,7 +243,7 @@ def _attach_market(app: FastAPI, core: Core, service: MarketService) -> None:
     app.include_router(trading.router)
     app.include_router(controls.router)  # /v1/risk, /v1/kill
     stream.install_route(app)
-    log_stream.register(core, service.hub)
+    logs.register(core, service.hub)  # the logs: channel of /v1/stream
 
 
 async def _reaper(core: Core, metrics: Metrics) -> None:

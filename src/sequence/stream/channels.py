@@ -14,7 +14,7 @@ Each owner registers its kinds on the hub with its own validator and
 snapshot: the market service ``prices`` and ``book``
 (:mod:`sequence.market.service`), the graph engine ``fills`` and ``graphs``
 (:mod:`sequence.execution.engine`), the API ``logs``
-(:mod:`sequence.api.log_stream`).
+(:mod:`sequence.api.services.logs`).
 """
 
 from __future__ import annotations
