@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sequence.store.store import LogColumns
 from tests.cli.test_cli import SEQ, run
 from tests.helpers import LiveServer, create_body
 
@@ -111,9 +112,9 @@ def hostile(server: LiveServer) -> Iterator[dict[str, Any]]:
                                                           manifest={"note": "[/red] \x1b[2J"}))
             assert r.status_code == 201, r.text
         spec = h.post(f"/v1/runners/{rid}/poll", json={"free_slots": 1, "wait_s": 5}).json()["claims"][0]
-        records = [{"seq": i + 1, "ts": 1.0 + i, "stream": stream, "line": line}
-                   for i, (stream, line, _shown) in enumerate(LINES)]
-        server.core.store.append_logs(spec["run_id"], spec["epoch"], rid, records)
+        cols = LogColumns(1, [1.0 + i for i in range(len(LINES))], [stream for stream, _l, _s in LINES],
+                          [line for _st, line, _s in LINES], [])
+        server.core.store.append_log_columns(spec["run_id"], spec["epoch"], rid, cols)
         ended = h.post(f"/v1/runners/{rid}/runs/{spec['run_id']}/exit",
                        json={"epoch": spec["epoch"], "code": 0, "reason": HOSTILE_REASON})
         assert ended.status_code == 200, ended.text

@@ -7,7 +7,6 @@ its own epoch even after the run ended or moved (see :meth:`LogsStore.append_log
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -38,29 +37,8 @@ class LogColumns:
     lines: list[str]
     partial: list[int]  # indexes of lines that are parts of a longer line
 
-    @classmethod
-    def from_records(cls, lines: Sequence[Mapping[str, Any]]) -> LogColumns:
-        """From ``{seq, ts, stream, line, partial?}`` records, which must be contiguous."""
-        if not lines:
-            return cls(1, [], [], [], [])
-        first = int(lines[0]["seq"])
-        for i, x in enumerate(lines):
-            if int(x["seq"]) != first + i:
-                raise Conflict(f"log gap: batch not contiguous at seq {x['seq']}")
-        return cls(first, [float(x["ts"]) for x in lines], [x["stream"] for x in lines], [x["line"] for x in lines],
-                   [i for i, x in enumerate(lines) if x.get("partial")])
-
 
 class LogsStore(StoreBase):
-    def append_logs(self, run_id: str, epoch: int, runner_id: str, lines: Sequence[Mapping[str, Any]]) -> int:
-        """Store a batch of log records (``{seq, ts, stream, line, partial?}``); returns the next expected seq.
-
-        Records already stored (seq below the next expected one) are skipped,
-        so a retried batch never duplicates; a gap raises Conflict so the
-        runner resends from its spool and nothing is reordered.
-        """
-        return self.append_log_columns(run_id, epoch, runner_id, LogColumns.from_records(lines))
-
     def _log_run(self, c: Connection, run_id: str, epoch: int, runner_id: str) -> Any:
         """The run a log batch is for: it must be this runner's, at this epoch — but it
         need not be current.  Logs are history: a run that ended, was stopped or was
@@ -75,7 +53,11 @@ class LogsStore(StoreBase):
         return r
 
     def append_log_columns(self, run_id: str, epoch: int, runner_id: str, cols: LogColumns) -> int:
-        """The columnar form of :meth:`append_logs` (what the runner sends): same rules."""
+        """Store a contiguous batch of log lines (what the runner sends); returns the next expected seq.
+
+        Lines already stored (seq below the next expected one) are skipped, so a retried batch
+        never duplicates; a gap raises Conflict so the runner resends from its spool and nothing
+        is reordered."""
         with self.db.write() as c:
             r = self._log_run(c, run_id, epoch, runner_id)
             nxt = int(r.log_lines) + 1  # seq starts at 1 within a run
