@@ -70,6 +70,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
+from _procs import free_port, pct, pin, wait_port  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 SEQUENCE = Path(sys.executable).parent / "sequence"
 API = "/api/v3/brokerage"
@@ -77,35 +79,6 @@ SYMBOL = "BTC-USD"
 QTY = "0.001"
 BASE_PRICE = Decimal("1000.00")  # far below the fake's ~95,000 book: every probe rests
 TICK = Decimal("0.01")
-
-
-def pin(cpus: set[int]) -> None:
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(0, cpus)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process {proc.args} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
-
-
-def pct(xs: list[float], p: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(p * len(s)))]
 
 
 # == the venue process ===========================================================================
