@@ -363,3 +363,25 @@ async def test_cancel_on_stop_can_be_turned_off_for_a_strategy(env: Env) -> None
     assert await rig.engine.cancel_run("run_k") == 0
     assert rig.kalshi.cancelled == []
     await rig.engine.stop()
+
+
+@async_test
+async def test_a_fill_reported_after_its_graph_was_cancelled_is_still_recorded(env: Env) -> None:
+    std_book(env.market)
+    rig = Rig(env)
+    await rig.engine.start()
+    gid = await submit(rig.engine, env, [node(qty=2, limit_price=0.30)])
+    await rig.until(lambda: "kalshi" in rig.venues and rig.kalshi.placed
+                    and env.trading.load_active()[0]["nodes"][0]["venue_order_id"])
+    (req,) = rig.kalshi.placed
+    g = await rig.engine.cancel(env.client_id, gid)
+    assert g is not None and g["status"] == "cancelled" and gid not in rig.engine.active_graph_ids()
+    rig.kalshi.fill(req, "1", "0.30", "f-late")  # it traded at the venue before the cancel landed
+    await rig.until(lambda: env.trading.list_fills(env.client_id, graph_id=gid))
+    (f,) = env.trading.list_fills(env.client_id, graph_id=gid)
+    assert f["venue_fill_id"] == "f-late" and f["qty_1e8"] == 100_000_000 and f["sandbox"] is False
+    (pos,) = env.trading.positions(env.client_id, paper=False)
+    assert pos["net_1e8"] == 100_000_000
+    n = node_of(await graph(rig.engine, env, gid), "leg")
+    assert n["status"] == "cancelled" and n["filled_qty"] == 1  # the status stands; the totals follow
+    await rig.engine.stop()

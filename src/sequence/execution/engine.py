@@ -44,7 +44,7 @@ import hashlib
 import json
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -93,6 +93,8 @@ from .writer import Writer
 
 log = logging.getLogger(__name__)
 
+#: Real orders that ended here, remembered (newest) for the fills a venue reports late.
+ENDED_REAL_KEPT = 10_000
 #: How long cancelling a graph waits for the venues to confirm its real orders' cancels.
 CANCEL_WAIT_S = 5.0
 
@@ -168,6 +170,7 @@ class TradingEngine:
         self._kills: dict[tuple[str, str], float] = {}
         self._reconciling: list[tuple[LiveOrder | None, str, str, str, str, int]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._ended_real: OrderedDict[str, tuple[Graph, Node]] = OrderedDict()  # see _real_done
         if router is not None:
             router.bind(self._on_live)
             router.on_session_lost = self._session_lost
@@ -617,6 +620,10 @@ class TradingEngine:
         """The node's real order no longer works: it stops counting against the limits."""
         if self._live.pop(node.node_order_id, None) is None:
             return
+        # Kept a while: a fill the venue reports after the order ended here still finds its node.
+        self._ended_real[node.node_order_id] = (g, node)
+        while len(self._ended_real) > ENDED_REAL_KEPT:
+            self._ended_real.popitem(last=False)
         for client_id, sid in self._scopes(g):
             e = self.exposure(client_id, sid or None)
             e.open_orders = max(0, e.open_orders - 1)
@@ -649,12 +656,15 @@ class TradingEngine:
     def _apply_live(self, events: Sequence[LiveEvent], step: _Step) -> None:
         for ev in events:
             node = self._live.get(ev.node_order_id)
+            g = None if node is None else self._graphs.get(node.graph_id)
             if node is None and isinstance(ev, Filled):
-                node = self._node_of(ev.node_order_id)  # a late fill of an order already ended
-            if node is None:
-                continue
-            g = self._graphs.get(node.graph_id)
-            if g is None:
+                # A late fill of an order that already ended here (a fill racing its cancel), its
+                # graph perhaps ended too: money moved, so it is still stored and counted.
+                g, node = self._ended_real.get(ev.node_order_id, (None, None))
+                if node is None:
+                    log.error("fill %s at %s for %s: no such real order here; not recorded",
+                              ev.fill.fill_id, ev.fill.venue_order_id, ev.node_order_id)
+            if node is None or g is None:
                 continue
             step.touched[g.graph_id] = g
             if isinstance(ev, Acked):
@@ -678,13 +688,6 @@ class TradingEngine:
                         self._stage(g, node, step)
             else:
                 self._real_fill(g, node, ev.fill, step)
-
-    def _node_of(self, node_order_id: str) -> Node | None:
-        for g in self._graphs.values():
-            for node in g.nodes.values():
-                if node.node_order_id == node_order_id:
-                    return node
-        return None
 
     def _real_fill(self, g: Graph, node: Node, fill: VenueFill, step: _Step) -> None:
         key = (node.venue, fill.fill_id)
