@@ -60,3 +60,26 @@ def test_the_kill_switch_cancels_working_orders_and_is_released(coord: Any) -> N
         assert http.delete("/v1/kill").json() == {"released": True, "strategy_id": None}
         assert http.get("/v1/kill").json()["engaged"] == []
         assert http.delete("/v1/kill").json()["released"] is False
+
+
+def test_another_client_can_neither_kill_nor_read_the_limits_of_my_strategies(coord: Any, tmp_path: Any) -> None:
+    from tests.helpers import create_body
+
+    with coord.client() as mine:
+        sid = mine.post("/v1/strategies", json=create_body(name="mine", start=True)).json()["strategy_id"]
+        mine.put("/v1/risk", params={"strategy": "mine"}, json={"max_order_notional": 7})
+    _cid, other_key = coord.new_client("intruder")
+    with coord.client(other_key) as other:
+        for ident in ("mine", sid):
+            r = other.post("/v1/kill", json={"strategy": ident})
+            assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
+            assert other.get("/v1/risk", params={"strategy": ident}).status_code == 404
+            assert other.put("/v1/risk", params={"strategy": ident}, json={"max_order_notional": 1e9}).status_code == 404
+        # Its own kill switch touches only its own (no) strategies.
+        assert other.post("/v1/kill").json()["strategies_stopped"] == []
+        other.delete("/v1/kill")
+    with coord.client() as mine:
+        s = mine.get(f"/v1/strategies/{sid}").json()
+        assert s["desired_state"] == "running", s
+        r = mine.get("/v1/risk", params={"strategy": "mine"}).json()
+        assert r["limits"]["max_order_notional"] == 7 and mine.get("/v1/kill").json()["engaged"] == []
