@@ -70,12 +70,13 @@ class StrategyConfig:
     latency_target: list[str] = field(default_factory=list)
     disk_mb: int | None = None
     egress: str | None = None
+    requirements: str | None = None  # path of the requirements file, relative to the folder
 
 
 _ALLOWED = {
     "strategy": {"name", "runtime", "description"},
     "hosted": {"entrypoint", "memory_mb", "stop_timeout_s", "env", "secrets", "manifest", "placement", "disk_mb",
-               "egress"},
+               "egress", "requirements"},
     "hosted.placement": {"latency_target"},
 }
 
@@ -150,6 +151,12 @@ def parse_config(path: Path) -> StrategyConfig:
         if v not in EGRESS_CHOICES:
             raise _err(path, text, "egress", f"[hosted] egress must be one of: {', '.join(map(repr, EGRESS_CHOICES))}")
         cfg.egress = v
+    if "requirements" in hosted:
+        v = hosted["requirements"]
+        if not isinstance(v, str) or not v or PurePosixPath(v).is_absolute() or ".." in PurePosixPath(v).parts:
+            raise _err(path, text, "requirements", "[hosted] requirements must be a relative path inside the folder, "
+                                                   "e.g. \"requirements.txt\"")
+        cfg.requirements = v
     for slot in ("env", "secrets"):
         table = hosted.get(slot, {})
         if not isinstance(table, dict):

@@ -54,6 +54,8 @@ class ClaimSpec(TypedDict):
     api_url: str
     artifact_sha256: str
     artifact_size: int
+    # The dependency layer: {layer_id, target, size_bytes, wheels: [{filename, sha256, size}]}, or None.
+    layer: dict[str, Any] | None
 
 
 class PollAnswer(TypedDict):

@@ -81,6 +81,11 @@ class Settings:
     max_artifact_mb: int = 50
     # Cap on an artifact's inflated size, enforced while inflating at upload (413 above it).
     max_unpacked_mb: int = 512
+    # Dependency layers (docs/configuration.md): caps on one wheel and on one layer's wheels,
+    # and how long a layer no strategy uses is kept before it is garbage-collected.
+    max_wheel_mb: int = 256
+    max_layer_mb: int = 1024
+    layer_retention_hours: float = 168.0
     # Per strategy: stored log bytes kept (oldest lines of old runs dropped first); 0 = unlimited.
     log_retention_mb: int = 256
     # Per strategy, enforced by the runner: sustained lines/second (0 = unlimited) and burst.
@@ -123,6 +128,14 @@ class Settings:
         return self.max_unpacked_mb * 1024 * 1024
 
     @property
+    def max_wheel_bytes(self) -> int:
+        return self.max_wheel_mb * 1024 * 1024
+
+    @property
+    def max_layer_bytes(self) -> int:
+        return self.max_layer_mb * 1024 * 1024
+
+    @property
     def log_retention_bytes(self) -> int:
         return self.log_retention_mb * 1024 * 1024
 
@@ -149,6 +162,9 @@ class Settings:
             "public_url": str,
             "max_artifact_mb": int,
             "max_unpacked_mb": int,
+            "max_wheel_mb": int,
+            "max_layer_mb": int,
+            "layer_retention_hours": float,
             "log_retention_mb": int,
             "log_rate_lines": int,
             "log_burst_lines": int,
@@ -202,6 +218,10 @@ class Settings:
             raise SettingsError("max_artifact_mb must be between 1 and 4096")
         if not 1 <= self.max_unpacked_mb <= 65536:
             raise SettingsError("max_unpacked_mb must be between 1 and 65536")
+        if not 1 <= self.max_wheel_mb <= self.max_layer_mb <= 65536:
+            raise SettingsError("max_wheel_mb must be at least 1 and at most max_layer_mb (at most 65536)")
+        if not self.layer_retention_hours > 0:
+            raise SettingsError("layer_retention_hours must be more than 0")
         if self.log_retention_mb < 0:
             raise SettingsError("log_retention_mb must be 0 (unlimited) or more")
         if self.log_rate_lines < 0 or self.log_burst_lines < 0:
@@ -241,11 +261,16 @@ class RunnerSettings:
     no_egress: bool = False  # no strategy reaches the internet, whatever its Sequence.toml says
     egress_allow: str | None = None  # extra networks (CIDRs) the egress proxy may reach
     bwrap: str = "bwrap"  # the bubblewrap binary
+    layer_retention_hours: float = 168.0  # cached dependency layers unused this long are removed
+    # Where dependency layers are unpacked (None: /var/lib/sequence/layers for a root runner,
+    # <data_dir>/layers otherwise); every sandbox uid must be able to reach it.
+    layer_cache: Path | None = None
 
     #: field -> how its variable's text is read
     _CONV: ClassVar[dict[str, Any]] = {
         "api_url": str, "token": str, "region": str, "capacity": int, "data_dir": Path, "runtime": str,
         "no_egress": lambda v: v.strip().lower() in ("1", "true", "yes", "on"), "egress_allow": str, "bwrap": str,
+        "layer_retention_hours": float, "layer_cache": Path,
     }
 
     @classmethod
@@ -264,6 +289,8 @@ class RunnerSettings:
         settings = cls(**values)
         if settings.capacity < 1:
             raise SettingsError("the runner's capacity must be at least 1 (SEQUENCE_RUNNER_CAPACITY, --capacity)")
+        if not settings.layer_retention_hours > 0:
+            raise SettingsError("SEQUENCE_RUNNER_LAYER_RETENTION_HOURS must be more than 0")
         if not settings.region.strip():
             raise SettingsError("the runner needs a region (SEQUENCE_RUNNER_REGION, --region)")
         if not settings.api_url.startswith(("http://", "https://")):

@@ -39,7 +39,8 @@ from sequence.api import errors
 from sequence.api.auth import Authenticator
 from sequence.api.notify import QUEUE, Notifier, strategy_topic
 from sequence.api.routes import controls, keys, market, runners, strategies, stream, trading
-from sequence.api.services import logs, orders
+from sequence.api.routes import layers as layer_routes
+from sequence.api.services import layers, logs, orders
 from sequence.api.state import Core
 from sequence.market import setup
 from sequence.market.clock import Clock
@@ -187,13 +188,15 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
             await core.market.start()
         if core.trading is not None:
             await core.trading.start()  # after the market: it restores orders into its books
-        task = asyncio.create_task(_reaper(core, metrics))
+        tasks = [asyncio.create_task(_reaper(core, metrics)), asyncio.create_task(_layer_collector(core))]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if core.trading is not None:
                 await core.trading.stop()
             if core.market is not None:
@@ -225,6 +228,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(strategies.router)
+    app.include_router(layer_routes.router)
     app.include_router(keys.router)
     app.include_router(runners.router)
     if with_market:
@@ -244,6 +248,16 @@ def _attach_market(app: FastAPI, core: Core, service: MarketService) -> None:
     app.include_router(controls.router)  # /v1/risk, /v1/kill
     stream.install_route(app)
     logs.register(core, service.hub)  # the logs: channel of /v1/stream
+
+
+async def _layer_collector(core: Core, every: float = 600.0) -> None:
+    """Garbage-collect dependency layers no strategy used for the retention period (and their wheels)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await anyio.to_thread.run_sync(layers.collect, core)
+        except Exception:
+            log.exception("layer collection failed")
 
 
 async def _reaper(core: Core, metrics: Metrics) -> None:

@@ -30,6 +30,7 @@ def _sandbox(data_dir: Path, runtime: str | None, unsandboxed: bool, *,  # type:
     return Sandbox(SandboxConfig(data_dir=data_dir, runtime=runtime, logs=logs,
                                  bubblewrap=not unsandboxed,
                                  bwrap_path=bwrap or _runner_settings().bwrap,
+                                 layer_cache=_runner_settings().layer_cache,
                                  egress=egress, egress_allow=egress_allow))
 
 
@@ -114,7 +115,8 @@ def runner(
 
     async def main() -> None:
         client = CoordinatorClient(rs.api_url, token)
-        daemon = RunnerDaemon(client, sandbox, name=name or default_name(), region=rs.region, capacity=rs.capacity)
+        daemon = RunnerDaemon(client, sandbox, name=name or default_name(), region=rs.region, capacity=rs.capacity,
+                              layer_retention_s=rs.layer_retention_hours * 3600)
         stop = asyncio.Event()
         try:
             with stop_on_signals(asyncio.get_running_loop(), stop):

@@ -17,6 +17,8 @@ from rich.text import Text
 
 from sequence import bundle
 from sequence.cli import config as cfgmod
+from sequence.cli.deps import describe as describe_layer
+from sequence.cli.deps import prepare_layer, requirements_path
 from sequence.cli.errors import CliError
 from sequence.cli.http import Api
 from sequence.cli.output import (
@@ -100,6 +102,7 @@ class Plan:
     spec: dict[str, Any]
     artifact: bytes
     left_out: list[tuple[str, str]]
+    requirements: Path | None = None  # resolved and uploaded as a dependency layer at deploy
 
 
 def plan_deploy(root: Path, *, start: bool, name: str | None, entrypoint: str | None, env: list[str],
@@ -186,7 +189,8 @@ def plan_deploy(root: Path, *, start: bool, name: str | None, entrypoint: str | 
         spec["disk_mb"] = cfg.disk_mb
     if cfg.egress is not None:
         spec["egress"] = cfg.egress
-    return Plan(spec, artifact, collected.left_out)
+    return Plan(spec, artifact, collected.left_out,
+                requirements_path(root, cfg.entrypoint, cfg.requirements))
 
 
 def deploy_strategy(api: Api, plan: Plan, *, show_progress: bool) -> dict[str, Any]:
@@ -221,16 +225,27 @@ def deploy(
     egress: Annotated[str | None, typer.Option("--egress", help="Override \\[hosted] egress: 'public' (internet through the runner's proxy) or 'none'.")] = None,
     clear_secrets: Annotated[bool, typer.Option("--clear-secrets", help="Drop the strategy's sealed secrets (a redeploy otherwise keeps them unless new ones are given).")] = False,
     latency_target: Annotated[list[str] | None, typer.Option("--latency-target", help="Placement hint (coinbase, kalshi, polymarket); repeatable.")] = None,
+    refresh_deps: Annotated[bool, typer.Option("--refresh-deps", help="Resolve requirements.txt again with pip (the newest versions it allows) instead of reusing this machine's lock of it.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Bundle a folder and create or redeploy the strategy."""
+    """Bundle a folder and create or redeploy the strategy.
+
+    A requirements.txt beside the entrypoint (or \\[hosted] requirements) is resolved by pip
+    for the runners' interpreter, binary wheels only, and uploaded once as a dependency layer."""
     plan = plan_deploy(path, start=start, name=name, entrypoint=entrypoint, env=env or [], secrets_file=secrets_file,
                        manifest=manifest, memory_mb=memory_mb, disk_mb=disk_mb, egress=egress,
                        clear_secrets=clear_secrets, latency_target=latency_target or [])
+    show = not as_json and sys.stderr.isatty()
+    layer = None
     with _api() as api:
-        res = deploy_strategy(api, plan, show_progress=not as_json and sys.stderr.isatty())
+        if plan.requirements is not None:
+            layer = prepare_layer(api, plan.requirements, show_progress=show, refresh=refresh_deps)
+            if layer is not None:
+                plan.spec["layer_id"] = layer.layer_id
+        res = deploy_strategy(api, plan, show_progress=show)
     if as_json:
-        emit_json({**res, "left_out": [{"path": p, "reason": why} for p, why in plan.left_out]})
+        emit_json({**res, "left_out": [{"path": p, "reason": why} for p, why in plan.left_out],
+                   "layer_upload": describe_layer(layer) if layer else None})
         return
     _left_out_notice(plan.left_out)
     shown = literal(res["name"])
@@ -238,6 +253,14 @@ def deploy(
                                 "  status ", literal(res["status"], "bold")))
     console.print(Text.assemble("  artifact sha256 ", literal(res["artifact_sha256"][:16]), "…  (",
                                 literal(res["artifact_size"]), " bytes)"))
+    if layer is not None:
+        pkgs = ", ".join(f"{n}=={v}" for n, v in layer.packages[:6]) + (" …" if len(layer.packages) > 6 else "")
+        sent = (f"uploaded {layer.uploaded_wheels} wheel(s), {layer.uploaded_bytes} bytes" if layer.uploaded_wheels
+                else "nothing to upload: the coordinator has every wheel")
+        if layer.from_cache:
+            sent += "; requirements unchanged, lock reused (--refresh-deps resolves again)"
+        console.print(Text.assemble("  dependencies ", literal(pkgs), "  (layer ", literal(layer.layer_id[:12]),
+                                    "…, ", literal(layer.size_bytes), " bytes; ", sent, ")"))
     if res.get("secret_names"):
         kept = "" if "secrets" in plan.spec else " (kept from the previous deploy)"
         console.print(Text.assemble("  secrets ", literal(", ".join(res["secret_names"])), kept))
@@ -357,11 +380,19 @@ def inspect(ident: Ident, as_json: JsonOpt = False) -> None:
          if cur else None),
         ("env", json.dumps(s["env"])),
         ("secrets", ", ".join(s["secret_names"]) or "(none)"),
+        ("dependencies", _deps_text(s.get("dependencies"))),
         ("manifest", json.dumps(s["manifest"])),
     ]
     for k, v in fields:
         if v is not None:
             console.print(Text.assemble(f"  {k:<13} ", v if isinstance(v, Text) else literal(v)), soft_wrap=True)
+
+
+def _deps_text(d: dict[str, Any] | None) -> str:
+    if not d:
+        return "(standard library and the SDK only)"
+    pkgs = " ".join(f"{p['name']}=={p['version']}" for p in d["packages"])
+    return f"{pkgs}  (layer {d['layer_id'][:12]}…, {d['size_bytes']} bytes, CPython {d.get('python')})"
 
 
 def _isolation_text(iso: dict[str, Any] | None) -> str | None:

@@ -99,6 +99,12 @@ class CoordinatorClient:
         r = await self._call("GET", self._run_path(run_id, "artifact"), params={"epoch": epoch}, timeout=120.0)
         return r.content, r.headers.get("x-artifact-sha256", "")
 
+    async def wheel(self, run_id: str, epoch: int, sha256: str) -> bytes:
+        """One wheel of the run's dependency layer (the runner checks its hash)."""
+        r = await self._call("GET", self._run_path(run_id, f"wheels/{sha256}"), params={"epoch": epoch},
+                             timeout=300.0)
+        return r.content
+
     async def started(self, run_id: str, epoch: int) -> None:
         await self._call("POST", self._run_path(run_id, "started"), json={"epoch": epoch})
 

@@ -79,7 +79,7 @@ class ActiveRun:
 
 class RunnerDaemon:
     def __init__(self, client: CoordinatorClient, sandbox: Sandbox, *, name: str, region: str,
-                 capacity: int) -> None:
+                 capacity: int, layer_retention_s: float = 7 * 86400.0) -> None:
         self.client = client
         self.sandbox = sandbox
         self.name = name
@@ -91,6 +91,7 @@ class RunnerDaemon:
         self._closing = asyncio.Event()
         self.registered = asyncio.Event()
         self._bg: set[asyncio.Task[Any]] = set()
+        self.layer_retention_s = layer_retention_s
 
     # ------------------------------------------------------------------ main
     async def run(self, stop: asyncio.Event) -> None:
@@ -108,6 +109,7 @@ class RunnerDaemon:
             self._spawn(deliver_spools(self.client, spools, self._closing))
         poll = asyncio.create_task(self._poll_loop(), name="runner-poll")
         beat = asyncio.create_task(self._heartbeat_loop(), name="runner-heartbeat")
+        self._spawn(self._collect_layers_loop())
         await stop.wait()
         log.info("runner %s shutting down: stopping %d run(s)", self.client.runner_id, len(self.runs))
         self._closing.set()
@@ -169,6 +171,16 @@ class RunnerDaemon:
                 r = self.runs.get(run_id)
                 if r is not None:
                     self._request_stop(r)
+
+    async def _collect_layers_loop(self, every: float = 600.0) -> None:
+        """Remove cached dependency layers no run used for the retention period (at start, then every 10 min)."""
+        while not self._closing.is_set():
+            try:
+                await asyncio.to_thread(self.sandbox.layers.collect, self.layer_retention_s)
+            except Exception:
+                log.exception("layer collection failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), every)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -242,11 +254,24 @@ class RunnerDaemon:
 
     async def _drive(self, r: ActiveRun, spec: ClaimSpec) -> None:
         handle: RunHandle | None = None
+        layer_id: str | None = None
         try:
             artifact, _sha = await self._retry(lambda: self.client.artifact(r.run_id, r.epoch), r)
+            layer_path = None
+            if spec.get("layer"):
+                layer = spec["layer"]
+                assert layer is not None
+
+                async def fetch(sha: str) -> bytes:
+                    data: bytes = await self._retry(lambda: self.client.wheel(r.run_id, r.epoch, sha), r)
+                    return data
+
+                layer_path = await self.sandbox.layers.ensure(layer, fetch)
+                layer_id = str(layer["layer_id"])
+                self.sandbox.layers.acquire(layer_id)
             rs = RunSpec(run_id=r.run_id, strategy_id=r.strategy_id, client_id=spec["client_id"],
                          api_key=spec["api_key"], api_url=spec["api_url"], is_sandbox=bool(spec["is_sandbox"]),
-                         artifact=artifact, artifact_sha256=spec["artifact_sha256"],
+                         artifact=artifact, artifact_sha256=spec["artifact_sha256"], layer_path=layer_path,
                          entrypoint=spec["entrypoint"], manifest=spec.get("manifest") or {},
                          env=spec.get("env") or {}, secrets=spec.get("secrets") or {},
                          memory_mb=int(spec.get("memory_mb", 512)),
@@ -286,6 +311,8 @@ class RunnerDaemon:
             await self._report(r, {"code": None, "signal": None, "oom": False,
                                    "reason": f"runner error: {type(exc).__name__}"})
         finally:
+            if layer_id is not None:
+                self.sandbox.layers.release(layer_id)
             if r.uploader is not None:
                 # Batches the uploader holds go back to the spool, ahead of the pump's.
                 await r.uploader.aclose(self.sandbox.config.runs_dir / r.run_id / "logs")

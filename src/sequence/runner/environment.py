@@ -73,6 +73,7 @@ def build_environment(
     path_prefix: str | None = None,
     tmpdir: str | None = None,
     proxy: str | None = None,
+    pythonpath: str | None = None,
 ) -> dict[str, str]:
     """The complete environment of one strategy process.
 
@@ -80,7 +81,8 @@ def build_environment(
     (``/workspace/...`` inside the sandbox, the real path unsandboxed).
     *path_prefix* (the runtime interpreter's bin dir) goes first on PATH so
     ``python3`` is the runtime.  *tmpdir* is set as TMPDIR when given (the
-    unsandboxed runner points it at a per-run directory).
+    unsandboxed runner points it at a per-run directory).  *pythonpath* (the
+    dependency layer) goes on PYTHONPATH, after any PYTHONPATH the strategy sets.
     """
     user_env = dict(env or {})
     user_secrets = dict(secrets or {})
@@ -108,6 +110,8 @@ def build_environment(
         out["NO_PROXY"] = out["no_proxy"] = "127.0.0.1,localhost,::1"
     for layer in (user_env, user_secrets):
         out.update({k: v for k, v in layer.items() if not k.startswith(RESERVED_PREFIX)})
+    if pythonpath:
+        out["PYTHONPATH"] = f"{out['PYTHONPATH']}:{pythonpath}" if out.get("PYTHONPATH") else pythonpath
     out.update(
         {
             "SEQUENCE_API_KEY": identity.api_key,

@@ -115,6 +115,9 @@ class IsolationReport:
     errors: tuple[str, ...] = ()  # why can_run is False
     bubblewrap: bool = False
     cgroup_version: int | None = None
+    # The wheels the runtime imports (sequence.deps.WheelTarget.to_dict()): what the
+    # coordinator tells a deploy to lock a strategy's requirements for.
+    wheel_target: dict[str, Any] | None = None
 
     def exit_code(self, *, require_full: bool = False) -> int:
         """0 when strategies can run (1 if *require_full* and it is not full), 2 when not."""
@@ -223,8 +226,11 @@ def bwrap_argv(
     tmp_bytes: int,
     hostname: str = "sequence",
     extra_ro: Sequence[Path] = (),
+    binds: Sequence[tuple[Path, str]] = (),
 ) -> list[str]:
-    """The bubblewrap options (up to, not including, ``--``) for one run."""
+    """The bubblewrap options (up to, not including, ``--``) for one run.
+
+    *binds*: (host path, path inside) pairs bound read-only, e.g. the run's dependency layer."""
     a = [
         features.path,
         "--unshare-user",
@@ -265,6 +271,8 @@ def bwrap_argv(
             a += ["--tmpfs", str(site), "--remount-ro", str(site)]
     for f in ETC_FILES:
         a += ["--ro-bind-try", f, f]
+    for src, dest in binds:
+        a += ["--ro-bind", str(src), dest]
     for dest, fd in fds.files.items():
         a += ["--ro-bind-data", str(fd), dest]
     a += [

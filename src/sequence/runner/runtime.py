@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sequence.deps import WheelTarget, target_for
 from sequence.runner.errors import InterpreterNotFound
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
 PREFERRED_VERSION = (3, 12)
 
 _PROBE = r"""
-import json, site, sys, sysconfig
+import json, platform, site, sys, sysconfig
 paths = set(site.getsitepackages())
 for key in ("purelib", "platlib"):
     try:
@@ -58,6 +59,9 @@ print(json.dumps({
     "stdlib": sysconfig.get_path("stdlib"),
     "platstdlib": sysconfig.get_path("platstdlib"),
     "site_packages": sorted(p for p in paths if p),
+    "platform": sysconfig.get_platform(),
+    "libc": list(platform.libc_ver()),
+    "abiflags": getattr(sys, "abiflags", ""),
 }))
 """
 
@@ -73,6 +77,14 @@ class Runtime:
     implementation: str
     stdlib: Path
     site_packages: tuple[Path, ...]  # every site/dist-packages dir of the installation
+    platform: str = ""  # sysconfig.get_platform(): "linux-x86_64"
+    libc: tuple[str, str] = ("", "")  # platform.libc_ver(): ("glibc", "2.36")
+    abiflags: str = ""
+
+    @property
+    def wheel_target(self) -> WheelTarget:
+        """The wheels this interpreter imports (what a dependency layer is locked for)."""
+        return target_for(self.version, self.platform, self.libc, self.abiflags)
 
     @property
     def version_str(self) -> str:
@@ -112,6 +124,9 @@ def probe_interpreter(path: str | os.PathLike[str], *, timeout: float = 20.0) ->
         implementation=str(data["implementation"]),
         stdlib=Path(data["stdlib"]),
         site_packages=tuple(Path(p) for p in data["site_packages"]),
+        platform=str(data.get("platform") or ""),
+        libc=(str((data.get("libc") or ["", ""])[0]), str((data.get("libc") or ["", ""])[1])),
+        abiflags=str(data.get("abiflags") or ""),
     )
 
 

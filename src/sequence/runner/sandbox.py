@@ -55,6 +55,7 @@ from sequence.runner.isolation import (
     probe_bwrap,
     probe_cgroups,
 )
+from sequence.runner.layers import LAYER_MOUNT, LayerCache
 from sequence.runner.logs import LogPump, LogPumpConfig, LogSink, spool_files
 from sequence.runner.network import EgressPolicy, RunNetwork, sandbox_ports
 from sequence.runner.process import RunHandle, launch
@@ -104,6 +105,9 @@ class RunSpec:
     memory_mb: int = 512
     disk_mb: int = 1024  # /workspace quota (sandboxed runs)
     egress: str = "public"  # "public": the egress proxy; "none": only the Sequence API
+    # The run's dependency layer, unpacked (runner/layers.py): bound read-only at
+    # LAYER_MOUNT and put on PYTHONPATH. None: the standard library and the SDK only.
+    layer_path: Path | None = None
     log_rate_lines: int = 0  # per-run log rate limit (0 = none), lines/s
     log_burst_lines: int = 0
     # Written beside the log spool (run.json): what a later runner process needs
@@ -130,6 +134,9 @@ class SandboxConfig:
     # Root runners: where the world-readable runtime mirror lives (a neutral
     # system path; it is visible inside the sandbox in mountinfo).
     runtime_cache: Path | None = None
+    # Where dependency layers are unpacked; default: beside the runtime mirror for root
+    # runners (a neutral, world-readable path), <data_dir>/layers otherwise.
+    layer_cache: Path | None = None
     # Root runners drop each run to its own host uid: uid_base + a per-runner
     # block of 4096 (from the data dir) + the slot.
     uid_base: int = 1_200_000_000
@@ -141,8 +148,9 @@ class SandboxConfig:
         # Every path the runner keeps is absolute: runs, spools, the bare venv and
         # the runtime are reached from other working directories.
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
-        if self.runtime_cache is not None:
-            object.__setattr__(self, "runtime_cache", Path(self.runtime_cache).expanduser().absolute())
+        for name in ("runtime_cache", "layer_cache"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)).expanduser().absolute())
         if self.runtime is not None and os.sep in self.runtime:
             object.__setattr__(self, "runtime", os.path.abspath(os.path.expanduser(self.runtime)))
         if self.pids_max < 8:
@@ -176,6 +184,17 @@ class Sandbox:
         self._uid_first = config.uid_base + block * 4096
         self._uids: set[int] = set()
         self._egress_policy = EgressPolicy.parse(config.egress_allow)
+        #: Dependency layers (runner/layers.py); built by check() once the runtime is known.
+        self.layers = LayerCache(self.layer_root, None)
+
+    @property
+    def layer_root(self) -> Path:
+        cfg = self.config
+        if cfg.layer_cache is not None:
+            return cfg.layer_cache
+        if self._root:
+            return (cfg.runtime_cache or DEFAULT_RUNTIME_CACHE).parent / "layers"
+        return cfg.data_dir / "layers"
 
     # -- host probe ------------------------------------------------------------
 
@@ -344,6 +363,7 @@ class Sandbox:
             notes.append(f"egress: besides public addresses, the proxy also reaches {cfg.egress_allow}")
 
         self._runtime = runtime
+        self.layers.target = runtime.wheel_target if runtime is not None else None
         if runtime is not None and not bwrap_ok:
             try:
                 self._venv_python = bare_venv(runtime, cfg.data_dir / "runtime")
@@ -365,6 +385,7 @@ class Sandbox:
             errors=tuple(errors),
             bubblewrap=bwrap_ok,
             cgroup_version=layout.version if layout is not None else None,
+            wheel_target=runtime.wheel_target.to_dict() if runtime is not None else None,
         )
         if level != "full":
             log.warning("strategy isolation is %s:\n%s", level.upper(), self._report.render())
@@ -487,6 +508,7 @@ class Sandbox:
                     secrets=spec.secrets,
                     path_prefix=str(rt.executable.parent),
                     proxy=f"http://127.0.0.1:{egress_port}" if egress else None,
+                    pythonpath=LAYER_MOUNT if spec.layer_path is not None else None,
                 )
                 fds = DataFds(
                     files={k: data_fd(k, v) for k, v in identity_files(cfg.hostname).items()},
@@ -516,6 +538,7 @@ class Sandbox:
                     tmp_bytes=(cfg.tmp_mb or spec.memory_mb) << 20,
                     hostname=cfg.hostname,
                     extra_ro=cfg.extra_ro_binds,
+                    binds=[(spec.layer_path, LAYER_MOUNT)] if spec.layer_path is not None else [],
                 )
                 exe = str(rt.executable)
                 sup_opts = [
@@ -548,6 +571,7 @@ class Sandbox:
                     secrets=spec.secrets,
                     path_prefix=str(venv.parent),
                     tmpdir=str(run_dir.tmp),
+                    pythonpath=str(spec.layer_path) if spec.layer_path is not None else None,
                 )
                 runner_pid = os.getpid()
 

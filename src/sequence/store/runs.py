@@ -137,7 +137,7 @@ class RunsStore(StoreBase):
             c.execute(t.runs.insert().values(
                 run_id=run_id, strategy_id=st.strategy_id, client_id=st.client_id, epoch=epoch,
                 status=str(RunStatus.starting), runner_id=runner_id, region=st.region or regions[0],
-                artifact_id=st.artifact_id,
+                artifact_id=st.artifact_id, layer_id=st.layer_id,
                 artifact_sha256=st.artifact_sha256, lease_expires_at=now + self.lease_seconds, claimed_at=now,
                 active_guard="A"))
             c.execute(s.update().where(s.c.strategy_id == st.strategy_id).values(

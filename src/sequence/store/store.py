@@ -7,7 +7,8 @@ these verbs; nothing above it writes SQL.
   sealed columns' bulk read and write for key rotation;
 * :mod:`.strategies` — deploy, start, stop, delete, artifacts;
 * :mod:`.runs` — runners, claims, heartbeats and leases, exits;
-* :mod:`.logs` — log ingest, retention and reads.
+* :mod:`.logs` — log ingest, retention and reads;
+* :mod:`.layers` — dependency layers: locks, wheels stored once, garbage collection.
 
 Trading (graphs, fills, positions) is a separate object,
 :class:`sequence.store.trading.TradingStore`. The engine and transactions are
@@ -26,12 +27,13 @@ from __future__ import annotations
 from sequence.store.base import StoreBase
 from sequence.store.errors import Conflict, NotFound, StaleWrite, StoreError
 from sequence.store.keys import KeysStore, Principal
+from sequence.store.layers import LayersStore
 from sequence.store.logs import LOG_LINE_OVERHEAD, LogColumns, LogsStore
 from sequence.store.runs import ExitReport, RunsStore
 from sequence.store.strategies import StrategiesStore
 
 
-class Store(KeysStore, StrategiesStore, RunsStore, LogsStore, StoreBase):
+class Store(KeysStore, StrategiesStore, RunsStore, LogsStore, LayersStore, StoreBase):
     """Every storage verb but trading's, on one database (see the module docstring)."""
 
 

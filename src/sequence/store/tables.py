@@ -82,6 +82,8 @@ strategies = sa.Table(
     sa.Column("next_restart_at", Ts, nullable=True),
     sa.Column("last_exit", sa.JSON, nullable=True),
     sa.Column("current_run_id", sa.String(40), nullable=True),
+    # The dependency layer (sequence.deps: the lock's hash) the strategy runs with, if any.
+    sa.Column("layer_id", sa.String(64), nullable=True),
     sa.Column("queued_at", Ts, nullable=True),
     sa.Column("created_at", Ts, nullable=False),
     sa.Column("updated_at", Ts, nullable=False),
@@ -98,6 +100,37 @@ artifacts = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
     sa.Column("created_at", Ts, nullable=False),
+)
+
+# Dependency layers (docs/configuration.md, "Dependencies"): a lock (wheel file names,
+# hashes, sizes) and the wheels' bytes, stored once however many strategies and clients
+# use them. A client may deploy a layer only once it has uploaded every wheel itself
+# (wheel_owners): a wheel's hash alone proves nothing about having its bytes.
+layers = sa.Table(
+    "layers",
+    metadata,
+    sa.Column("layer_id", sa.String(64), primary_key=True),
+    sa.Column("target", sa.JSON, nullable=False),
+    sa.Column("wheels", sa.JSON, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("created_at", Ts, nullable=False),
+    sa.Column("last_used_at", Ts, nullable=False),
+)
+
+wheels = sa.Table(
+    "wheels",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", Ts, nullable=False),
+)
+
+wheel_owners = sa.Table(
+    "wheel_owners",
+    metadata,
+    sa.Column("client_id", sa.String(32), sa.ForeignKey("clients.client_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("sha256", sa.String(64), sa.ForeignKey("wheels.sha256", ondelete="CASCADE"), primary_key=True),
 )
 
 runners = sa.Table(
@@ -135,6 +168,7 @@ runs = sa.Table(
     sa.Column("region", sa.String(32), nullable=True),
     sa.Column("artifact_id", sa.String(40), nullable=True),
     sa.Column("artifact_sha256", sa.String(64), nullable=False),
+    sa.Column("layer_id", sa.String(64), nullable=True),  # the strategy's layer when claimed
     sa.Column("lease_expires_at", Ts, nullable=True),
     sa.Column("stop_requested_at", Ts, nullable=True),
     sa.Column("claimed_at", Ts, nullable=False),

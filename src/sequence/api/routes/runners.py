@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sequence.api.auth import require_runner, require_runner_of
 from sequence.api.openapi import inline_schema
-from sequence.api.services import claims, logs
+from sequence.api.services import claims, layers, logs
 from sequence.api.state import core_of
 from sequence.protocol import INT64_MAX, MAX_LOG_BATCH, ExitReport
 
@@ -111,6 +111,15 @@ def artifact(runner_id: str, run_id: str, request: Request, epoch: int = Query(g
              token_id: str = Depends(require_runner_of)) -> Response:
     sha, data = claims.artifact(core_of(request.app), runner_id, run_id, epoch)
     return Response(data, media_type="application/gzip", headers={"X-Artifact-SHA256": sha})
+
+
+@router.get("/v1/runners/{runner_id}/runs/{run_id}/wheels/{sha256}", responses={
+    200: {"description": "one wheel of the run's dependency layer", "content": {"application/octet-stream": {}}},
+    **_ERRS})
+def wheel(runner_id: str, run_id: str, sha256: str, request: Request, epoch: int = Query(ge=0, le=INT64_MAX),
+          token_id: str = Depends(require_runner_of)) -> Response:
+    data = layers.runner_wheel(core_of(request.app), runner_id, run_id, epoch, sha256)
+    return Response(data, media_type="application/octet-stream")
 
 
 @router.post("/v1/runners/{runner_id}/runs/{run_id}/started", responses=_ERRS)

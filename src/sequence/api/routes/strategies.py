@@ -25,7 +25,7 @@ from sequence.api.auth import bearer, require_principal
 from sequence.api.errors import bad_request, invalid_json, too_large, unsupported_media_type
 from sequence.api.openapi import inline_schema
 from sequence.api.query import bool_param, limit_doc, limit_query, param
-from sequence.api.services import deploy, logs
+from sequence.api.services import deploy, layers, logs
 from sequence.api.services.deploy import CreateJson, CreateSpec, forbid_run_key, strategy_or_404
 from sequence.api.state import Core, core_of
 from sequence.store.store import Principal
@@ -45,7 +45,7 @@ _E = {400: {"description": "bad input; `details.field` names it"},
       422: {"description": "the body does not match the schema"}}
 
 
-def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: _E[c] for c in codes}
 
 
@@ -77,7 +77,7 @@ def _validate_model(model: type[BaseModel], data: Any) -> Any:
         raise RequestValidationError(exc.errors(include_input=False, include_context=False)) from None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -139,6 +139,7 @@ def _isolation(core: Core, row: dict[str, Any], runners: list[dict[str, Any]] | 
 
 def render(core: Core, row: dict[str, Any], runners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     out = present.strategy(row, waiting_reason=_waiting_reason(core, row))
+    out["dependencies"] = layers.describe(core.store.get_layer(row["layer_id"])) if row.get("layer_id") else None
     iso = _isolation(core, row, runners)
     if iso is not None:
         out["isolation"] = iso
@@ -147,7 +148,7 @@ def render(core: Core, row: dict[str, Any], runners: list[dict[str, Any]] | None
 
 @router.post("/v1/strategies", status_code=201, responses={
     200: {"description": "redeployed (same client and name: the strategy_id is kept)"},
-    **_responses(400, 401, 403, 413, 415, 422)}, openapi_extra={"requestBody": {"required": True, "content": {
+    **error_responses(400, 401, 403, 413, 415, 422)}, openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": inline_schema(CreateJson)},
         "multipart/form-data": {"schema": {
             "type": "object", "required": ["artifact", "spec"],
@@ -166,7 +167,7 @@ async def create_strategy(request: Request, p: Principal = Depends(require_princ
     if ctype.startswith("multipart/form-data"):
         spec, artifact = await _read_multipart(request, body_limit)
     elif ctype.startswith("application/json") or not ctype:
-        raw = await _read_body(request, body_limit)
+        raw = await read_body(request, body_limit)
         data = loads(raw)
         if not isinstance(data, dict):
             raise bad_request("request body must be a JSON object")
@@ -209,7 +210,7 @@ async def _read_multipart(request: Request, limit: int) -> tuple[CreateSpec, byt
         await form.close()
 
 
-@router.get("/v1/strategies", responses=_responses(400, 401),
+@router.get("/v1/strategies", responses=error_responses(400, 401),
             openapi_extra={"parameters": [limit_doc(100, 500)]})
 def list_strategies(request: Request, p: Principal = Depends(require_principal),
                     limit: int = limit_query(100, 500), cursor: str | None = Query(None, max_length=500),
@@ -229,31 +230,31 @@ def list_strategies(request: Request, p: Principal = Depends(require_principal),
             "next_cursor": cursors.encode(rows[-1]["created_at"], rows[-1]["strategy_id"]) if more and rows else None}
 
 
-@router.get("/v1/strategies/{strategy_id}", responses=_responses(401, 404))
+@router.get("/v1/strategies/{strategy_id}", responses=error_responses(401, 404))
 def inspect_strategy(strategy_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
     core = core_of(request.app)
     return render(core, strategy_or_404(core, p, strategy_id))
 
 
-@router.post("/v1/strategies/{strategy_id}/start", responses=_responses(401, 403, 404, 409))
+@router.post("/v1/strategies/{strategy_id}/start", responses=error_responses(401, 403, 404, 409))
 def start_strategy(strategy_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
     core = core_of(request.app)
     return render(core, deploy.start(core, p, strategy_id))
 
 
-@router.post("/v1/strategies/{strategy_id}/stop", responses=_responses(401, 403, 404, 409))
+@router.post("/v1/strategies/{strategy_id}/stop", responses=error_responses(401, 403, 404, 409))
 def stop_strategy(strategy_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
     core = core_of(request.app)
     return render(core, deploy.stop(core, p, strategy_id))
 
 
-@router.delete("/v1/strategies/{strategy_id}", responses=_responses(401, 403, 404, 409))
+@router.delete("/v1/strategies/{strategy_id}", responses=error_responses(401, 403, 404, 409))
 def delete_strategy(strategy_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
     row = deploy.delete(core_of(request.app), p, strategy_id)
     return {"strategy_id": row["strategy_id"], "deleted": True}
 
 
-@router.get("/v1/strategies/{strategy_id}/runs", responses=_responses(400, 401, 404),
+@router.get("/v1/strategies/{strategy_id}/runs", responses=error_responses(400, 401, 404),
             openapi_extra={"parameters": [limit_doc(50, 500)]})
 def list_runs(strategy_id: str, request: Request, p: Principal = Depends(require_principal),
               limit: int = limit_query(50, 500), cursor: str | None = Query(None, max_length=500),
@@ -273,7 +274,7 @@ def list_runs(strategy_id: str, request: Request, p: Principal = Depends(require
 @router.get("/v1/strategies/{strategy_id}/logs", response_model=None, responses={
     200: {"description": "a page of lines (JSON), or with follow=true an NDJSON stream",
           "content": {"application/json": {}, "application/x-ndjson": {}}},
-    **_responses(400, 401, 404)}, openapi_extra={"parameters": [
+    **error_responses(400, 401, 404)}, openapi_extra={"parameters": [
         limit_doc(1000, 10000),
         param("follow", {"type": "boolean", "default": False}, "stream NDJSON until the strategy ends for good")]})
 async def strategy_logs(

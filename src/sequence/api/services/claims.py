@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from sequence import protocol
 from sequence.api.errors import not_found, stale_run
 from sequence.api.notify import QUEUE, logs_topic, runner_topic, strategy_topic
+from sequence.api.services import layers
 from sequence.api.state import Core
 from sequence.secrets import SealingError, sealed_in, strategy_secrets_label
 from sequence.store.store import ExitReport
@@ -72,6 +73,7 @@ def claim_spec(core: Core, row: dict[str, Any]) -> protocol.ClaimSpec:
         "api_url": core.settings.api_url,
         "artifact_sha256": row["artifact_sha256"],
         "artifact_size": row["artifact_size"],
+        "layer": layers.claim_layer(core, row.get("layer_id")),
     }
 
 
@@ -95,6 +97,8 @@ def claim_once(core: Core, runner: dict[str, Any], free: int) -> protocol.ClaimS
             return claim_spec(core, row)
         except SealingError as exc:
             reason = f"cannot unseal the strategy's secrets: {exc}"
+        except layers.LayerGone as exc:
+            reason = str(exc)
     store.report_exit(row["run_id"], row["epoch"], runner["runner_id"], ExitReport(code=None, reason=reason))
     return None
 

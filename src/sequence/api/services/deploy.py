@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sequence import bundle
 from sequence.api.errors import bad_request, forbidden, not_found, too_large
 from sequence.api.notify import QUEUE, runner_topic, strategy_topic
+from sequence.api.services import layers
 from sequence.api.state import Core
 from sequence.secrets import strategy_api_key_label, strategy_secrets_label
 from sequence.store.ids import new_uuid
@@ -53,6 +54,8 @@ class CreateSpec(BaseModel):
     # proxy; "none": only the Sequence API.  Private, loopback and metadata ranges: never.
     egress: Literal["public", "none"] = "public"
     sequence_api_key: str | None = Field(None, max_length=200)
+    # The dependency layer (POST /v1/layers, every wheel uploaded); None: standard library only.
+    layer_id: str | None = Field(None, max_length=64)
     start: bool = False
 
 
@@ -174,6 +177,9 @@ async def deploy(core: Core, p: Principal, spec: CreateSpec, artifact: bytes,
             raise bad_request("sequence_api_key is not a valid API key of this client", "sequence_api_key")
     assert key_principal is not None
 
+    if spec.layer_id is not None:
+        await anyio.to_thread.run_sync(layers.for_deploy, core, p, spec.layer_id)
+
     existing = await anyio.to_thread.run_sync(core.store.find_strategy_id, p.client_id, spec.name)
     sid = existing or new_uuid()
     fields: dict[str, Any] = {
@@ -192,6 +198,7 @@ async def deploy(core: Core, p: Principal, spec: CreateSpec, artifact: bytes,
         "region": core.settings.regions[spec.placement.latency_target[0]] if spec.placement.latency_target else None,
         "api_key_id": key_principal.key_id,
         "is_sandbox": key_principal.is_paper,  # the column keeps the wire's name
+        "layer_id": spec.layer_id,
     }
     if spec.secrets:
         sealed = core.keyring.seal_json(spec.secrets, strategy_secrets_label(sid))
