@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import os
 import stat
 import subprocess
@@ -318,3 +319,41 @@ def test_acquire_counts_runs(root: Path) -> None:
     assert cache.in_use == {"x": 1}
     cache.release("x")
     assert cache.in_use == {}
+
+
+def test_a_new_layer_is_byte_compiled_after_its_first_run_starts_and_the_pyc_are_hash_checked(
+        root: Path, demo: Wheels) -> None:
+    python = Path(sys.executable)
+    spec = demo.spec()
+    lid = spec["layer_id"]
+
+    async def scenario() -> tuple[Path, dict[str, bytes]]:
+        cache = LayerCache(root, TARGET, python)
+        path = await cache.ensure(spec, demo.fetch)
+        # The run may start before any .pyc exists: compiling happens in the background.
+        await cache.wait_compiled()
+        compiled = _tree(path)
+        # A second ensure (the next run) is a hit: the manifest now covers the .pyc.
+        await cache.ensure(spec, demo.fetch)
+        assert [e for _l, e in cache.events] == ["built", "hit"]
+        return path, compiled
+
+    path, compiled = asyncio.run(scenario())
+    pycs = [k for k in compiled if k.endswith(".pyc")]
+    assert any(k.startswith("demo_pkg/__pycache__/__init__.") for k in pycs), sorted(compiled)
+    assert all(not (path / k).stat().st_mode & 0o222 for k in pycs)
+    manifest = json.loads((root / f"{lid}.json").read_text())
+    assert set(pycs) <= set(manifest["files"])
+    # The interpreter uses them as they are (unchecked-hash .pyc, a read-only tree).
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import demo_pkg; print(demo_pkg.VALUE)"],
+                         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(path),
+                                                                           "PYTHONDONTWRITEBYTECODE": "1"})
+    assert out.stdout.strip() == "42"
+    # A tampered .pyc (it would run instead of the source) is caught like any file.
+    victim = path / pycs[0]
+    victim.parent.chmod(0o755)
+    _writable(victim)
+    victim.write_bytes(victim.read_bytes()[:16] + b"\x00" * 8)
+    fresh = LayerCache(root, TARGET, python)
+    asyncio.run(fresh.ensure(spec, demo.fetch))
+    assert fresh.events[0][1].startswith("rebuilt"), fresh.events

@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 import time
 import zipfile
@@ -50,6 +51,7 @@ LAYER_MOUNT = "/opt/sequence/deps"
 # Bounds on what one layer may unpack to: a hostile wheel is a zip bomb like any other.
 MAX_UNPACKED_BYTES = 8 * 1024**3
 MAX_FILES = 200_000
+COMPILE_TIMEOUT_S = 600.0
 _CHUNK = 1 << 20
 
 
@@ -137,6 +139,33 @@ def _unpack(wheels: list[tuple[deps.LockedWheel, bytes]], dest: Path) -> dict[st
     return files
 
 
+def _compile(python: Path, root: Path, timeout: float = COMPILE_TIMEOUT_S) -> dict[str, list[Any]]:
+    """Byte-compile the layer with the runtime interpreter (``unchecked-hash`` .pyc: the tree
+    never changes, and the manifest covers the .pyc too); the manifest of what it wrote.
+
+    Compiling parses the wheels' sources, it never runs them. A module that does not
+    compile is left to fail at import, where the strategy sees why."""
+    before = {p for p in root.rglob("*") if p.is_file()}
+    for dirpath, _d, _f in os.walk(root):
+        os.chmod(dirpath, 0o755)
+    try:
+        subprocess.run([str(python), "-I", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode",
+                        "unchecked-hash", str(root)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=timeout, check=False, env={"PATH": "/usr/bin:/bin"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("layer %s: byte-compiling failed (%s); imports compile at run time", root.name, exc)
+    out: dict[str, list[Any]] = {}
+    for p in root.rglob("*"):
+        if p in before or p.is_symlink() or not p.is_file():
+            continue
+        data = p.read_bytes()
+        os.chmod(p, 0o444)
+        out[p.relative_to(root).as_posix()] = [hashlib.sha256(data).hexdigest(), len(data)]
+    for dirpath, _d, _f in os.walk(root):
+        os.chmod(dirpath, 0o555)
+    return out
+
+
 def _fingerprint(root: Path) -> dict[str, list[int]]:
     """(inode, size, mtime, ctime) of every file and folder under *root*, by relative path."""
     out: dict[str, list[int]] = {}
@@ -177,12 +206,16 @@ def _hash_matches(root: Path, files: Mapping[str, list[Any]]) -> bool:
 class LayerCache:
     """Layers on this runner's disk, shared by every run (and runner) that uses the same root."""
 
-    def __init__(self, root: Path, target: deps.WheelTarget | None) -> None:
+    def __init__(self, root: Path, target: deps.WheelTarget | None, python: Path | None = None) -> None:
         self.root = Path(root)
         self.target = target
+        # The runtime interpreter: byte-compiles a new layer (the layer is read-only inside the
+        # sandbox, so without this every run would compile every module it imports again).
+        self.python = python
         self._locks: dict[str, asyncio.Lock] = {}
         self._verified: set[str] = set()  # hashed in full by this process
         self.in_use: dict[str, int] = {}  # layer_id -> runs of this process using it
+        self._tasks: set[asyncio.Task[None]] = set()
         #: What happened, for tests and logs: "hit", "built", "rebuilt (…)".
         self.events: list[tuple[str, str]] = []
 
@@ -198,6 +231,11 @@ class LayerCache:
             if state != "ok":
                 await self._build(layer, fetch)
                 self.events.append((layer.layer_id, "built" if state == "missing" else f"rebuilt ({state})"))
+                if self.python is not None:
+                    # The first run starts now; the next ones wait for the .pyc (the lock).
+                    task = asyncio.create_task(self._compile_later(layer.layer_id, lock))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
             else:
                 self.events.append((layer.layer_id, "hit"))
             with contextlib.suppress(OSError):
@@ -248,6 +286,31 @@ class LayerCache:
             if tmp.exists():
                 _remove(tmp)
         log.info("layer %s built: %d wheel(s), %d files", layer_id[:12], len(wheels), len(files))
+
+    async def _compile_later(self, layer_id: str, lock: asyncio.Lock) -> None:
+        """Byte-compile a just-built layer while its first run goes on, then record the .pyc
+        in its manifest. A run started meanwhile compiles what it imports in memory (the
+        tree is read-only to it); .pyc files appear atomically (py_compile renames them)."""
+        assert self.python is not None
+        async with lock:
+            try:
+                await asyncio.to_thread(self._record_compiled, layer_id, self.python)
+            except Exception:
+                log.exception("layer %s: byte-compiling failed; imports compile at run time", layer_id[:12])
+
+    def _record_compiled(self, layer_id: str, python: Path) -> None:
+        path, manifest = self.path(layer_id), self.root / f"{layer_id}.json"
+        meta = json.loads(manifest.read_text())
+        t0 = time.monotonic()
+        meta["files"].update(_compile(python, path))
+        meta["fingerprint"] = _fingerprint(path)
+        _write_json(manifest, meta)
+        log.info("layer %s byte-compiled in %.1f s", layer_id[:12], time.monotonic() - t0)
+
+    async def wait_compiled(self) -> None:
+        """Until every background compilation of this cache is done (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def acquire(self, layer_id: str) -> None:
         self.in_use[layer_id] = self.in_use.get(layer_id, 0) + 1

@@ -364,6 +364,7 @@ class Sandbox:
 
         self._runtime = runtime
         self.layers.target = runtime.wheel_target if runtime is not None else None
+        self.layers.python = runtime.executable if runtime is not None else None
         if runtime is not None and not bwrap_ok:
             try:
                 self._venv_python = bare_venv(runtime, cfg.data_dir / "runtime")
