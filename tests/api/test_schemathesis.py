@@ -21,6 +21,7 @@ from schemathesis.checks import positive_data_acceptance
 from schemathesis.config import SchemathesisConfig
 
 from sequence.api.app import build_core, create_app
+from sequence.deps import target_for
 from sequence.settings import Settings
 from tests.helpers import LiveServer, create_body, start_server
 
@@ -45,7 +46,8 @@ enabled = false
 # (rightly) 400s: a strategy's artifact must match the SHA-256 beside it and hold the
 # entrypoint; a graph's symbols must exist and its prices sit on the venue's tick.
 # Every other check still runs on them.
-NOT_SCHEMA_EXPRESSIBLE = {("POST", "/v1/strategies"), ("POST", "/v1/graphs")}
+# A lock's wheels must be ones its target can import (cross-field: a cp312 wheel for a 3.12 target).
+NOT_SCHEMA_EXPRESSIBLE = {("POST", "/v1/strategies"), ("POST", "/v1/graphs"), ("POST", "/v1/layers")}
 
 
 @schemathesis.check
@@ -65,8 +67,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     srv = start_server(Path(tmp_path_factory.mktemp("schemathesis")) / "data", environ={})
     with srv.client() as c:
         assert c.post("/v1/strategies", json=create_body(name="fuzz-target")).status_code == 201
-    _tid, runner_token = srv.core.store.create_runner_token("fuzz")
+    tid, runner_token = srv.core.store.create_runner_token("fuzz")
     srv.extra["runner_token"] = runner_token
+    # A registered runner with an interpreter: GET /v1/layers/target answers (not 503).
+    srv.core.store.register_runner(tid, "fuzz", "us-east-1", 1, {"wheel_target": target_for(
+        (3, 12, 0), "linux-x86_64", ("glibc", "2.36")).to_dict()})
     yield srv
     srv.stop()
 
