@@ -171,15 +171,22 @@ def _target(api: Api, show_progress: bool, wait_s: float = RUNNER_WAIT_S) -> dep
     """The runners' wheel target; waits a little for a runner that is still registering
     (``sequence up`` then an immediate deploy: the local runner is probing its sandbox)."""
     deadline = time.monotonic() + wait_s
-    with _spinner(show_progress, "waiting for a runner to register (its interpreter decides the wheels)"):
-        while True:
-            try:
-                r = api.client.get("/v1/layers/target")
-            except httpx.HTTPError:  # unreachable: the client's own message says what to do
-                return deps.WheelTarget.from_dict(api.request("GET", "/v1/layers/target")["target"])
-            if r.status_code != 503 or time.monotonic() >= deadline:
-                return deps.WheelTarget.from_dict(api.check(r)["target"])
-            time.sleep(0.5)
+
+    def ask() -> httpx.Response | None:
+        try:
+            r = api.client.get("/v1/layers/target")
+        except httpx.HTTPError:  # unreachable: the client's own message says what to do
+            api.request("GET", "/v1/layers/target")
+            raise
+        return None if r.status_code == 503 and time.monotonic() < deadline else r
+
+    r = ask()
+    if r is None:
+        with _spinner(show_progress, "waiting for a runner to register (its interpreter decides the wheels)"):
+            while r is None:
+                time.sleep(0.5)
+                r = ask()
+    return deps.WheelTarget.from_dict(api.check(r)["target"])
 
 
 def lock_cache_path(path: Path, target: deps.WheelTarget, environ: Mapping[str, str] | None = None) -> Path:
