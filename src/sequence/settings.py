@@ -262,6 +262,7 @@ class RunnerSettings:
     egress_allow: str | None = None  # extra networks (CIDRs) the egress proxy may reach
     bwrap: str = "bwrap"  # the bubblewrap binary
     layer_retention_hours: float = 168.0  # cached dependency layers unused this long are removed
+    max_starting: int = 8  # runs being started at once; the runner claims no more than that
     # Where dependency layers are unpacked (None: /var/lib/sequence/layers for a root runner,
     # <data_dir>/layers otherwise); every sandbox uid must be able to reach it.
     layer_cache: Path | None = None
@@ -270,7 +271,7 @@ class RunnerSettings:
     _CONV: ClassVar[dict[str, Any]] = {
         "api_url": str, "token": str, "region": str, "capacity": int, "data_dir": Path, "runtime": str,
         "no_egress": lambda v: v.strip().lower() in ("1", "true", "yes", "on"), "egress_allow": str, "bwrap": str,
-        "layer_retention_hours": float, "layer_cache": Path,
+        "layer_retention_hours": float, "layer_cache": Path, "max_starting": int,
     }
 
     @classmethod
@@ -289,6 +290,8 @@ class RunnerSettings:
         settings = cls(**values)
         if settings.capacity < 1:
             raise SettingsError("the runner's capacity must be at least 1 (SEQUENCE_RUNNER_CAPACITY, --capacity)")
+        if settings.max_starting < 1:
+            raise SettingsError("SEQUENCE_RUNNER_MAX_STARTING must be at least 1")
         if not settings.layer_retention_hours > 0:
             raise SettingsError("SEQUENCE_RUNNER_LAYER_RETENTION_HOURS must be more than 0")
         if not settings.region.strip():

@@ -116,7 +116,7 @@ def runner(
     async def main() -> None:
         client = CoordinatorClient(rs.api_url, token)
         daemon = RunnerDaemon(client, sandbox, name=name or default_name(), region=rs.region, capacity=rs.capacity,
-                              layer_retention_s=rs.layer_retention_hours * 3600)
+                              layer_retention_s=rs.layer_retention_hours * 3600, max_starting=rs.max_starting)
         stop = asyncio.Event()
         try:
             with stop_on_signals(asyncio.get_running_loop(), stop):

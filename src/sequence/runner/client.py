@@ -49,12 +49,20 @@ class Rejected(CoordinatorError):
 
 class CoordinatorClient:
     def __init__(self, api_url: str, token: str, *, timeout: float = 30.0) -> None:
+        self._token, self._timeout = token, timeout
         self.api_url = api_url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.api_url, timeout=httpx.Timeout(timeout, connect=5.0),
             headers={"Authorization": f"Bearer {token}", "User-Agent": "sequence-runner"},
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16))
         self.runner_id: str | None = None
+
+    def clone(self) -> CoordinatorClient:
+        """Another client for the same runner, on its own connections (the heartbeat thread's:
+        a renewal never queues behind artifact downloads or log uploads)."""
+        other = CoordinatorClient(self.api_url, self._token, timeout=self._timeout)
+        other.runner_id = self.runner_id
+        return other
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -8,6 +8,14 @@ renewed for ``FENCE_FRACTION`` of the lease is killed here before the
 coordinator can hand it to another runner), and one **task per run** drives
 its life: artifact → sandbox → started → wait → flush logs → exit report.
 
+Overload degrades, it does not collapse.  Lease renewal comes before
+everything else: the heartbeat loop runs on its **own thread**, event loop
+and HTTP connections, so a main loop busy starting many runs (forking,
+unpacking, writing memfds) never delays a renewal — a slow start is not a
+lost runner.  And the runner claims only what it can start: at most
+``max_starting`` runs are being started at once (the poll asks for no more),
+the rest stay queued on the coordinator for this or another runner.
+
 Fencing and outages.  A run whose lease the coordinator could expire must be
 dead before it can: the runner kills a run it could not renew for
 ``FENCE_FRACTION`` of the lease.  A coordinator that is *down* expires
@@ -32,6 +40,7 @@ import logging
 import random
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,6 +63,10 @@ from sequence.runner.sandbox import RunSpec, Sandbox
 
 log = logging.getLogger("sequence.runner")
 
+# Runs being started at once (claimed, not yet running): what the runner can start
+# without starving itself; the poll asks for no more.
+DEFAULT_MAX_STARTING = 8
+
 # Kill a run whose lease we failed to renew for this fraction of the lease:
 # well before the coordinator expires it and lets another runner claim it.
 FENCE_FRACTION = 0.6
@@ -73,13 +86,15 @@ class ActiveRun:
     stopping: bool = False
     stale: bool = False  # the coordinator no longer considers this run ours
     shutdown: bool = False  # stopped because this runner is shutting down, not by the user
+    start_done: bool = False  # counted out of RunnerDaemon.starting
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     uploader: LogUploader | None = field(default=None, repr=False)
 
 
 class RunnerDaemon:
     def __init__(self, client: CoordinatorClient, sandbox: Sandbox, *, name: str, region: str,
-                 capacity: int, layer_retention_s: float = 7 * 86400.0) -> None:
+                 capacity: int, layer_retention_s: float = 7 * 86400.0,
+                 max_starting: int = DEFAULT_MAX_STARTING) -> None:
         self.client = client
         self.sandbox = sandbox
         self.name = name
@@ -89,9 +104,14 @@ class RunnerDaemon:
         self.heartbeat_s = 2.0
         self.lease_s = 15.0
         self._closing = asyncio.Event()
+        self._beat_stop = threading.Event()
         self.registered = asyncio.Event()
         self._bg: set[asyncio.Task[Any]] = set()
         self.layer_retention_s = layer_retention_s
+        self.max_starting = max(1, max_starting)
+        self.starting = 0  # runs claimed and not yet started (or failed to start)
+        self._start_slot = asyncio.Event()  # set when a start ends
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ main
     async def run(self, stop: asyncio.Event) -> None:
@@ -107,8 +127,9 @@ class RunnerDaemon:
             return
         if spools:
             self._spawn(deliver_spools(self.client, spools, self._closing))
+        self._loop = asyncio.get_running_loop()
         poll = asyncio.create_task(self._poll_loop(), name="runner-poll")
-        beat = asyncio.create_task(self._heartbeat_loop(), name="runner-heartbeat")
+        beat = asyncio.create_task(asyncio.to_thread(self._heartbeat_thread), name="runner-heartbeat")
         self._spawn(self._collect_layers_loop())
         await stop.wait()
         log.info("runner %s shutting down: stopping %d run(s)", self.client.runner_id, len(self.runs))
@@ -120,7 +141,7 @@ class RunnerDaemon:
         tasks = [r.task for r in self.runs.values() if r.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        beat.cancel()
+        self._beat_stop.set()
         for t in (poll, beat):
             with contextlib.suppress(asyncio.CancelledError):
                 await t
@@ -151,7 +172,14 @@ class RunnerDaemon:
     async def _poll_loop(self) -> None:
         delay = 0.2
         while not self._closing.is_set():
-            free = self.capacity - len(self.runs)
+            if self.starting >= self.max_starting:
+                # Claim only what we can start: wait for a start to end (stops still
+                # arrive through the heartbeat's answers meanwhile).
+                self._start_slot.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._start_slot.wait(), 1.0)
+                continue
+            free = min(self.capacity - len(self.runs), self.max_starting - self.starting)
             stopping = [r.run_id for r in self.runs.values() if r.stopping]
             try:
                 resp = await self.client.poll(max(free, 0), stopping, POLL_WAIT_S)
@@ -182,40 +210,59 @@ class RunnerDaemon:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), every)
 
+    def _heartbeat_thread(self) -> None:
+        """Lease renewal on its own thread and event loop (see the module docstring)."""
+        asyncio.run(self._heartbeat_loop())
+
     async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
-            runs = list(self.runs.values())
-            if not runs:
-                continue
-            sent_at = time.monotonic()
-            try:
-                actions = await self.client.heartbeat([(r.run_id, r.epoch) for r in runs],
-                                                      timeout=max(1.0, self.heartbeat_s))
-            except CoordinatorDown as exc:
-                # Nothing serves the coordinator: nobody can expire these leases, and
-                # when it is back it grants them one more lease period. Not charged.
-                log.warning("heartbeat: the coordinator is down (%s); runs keep going", exc)
-                for r in runs:
-                    r.renewed_at = max(r.renewed_at, sent_at)
-                self._fence(time.monotonic())
-                continue
-            except CoordinatorError as exc:
-                log.warning("heartbeat failed: %s", exc)
-                self._fence(time.monotonic())
-                continue
+        client = self.client.clone()
+        try:
+            while not self._beat_stop.wait(self.heartbeat_s):
+                await self._beat(client)
+        finally:
+            await client.aclose()
+
+    async def _beat(self, client: CoordinatorClient) -> None:
+        """One renewal (on the heartbeat thread): only thread-safe moves here — attribute
+        writes, signals to kill, and the main loop called for anything else."""
+        runs = list(self.runs.values())
+        if not runs:
+            return
+        sent_at = time.monotonic()
+        try:
+            # A busy coordinator that answers late still renews (from sent_at); only what
+            # cannot be answered within a third of the lease counts as a failure.
+            actions = await client.heartbeat([(r.run_id, r.epoch) for r in runs],
+                                             timeout=max(1.0, self.lease_s / 3))
+        except CoordinatorDown as exc:
+            # Nothing serves the coordinator: nobody can expire these leases, and
+            # when it is back it grants them one more lease period. Not charged.
+            log.warning("heartbeat: the coordinator is down (%s); runs keep going", exc)
             for r in runs:
-                act = actions.get(r.run_id)
-                if act in ("continue", "stop"):
-                    r.renewed_at = sent_at
-                if act == "stop":
-                    self._request_stop(r)
-                elif act == "kill":
-                    log.warning("run %s is no longer ours (stale); killing it", r.run_id)
-                    r.stale = True
-                    if r.handle is not None:
-                        r.handle.kill()
+                r.renewed_at = max(r.renewed_at, sent_at)
             self._fence(time.monotonic())
+            return
+        except CoordinatorError as exc:
+            log.warning("heartbeat failed: %s", exc)
+            self._fence(time.monotonic())
+            return
+        for r in runs:
+            act = actions.get(r.run_id)
+            if act in ("continue", "stop"):
+                r.renewed_at = max(r.renewed_at, sent_at)
+            if act == "stop":
+                self._on_main(self._request_stop, r)
+            elif act == "kill":
+                log.warning("run %s is no longer ours (stale); killing it", r.run_id)
+                r.stale = True
+                if r.handle is not None:
+                    r.handle.kill()
+        self._fence(time.monotonic())
+
+    def _on_main(self, fn: Any, *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(fn, *args)
 
     def _fence(self, now: float) -> None:
         """Self-fencing: kill runs whose lease may lapse before we can renew it."""
@@ -237,7 +284,15 @@ class RunnerDaemon:
                       name=spec.get("name", ""), stop_timeout_s=float(spec.get("stop_timeout_s", 10.0)),
                       renewed_at=time.monotonic())
         self.runs[r.run_id] = r
+        self.starting += 1
         r.task = asyncio.create_task(self._drive(r, spec), name=f"run-{r.run_id}")
+
+    def _started(self, r: ActiveRun) -> None:
+        """The run's start ended (started or not): a start slot is free again. Once per run."""
+        if not r.start_done:
+            r.start_done = True
+            self.starting -= 1
+            self._start_slot.set()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -282,6 +337,7 @@ class RunnerDaemon:
                          record={"epoch": r.epoch, "runner_id": self.client.runner_id})
             handle = await self.sandbox.start(rs, self._sink(r))
             r.handle = handle
+            self._started(r)
             if r.stopping:
                 self._spawn(handle.stop(r.stop_timeout_s))
             elif r.stale:
@@ -311,6 +367,7 @@ class RunnerDaemon:
             await self._report(r, {"code": None, "signal": None, "oom": False,
                                    "reason": f"runner error: {type(exc).__name__}"})
         finally:
+            self._started(r)
             if layer_id is not None:
                 self.sandbox.layers.release(layer_id)
             if r.uploader is not None:
