@@ -182,6 +182,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         core.notifier.bind(asyncio.get_running_loop())
+        core.auth.start()  # PostgreSQL: hear the other replicas' key invalidations
         # Leases that lapsed while this coordinator was down are not the runners' fault.
         core.store.begin_lease_grace()
         if core.market is not None:
@@ -201,6 +202,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
                 await core.trading.stop()
             if core.market is not None:
                 await core.market.stop()
+            core.auth.stop()
 
     app = FastAPI(title="Sequence", version=__version__, lifespan=lifespan,
                   description="Hosted Python strategies and the market API they call.")

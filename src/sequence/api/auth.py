@@ -2,41 +2,116 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Any
 
+import anyio
 from fastapi import Request, WebSocket
 
 from sequence.api.errors import not_found, unauthorized
 from sequence.store.store import Principal, Store
 
-# A small positive cache keeps auth off the database on hot paths (quotes).
-# Revocation and run ends clear it in this process; other replicas see the
-# change within CACHE_SECONDS.
-CACHE_SECONDS = 1.0
+# Verified keys are cached so a request costs no database read. Every change of a key's
+# validity made through this coordinator (revocation, a run's end, a strategy's deletion,
+# a lapsed lease) clears the cache here at once (``invalidate``); on PostgreSQL it also
+# NOTIFYs every other replica, whose listener clears theirs. A cached answer lives at most
+# CACHE_SECONDS (a bound on changes made outside any coordinator), or FALLBACK_SECONDS
+# while a PostgreSQL replica's listener is not connected.
+CACHE_SECONDS = 60.0
+FALLBACK_SECONDS = 1.0
+CHANNEL = "sequence_auth"
+
+log = logging.getLogger("sequence.auth")
 
 
 class Authenticator:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._cache: dict[str, tuple[float, Principal]] = {}
+        # Bumped by every invalidation: an answer read from the database before one
+        # is not cached after it (the read may predate the revocation).
+        self._generation = 0
+        self._shared = not store.db.is_sqlite  # other replicas may share the database
+        self._listening = False
+        self._stop = threading.Event()
+        self._listener: threading.Thread | None = None
+
+    @property
+    def ttl(self) -> float:
+        return CACHE_SECONDS if (self._listening or not self._shared) else FALLBACK_SECONDS
+
+    def cached(self, token: str) -> Principal | None:
+        """The cached principal of *token*, or None (then :meth:`resolve` it)."""
+        hit = self._cache.get(token)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
 
     def resolve(self, token: str) -> Principal | None:
-        hit = self._cache.get(token)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
+        gen = self._generation
         p = self.store.authenticate(token)
         if p is not None:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[token] = (now + CACHE_SECONDS, p)
+            if gen == self._generation:
+                self._cache[token] = (time.monotonic() + self.ttl, p)
         else:
             self._cache.pop(token, None)
         return p
 
-    def invalidate(self) -> None:
+    def clear(self) -> None:
+        """Forget every cached key (this replica only)."""
+        self._generation += 1
         self._cache.clear()
+
+    def invalidate(self) -> None:
+        """A key's validity changed: forget every cached key here and on every replica."""
+        self.clear()
+        if self._shared:
+            threading.Thread(target=self._notify, name="auth-notify", daemon=True).start()
+
+    def _notify(self) -> None:
+        try:
+            self.store.notify(CHANNEL)
+        except Exception as exc:  # the others fall back to their short TTL only if their listener is down
+            log.warning("could not tell the other replicas to forget cached keys: %s", exc)
+
+    # -- the PostgreSQL listener ------------------------------------------------------------
+    def start(self) -> None:
+        """On PostgreSQL: listen for other replicas' invalidations (a thread of its own)."""
+        if self._shared and self._listener is None:
+            self._stop.clear()
+            self._listener = threading.Thread(target=self._listen, name="auth-listener", daemon=True)
+            self._listener.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._listening = False
+
+    def _listen(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                for event in self.store.listen(CHANNEL, self._stop):
+                    if event == "listening":  # (re)connected: what was missed meanwhile is forgotten too
+                        self.clear()
+                        self._listening = True
+                        delay = 0.5
+                    else:
+                        self.clear()
+            except Exception as exc:
+                if not self._stop.is_set():
+                    log.warning("auth listener lost its connection (%s); cached keys live %.0f s until it is back",
+                                exc, FALLBACK_SECONDS)
+            self._listening = False
+            self.clear()
+            self._stop.wait(delay)
+            delay = min(delay * 2, 10.0)
 
     def runner_token(self, token: str) -> str | None:
         return self.store.authenticate_runner(token)
@@ -60,11 +135,16 @@ def bearer(header: str | None) -> str | None:
     return value.strip()
 
 
-def require_principal(request: Request) -> Principal:
+async def require_principal(request: Request) -> Principal:
+    # async: a cached key is answered on the event loop, with no hop to the thread pool
+    # (that hop alone cost about a millisecond per request); only a miss reads the database.
     token = bearer(request.headers.get("authorization"))
     if token is None:
         raise unauthorized("missing API key: send 'Authorization: Bearer seq_live_…'")
-    p = authenticator(request.app).resolve(token)
+    auth = authenticator(request.app)
+    p = auth.cached(token)
+    if p is None:
+        p = await anyio.to_thread.run_sync(auth.resolve, token)
     if p is None:
         raise unauthorized("invalid or revoked API key")
     request.state.principal = p

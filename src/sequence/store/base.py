@@ -8,8 +8,9 @@ is all of them in one object.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sequence.store.db import Database
@@ -32,6 +33,14 @@ class StoreBase:
         self._log_bytes_unchecked: dict[str, int] = {}
         # Until then no lease is charged: see RunsStore.begin_lease_grace.
         self.lease_grace_until = float("-inf")
+
+    def notify(self, channel: str) -> None:
+        """Tell every coordinator replica on this (PostgreSQL) database (:meth:`Database.notify`)."""
+        self.db.notify(channel)
+
+    def listen(self, channel: str, stop: threading.Event) -> Iterator[str]:
+        """Notifications from the replicas (:meth:`Database.listen`)."""
+        return self.db.listen(channel, stop)
 
 
 __all__ = ["StoreBase", "row"]

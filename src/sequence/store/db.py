@@ -87,6 +87,27 @@ class Database:
     def migrate(self) -> None:
         upgrade(self.engine)
 
+    # -- PostgreSQL notifications between coordinator replicas ------------------------------
+    def notify(self, channel: str) -> None:
+        """``NOTIFY channel`` (PostgreSQL; *channel* is a constant identifier of ours)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql(f"NOTIFY {channel}")
+            conn.commit()
+
+    def listen(self, channel: str, stop: threading.Event) -> Iterator[str]:
+        """``LISTEN channel`` on a connection of its own: yields ``"listening"`` once subscribed,
+        then each notification's payload, until *stop* is set (checked every second).
+        Connection errors propagate (the caller reconnects)."""
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"LISTEN {channel}")
+            yield "listening"
+            while not stop.is_set():
+                for n in conn.notifies(timeout=1.0, stop_after=1):
+                    yield n.payload
+
     def dispose(self) -> None:
         self.engine.dispose()
 
