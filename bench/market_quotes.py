@@ -291,15 +291,43 @@ def asgi_costs(n: int = 5000) -> dict[str, float]:
     class Principal:
         client_id: str = "bench"
 
+    # The coordinator's own bearer authentication (sequence.api.auth.require_principal over a
+    # real store, its verified-key cache warm) against the same router with a fixed principal:
+    # the difference is what authenticating a request costs.
+    import tempfile
+
+    from sequence.api import errors
+    from sequence.api.auth import Authenticator, require_principal
+    from sequence.api.routes.market import build_router
+    from sequence.store.db import Database
+    from sequence.store.store import Store
+
+    store = Store(Database(f"sqlite:///{tempfile.mkdtemp(prefix='seq-bench-auth-')}/auth.db"))
+    store.db.migrate()
+    _row, key = store.create_api_key(store.create_client("bench"), "live", "bench")
+
+    async def fixed(request: Any) -> Principal:
+        return Principal()
+
+    def router_app(principal: Any) -> Any:
+        app = FastAPI()
+        app.state.market = service
+        app.state.auth = Authenticator(store)
+        errors.install(app)
+        app.include_router(build_router(principal=principal))
+        return app
+
     apps = {
         "starlette (ceiling)": Starlette(routes=[Route("/v1/quotes", plain)]),
         "fastapi floor": floor,
         "market route": build_app(service, principal=Principal(), manage_service=False),
+        "router, fixed principal": router_app(fixed),
+        "router, bearer auth": router_app(require_principal),
     }
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
              "scheme": "http", "path": "/v1/quotes", "raw_path": b"/v1/quotes",
              "query_string": f"symbol=BTC-USD&depth={DEPTH}".encode(), "root_path": "",
-             "headers": [(b"host", b"x"), (b"authorization", b"Bearer seq_live_bench")],
+             "headers": [(b"host", b"x"), (b"authorization", f"Bearer {key}".encode())],
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}  # fmt: skip
 
     async def receive() -> dict[str, Any]:
@@ -363,7 +391,9 @@ def main() -> None:
           f"(the single-core saturation ratio; insensitive to other load on the machine)")  # fmt: skip
     print("\nin-process ASGI cost per request (best of 3 x 5000 calls, no network):")
     for name, us in costs.items():
-        print(f"  {name:<22}{us:>7.1f} us")
+        print(f"  {name:<26}{us:>7.1f} us")
+    auth_us = costs["router, bearer auth"] - costs["router, fixed principal"]
+    print(f"  bearer authentication (cache hit) costs {auth_us:.1f} us per request (target <= 200 us)")
     out = ROOT / "bench" / "results" / "market_quotes.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
