@@ -216,11 +216,28 @@ class RunnerDaemon:
 
     async def _heartbeat_loop(self) -> None:
         client = self.client.clone()
+        # Fencing does not wait for a heartbeat to fail: a renewal can hang for a third of
+        # the lease, so the deadline is checked on its own, four times a second.
+        fencer = asyncio.create_task(self._fence_ticker())
         try:
-            while not self._beat_stop.wait(self.heartbeat_s):
+            next_at = time.monotonic() + self.heartbeat_s
+            while not self._beat_stop.is_set():
+                now = time.monotonic()
+                if now < next_at:
+                    await asyncio.sleep(min(0.25, next_at - now))
+                    continue
+                next_at = now + self.heartbeat_s
                 await self._beat(client)
         finally:
+            fencer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fencer
             await client.aclose()
+
+    async def _fence_ticker(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            self._fence(time.monotonic())
 
     async def _beat(self, client: CoordinatorClient) -> None:
         """One renewal (on the heartbeat thread): only thread-safe moves here — attribute

@@ -1,8 +1,9 @@
 """The log pump: a run's stdout/stderr fds → numbered records (:mod:`.lines`) → batches → a sink.
 
 Delivery: records are grouped into batches (``batch_lines`` / about
-``batch_bytes``, or whatever arrived within ``linger_s``) and handed to
-``await sink(batch)``, one batch at a time, in order.  The sink owns delivery
+``batch_bytes``, or whatever arrived within ``linger_s``; a line after a quiet
+spell of ``linger_s`` — a run's first line — is sealed at once, only bursts
+linger) and handed to ``await sink(batch)``, one batch at a time, in order.  The sink owns delivery
 — the runner's is :class:`~sequence.runner.logs.uploader.LogUploader`, the one
 place that retries — and returns once it has taken the batch.  A sink that
 raises has not taken it: the pump keeps the batch (and everything after it),
@@ -111,6 +112,9 @@ class LogPump:
         self._open: list[LogRecord] = []
         self._open_bytes = 0
         self._open_since = 0.0
+        # When the last batch was sealed: a line after a quiet spell (the run's first
+        # line, a daemon's heartbeat print) goes at once; only a burst lingers.
+        self._last_seal = float("-inf")
         self._spool_error = False
         self._sink_failing = False
         self._sink_error: BaseException | None = None
@@ -264,6 +268,7 @@ class LogPump:
             return
         batch, nbytes = self._open, self._open_bytes
         self._open, self._open_bytes = [], 0
+        self._last_seal = time.monotonic()
         # Memory accounting: the text plus what a small dict costs per record.
         self._push(batch, nbytes + _RECORD_OVERHEAD * len(batch))
 
@@ -299,8 +304,9 @@ class LogPump:
             batch = self._spool.peek()
             if batch is None:
                 if self._open:
-                    age = time.monotonic() - self._open_since
-                    if self._eof or age >= cfg.linger_s:
+                    now = time.monotonic()
+                    age = now - self._open_since
+                    if self._eof or age >= cfg.linger_s or now - self._last_seal >= cfg.linger_s:
                         self._seal()
                         continue
                     timeout: float | None = cfg.linger_s - age

@@ -1,0 +1,78 @@
+"""Self-fencing does not wait for a heartbeat to fail.
+
+The heartbeat thread allows a renewal up to a third of the lease to be answered; a
+coordinator that hangs (a partition: packets dropped, nothing refused) must still see
+the runner kill its runs before the lease can lapse there — measured from the last
+renewal, which is when the coordinator's lease clock started. Logic under test: the
+daemon's heartbeat thread with a client that hangs (a fake: no network is involved).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from sequence.runner.client import CoordinatorUnavailable
+from sequence.runner.daemon import FENCE_FRACTION, ActiveRun, RunnerDaemon
+
+
+class HangingClient:
+    """Every heartbeat hangs until its timeout, then fails like an unanswered request."""
+
+    runner_id = "runner_test"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def clone(self) -> HangingClient:
+        return self
+
+    async def heartbeat(self, runs: Any, timeout: float = 5.0) -> dict[str, str]:
+        self.calls += 1
+        await asyncio.sleep(timeout)
+        raise CoordinatorUnavailable("POST /heartbeat: timed out")
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Handle:
+    def __init__(self) -> None:
+        self.killed_at: float | None = None
+
+    def kill(self) -> None:
+        if self.killed_at is None:
+            self.killed_at = time.monotonic()
+
+
+def test_a_runner_whose_heartbeats_hang_kills_its_runs_before_the_lease_can_lapse() -> None:
+    client = HangingClient()
+    daemon = RunnerDaemon(client, sandbox=object(), name="t", region="r", capacity=1)  # type: ignore[arg-type]
+    # A 9 s lease: renewals may hang 3 s each, so a fence checked only when one fails
+    # would come at 7 s; the deadline is 5.4 s (FENCE_FRACTION of the lease).
+    daemon.lease_s, daemon.heartbeat_s = 9.0, 1.0
+    renewed = time.monotonic()  # the last renewal the coordinator saw
+    handle = Handle()
+    run = ActiveRun(run_id="run-1", epoch=1, strategy_id="s", name="s", stop_timeout_s=1.0, renewed_at=renewed,
+                    handle=handle)  # type: ignore[arg-type]
+    daemon.runs[run.run_id] = run
+    beat = threading.Thread(target=daemon._heartbeat_thread, daemon=True)
+    beat.start()
+    try:
+        deadline = renewed + daemon.lease_s * 2
+        while handle.killed_at is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        daemon._beat_stop.set()
+        beat.join(timeout=10)
+    assert client.calls >= 1
+    assert handle.killed_at is not None, "the run was never fenced"
+    assert run.stale
+    # Not before the fencing deadline, and on time for it (it is checked four times a second,
+    # not when a hanging renewal gives up) — well before the coordinator may expire the lease.
+    after = handle.killed_at - renewed
+    assert after >= daemon.lease_s * FENCE_FRACTION
+    assert after < daemon.lease_s * FENCE_FRACTION + 1.0, \
+        f"fenced {after:.2f} s after the last renewal; the deadline was {daemon.lease_s * FENCE_FRACTION:.1f} s"
