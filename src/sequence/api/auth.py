@@ -37,6 +37,11 @@ class Authenticator:
         self._listening = False
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
+        # Invalidations to tell the other replicas: one sender thread, coalescing bursts
+        # (500 strategies stopping are a few NOTIFYs, not 500 threads).
+        self._to_send = threading.Event()
+        self._sender: threading.Thread | None = None
+        self._sender_lock = threading.Lock()
 
     @property
     def ttl(self) -> float:
@@ -73,13 +78,25 @@ class Authenticator:
         """A key's validity changed: forget every cached key here and on every replica."""
         self.clear()
         if self._shared:
-            threading.Thread(target=self._notify, name="auth-notify", daemon=True).start()
+            self._to_send.set()
+            with self._sender_lock:
+                if self._sender is None:
+                    self._sender = threading.Thread(target=self._send_loop, name="auth-notify", daemon=True)
+                    self._sender.start()
 
-    def _notify(self) -> None:
-        try:
-            self.store.notify(CHANNEL)
-        except Exception as exc:  # the others fall back to their short TTL only if their listener is down
-            log.warning("could not tell the other replicas to forget cached keys: %s", exc)
+    def _send_loop(self) -> None:
+        while True:
+            if not self._to_send.wait(timeout=30.0):
+                with self._sender_lock:  # idle: exit, unless an invalidation just came
+                    if not self._to_send.is_set():
+                        self._sender = None
+                        return
+                continue
+            self._to_send.clear()  # before sending: an invalidation during the send sends again
+            try:
+                self.store.notify(CHANNEL)
+            except Exception as exc:  # the others fall back to their short TTL only if their listener is down
+                log.warning("could not tell the other replicas to forget cached keys: %s", exc)
 
     # -- the PostgreSQL listener ------------------------------------------------------------
     def start(self) -> None:
