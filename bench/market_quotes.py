@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+from _procs import free_port, pin, wait_port  # noqa: E402  (bench/ is the script's folder)
+
 SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD")
 DEPTH = 10
 
@@ -94,12 +97,6 @@ def build(target: str) -> Any:
 
         return Starlette(routes=[Route("/v1/quotes", quotes)])
     raise SystemExit(f"unknown target {target}")
-
-
-def pin(cpus: set[int]) -> None:
-    """Keep server and load on separate cores when there are enough, to cut noise."""
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(0, cpus)
 
 
 def serve(target: str, port: int) -> None:
@@ -179,25 +176,6 @@ class Result:
     rps_by_round: list[float]
     #: server CPU microseconds per request (median over rounds)
     cpu_us_per_request: float
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("server exited")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
 
 
 def burst(

@@ -252,6 +252,20 @@ def test_deploy_needs_every_wheel_uploaded_then_shows_the_dependencies(srv: Live
         assert c.get(f"/v1/strategies/{sid}").json()["dependencies"] is None
 
 
+def test_a_list_reads_each_layer_once(srv: LiveServer, runner: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    with srv.client() as c:
+        lid = upload_all(c)
+        for i in range(4):
+            assert c.post("/v1/strategies", json=create_body(name=f"s{i}", layer_id=lid)).status_code == 201
+        assert c.post("/v1/strategies", json=create_body(name="plain")).status_code == 201
+        reads: list[str] = []
+        real = srv.core.store.get_layer
+        monkeypatch.setattr(srv.core.store, "get_layer", lambda layer_id: reads.append(layer_id) or real(layer_id))
+        rows = c.get("/v1/strategies").json()["strategies"]
+    assert [r["dependencies"]["layer_id"] if r["dependencies"] else None for r in rows] == [lid] * 4 + [None]
+    assert reads == [lid]
+
+
 @pytest.mark.parametrize("lid", ["f" * 64, "F" * 64, "x", "../" * 10])
 def test_deploy_with_an_unknown_layer_is_400(srv: LiveServer, lid: str) -> None:
     with srv.client() as c:

@@ -308,7 +308,7 @@ class LayerCache:
         log.info("layer %s byte-compiled in %.1f s", layer_id[:12], time.monotonic() - t0)
 
     async def wait_compiled(self) -> None:
-        """Until every background compilation of this cache is done (tests, shutdown)."""
+        """Until every background compilation of this cache is done (for tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

@@ -137,9 +137,16 @@ def _isolation(core: Core, row: dict[str, Any], runners: list[dict[str, Any]] | 
     return out
 
 
-def render(core: Core, row: dict[str, Any], runners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def render(core: Core, row: dict[str, Any], runners: list[dict[str, Any]] | None = None,
+           layer_memo: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A strategy as the API shows it. *runners* and *layer_memo* (layer id → its description)
+    are shared by the rows of one list, so a page reads each layer once, not once per row."""
     out = present.strategy(row, waiting_reason=_waiting_reason(core, row))
-    out["dependencies"] = layers.describe(core.store.get_layer(row["layer_id"])) if row.get("layer_id") else None
+    lid = row.get("layer_id")
+    memo = {} if layer_memo is None else layer_memo
+    if lid and lid not in memo:
+        memo[lid] = layers.describe(core.store.get_layer(lid))
+    out["dependencies"] = memo[lid] if lid else None
     iso = _isolation(core, row, runners)
     if iso is not None:
         out["isolation"] = iso
@@ -226,7 +233,8 @@ def list_strategies(request: Request, p: Principal = Depends(require_principal),
     more = len(rows) > limit
     rows = rows[:limit]
     runners = core.store.list_runners(seen_within=core.settings.lease_seconds * 2)
-    return {"strategies": [render(core, r, runners) for r in rows],
+    memo: dict[str, Any] = {}
+    return {"strategies": [render(core, r, runners, memo) for r in rows],
             "next_cursor": cursors.encode(rows[-1]["created_at"], rows[-1]["strategy_id"]) if more and rows else None}
 
 

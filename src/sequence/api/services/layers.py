@@ -146,7 +146,7 @@ def claim_layer(core: Core, layer_id: str | None) -> dict[str, Any] | None:
     layer = core.store.get_layer(layer_id)
     if layer is None:  # a strategy's layer is never collected; a database restored without it could lack it
         raise LayerGone(f"the strategy's dependency layer {layer_id[:12]}… is not stored; redeploy the strategy")
-    core.store.touch_layer(layer_id)
+    # No touch here: a layer a strategy names is never collected, so a claim writes nothing for it.
     return {"layer_id": layer_id, "target": layer["target"], "size_bytes": layer["size_bytes"],
             "wheels": [{"filename": w["filename"], "sha256": w["sha256"], "size": w["size"]} for w in layer["wheels"]]}
 
