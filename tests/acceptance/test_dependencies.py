@@ -228,3 +228,48 @@ def test_two_strategies_with_the_same_lock_share_one_cached_layer(
     assert len(re.findall(rf"layer {lid[:12]} built", platform.up_log(100_000))) == built, \
         "the runner unpacked the shared layer again for the second strategy"
     assert events(recs, "boot")
+
+
+LAYER_ATTACK = '''\
+import json, os
+root = "/opt/sequence/deps"
+out = {"event": "attack"}
+def attempt(name, fn):
+    try:
+        fn()
+        out[name] = "succeeded"
+    except OSError as exc:
+        out[name] = type(exc).__name__ + ":" + str(exc.errno)
+target = os.path.join(root, "numpy", "__init__.py")
+attempt("append", lambda: open(target, "a").write("raise SystemExit('poisoned')\\n"))
+attempt("create", lambda: open(os.path.join(root, "sitecustomize.py"), "w").write("print('owned')\\n"))
+attempt("chmod", lambda: os.chmod(target, 0o666))
+attempt("rename", lambda: os.rename(target, target + ".bak"))
+attempt("unlink", lambda: os.unlink(target))
+attempt("mkdir", lambda: os.mkdir(os.path.join(root, "evil")))
+print(json.dumps(out), flush=True)
+'''
+
+
+def test_a_strategy_cannot_poison_a_layer_it_shares_with_others(
+        platform: Platform, layer_cache: Path, tmp_path: Path) -> None:
+    """Layers are shared by every strategy (of every client) with the same lock: a strategy
+    that writes into its layer would run code in the others. The bind is read-only."""
+    folder = tmp_path / "poisoner"
+    folder.mkdir()
+    (folder / "main.py").write_text(LAYER_ATTACK)
+    (folder / "Sequence.toml").write_text('[strategy]\nname = "poisoner"\n')
+    shutil.copy(EXAMPLES / "pandas_signal" / "requirements.txt", folder / "requirements.txt")
+    deploy_relative(platform, folder)
+    raw, recs = platform.follow("poisoner", timeout=180)
+    attack = only(recs, "attack")
+    for what in ("append", "create", "chmod", "rename", "unlink", "mkdir"):
+        assert attack[what] != "succeeded", raw
+    layer = _layer_dir(layer_cache, platform, "poisoner")
+    assert not (layer / "sitecustomize.py").exists() and not (layer / "evil").exists()
+    assert b"poisoned" not in (layer / "numpy" / "__init__.py").read_bytes()
+    # A neighbour on the same layer still imports the real numpy.
+    neighbour = stage(EXAMPLES / "pandas_signal", tmp_path / "pandas_signal")
+    deploy_relative(platform, neighbour)
+    _raw, recs = platform.follow("pandas-signal", timeout=180)
+    only(recs, "done")
