@@ -8,7 +8,8 @@ these verbs; nothing above it writes SQL.
 * :mod:`.strategies` — deploy, start, stop, delete, artifacts;
 * :mod:`.runs` — runners, claims, heartbeats and leases, exits;
 * :mod:`.logs` — log ingest, retention and reads;
-* :mod:`.layers` — dependency layers: locks, wheels stored once, garbage collection.
+* :mod:`.layers` — dependency layers: locks, wheels stored once, garbage collection;
+* :mod:`.algos` — WASM algo deployments, which coordinator runs each, their logs.
 
 Trading (graphs, fills, positions) is a separate object,
 :class:`sequence.store.trading.TradingStore`. The engine and transactions are
@@ -24,6 +25,7 @@ This module is the one callers import from: every name they use is here.
 
 from __future__ import annotations
 
+from sequence.store.algos import AlgosStore
 from sequence.store.base import StoreBase
 from sequence.store.errors import Conflict, NotFound, StaleWrite, StoreError
 from sequence.store.keys import KeysStore, Principal
@@ -33,7 +35,7 @@ from sequence.store.runs import ExitReport, RunsStore
 from sequence.store.strategies import StrategiesStore
 
 
-class Store(KeysStore, StrategiesStore, RunsStore, LogsStore, LayersStore, StoreBase):
+class Store(KeysStore, StrategiesStore, RunsStore, LogsStore, LayersStore, AlgosStore, StoreBase):
     """Every storage verb but trading's, on one database (see the module docstring)."""
 
 

@@ -266,6 +266,8 @@ graphs = sa.Table(
     sa.Column("created_at", Ts, nullable=False),
     sa.Column("updated_at", Ts, nullable=False),
     sa.Column("ended_at", Ts, nullable=True),
+    # The WASM algo deployment that submitted it (NULL for API keys and hosted strategies).
+    sa.Column("deployment_id", sa.String(40), nullable=True),
     sa.UniqueConstraint("client_id", "idempotency_key"),
     sa.Index(None, "client_id", "created_at"),
     sa.Index(None, "strategy_id", "created_at"),
@@ -379,4 +381,53 @@ kill_switches = sa.Table(
     sa.Column("strategy_id", sa.String(40), nullable=False, server_default=""),
     sa.Column("engaged_at", Ts, nullable=False),
     sa.PrimaryKeyConstraint("client_id", "strategy_id"),
+)
+
+
+# -- WASM algos (POST /v1/deployments): a module, its symbols and params, its lifecycle ------
+#
+# An algo runs inside one coordinator's market process. ``owner`` and
+# ``lease_expires_at`` say which coordinator runs it; ``epoch`` counts its starts
+# (its log lines carry the epoch they were written in).
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("deployment_id", sa.String(40), primary_key=True),
+    sa.Column("client_id", sa.String(32), sa.ForeignKey("clients.client_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("key_id", sa.String(40), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("wasm", sa.LargeBinary, nullable=False),
+    sa.Column("wasm_sha256", sa.String(64), nullable=False),
+    sa.Column("wasm_size", sa.Integer, nullable=False),
+    sa.Column("symbols", sa.JSON, nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("sandbox", sa.Boolean, nullable=False),  # paper trading (forced for seq_test_ keys)
+    sa.Column("desired_state", sa.String(16), nullable=False),  # running | stopped
+    sa.Column("status", sa.String(16), nullable=False),  # queued | running | stopped | failed
+    sa.Column("restarts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_reason", sa.Text, nullable=True),
+    sa.Column("last_exit_at", Ts, nullable=True),
+    sa.Column("next_attempt_at", Ts, nullable=True),
+    sa.Column("owner", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", Ts, nullable=True),
+    sa.Column("epoch", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("started_at", Ts, nullable=True),
+    sa.Column("created_at", Ts, nullable=False),
+    sa.Column("updated_at", Ts, nullable=False),
+    sa.UniqueConstraint("client_id", "name"),
+    sa.Index(None, "desired_state", "status"),
+)
+
+deployment_logs = sa.Table(
+    "deployment_logs",
+    metadata,
+    sa.Column("deployment_id", sa.String(40), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("ts", Ts, nullable=False),
+    sa.Column("stream", sa.String(8), nullable=False),  # algo (its log import) | system
+    sa.Column("line", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("deployment_id", "seq"),
+    sqlite_with_rowid=False,
 )
