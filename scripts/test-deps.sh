@@ -16,6 +16,14 @@ if ! command -v jq >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq jq >/dev/null
 fi
 
+# tests/dashboard drive a real headless browser: Debian's chromium (Playwright launches it
+# with executable_path=/usr/bin/chromium; `playwright install` is never needed)
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "test-deps: installing chromium"
+  $SUDO apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
 pg_up() { python3 - <<'PY'
 import socket, sys
 s = socket.socket()
@@ -37,4 +45,4 @@ if ! pg_up; then
   for _ in $(seq 1 30); do pg_up && break; sleep 1; done
   pg_up || { echo "test-deps: PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
 fi
-echo "test-deps: bubblewrap $(bwrap --version 2>/dev/null | awk '{print $2}'), PostgreSQL up"
+echo "test-deps: bubblewrap $(bwrap --version 2>/dev/null | awk '{print $2}'), chromium, PostgreSQL up"

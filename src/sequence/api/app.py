@@ -39,7 +39,9 @@ from sequence.api import errors
 from sequence.api.auth import Authenticator
 from sequence.api.notify import QUEUE, Notifier, strategy_topic
 from sequence.api.routes import controls, keys, market, runners, strategies, stream, trading
+from sequence.api.routes import dashboard as dashboard_routes
 from sequence.api.routes import layers as layer_routes
+from sequence.api.services import dashboard as dashboard_service
 from sequence.api.services import layers, logs, orders
 from sequence.api.state import Core
 from sequence.market import setup
@@ -233,6 +235,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
     app.include_router(layer_routes.router)
     app.include_router(keys.router)
     app.include_router(runners.router)
+    dashboard_routes.install(app)  # /dashboard: the web dashboard (pages, not in /openapi.json)
     if with_market:
         _attach_market(app, core, market or build_market(settings))
     app.add_middleware(RequestMiddleware, metrics=metrics)
@@ -248,8 +251,10 @@ def _attach_market(app: FastAPI, core: Core, service: MarketService) -> None:
     core.trading = orders.build_engine(core, service)  # real orders route to the live venues
     app.include_router(trading.router)
     app.include_router(controls.router)  # /v1/risk, /v1/kill
-    stream.install_route(app)
+    # A bearer key, or the dashboard's session cookie from a page of this origin.
+    stream.install_route(app, ws_authenticator=dashboard_service.ws_principal)
     logs.register(core, service.hub)  # the logs: channel of /v1/stream
+    dashboard_service.register(core, service.hub)  # the strategies channel
 
 
 async def _layer_collector(core: Core, every: float = 600.0) -> None:

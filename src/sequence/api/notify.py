@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger("sequence.notify")
 
 
 class Notifier:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[str, set[asyncio.Event]] = {}
+        self._observers: list[Callable[[str], None]] = []
+
+    def observe(self, fn: Callable[[str], None]) -> None:
+        """Call ``fn(topic)`` on the event loop for every notification (the dashboard's
+        ``strategies`` channel follows ``strategy:<id>`` this way)."""
+        self._observers.append(fn)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -37,6 +47,11 @@ class Notifier:
     def _fire(self, topic: str) -> None:
         for ev in self._events.get(topic, ()):
             ev.set()
+        for fn in self._observers:
+            try:
+                fn(topic)
+            except Exception:  # an observer's bug must not break the wake-ups
+                log.exception("notifier observer failed on %s", topic)
 
     def waiter(self, topic: str) -> asyncio.Event:
         """Register interest before checking the store, to close the race."""

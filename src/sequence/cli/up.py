@@ -177,6 +177,7 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
             proc = start_runner(settings, runner_token(core, settings.data_dir), runner_region, runner_capacity,
                                 unsandboxed=unsandboxed)
         console.print(f"[bold green]Sequence is up[/] at [bold]{settings.api_url}[/]  (data in {settings.data_dir})")
+        console.print(f"  dashboard: [bold]{settings.api_url}/dashboard[/]  (sign in with an API key)")
         if "live" in settings.venues.values():
             modes = ", ".join(f"{v} {m}" for v, m in settings.venues.items())
             console.print(f"market data: {modes} (each venue's connection: GET /v1/venues)")

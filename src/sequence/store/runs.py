@@ -97,6 +97,16 @@ class RunsStore(StoreBase):
         with self.db.read() as c:
             return [r[0] for r in c.execute(q) if r[2] >= r[1]]
 
+    def runner_loads(self, runner_ids: Sequence[str]) -> dict[str, int]:
+        """Active runs per runner (the dashboard's load column)."""
+        if not runner_ids:
+            return {}
+        q = (sa.select(t.runs.c.runner_id, sa.func.count(t.runs.c.run_id))
+             .where(t.runs.c.runner_id.in_(list(runner_ids)), t.runs.c.active_guard.is_not(None))
+             .group_by(t.runs.c.runner_id))
+        with self.db.read() as c:
+            return {r[0]: int(r[1]) for r in c.execute(q)}
+
     def touch_runner(self, runner_id: str) -> None:
         with self.db.write() as c:
             c.execute(t.runners.update().where(t.runners.c.runner_id == runner_id).values(last_seen_at=self.clock()))

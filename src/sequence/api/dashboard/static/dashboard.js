@@ -1,0 +1,571 @@
+/* Sequence dashboard: the live parts of the server-rendered pages.
+ *
+ * One WebSocket to /v1/stream per page, authenticated by the session cookie
+ * (the API key never reaches this script). Every value from the server is put
+ * on the page with textContent, never as HTML.
+ */
+(function () {
+  "use strict";
+
+  var body = document.body;
+  var prefix = body.getAttribute("data-prefix") || "/dashboard";
+  var page = body.getAttribute("data-page");
+  var csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  var csrf = csrfMeta ? csrfMeta.getAttribute("content") : "";
+  var seqDash = (window.seqDash = { page: page });
+
+  // htmx requests carry the CSRF token as a header too (forms also have the field).
+  document.addEventListener("htmx:configRequest", function (e) {
+    e.detail.headers["X-CSRF-Token"] = csrf;
+  });
+  document.addEventListener("htmx:responseError", function (e) {
+    var target = e.detail.target;
+    var text = "request failed";
+    try { text = JSON.parse(e.detail.xhr.responseText).error.message; } catch (_) { /* not JSON */ }
+    if (target) { target.textContent = ""; var p = el("p", "flash error", text); p.setAttribute("role", "alert"); target.appendChild(p); }
+  });
+
+  function el(tag, cls, text) {
+    var n = document.createElement(tag);
+    if (cls) n.className = cls;
+    if (text !== undefined && text !== null) n.textContent = String(text);
+    return n;
+  }
+
+  function fmtDuration(s) {
+    if (!(s >= 0)) return "—";
+    s = Math.floor(s);
+    var d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    if (d) return d + "d " + h + "h";
+    if (h) return h + "h " + m + "m";
+    if (m) return m + "m " + r + "s";
+    return r + "s";
+  }
+
+  function fmtUsage(u) {
+    if (!u) return "—";
+    return (u.rss_bytes / 1048576).toFixed(1) + " MB · " + Math.round(u.cpu_percent || 0) + "%";
+  }
+
+  // -- the stream ------------------------------------------------------------------------------
+  function Stream(channels, onMessage) {
+    this.channels = channels;
+    this.onMessage = onMessage;
+    this.delay = 500;
+    this.received = 0;
+    this.connect();
+  }
+  Stream.prototype.connect = function () {
+    var self = this;
+    var url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/stream";
+    var ws = (this.ws = new WebSocket(url));
+    var live = document.getElementById("live");
+    ws.onopen = function () {
+      self.delay = 500;
+      ws.send(JSON.stringify({ op: "subscribe", channels: self.channels }));
+      if (live) { live.hidden = false; live.textContent = "live"; live.setAttribute("data-state", "on"); }
+      self.pinger = setInterval(function () { if (ws.readyState === 1) ws.send('{"op":"ping"}'); }, 20000);
+    };
+    ws.onmessage = function (ev) {
+      var msg;
+      try { msg = JSON.parse(ev.data); } catch (_) { return; }
+      if (msg.channel) { self.received++; self.onMessage(msg.channel, msg.data); }
+      else if (msg.type === "error") { console.warn("stream:", msg.message); }
+      else if (msg.type === "subscribed") { seqDash.subscribed = msg.channels; }
+    };
+    ws.onclose = function () {
+      clearInterval(self.pinger);
+      if (live) { live.textContent = "offline"; live.setAttribute("data-state", "off"); }
+      setTimeout(function () { self.connect(); }, self.delay);
+      self.delay = Math.min(self.delay * 2, 10000);
+      if (self.onReconnect) self.onReconnect();
+    };
+  };
+
+  // -- strategies: the table, and one strategy's header ----------------------------------------
+  function statusSpan(span, status) {
+    span.className = "status status-" + status;
+    span.textContent = status;
+  }
+
+  function setUptimeCell(td, s) {
+    var started = s.current_run && s.status === "running" ? s.current_run.started_at || "" : "";
+    td.setAttribute("data-started", started);
+    tickUptime(td);
+  }
+
+  function tickUptime(td) {
+    var started = td.getAttribute("data-started");
+    td.textContent = started ? fmtDuration((Date.now() - Date.parse(started)) / 1000) : "—";
+  }
+
+  function upsertRow(tbody, s) {
+    var tr = tbody.querySelector('tr[data-sid="' + CSS.escape(s.strategy_id) + '"]');
+    if (!tr) {
+      tr = el("tr");
+      tr.setAttribute("data-sid", s.strategy_id);
+      var th = el("th"); th.setAttribute("scope", "row");
+      var a = el("a", null, s.name); a.href = prefix + "/strategies/" + encodeURIComponent(s.strategy_id);
+      th.appendChild(a); tr.appendChild(th);
+      ["status", "uptime", "restarts", "last_exit", "usage", "mode"].forEach(function (c) {
+        var td = el("td"); td.setAttribute("data-col", c);
+        if (c === "restarts" || c === "usage") td.className = "num";
+        if (c === "status") td.appendChild(el("span"));
+        tr.appendChild(td);
+      });
+      tbody.appendChild(tr);
+    }
+    statusSpan(tr.querySelector('[data-col="status"] span'), s.status);
+    setUptimeCell(tr.querySelector('[data-col="uptime"]'), s);
+    tr.querySelector('[data-col="restarts"]').textContent = s.restart_count;
+    tr.querySelector('[data-col="last_exit"]').textContent = s.last_exit ? s.last_exit.reason || "—" : "—";
+    tr.querySelector('[data-col="usage"]').textContent = fmtUsage(s.usage);
+    tr.querySelector('[data-col="mode"]').textContent = s.is_sandbox ? "paper" : "live";
+  }
+
+  function strategiesPage() {
+    var tbody = document.querySelector("#strategies tbody");
+    var empty = document.getElementById("empty");
+    seqDash.updates = 0;
+    function apply(items, snapshot) {
+      var seen = {};
+      items.forEach(function (s) {
+        if (s.deleted) {
+          var gone = tbody.querySelector('tr[data-sid="' + CSS.escape(s.strategy_id) + '"]');
+          if (gone) gone.remove();
+        } else { upsertRow(tbody, s); seen[s.strategy_id] = true; }
+      });
+      if (snapshot) {  // rows the snapshot no longer has were deleted meanwhile
+        Array.prototype.forEach.call(tbody.querySelectorAll("tr[data-sid]"), function (tr) {
+          if (!seen[tr.getAttribute("data-sid")]) tr.remove();
+        });
+      }
+      empty.hidden = tbody.children.length > 0;
+      seqDash.updates++;
+    }
+    new Stream(["strategies"], function (ch, data) { apply(data.strategies || [], !!data.snapshot); });
+    Array.prototype.forEach.call(tbody.querySelectorAll('[data-col="uptime"]'), tickUptime);
+    setInterval(function () {
+      Array.prototype.forEach.call(tbody.querySelectorAll('[data-col="uptime"]'), tickUptime);
+    }, 1000);
+  }
+
+  // -- the log view ------------------------------------------------------------------------------
+  var ROW = 18;
+  var MAX_LINES = 200000;
+
+  function LogView(root, sid) {
+    this.root = root;
+    this.sid = sid;
+    this.spacer = root.querySelector(".log-spacer");
+    this.rowsBox = root.querySelector(".log-rows");
+    this.lines = [];        // {r: run, s: seq, k: stream, t: text, ts}
+    this.view = null;       // indexes of matching lines; null = every line
+    this.filterText = "";
+    this.filterStream = "";
+    this.paused = false;
+    this.follow = true;
+    this.queue = [];
+    this.pumping = false;
+    this.ready = false;
+    this.run = null;
+    this.lastSeq = 0;
+    this.pendingRender = false;
+    this.stats = { received: 0, shown: 0, lags: [], backfilled: 0, lastSeq: 0, frames: 0 };
+    this.pool = [];
+    var self = this;
+    root.addEventListener("scroll", function () {
+      if (self.autoScrolling) { self.autoScrolling = false; } else {
+        self.follow = root.scrollTop + root.clientHeight >= root.scrollHeight - ROW * 2;
+      }
+      self.render();
+    }, { passive: true });
+    window.addEventListener("resize", function () { self.render(); });
+  }
+
+  LogView.prototype.matches = function (x) {
+    if (this.filterStream && x.k !== this.filterStream) return false;
+    if (this.filterText && x.t.toLowerCase().indexOf(this.filterText) < 0) return false;
+    return true;
+  };
+
+  LogView.prototype.setFilter = function (text, stream) {
+    this.filterText = (text || "").toLowerCase();
+    this.filterStream = stream || "";
+    if (!this.filterText && !this.filterStream) { this.view = null; }
+    else {
+      var v = [], L = this.lines;
+      for (var i = 0; i < L.length; i++) if (this.matches(L[i])) v.push(i);
+      this.view = v;
+    }
+    this.follow = true;
+    this.scheduleRender();
+  };
+
+  LogView.prototype.count = function () { return this.view ? this.view.length : this.lines.length; };
+  LogView.prototype.at = function (i) { return this.lines[this.view ? this.view[i] : i]; };
+
+  LogView.prototype.append = function (x) {
+    this.lines.push(x);
+    if (this.view && this.matches(x)) this.view.push(this.lines.length - 1);
+    if (this.lines.length > MAX_LINES) {
+      var drop = MAX_LINES / 4;
+      this.lines.splice(0, drop);
+      if (this.view) {
+        var v = [];
+        for (var i = 0; i < this.view.length; i++) if (this.view[i] >= drop) v.push(this.view[i] - drop);
+        this.view = v;
+      }
+    }
+  };
+
+  LogView.prototype.system = function (text) {
+    this.append({ r: this.run, s: 0, k: "system", t: text, ts: Date.now() / 1000, local: true });
+    this.scheduleRender();
+  };
+
+  // Lines from the stream go through one queue, in order; a gap in a run's seq is filled
+  // from the server before the lines after it are shown.
+  LogView.prototype.push = function (d) {
+    this.stats.received++;
+    this.queue.push(d);
+    if (this.ready && !this.pumping) this.pump();
+  };
+
+  LogView.prototype.pump = async function () {
+    this.pumping = true;
+    try {
+      while (this.queue.length) {
+        var d = this.queue.shift();
+        if (d.run_id !== this.run) {
+          if (this.run !== null) this.system("— a new run started: " + d.run_id.slice(0, 8) + " —");
+          this.run = d.run_id;
+          this.lastSeq = 0;
+          if (d.seq > 1) await this.backfill(d.run_id, Math.max(0, d.seq - 1 - 2000), d.seq - 1);
+        }
+        if (d.seq <= this.lastSeq) continue;
+        if (d.seq > this.lastSeq + 1) await this.backfill(d.run_id, this.lastSeq, d.seq - 1);
+        this.append({ r: d.run_id, s: d.seq, k: d.stream, t: d.line, ts: d.ts, live: true });
+        this.lastSeq = d.seq;
+        this.scheduleRender();
+      }
+    } finally { this.pumping = false; }
+  };
+
+  LogView.prototype.fetchJson = async function (qs) {
+    var r = await fetch(prefix + "/strategies/" + encodeURIComponent(this.sid) + "/logs.json?" + qs,
+                        { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (!r.ok) throw new Error("logs: HTTP " + r.status);
+    return r.json();
+  };
+
+  LogView.prototype.backfill = async function (run, after, upTo) {
+    while (after < upTo) {
+      var n = Math.min(10000, upTo - after);
+      var page;
+      try { page = await this.fetchJson("run_id=" + encodeURIComponent(run) + "&after_seq=" + after + "&limit=" + n); }
+      catch (e) { this.system("could not load lines " + (after + 1) + "–" + upTo + ": " + e.message); break; }
+      if (!page.lines.length) break;
+      for (var i = 0; i < page.lines.length; i++) {
+        var x = page.lines[i];
+        if (x.seq > upTo) break;
+        this.append({ r: run, s: x.seq, k: x.stream, t: x.line, ts: x.ts });
+        this.stats.backfilled++;
+        after = x.seq;
+      }
+      if (page.dropped_lines && page.dropped_lines > after) after = page.dropped_lines;
+    }
+    this.lastSeq = Math.max(this.lastSeq, upTo);
+    this.scheduleRender();
+  };
+
+  LogView.prototype.start = async function () {
+    try {
+      var page = await this.fetchJson("tail=2000");
+      if (page.run_id) {
+        this.run = page.run_id;
+        for (var i = 0; i < page.lines.length; i++) {
+          var x = page.lines[i];
+          this.append({ r: page.run_id, s: x.seq, k: x.stream, t: x.line, ts: x.ts });
+        }
+        this.lastSeq = page.lines.length ? page.lines[page.lines.length - 1].seq : page.last_seq;
+      }
+    } catch (e) { this.system("could not load the latest lines: " + e.message); }
+    this.ready = true;
+    this.scheduleRender();
+    if (this.queue.length) this.pump();
+  };
+
+  LogView.prototype.scheduleRender = function () {
+    if (this.pendingRender) return;
+    this.pendingRender = true;
+    var self = this;
+    requestAnimationFrame(function () { self.pendingRender = false; self.render(); });
+  };
+
+  LogView.prototype.render = function () {
+    var now = Date.now() / 1000;
+    this.stats.frames++;
+    var n = this.count();
+    if (!this.paused) this.shownCount = n;
+    var total = this.paused ? (this.shownCount || 0) : n;
+    var root = this.root;
+    var h = total * ROW;
+    if (this.spacer.style.height !== h + "px") this.spacer.style.height = h + "px";
+    if (!this.paused && this.follow) {
+      var bottom = Math.max(0, h - root.clientHeight);
+      if (Math.abs(root.scrollTop - bottom) > 1) { this.autoScrolling = true; root.scrollTop = bottom; }
+    }
+    var first = Math.max(0, Math.floor(root.scrollTop / ROW));
+    var visible = Math.ceil(root.clientHeight / ROW) + 1;
+    while (this.pool.length < visible) {
+      var d = el("div", "log-row");
+      d.appendChild(el("span", "seq")); d.appendChild(document.createTextNode(""));
+      this.rowsBox.appendChild(d); this.pool.push(d);
+    }
+    this.rowsBox.style.transform = "translateY(" + first * ROW + "px)";
+    for (var i = 0; i < this.pool.length; i++) {
+      var row = this.pool[i], idx = first + i;
+      if (i >= visible || idx >= total) { row.hidden = true; continue; }
+      var x = this.at(idx);
+      row.hidden = false;
+      row.className = "log-row " + x.k;
+      row.firstChild.textContent = x.s ? String(x.s) : "";
+      row.lastChild.nodeValue = x.t;
+    }
+    // Lag of the lines shown for the first time: now minus when the runner captured them.
+    if (!this.paused) {
+      var L = this.lines, st = this.stats;
+      for (var j = st.shownIdx || 0; j < L.length; j++) {
+        if (L[j].live && st.lags.length < 600000) st.lags.push(now - L[j].ts);
+        if (L[j].s) st.lastSeq = L[j].s;
+      }
+      st.shownIdx = L.length;
+      st.shown = L.length;
+    }
+    var label = document.getElementById("log-count");
+    if (label) {
+      var extra = this.paused && n > total ? " (paused: " + (n - total) + " new)" : "";
+      label.textContent = n.toLocaleString() + (this.view ? " matching" : "") + " lines" + extra;
+    }
+  };
+
+  LogView.prototype.setPaused = function (p) {
+    this.paused = p;
+    if (!p) this.follow = true;
+    this.render();
+  };
+
+  function strategyPage() {
+    var root = document.getElementById("log-view");
+    var sid = root.getAttribute("data-sid");
+    var view = (seqDash.logView = new LogView(root, sid));
+    var filter = document.getElementById("log-filter");
+    var stream = document.getElementById("log-stream");
+    var pause = document.getElementById("log-pause");
+    var timer = null;
+    filter.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () { view.setFilter(filter.value, stream.value); }, 120);
+    });
+    stream.addEventListener("change", function () { view.setFilter(filter.value, stream.value); });
+    pause.addEventListener("click", function () {
+      var p = pause.getAttribute("aria-pressed") !== "true";
+      pause.setAttribute("aria-pressed", p ? "true" : "false");
+      pause.textContent = p ? "Resume" : "Pause";
+      view.setPaused(p);
+    });
+    root.addEventListener("keydown", function (e) {
+      var k = { PageDown: root.clientHeight, PageUp: -root.clientHeight, ArrowDown: ROW, ArrowUp: -ROW }[e.key];
+      if (e.key === "End") { view.follow = true; view.render(); e.preventDefault(); return; }
+      if (e.key === "Home") { root.scrollTop = 0; e.preventDefault(); return; }
+      if (k) { root.scrollTop += k; e.preventDefault(); }
+    });
+
+    var status = document.getElementById("status");
+    function onStrategy(s) {
+      if (s.strategy_id !== sid) return;
+      if (s.deleted) { statusSpan(status, "deleted"); return; }
+      statusSpan(status, s.status);
+      document.getElementById("restarts").textContent = s.restart_count;
+      document.getElementById("last-exit").textContent = s.last_exit ? s.last_exit.reason || "—" : "—";
+      var cur = s.current_run;
+      document.getElementById("current-run").textContent =
+        cur ? cur.run_id.slice(0, 8) + " " + cur.status + " on " + (cur.region || "any region") : "—";
+      document.getElementById("usage").textContent = fmtUsage(s.usage);
+    }
+    var s = new Stream(["strategies", "logs:" + sid], function (ch, data) {
+      if (ch === "strategies") (data.strategies || []).forEach(onStrategy);
+      else view.push(data);
+    });
+    // After a reconnect, lines published while the socket was down are fetched as a gap.
+    s.onReconnect = function () { /* the next line's seq reveals the gap */ };
+    view.start();
+  }
+
+  // -- trading -------------------------------------------------------------------------------------
+  function chart(elId, title, series, data) {
+    var root = document.getElementById(elId);
+    if (!root || !window.uPlot) return null;
+    var width = Math.max(280, root.clientWidth || 600);
+    var opts = { width: width, height: 240, title: title, series: series, scales: { x: { time: true } },
+                 axes: [{}, { size: 70 }] };
+    var u = new uPlot(opts, data, root);
+    window.addEventListener("resize", function () { u.setSize({ width: Math.max(280, root.clientWidth), height: 240 }); });
+    return u;
+  }
+
+  function tradingPage() {
+    var pnlEl = document.getElementById("pnl-data");
+    var pnl = pnlEl ? JSON.parse(pnlEl.textContent) : { realized: [] };
+    var u = null;
+    function pnlData(p) {
+      var xs = p.realized.map(function (x) { return x[0]; }), ys = p.realized.map(function (x) { return x[1]; });
+      var now = Date.now() / 1000;
+      xs.push(now); ys.push(ys.length ? ys[ys.length - 1] + p.unrealized_now : p.unrealized_now);
+      var real = ys.slice(0, -1); real.push(ys.length > 1 ? ys[ys.length - 2] : 0);
+      return [xs, real, ys];
+    }
+    function drawPnl(p) {
+      document.getElementById("pnl-now").textContent =
+        "Total now " + (p.total_now || 0).toFixed(4) + " (unrealized " + (p.unrealized_now || 0).toFixed(4) + ")";
+      var data = pnlData(p);
+      if (!u) {
+        u = chart("pnl-chart", "", [{}, { label: "realized", stroke: "#0b5cad", width: 2 },
+                                    { label: "incl. unrealized", stroke: "#b3261e", dash: [4, 4] }], data);
+      } else u.setData(data);
+    }
+    window.addEventListener("load", function () { drawPnl(pnl); });
+
+    var fillsBody = document.querySelector("#fills tbody");
+    var refresh = null;
+    function onFill(f) {
+      var tr = el("tr");
+      [f.ts, f.symbol, f.side, f.qty, f.price, f.fee, f.sandbox ? "paper" : "live", (f.graph_id || "").slice(0, 14)]
+        .forEach(function (v, i) {
+          var td = el("td", (i >= 3 && i <= 5) ? "num" : (i === 2 ? "side-" + f.side : null), v);
+          tr.appendChild(td);
+        });
+      fillsBody.insertBefore(tr, fillsBody.firstChild);
+      while (fillsBody.children.length > 200) fillsBody.lastChild.remove();
+      document.getElementById("no-fills").hidden = true;
+      document.body.dispatchEvent(new CustomEvent("fill"));  // htmx reloads the positions
+      clearTimeout(refresh);
+      refresh = setTimeout(function () {
+        fetch(prefix + "/trading/pnl.json", { credentials: "same-origin" }).then(function (r) { return r.json(); })
+          .then(drawPnl).catch(function () {});
+      }, 300);
+      seqDash.fills = (seqDash.fills || 0) + 1;
+    }
+    function onGraph(g) {
+      var box = document.querySelector('details.graph[data-gid="' + CSS.escape(g.graph_id) + '"]');
+      if (!box) {
+        var graphs = document.getElementById("graphs");
+        var none = document.getElementById("no-graphs");
+        if (none) none.remove();
+        box = el("details", "graph"); box.setAttribute("data-gid", g.graph_id); box.open = true;
+        var sum = el("summary"); sum.appendChild(el("code", null, g.graph_id)); sum.appendChild(document.createTextNode(" "));
+        var st = el("span"); st.setAttribute("data-role", "gstatus"); sum.appendChild(st);
+        box.appendChild(sum);
+        var t = el("table", "grid compact"); t.appendChild(el("tbody")); box.appendChild(t);
+        graphs.insertBefore(box, graphs.firstChild);
+      }
+      var gs = box.querySelector('[data-role="gstatus"]');
+      gs.className = "status status-g-" + g.status; gs.textContent = g.status;
+      (g.nodes || []).forEach(function (n) {
+        var tr = box.querySelector('tr[data-node="' + CSS.escape(n.node_id) + '"]');
+        if (!tr) {
+          tr = el("tr"); tr.setAttribute("data-node", n.node_id);
+          tr.appendChild(el("td", null, n.node_id));
+          var f = el("td", "num"); f.setAttribute("data-role", "filled"); tr.appendChild(f);
+          var s = el("td"); var sp = el("span"); sp.setAttribute("data-role", "nstatus"); s.appendChild(sp); tr.appendChild(s);
+          box.querySelector("tbody").appendChild(tr);
+        }
+        tr.querySelector('[data-role="filled"]').textContent = n.filled_qty;
+        var ns = tr.querySelector('[data-role="nstatus"]');
+        ns.className = "status status-n-" + n.status; ns.textContent = n.status;
+      });
+    }
+    new Stream(["fills", "graphs"], function (ch, data) {
+      if (ch === "fills") onFill(data); else if (ch === "graphs") onGraph(data);
+    });
+  }
+
+  // -- a market's book --------------------------------------------------------------------------------
+  function bookPage() {
+    var root = document.getElementById("book-root");
+    var symbol = root.getAttribute("data-symbol");
+    var book = JSON.parse(document.getElementById("book-data").textContent);
+    var depth = null, prices = null;
+    var px = [[], []];
+    function depthData(b) {
+      var bids = (b.bids || []).filter(function (l) { return l.price !== null; });
+      var asks = (b.asks || []).filter(function (l) { return l.price !== null; });
+      var xs = [], yb = [], ya = [];
+      var cum = 0, bpts = [];
+      bids.forEach(function (l) { cum += l.size; bpts.push([l.price, cum]); });
+      bpts.reverse();
+      cum = 0;
+      var apts = asks.map(function (l) { cum += l.size; return [l.price, cum]; });
+      bpts.forEach(function (p) { xs.push(p[0]); yb.push(p[1]); ya.push(null); });
+      apts.forEach(function (p) { xs.push(p[0]); yb.push(null); ya.push(p[1]); });
+      return [xs, yb, ya];
+    }
+    function levels(b) {
+      var tb = document.querySelector("#levels tbody");
+      tb.textContent = "";
+      var n = Math.max((b.bids || []).length, (b.asks || []).length);
+      for (var i = 0; i < Math.min(n, 10); i++) {
+        var bl = (b.bids || [])[i] || {}, al = (b.asks || [])[i] || {};
+        var tr = el("tr");
+        [bl.size, bl.price, al.price, al.size].forEach(function (v) { tr.appendChild(el("td", "num", v === undefined || v === null ? "" : v)); });
+        tb.appendChild(tr);
+      }
+    }
+    function nbbo(d) {
+      ["bid", "ask", "mid"].forEach(function (k) {
+        var v = d[k];
+        document.getElementById("nbbo-" + k).textContent = v === null || v === undefined ? "—" : v;
+      });
+    }
+    function onBook(b) {
+      levels(b);
+      if (b.nbbo) nbbo(b.nbbo);
+      var data = depthData(b);
+      if (!depth && window.uPlot && data[0].length) {
+        depth = chart("depth-chart", "", [{}, { label: "bids", stroke: "#0d5a26", fill: "rgba(13,90,38,0.15)" },
+                                          { label: "asks", stroke: "#b3261e", fill: "rgba(179,38,30,0.15)" }], data);
+        if (depth) depth.setScale && null;
+      } else if (depth && data[0].length) depth.setData(data);
+      seqDash.books = (seqDash.books || 0) + 1;
+    }
+    function onPrice(p) {
+      if (p.mid === null || p.mid === undefined) return;
+      px[0].push(p.ts || Date.now() / 1000); px[1].push(p.mid);
+      if (px[0].length > 600) { px[0].shift(); px[1].shift(); }
+      nbbo(p);
+      if (!prices && window.uPlot) prices = chart("price-chart", "", [{}, { label: "mid", stroke: "#0b5cad", width: 2 }], px);
+      else if (prices) prices.setData(px);
+      seqDash.prices = (seqDash.prices || 0) + 1;
+    }
+    window.addEventListener("load", function () {
+      // The depth chart's x is price, not time.
+      onBook(book);
+      if (depth) { depth.destroy(); depth = null; }
+      var root2 = document.getElementById("depth-chart");
+      var data = depthData(book);
+      depth = new uPlot({ width: Math.max(280, root2.clientWidth || 600), height: 240, scales: { x: { time: false } },
+        series: [{ label: "price" }, { label: "bids", stroke: "#0d5a26", fill: "rgba(13,90,38,0.15)" },
+                 { label: "asks", stroke: "#b3261e", fill: "rgba(179,38,30,0.15)" }],
+        axes: [{}, { size: 70 }] }, data, root2);
+      new Stream(["book:" + symbol, "prices:" + symbol], function (ch, data) {
+        if (ch.indexOf("book:") === 0) onBook(data); else onPrice(data);
+      });
+    });
+  }
+
+  if (page === "strategies") strategiesPage();
+  else if (page === "strategy") strategyPage();
+  else if (page === "trading") tradingPage();
+  else if (page === "book") bookPage();
+})();
