@@ -29,7 +29,7 @@ class HangingClient:
     def clone(self) -> HangingClient:
         return self
 
-    async def heartbeat(self, runs: Any, timeout: float = 5.0) -> dict[str, str]:
+    async def heartbeat(self, runs: Any, timeout: float = 5.0, usage: Any = None) -> dict[str, str]:
         self.calls += 1
         await asyncio.sleep(timeout)
         raise CoordinatorUnavailable("POST /heartbeat: timed out")

@@ -68,6 +68,8 @@ class Notifier:
 
 
 QUEUE = "queue"
+#: Runners reported their runs' memory and CPU (Core.run_usage changed).
+USAGE = "usage"
 
 
 def logs_topic(run_id: str) -> str:

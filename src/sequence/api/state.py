@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sequence.api.auth import Authenticator
@@ -12,6 +12,7 @@ from sequence.settings import Settings
 from sequence.store.store import Store
 
 if TYPE_CHECKING:
+    from sequence.algos.manager import AlgoManager
     from sequence.execution.engine import TradingEngine
     from sequence.market.service import MarketService
 
@@ -27,6 +28,11 @@ class Core:
     market: MarketService | None = None
     #: The graph engine; set with the market service.
     trading: TradingEngine | None = None
+    #: The WASM algos running in this coordinator; set with the market service.
+    algos: AlgoManager | None = None
+    #: The latest memory and CPU of each active run, as its runner's heartbeats report them
+    #: (run id -> ``{rss_bytes, cpu_seconds, cpu_percent, at}``); in memory, for the dashboard.
+    run_usage: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def core_of(app: Any) -> Core:

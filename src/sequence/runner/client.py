@@ -97,9 +97,20 @@ class CoordinatorClient:
         out: PollAnswer = r.json()
         return out
 
-    async def heartbeat(self, runs: Sequence[tuple[str, int]], timeout: float = 5.0) -> dict[str, str]:
+    async def heartbeat(self, runs: Sequence[tuple[str, int]], timeout: float = 5.0,
+                        usage: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, str]:
+        """Renew leases; ``usage`` (run id -> ``{rss_bytes, cpu_seconds}``) rides along."""
+        body = []
+        for a, b in runs:
+            ref: dict[str, Any] = {"run_id": a, "epoch": b}
+            u = (usage or {}).get(a)
+            if u and u.get("rss_bytes") is not None:
+                ref["rss_bytes"] = int(u["rss_bytes"])
+                if u.get("cpu_seconds") is not None:
+                    ref["cpu_seconds"] = round(float(u["cpu_seconds"]), 3)
+            body.append(ref)
         r = await self._call("POST", f"/v1/runners/{self.runner_id}/heartbeat",
-                             json={"runs": [{"run_id": a, "epoch": b} for a, b in runs]}, timeout=timeout)
+                             json={"runs": body}, timeout=timeout)
         out: dict[str, str] = r.json()["runs"]
         return out
 

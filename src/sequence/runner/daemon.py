@@ -91,6 +91,21 @@ class ActiveRun:
     uploader: LogUploader | None = field(default=None, repr=False)
 
 
+def _usage(runs: list[ActiveRun]) -> dict[str, dict[str, Any]]:
+    """Each running run's memory and CPU so far, for the heartbeat (the dashboard shows them)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        if r.handle is None:
+            continue
+        try:
+            u = r.handle.usage()
+        except Exception:  # a run ending under us: no figures this beat
+            continue
+        if u.get("memory_bytes") is not None:
+            out[r.run_id] = {"rss_bytes": u["memory_bytes"], "cpu_seconds": u.get("cpu_seconds")}
+    return out
+
+
 class RunnerDaemon:
     def __init__(self, client: CoordinatorClient, sandbox: Sandbox, *, name: str, region: str,
                  capacity: int, layer_retention_s: float = 7 * 86400.0,
@@ -250,7 +265,7 @@ class RunnerDaemon:
             # A busy coordinator that answers late still renews (from sent_at); only what
             # cannot be answered within a third of the lease counts as a failure.
             actions = await client.heartbeat([(r.run_id, r.epoch) for r in runs],
-                                             timeout=max(1.0, self.lease_s / 3))
+                                             timeout=max(1.0, self.lease_s / 3), usage=_usage(runs))
         except CoordinatorDown as exc:
             # Nothing serves the coordinator: nobody can expire these leases, and
             # when it is back it grants them one more lease period. Not charged.

@@ -327,11 +327,28 @@ class RunHandle:
         await self.wait()
         return await self.pump.drain(timeout)
 
-    def usage(self) -> dict[str, int | None]:
-        """Live resource usage for heartbeats (cgroup numbers when available)."""
-        if self.cgroup is None:
-            return {"memory_bytes": None, "pids": None}
-        return {"memory_bytes": self.cgroup.memory_current(), "pids": self.cgroup.pids_current()}
+    def usage(self) -> dict[str, Any]:
+        """Live resource usage for heartbeats: the cgroup's figures when there is one, else
+        the process tree's (RSS summed, CPU of the live processes)."""
+        if self.cgroup is not None:
+            mem = self.cgroup.memory_current()
+            if mem is not None:
+                return {"memory_bytes": mem, "pids": self.cgroup.pids_current(),
+                        "cpu_seconds": self.cgroup.cpu_seconds()}
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return {"memory_bytes": None, "pids": None, "cpu_seconds": None}
+        rss, cpu = 0, 0.0
+        for p in procs:
+            try:
+                rss += p.memory_info().rss
+                t = p.cpu_times()
+                cpu += t.user + t.system
+            except psutil.Error:
+                continue
+        return {"memory_bytes": rss, "pids": len(procs), "cpu_seconds": round(cpu, 3)}
 
     async def close(self, log_timeout: float | None = 0.0) -> list[Path]:
         """Release everything: kill if still running, give the sink *log_timeout*

@@ -51,6 +51,9 @@ class RunRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     run_id: str = Field(max_length=64)
     epoch: int = Field(ge=0, le=INT64_MAX)
+    # Optional, for the dashboard: the run's memory now and CPU time so far.
+    rss_bytes: int | None = Field(None, ge=0, le=INT64_MAX)
+    cpu_seconds: float | None = Field(None, ge=0, le=1e12)
 
 
 class Heartbeat(BaseModel):
@@ -102,7 +105,8 @@ async def poll(runner_id: str, body: Poll, request: Request, token_id: str = Dep
 @router.post("/v1/runners/{runner_id}/heartbeat", responses=_ERRS)
 def heartbeat(runner_id: str, body: Heartbeat, request: Request,
               token_id: str = Depends(require_runner_of)) -> dict[str, Any]:
-    return claims.heartbeat(core_of(request.app), runner_id, [(r.run_id, r.epoch) for r in body.runs])
+    usage = {r.run_id: (r.rss_bytes, r.cpu_seconds) for r in body.runs if r.rss_bytes is not None}
+    return claims.heartbeat(core_of(request.app), runner_id, [(r.run_id, r.epoch) for r in body.runs], usage)
 
 
 @router.get("/v1/runners/{runner_id}/runs/{run_id}/artifact", responses={

@@ -14,7 +14,7 @@ refuses a stale one (409 ``stale_run``). See docs/runner-protocol.md.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from sequence import protocol
 from sequence.api.errors import not_found, stale_run
-from sequence.api.notify import QUEUE, logs_topic, runner_topic, strategy_topic
+from sequence.api.notify import QUEUE, USAGE, logs_topic, runner_topic, strategy_topic
 from sequence.api.services import layers
 from sequence.api.state import Core
 from sequence.secrets import SealingError, sealed_in, strategy_secrets_label
@@ -147,10 +147,32 @@ async def poll(core: Core, runner_id: str, token_id: str, free_slots: int, stopp
             core.notifier.release(runner_topic(runner_id), r_ev)
 
 
-def heartbeat(core: Core, runner_id: str, runs: list[tuple[str, int]]) -> dict[str, Any]:
-    """Renew the leases of the runs the runner still runs; what to do with each."""
+def heartbeat(core: Core, runner_id: str, runs: list[tuple[str, int]],
+              usage: Mapping[str, tuple[int | None, float | None]] | None = None) -> dict[str, Any]:
+    """Renew the leases of the runs the runner still runs; what to do with each.
+    ``usage``: run id -> (memory bytes, CPU seconds), kept in memory for the dashboard."""
     actions = core.store.heartbeat(runner_id, runs)
+    if usage:
+        _record_usage(core, actions, usage)
     return {"runs": actions, "lease_seconds": core.settings.lease_seconds}
+
+
+def _record_usage(core: Core, actions: dict[str, str], usage: Mapping[str, tuple[int | None, float | None]]) -> None:
+    now = time.monotonic()
+    table = core.run_usage
+    for run_id, (rss, cpu) in usage.items():
+        if actions.get(run_id) not in ("continue", "stop"):
+            table.pop(run_id, None)
+            continue
+        prev = table.get(run_id)
+        pct = None
+        if prev is not None and cpu is not None and prev.get("cpu_seconds") is not None and now > prev["at"]:
+            pct = round(max(0.0, (cpu - prev["cpu_seconds"]) / (now - prev["at"]) * 100.0), 1)
+        table[run_id] = {"rss_bytes": rss, "cpu_seconds": cpu, "cpu_percent": pct, "at": now}
+    if len(table) > 50_000:  # runs that vanished without an exit report (a lost runner)
+        for run_id in [r for r, u in table.items() if now - u["at"] > 60.0]:
+            table.pop(run_id, None)
+    core.notifier.notify(USAGE)
 
 
 def artifact(core: Core, runner_id: str, run_id: str, epoch: int) -> tuple[str, bytes]:
@@ -181,6 +203,7 @@ def exited(core: Core, runner_id: str, run_id: str, epoch: int, report: protocol
         reason=reason.replace("\0", "\ufffd") if reason else reason,
         peak_rss_bytes=report.get("peak_rss_bytes"), cpu_seconds=report.get("cpu_seconds")))
     core.auth.invalidate()
+    core.run_usage.pop(run_id, None)
     core.notifier.notify(QUEUE)
     core.notifier.notify(logs_topic(run_id))
     if run:

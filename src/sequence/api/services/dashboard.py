@@ -38,6 +38,7 @@ import anyio
 from fastapi import WebSocket
 
 from sequence.api import auth, present
+from sequence.api.notify import USAGE
 from sequence.api.state import Core
 from sequence.store.store import Principal
 from sequence.stream import Hub, channels
@@ -169,7 +170,8 @@ def summary(row: dict[str, Any], usage: dict[str, Any] | None = None) -> dict[st
     full = present.strategy(row)
     out = {k: full[k] for k in _SUMMARY_FIELDS}
     cur = row.get("current_run")
-    out["usage"] = usage.get(cur["run_id"]) if usage and cur else None
+    u = usage.get(cur["run_id"]) if usage and cur else None
+    out["usage"] = {k: u.get(k) for k in ("rss_bytes", "cpu_seconds", "cpu_percent")} if u else None
     return out
 
 
@@ -180,6 +182,7 @@ class StrategyFeed:
         self.core = core
         self.hub = hub
         self._client_of: dict[str, str] = {}  # strategy id -> client id, as last read
+        self._sid_of_run: dict[str, str] = {}  # current run id -> strategy id, as last read
         self._dirty: set[str] = set()
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -187,14 +190,25 @@ class StrategyFeed:
     def learn(self, rows: list[dict[str, Any]]) -> None:
         if len(self._client_of) > 100_000:
             self._client_of.clear()
+        if len(self._sid_of_run) > 100_000:
+            self._sid_of_run.clear()
         for r in rows:
             self._client_of[r["strategy_id"]] = r["client_id"]
+            if r.get("current_run_id"):
+                self._sid_of_run[r["current_run_id"]] = r["strategy_id"]
 
     def on_topic(self, topic: str) -> None:
         """A notifier topic fired (on the event loop)."""
-        if not topic.startswith("strategy:"):
+        if topic == USAGE:  # runners reported memory and CPU: the strategies of those runs changed
+            for run_id in list(self.core.run_usage):
+                sid = self._sid_of_run.get(run_id)
+                if sid is not None:
+                    self._mark(sid)
             return
-        sid = topic[len("strategy:"):]
+        if topic.startswith("strategy:"):
+            self._mark(topic[len("strategy:"):])
+
+    def _mark(self, sid: str) -> None:
         cid = self._client_of.get(sid)
         if cid is not None and not self.hub.has_subscribers(channels.STRATEGIES, cid):
             return  # nobody of that client is watching: pay nothing
@@ -220,7 +234,7 @@ class StrategyFeed:
                 if cid is not None:
                     by_client.setdefault(cid, []).append({"strategy_id": sid, "deleted": True})
                 continue
-            self._client_of[sid] = row["client_id"]
+            self.learn([row])
             by_client.setdefault(row["client_id"], []).append(summary(row, usage_of(self.core)))
         for cid, items in by_client.items():
             if self.hub.has_subscribers(channels.STRATEGIES, cid):
@@ -229,8 +243,7 @@ class StrategyFeed:
 
 def usage_of(core: Core) -> dict[str, Any]:
     """The latest memory and CPU each current run's runner reported (run id -> usage)."""
-    found: dict[str, Any] = getattr(core, "run_usage", None) or {}
-    return found
+    return core.run_usage
 
 
 def register(core: Core, hub: Hub) -> StrategyFeed:
