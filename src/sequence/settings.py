@@ -117,6 +117,12 @@ class Settings:
     live_max_markets: int = 0
     # Per-venue fee overrides, JSON (docs/trading.md), e.g. {"coinbase": {"model": "notional", "taker": 0.004}}.
     trading_fees: Mapping[str, Any] | None = None
+    # WASM algos (docs/algos.md): fuel per call (about one unit an instruction), linear memory
+    # cap, log lines a second, orders a second.
+    algo_fuel: int = 2_000_000
+    algo_memory_mb: int = 16
+    algo_log_rate: int = 100
+    algo_order_rate: int = 100
     log_level: str = "info"
 
     @property
@@ -179,6 +185,10 @@ class Settings:
             "kalshi_private_key_file": Path,
             "live_catalogue_seconds": float,
             "live_max_markets": int,
+            "algo_fuel": int,
+            "algo_memory_mb": int,
+            "algo_log_rate": int,
+            "algo_order_rate": int,
         }
         for f in fields(cls):
             name = "SEQUENCE_" + f.name.upper()
@@ -243,6 +253,10 @@ class Settings:
             raise SettingsError("set both SEQUENCE_KALSHI_KEY_ID and SEQUENCE_KALSHI_PRIVATE_KEY_FILE, or neither")
         if self.live_catalogue_seconds < 5 or self.live_max_markets < 0:
             raise SettingsError("live_catalogue_seconds must be at least 5 and live_max_markets 0 or more")
+        if not (10_000 <= self.algo_fuel <= 10_000_000_000 and 1 <= self.algo_memory_mb <= 4096
+                and 1 <= self.algo_log_rate <= 100_000 and 1 <= self.algo_order_rate <= 100_000):
+            raise SettingsError("algo_fuel must be 10000-10000000000, algo_memory_mb 1-4096, "
+                                "algo_log_rate and algo_order_rate 1-100000")
         if self.database_url and not self.database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
             raise SettingsError("SEQUENCE_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
 

@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from sequence import __version__
-from sequence.cli import admin, controls, keys, strategy
+from sequence.cli import admin, algo, controls, keys, strategy
 from sequence.cli import config as cfgmod
 from sequence.cli import market as market_cmds
 from sequence.cli import runner as runner_cmds
@@ -22,7 +22,7 @@ from sequence.cli.http import Api
 from sequence.cli.output import console, emit_json, fail, render_error
 
 # What a newcomer reaches for first comes first in `sequence --help`.
-ORDER = ("strategy", "up", "keys", "connect", "market", "login", "update", "runner", "doctor", "admin")
+ORDER = ("strategy", "algo", "up", "keys", "connect", "market", "login", "update", "runner", "doctor", "admin")
 
 
 class _Ordered(TyperGroup):
@@ -48,6 +48,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(strategy.app, name="strategy")
+app.add_typer(algo.app, name="algo")
 app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")
 app.command("runner")(runner_cmds.runner)

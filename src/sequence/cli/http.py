@@ -61,7 +61,8 @@ class Api:
                     "(`sequence login --api-url URL --api-key KEY`, or SEQUENCE_API_KEY); on a local platform, "
                     "restarting `sequence up` writes a working key to the CLI config")
         elif r.status_code == 404:
-            hint = "check the name or id with `sequence strategy list`"
+            what = "algo" if r.request.url.path.startswith("/v1/deployments") else "strategy"
+            hint = f"check the name or id with `sequence {what} list`"
         elif r.status_code == 413:
             hint = "make the folder smaller (large data files belong elsewhere) or raise SEQUENCE_MAX_ARTIFACT_MB"
         raise CliError(msg, hint)

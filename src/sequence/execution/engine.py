@@ -84,7 +84,7 @@ from sequence.trading.matching import (
 from sequence.trading.positions import Position, apply_fill
 from sequence.trading.risk import CANCEL_ON_STOP, DEFAULT_LIMITS, Exposure, OrderRisk, RiskLimits
 from sequence.trading.risk import check as risk_check
-from sequence.trading.validation import GraphRequest, InstrumentLike, parse_graph
+from sequence.trading.validation import GraphError, GraphRequest, InstrumentLike, parse_graph
 from sequence.trading.wire import ack_json, fill_json, graph_json, graph_update_json, position_json
 
 from .router import Acked, Ended, Filled, LiveEvent, LiveOrder, OrderRouter, Refused
@@ -117,6 +117,8 @@ class MarketPort(Protocol):
     def add_listener(self, listener: Callable[[Sequence[BookEvent]], None]) -> Callable[[], None]: ...
 
     async def require_ready(self, symbol: str) -> None: ...
+
+    def ensure(self, symbol: str) -> bool: ...
 
     def add_keeper(self, keeper: Callable[[], Iterable[str]]) -> Callable[[], None]: ...
 
@@ -175,6 +177,8 @@ class TradingEngine:
             router.bind(self._on_live)
             router.on_session_lost = self._session_lost
         self._graphs: dict[str, Graph] = {}
+        # graph id -> the algo that placed it (submit_now): told of its fills and status.
+        self._observed: dict[str, Callable[[str, dict[str, Any]], None]] = {}
         self._cores: dict[str, MatchingCore] = {}
         self._orders: dict[str, Node] = {}  # node_order_id -> its node, while the order works
         self._fill_seq = 0
@@ -284,28 +288,9 @@ class TradingEngine:
         # (a 503 naming the venue's state if it does not come in time).
         for symbol in dict.fromkeys(n.symbol for n in req.nodes):
             await self.market.require_ready(symbol)
-        now = self._now()
-        g = Graph.new("graph_" + short_code(20), client_id, req.nodes, req.edges, paper=req.paper, now=now)
-        graph_row = g.row(key_id=key_id, run_id=run_id, idempotency_key=idempotency_key,
-                          request_hash=request_hash(body, g.paper) if idempotency_key else None, now=now)
-        # Roots are written already "working", with their time priority: when placing them
-        # changes nothing else (the usual resting order) the insert is the only commit.
-        # Their status moves when they are placed, below.
-        preset: dict[str, int] = {}
-        node_rows = []
-        for n in req.nodes:
-            row = n.row(client_id)
-            if n.activation == "root":
-                self._order_seq += 1
-                n.order_seq = preset[n.node_id] = self._order_seq
-                n.activated_at = now
-                row.update(status=NodeStatus.working.value, activated_at=now, order_seq=n.order_seq)
-                if self._routed(g, n):
-                    # A real order's client order id goes into the insert itself: once the graph is
-                    # stored the order can be sent (and found after a crash) with no second commit.
-                    n.client_order_id = client_order_id(n.node_order_id)
-                    row["client_order_id"] = n.client_order_id
-            node_rows.append(row)
+        g, graph_row, node_rows, preset = self._new_graph(
+            req, client_id, key_id, run_id=run_id, idempotency_key=idempotency_key,
+            request_hash=request_hash(body, req.paper) if idempotency_key else None)
         created: Created = await anyio.to_thread.run_sync(
             lambda: self.store.create_graph(graph_row, node_rows, run_id=run_id))
         if not created.created:
@@ -327,6 +312,66 @@ class TradingEngine:
         else:
             await self._commit(step)
         return ack_json(graph_row)
+
+    def _new_graph(self, req: GraphRequest, client_id: str, key_id: str, *, run_id: str | None,
+                   idempotency_key: str | None, request_hash: str | None,
+                   deployment_id: str | None = None) -> tuple[Graph, dict[str, Any], list[dict[str, Any]],
+                                                              dict[str, int]]:
+        """A new graph and the rows that store it. Roots are written already "working", with
+        their time priority: when placing them changes nothing else (the usual resting order)
+        the insert is the only commit. Their status moves when they are placed."""
+        now = self._now()
+        g = Graph.new("graph_" + short_code(20), client_id, req.nodes, req.edges, paper=req.paper, now=now)
+        graph_row = g.row(key_id=key_id, run_id=run_id, idempotency_key=idempotency_key,
+                          request_hash=request_hash, now=now)
+        if deployment_id is not None:
+            graph_row["deployment_id"] = deployment_id
+        preset: dict[str, int] = {}
+        node_rows = []
+        for n in req.nodes:
+            row = n.row(client_id)
+            if n.activation == "root":
+                self._order_seq += 1
+                n.order_seq = preset[n.node_id] = self._order_seq
+                n.activated_at = now
+                row.update(status=NodeStatus.working.value, activated_at=now, order_seq=n.order_seq)
+                if self._routed(g, n):
+                    # A real order's client order id goes into the insert itself: once the graph is
+                    # stored the order can be sent (and found after a crash) with no second commit.
+                    n.client_order_id = client_order_id(n.node_order_id)
+                    row["client_order_id"] = n.client_order_id
+            node_rows.append(row)
+        return g, graph_row, node_rows, preset
+
+    def submit_now(self, req: GraphRequest, *, client_id: str, key_id: str, deployment_id: str,
+                   observer: Callable[[str, dict[str, Any]], None]) -> Graph:
+        """Place a validated graph at once, on the loop: the WASM algos' path.
+
+        Unlike :meth:`submit`, nothing waits for the store: the graph's insert goes into
+        the same step batch as what placing it changed, committed in order by the writer
+        thread (real orders are sent only after that commit, as always). Matching, risk
+        checks and the kill switch are the same. ``observer(channel, message)`` gets the
+        graph's ``fills`` and ``graphs`` messages as each step is decided (before its
+        commit), so the algo hears of its fills without waiting for the disk. The caller
+        fences (an algo places nothing once it lost its lease). Raises ``GraphError`` if a
+        book is not ready.
+        """
+        for n in req.nodes:
+            if not self.market.ensure(n.symbol):
+                raise GraphError("nodes", f"no order book for {n.symbol} from {n.venue} yet; retry shortly",
+                                 code="not_ready")
+        g, graph_row, node_rows, _preset = self._new_graph(
+            req, client_id, key_id, run_id=None, idempotency_key=None, request_hash=None,
+            deployment_id=deployment_id)
+        self._graphs[g.graph_id] = g
+        self._observed[g.graph_id] = observer
+        step = _Step(self._now())
+        step.batch.creates.append((graph_row, node_rows))
+        step.touched[g.graph_id] = g
+        for nid in g.roots():
+            step.queue.append((g, nid))
+        self._run_step(step)
+        return g
 
     # -- cancel ------------------------------------------------------------------------------
     async def cancel(self, client_id: str, graph_id: str) -> dict[str, Any] | None:
@@ -887,6 +932,8 @@ class TradingEngine:
     def _commit(self, step: _Step) -> asyncio.Future[None]:
         loop = self._loop or asyncio.get_running_loop()
         messages = self._messages(step)
+        if self._observed:
+            self._observe(messages)
         sends = step.sends
         if not step.batch:
             done: asyncio.Future[None] = loop.create_future()
@@ -915,6 +962,18 @@ class TradingEngine:
             nodes = [g.nodes[nid] for nid in nids]
             out.append((channels.GRAPHS, g, graph_update_json(gid, g.status, nodes, step.ts)))
         return out
+
+    def _observe(self, messages: Sequence[tuple[str, Graph, dict[str, Any]]]) -> None:
+        for channel, g, data in messages:
+            observer = self._observed.get(g.graph_id)
+            if observer is None:
+                continue
+            if channel == channels.GRAPHS and data.get("status") != "active":
+                del self._observed[g.graph_id]
+            try:
+                observer(channel, data)
+            except Exception:  # an algo's bookkeeping must never break matching
+                log.exception("trading: observer of %s failed", g.graph_id)
 
     def _publish(self, messages: Sequence[tuple[str, Graph, dict[str, Any]]]) -> None:
         hub = self.market.hub

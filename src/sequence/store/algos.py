@@ -189,6 +189,17 @@ class AlgosStore(StoreBase):
                 values.update(status="stopped", next_attempt_at=None)
             c.execute(D.update().where(D.c.deployment_id == dep_id, D.c.owner == owner).values(**values))
 
+    def deployment_graphs(self, client_id: str, dep_id: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        """The deployment's newest graphs: id, status, paper flag, node count, when."""
+        G = t.graphs
+        with self.db.read() as c:
+            rows = c.execute(sa.select(G.c.graph_id, G.c.status, G.c.sandbox, G.c.node_count, G.c.created_at,
+                                       G.c.ended_at)
+                             .where(G.c.client_id == client_id, G.c.deployment_id == dep_id)
+                             .order_by(G.c.created_at.desc()).limit(limit)).all()
+        return [{"graph_id": r.graph_id, "status": r.status, "sandbox": bool(r.sandbox), "node_count": r.node_count,
+                 "created_at": r.created_at, "ended_at": r.ended_at} for r in rows]
+
     # -- logs ------------------------------------------------------------------------------
     def next_algo_log_seq(self, dep_id: str) -> int:
         with self.db.read() as c:

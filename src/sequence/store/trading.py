@@ -60,11 +60,14 @@ class TradeBatch:
     """
 
     fills: list[dict[str, Any]] = field(default_factory=list)
+    # New graphs (their row and node rows), inserted first: the algos' graphs are stored
+    # with the step that placed them (TradingEngine.submit_now).
+    creates: list[tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
     nodes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     graphs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.fills or self.nodes or self.graphs)
+        return bool(self.fills or self.nodes or self.graphs or self.creates)
 
     def node(self, graph_id: str, node_id: str, **values: Any) -> None:
         self.nodes.setdefault((graph_id, node_id), {}).update(values)
@@ -214,6 +217,9 @@ class TradingStore:
         if not batch:
             return
         with self.db.write() as c:
+            for graph, nodes in batch.creates:
+                c.execute(t.graphs.insert(), graph)
+                c.execute(t.graph_nodes.insert(), nodes)
             if batch.fills:
                 c.execute(t.fills.insert(), batch.fills)
                 self._fold_positions(c, batch.fills)

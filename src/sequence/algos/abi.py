@@ -1,0 +1,153 @@
+"""The WASM algo ABI, version 1: what a module may import and must export (docs/algos.md).
+
+An algo is a WebAssembly module with no WASI and no imports but these. The
+host calls its exports on events and the module calls the imports to act.
+Prices and quantities are fixed-point integers × 10⁸ (``px_1e8``, ``qty_1e8``,
+the API's ``qty_1e8``); a symbol is its index in the deployment's ``symbols``
+list; sides are 0 (buy / bid) and 1 (sell / ask).
+
+:func:`check_module` compiles a module and checks it against this table before
+anything is stored: a malformed module, an import outside the ABI (WASI, a
+``seq`` function with the wrong signature, a memory or table import) or a
+missing ``memory`` or handler is refused at deploy with the name of the item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import wasmtime
+
+#: The import module every host function lives in.
+MODULE = "seq"
+#: Bytes a module may have (the API's body limit is larger: base64).
+MAX_MODULE_BYTES = 4 * 1024 * 1024
+
+I32, I64 = "i32", "i64"
+
+#: ``seq`` imports: name -> (params, results).
+IMPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "log": ((I32, I32), ()),                            # (ptr, len): one line, UTF-8
+    "param": ((I32, I32, I32, I32), (I32,)),            # (key_ptr, key_len, out_ptr, out_cap) -> len | -1
+    "param_i64": ((I32, I32, I64), (I64,)),             # (key_ptr, key_len, default) -> integer value
+    "param_1e8": ((I32, I32, I64), (I64,)),             # (key_ptr, key_len, default) -> decimal × 1e8
+    "book": ((I32, I32, I32, I32), (I32,)),             # (sym, side, out_ptr, max_levels) -> levels written
+    "submit": ((I32, I32, I64, I64, I32), (I64,)),      # (sym, side, px_1e8, qty_1e8, flags) -> handle | error
+    "submit_graph": ((I32, I32), (I64,)),               # (json_ptr, json_len) -> handle | error
+    "cancel": ((I64,), (I32,)),                         # (handle) -> 0 | -1
+    "now_ms": ((), (I64,)),                             # the market clock, ms since the epoch
+    "set_timer": ((I64,), ()),                          # (interval_ms): on_timer every interval; 0 = off
+}
+
+#: AssemblyScript's runtime imports ``env.abort(msg, file, line, col)``: allowed; it traps
+#: with the message.
+EXTRA_IMPORTS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {
+    ("env", "abort"): ((I32, I32, I32, I32), ()),
+}
+
+#: Exports the host calls (all optional but one handler): name -> (params, results).
+EXPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "init": ((), ()),
+    "on_quote": ((I32, I64, I64, I64, I64), ()),        # (sym, bid_px, bid_qty, ask_px, ask_qty)
+    "on_fill": ((I64, I32, I32, I64, I64), ()),         # (handle, sym, side, px_1e8, qty_1e8)
+    "on_order": ((I64, I32), ()),                       # (handle, status): the order ended
+    "on_timer": ((I64,), ()),                           # (now_ms)
+}
+HANDLERS = ("on_quote", "on_timer")
+
+# Codes the action imports answer with (negative; a handle is positive).
+E_ARGUMENT = -1      # a bad symbol index, side, price or quantity
+E_REFUSED = -2       # the engine refused the order (the reason is in the algo's log)
+E_STOPPED = -3       # the algo is stopping or no longer holds its lease: nothing is placed
+E_RATE = -4          # more orders a second than the algo's limit
+E_OPEN = -5          # too many open orders
+
+# on_order statuses.
+ORDER_FILLED, ORDER_CANCELLED, ORDER_REJECTED = 0, 1, 2
+
+# submit flags: bits 0-1 urgency.
+URGENCY = {0: "normal", 1: "low", 2: "high"}
+
+
+class AbiError(ValueError):
+    """A module the host will not run; ``item`` names the offending import or export."""
+
+    def __init__(self, item: str, message: str) -> None:
+        super().__init__(message)
+        self.item = item
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    imports: tuple[str, ...]
+    exports: tuple[str, ...]
+    memory_pages: int
+
+
+def _sig(ft: wasmtime.FuncType) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(str(p) for p in ft.params), tuple(str(r) for r in ft.results)
+
+
+def _fmt(sig: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
+    params, results = sig
+    return f"({', '.join(params)}) -> ({', '.join(results)})"
+
+
+def check_module(engine: wasmtime.Engine, wasm: bytes) -> tuple[wasmtime.Module, ModuleInfo]:
+    """Compile *wasm* and check it against the ABI (raises :class:`AbiError`)."""
+    if len(wasm) > MAX_MODULE_BYTES:
+        raise AbiError("wasm", f"the module is {len(wasm)} bytes; the limit is {MAX_MODULE_BYTES}")
+    if wasm[:4] != b"\0asm":
+        raise AbiError("wasm", "not a WebAssembly binary (it must start with \\0asm; "
+                       "compile text (.wat) first, e.g. with wat2wasm)")
+    try:
+        module = wasmtime.Module(engine, wasm)
+    except wasmtime.WasmtimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
+        raise AbiError("wasm", f"the module does not compile: {first}") from None
+    imports = []
+    for imp in module.imports:
+        where = f"import {imp.module}.{imp.name}"
+        want = IMPORTS.get(imp.name or "") if imp.module == MODULE else EXTRA_IMPORTS.get((imp.module, imp.name or ""))
+        if want is None:
+            hint = " (algos get no WASI: no files, clock, network or randomness)" if imp.module.startswith("wasi") else ""
+            raise AbiError(where, f"{where} is not part of the algo ABI{hint}; allowed: "
+                           + ", ".join(f"seq.{n}" for n in IMPORTS))
+        if not isinstance(imp.type, wasmtime.FuncType):
+            raise AbiError(where, f"{where} must be a function")
+        got = _sig(imp.type)
+        if got != want:
+            raise AbiError(where, f"{where} has type {_fmt(got)}; the ABI's is {_fmt(want)}")
+        imports.append(f"{imp.module}.{imp.name}")
+    exports = []
+    pages = 0
+    for exp in module.exports:
+        ty = exp.type
+        if exp.name == "memory":
+            if not isinstance(ty, wasmtime.MemoryType):
+                raise AbiError("export memory", "export memory must be a memory")
+            if ty.is_64:
+                raise AbiError("export memory", "export memory must be a 32-bit memory")
+            pages = ty.limits.min
+            exports.append("memory")
+            continue
+        want = EXPORTS.get(exp.name)
+        if want is None:
+            continue  # helpers the module exports for itself are ignored
+        if not isinstance(ty, wasmtime.FuncType):
+            raise AbiError(f"export {exp.name}", f"export {exp.name} must be a function")
+        got = _sig(ty)
+        if got != want:
+            raise AbiError(f"export {exp.name}", f"export {exp.name} has type {_fmt(got)}; the ABI's is {_fmt(want)}")
+        exports.append(exp.name)
+    if "memory" not in exports:
+        raise AbiError("export memory", "the module must export its memory as \"memory\"")
+    if not any(h in exports for h in HANDLERS):
+        raise AbiError("exports", "the module exports no handler: export on_quote or on_timer (or both)")
+    return module, ModuleInfo(tuple(imports), tuple(exports), pages)
+
+
+__all__ = [
+    "EXPORTS", "IMPORTS", "MAX_MODULE_BYTES", "MODULE", "AbiError", "ModuleInfo", "check_module",
+]

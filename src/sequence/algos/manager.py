@@ -1,0 +1,629 @@
+"""Runs WASM algo deployments inside the coordinator's market process (docs/algos.md).
+
+:class:`AlgoManager` is one per coordinator. Its supervisor task takes the
+deployments that want to run (a conditional UPDATE with a lease, so one
+coordinator runs each), renews their lease, and starts, restarts or stops
+instances as the store says. Everything else happens on the event loop, in
+the market's own call path:
+
+* the market service calls :meth:`AlgoManager._on_events` after each batch of
+  book events; for each subscribed symbol whose top of book changed the
+  algo's ``on_quote`` runs at once, and an order it places goes straight into
+  the graph engine (:meth:`TradingEngine.submit_now`) — matched before the
+  call returns, stored by the engine's writer behind it;
+* the engine tells the manager of its algos' fills and ended graphs as each
+  step is decided; they are queued and delivered (``on_fill``, ``on_order``)
+  right after the call that is running, never inside the engine's step;
+* timers (``seq.set_timer``) run on the market clock.
+
+Every call into a module goes through one queue (:meth:`_pump`), so a module
+is never re-entered and events reach it in the order they happened. A trap
+stops the algo with its reason, cancels its working orders and schedules a
+restart with the strategies' backoff (``lifecycle.restart_after_failure``).
+
+Fencing: an algo places orders only while this coordinator's lease on it is
+good — each renewal extends the fence to two thirds of a lease after the
+renewal began; past that, orders answer ``E_STOPPED`` and the supervisor
+stops the instances before another coordinator may take them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import wasmtime
+
+from sequence.market.book import BookView, Side
+from sequence.market.clock import now_ms
+from sequence.market.errors import MarketError
+from sequence.store.ids import short_code
+from sequence.trading.validation import GraphError
+
+from . import abi
+from .host import AlgoInstance, AlgoTrap, Limits, compile_module
+
+if TYPE_CHECKING:
+    from sequence.execution.engine import TradingEngine
+    from sequence.market.events import BookEvent
+    from sequence.market.service import MarketService
+    from sequence.store.store import Store
+
+log = logging.getLogger(__name__)
+
+E8 = 100_000_000
+MAX_OPEN_ORDERS = 1000
+MIN_TIMER_MS = 10
+LOG_FLUSH_SECONDS = 0.2
+
+
+def fixed(v: int) -> str:
+    """A ×1e8 integer as an exact decimal string."""
+    sign = "-" if v < 0 else ""
+    q, r = divmod(abs(v), E8)
+    return f"{sign}{q}.{r:08d}"
+
+
+@dataclass
+class _Order:
+    handle: int
+    graph_id: str
+    syms: dict[str, int]  # node symbol -> index in the algo's symbols (absent: not one of them)
+
+
+@dataclass
+class Stats:
+    quotes: int = 0
+    orders: int = 0
+    refused: int = 0
+    fills: int = 0
+    timers: int = 0
+
+
+class _Bucket:
+    __slots__ = ("burst", "last", "rate", "tokens")
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.burst = rate, max(1.0, rate)
+        self.tokens = self.burst
+        self.last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Algo:
+    """One running deployment: its instance and what its imports do (host.Actions)."""
+
+    def __init__(self, mgr: AlgoManager, row: Mapping[str, Any], epoch: int, next_seq: int) -> None:
+        self.mgr = mgr
+        self.id: str = row["deployment_id"]
+        self.name: str = row["name"]
+        self.client_id: str = row["client_id"]
+        self.key_id: str = row["key_id"]
+        self.sha: str = row["wasm_sha256"]
+        self.symbols: list[str] = list(row["symbols"])
+        self.params: dict[str, str] = {str(k): str(v) for k, v in dict(row["params"]).items()}
+        self.paper: bool = bool(row["sandbox"])
+        self.epoch = epoch
+        self.started_at = time.time()
+        self.instance: AlgoInstance | None = None
+        self.views: list[BookView] = []
+        self.instruments: list[Any] = []
+        self.px_mul: list[tuple[int, int]] = []  # (×1e8 numerator, denominator) of prices
+        self.qty_mul: list[tuple[int, int]] = []
+        self.last: list[tuple[int, int, int, int] | None] = [None] * len(self.symbols)
+        self.orders: dict[int, _Order] = {}
+        self.by_graph: dict[str, _Order] = {}
+        self.next_handle = 1
+        self.timer_ms = 0
+        self.timer_due: int | None = None
+        self.stopping: str | None = None
+        self.order_rate = _Bucket(mgr.settings_order_rate)
+        self.log_seq = next_seq
+        self.stats = Stats()
+
+    # -- host.Actions ---------------------------------------------------------------------------
+    def log(self, line: str, stream: str = "algo") -> None:
+        self.mgr.add_log(self, line, stream)
+
+    def now_ms(self) -> int:
+        return now_ms(self.mgr.market.clock)
+
+    def set_timer(self, interval_ms: int) -> None:
+        if interval_ms <= 0:
+            self.timer_ms, self.timer_due = 0, None
+            return
+        self.timer_ms = max(MIN_TIMER_MS, min(int(interval_ms), 86_400_000))
+        self.timer_due = self.now_ms() + self.timer_ms
+        self.mgr.timers_changed()
+
+    def book(self, sym: int, side: int, max_levels: int) -> list[tuple[int, int]]:
+        if not 0 <= sym < len(self.views):
+            return []
+        view = self.views[sym]
+        pn, pd = self.px_mul[sym]
+        qn, qd = self.qty_mul[sym]
+        return [(p * pn // pd, q * qn // qd)
+                for p, q in view.depth(Side.BID if side == 0 else Side.ASK, max_levels)]
+
+    def _can_order(self) -> int:
+        if self.stopping is not None or not self.mgr.fenced_ok():
+            return abi.E_STOPPED
+        if len(self.orders) >= MAX_OPEN_ORDERS:
+            self.log(f"order refused: {MAX_OPEN_ORDERS} orders are open", "system")
+            return abi.E_OPEN
+        if not self.order_rate.take():
+            self.stats.refused += 1
+            return abi.E_RATE
+        return 0
+
+    def submit(self, sym: int, side: int, px_1e8: int, qty_1e8: int, flags: int) -> int:
+        if not 0 <= sym < len(self.symbols) or side not in (0, 1) or px_1e8 < 0 or qty_1e8 <= 0:
+            self.stats.refused += 1
+            return abi.E_ARGUMENT
+        err = self._can_order()
+        if err:
+            return err
+        inst = self.instruments[sym]
+        node: dict[str, Any] = {"node_id": "o", "symbol": self.symbols[sym], "side": "buy" if side == 0 else "sell",
+                                "qty": fixed(qty_1e8), "venue": inst.venue, "instrument_type": inst.instrument_type,
+                                "urgency": abi.URGENCY.get(flags & 3, "normal")}
+        if px_1e8:
+            node["limit_price"] = fixed(px_1e8)
+        return self._place({"nodes": [node], "sandbox": self.paper})
+
+    def submit_graph(self, body: bytes) -> int:
+        err = self._can_order()
+        if err:
+            return err
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            self.stats.refused += 1
+            self.log("submit_graph: the graph is not valid JSON", "system")
+            return abi.E_ARGUMENT
+        if isinstance(parsed, dict) and self.paper:
+            parsed["sandbox"] = True
+        return self._place(parsed)
+
+    def _place(self, body: Any) -> int:
+        engine = self.mgr.engine
+        try:
+            req = engine.validate(body, force_paper=self.paper)
+            handle = self.next_handle
+            syms = {n.symbol: self.symbols.index(n.symbol) for n in req.nodes if n.symbol in self.symbols}
+            order = _Order(handle, "", syms)
+
+            def observer(channel: str, data: dict[str, Any]) -> None:
+                self.mgr.observed(self, order, channel, data)
+
+            g = engine.submit_now(req, client_id=self.client_id, key_id=self.key_id, deployment_id=self.id,
+                                  observer=observer)
+        except GraphError as exc:
+            self.stats.refused += 1
+            self.log(f"order refused: {exc.field}: {exc}", "system")
+            return abi.E_REFUSED
+        self.next_handle += 1
+        order.graph_id = g.graph_id
+        self.orders[handle] = order
+        self.by_graph[g.graph_id] = order
+        self.stats.orders += 1
+        self.mgr.last_order_at = time.perf_counter()
+        return handle
+
+    def cancel(self, handle: int) -> int:
+        order = self.orders.get(handle)
+        if order is None:
+            return -1
+        self.mgr.spawn(self.mgr.engine.cancel(self.client_id, order.graph_id))
+        return 0
+
+
+class AlgoManager:
+    """See the module docstring."""
+
+    def __init__(self, store: Store, market: MarketService, engine: TradingEngine, *, lease_seconds: float,
+                 fuel: int = 2_000_000, memory_mb: int = 16, log_rate: int = 100, order_rate: int = 100,
+                 owner: str | None = None) -> None:
+        self.store = store
+        self.market = market
+        self.engine = engine
+        self.lease_seconds = lease_seconds
+        self.limits = Limits(fuel=fuel, init_fuel=fuel * 10, memory_bytes=memory_mb * 1024 * 1024,
+                             log_rate=float(log_rate), log_burst=log_rate * 2)
+        self.settings_order_rate = float(order_rate)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{short_code(6)}"
+        self.algos: dict[str, Algo] = {}
+        self._books: dict[str, list[tuple[Algo, int]]] = {}  # book symbol -> (algo, symbol index)
+        self._queue: deque[Callable[[], None]] = deque()
+        self._busy = False
+        self._pump_scheduled = False
+        self._modules: dict[str, wasmtime.Module] = {}
+        self._logs: list[dict[str, Any]] = []
+        # Deployments ended here, to give back in the store: id -> (reason, failed).
+        self._released: dict[str, tuple[str | None, bool]] = {}
+        self._fence_until = 0.0
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._spawned: set[asyncio.Task[Any]] = set()
+        self._wake = asyncio.Event()
+        self._timer_wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._remove: list[Callable[[], None]] = []
+        self.last_order_at = 0.0
+        self.started = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self, *, supervise: bool = True) -> None:
+        if self.started:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._timer_wake = asyncio.Event()
+        self._remove.append(self.market.add_listener(self._on_events))
+        self._remove.append(self.market.add_keeper(self._kept))
+        self.started = True
+        if supervise:
+            self._tasks = [asyncio.create_task(self._supervise(), name="algos-supervisor"),
+                           asyncio.create_task(self._timers(), name="algos-timers"),
+                           asyncio.create_task(self._flusher(), name="algos-logs")]
+
+    async def stop(self) -> None:
+        """Stop every algo here and give its deployment back (queued: another coordinator, or
+        this one after a restart, runs it again)."""
+        if not self.started:
+            return
+        self.started = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for algo in list(self.algos.values()):
+            self._end(algo, "the coordinator stopped", failed=False)
+        if self._spawned:  # the cancels of their working orders
+            await asyncio.wait(list(self._spawned), timeout=10)
+        for remove in self._remove:
+            with contextlib.suppress(ValueError):
+                remove()
+        self._remove = []
+        await self._flush_logs()
+        try:
+            await self._release_pending()
+        except Exception:
+            log.exception("algos: could not release deployments at shutdown (their leases will lapse)")
+
+    def poke(self) -> None:
+        """Something changed in the store (deploy, start, stop, delete): look now."""
+        self._wake.set()
+
+    def fenced_ok(self) -> bool:
+        return time.monotonic() < self._fence_until
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+
+    def stats(self, dep_id: str) -> dict[str, Any] | None:
+        """Live figures of a deployment running here (None if it runs elsewhere or not at all)."""
+        algo = self.algos.get(dep_id)
+        if algo is None or algo.instance is None:
+            return None
+        s = algo.stats
+        return {"coordinator": self.owner, "epoch": algo.epoch, "quotes": s.quotes, "orders": s.orders,
+                "orders_refused": s.refused, "fills": s.fills, "timers": s.timers, "open_orders": len(algo.orders),
+                "calls": algo.instance.calls, "fuel_used": algo.instance.fuel_used,
+                "memory_bytes": algo.instance.memory_bytes, "timer_ms": algo.timer_ms or None}
+
+    # -- the supervisor ---------------------------------------------------------------------------
+    async def _supervise(self) -> None:
+        every = max(0.2, min(self.lease_seconds / 4, 2.0))
+        while True:
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("algos: supervisor pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), every)
+            self._wake.clear()
+
+    async def reconcile(self) -> None:
+        """One supervisor pass: renew, apply the store's wishes, take what wants to run."""
+        began = time.monotonic()
+        held_ids = list(self.algos)
+        held = await anyio.to_thread.run_sync(lambda: self.store.renew_deployments(
+            self.owner, held_ids, self.lease_seconds))
+        self._fence_until = began + self.lease_seconds * 2 / 3
+        for dep_id in held_ids:
+            if dep_id not in held and dep_id in self.algos:
+                self._end(self.algos[dep_id], "lease lost (another coordinator took this deployment)",
+                          failed=False, release=False)
+        states = await anyio.to_thread.run_sync(lambda: self.store.deployment_states(list(self.algos)))
+        for dep_id, algo in list(self.algos.items()):
+            st = states.get(dep_id)
+            if st is None:
+                self._end(algo, "deleted", failed=False, release=False)
+            elif st["desired_state"] != "running":
+                self._end(algo, "stopped by request", failed=False)
+            elif (st["wasm_sha256"] != algo.sha or list(st["symbols"]) != algo.symbols
+                  or {str(k): str(v) for k, v in dict(st["params"]).items()} != algo.params
+                  or bool(st["sandbox"]) != algo.paper):
+                self._end(algo, "redeployed: restarting with the new module, symbols or params", failed=False)
+        await self._release_pending()
+        wanted = await anyio.to_thread.run_sync(lambda: self.store.wanted_deployments(self.owner))
+        for row in wanted:
+            if row["deployment_id"] in self.algos:
+                continue
+            epoch = await anyio.to_thread.run_sync(self.store.claim_deployment, row["deployment_id"],
+                                                   self.owner, self.lease_seconds)
+            if epoch is None:
+                continue
+            seq = await anyio.to_thread.run_sync(self.store.next_algo_log_seq, row["deployment_id"])
+            self._begin(row, epoch, seq)
+        await self._release_pending()
+
+    # -- starting and ending ----------------------------------------------------------------------
+    def _begin(self, row: Mapping[str, Any], epoch: int, next_seq: int) -> None:
+        algo = Algo(self, row, epoch, next_seq)
+        self.algos[algo.id] = algo
+        try:
+            module = self._modules.get(algo.sha)
+            if module is None:
+                module, _info = compile_module(bytes(row["wasm"]))
+                if len(self._modules) > 256:
+                    self._modules.clear()
+                self._modules[algo.sha] = module
+            for sym in algo.symbols:
+                inst = self.market.instrument(sym)
+                view = self.market.book(sym)
+                algo.instruments.append(inst)
+                algo.views.append(view)
+                algo.px_mul.append(_ratio(view.price_scale))
+                algo.qty_mul.append(_ratio(view.size_scale))
+                self.market.ensure(sym)
+        except (abi.AbiError, MarketError, KeyError) as exc:
+            self._end(algo, f"cannot start: {exc}", failed=True)
+            return
+        mode = "paper" if algo.paper else "live where the venue is live"
+        algo.log(f"started (epoch {epoch}) on {self.owner}: symbols {', '.join(algo.symbols)}; "
+                 f"params {json.dumps(algo.params, sort_keys=True)}; {mode}", "system")
+        try:
+            algo.instance = AlgoInstance(module, algo, self.limits)
+        except AlgoTrap as exc:
+            self._end(algo, exc.reason, failed=True)
+            return
+        for i, sym in enumerate(algo.symbols):
+            self._books.setdefault(self.market.instrument(sym).book_symbol, []).append((algo, i))
+        self._enqueue(lambda: self._init(algo))
+
+    def _init(self, algo: Algo) -> None:
+        if algo.instance is None or algo.stopping:
+            return
+        algo.instance.init()
+        for i in range(len(algo.symbols)):  # the books as they are now
+            self._quote(algo, i)
+
+    def _end(self, algo: Algo, reason: str, *, failed: bool, release: bool = True,
+             cancel_orders: bool = True) -> None:
+        """Stop *algo* here: no more calls, its working orders cancelled, its deployment released
+        (``failed``: with the restart backoff)."""
+        if self.algos.get(algo.id) is not algo:
+            return
+        del self.algos[algo.id]
+        algo.stopping = reason
+        for sym_book, entries in list(self._books.items()):
+            kept = [e for e in entries if e[0] is not algo]
+            if kept:
+                self._books[sym_book] = kept
+            else:
+                del self._books[sym_book]
+        algo.log(("failed: " if failed else "stopped: ") + reason, "system")
+        if cancel_orders:
+            for order in list(algo.orders.values()):
+                self.spawn(self.engine.cancel(algo.client_id, order.graph_id))
+        if release:
+            self._released[algo.id] = (reason, failed)
+            self.poke()
+
+    async def _release_pending(self) -> None:
+        for dep_id in list(self._released):
+            await anyio.to_thread.run_sync(self._release_sync, dep_id)
+
+    def _release_sync(self, dep_id: str) -> None:
+        reason, failed = self._released.pop(dep_id, (None, False))
+        self.store.release_deployment(dep_id, self.owner, reason=reason, failed=failed)
+
+    # -- calling modules: one queue -----------------------------------------------------------------
+    def _enqueue(self, thunk: Callable[[], None], *, now: bool = True) -> None:
+        self._queue.append(thunk)
+        if self._busy:
+            return
+        if now:
+            self._pump()
+        elif not self._pump_scheduled and self._loop is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            while self._queue:
+                thunk = self._queue.popleft()
+                try:
+                    thunk()
+                except _Trapped:
+                    pass
+        finally:
+            self._busy = False
+
+    def _guard(self, algo: Algo, call: Callable[[], None]) -> None:
+        if algo.stopping is not None or algo.instance is None:
+            return
+        try:
+            call()
+        except AlgoTrap as exc:
+            self._end(algo, exc.reason, failed=True)
+            raise _Trapped() from None
+
+    # -- market events --------------------------------------------------------------------------------
+    def _kept(self) -> set[str]:
+        return {s for algo in self.algos.values() for s in algo.symbols}
+
+    def _on_events(self, events: Sequence[BookEvent]) -> None:
+        books = self._books
+        if not books:
+            return
+        touched: dict[str, None] = {}
+        for ev in events:
+            sym = getattr(ev, "symbol", None)
+            if sym in books:
+                touched[sym] = None
+        if not touched:
+            return
+        # Inside an engine step (its own orders moved the book) the call waits for the loop.
+        inline = not getattr(self.engine, "_applying", False)
+        for sym in touched:
+            self._enqueue(functools.partial(self._quote_book, sym), now=inline)
+        if any(a.timer_due is not None for a in self.algos.values()):
+            self._enqueue(self._run_timers, now=inline)
+
+    def _quote_book(self, book_symbol: str) -> None:
+        for algo, i in list(self._books.get(book_symbol, ())):
+            try:
+                self._quote(algo, i)
+            except _Trapped:
+                continue
+
+    def _quote(self, algo: Algo, i: int) -> None:
+        view = algo.views[i]
+        b = view.best(Side.BID)
+        a = view.best(Side.ASK)
+        pn, pd = algo.px_mul[i]
+        qn, qd = algo.qty_mul[i]
+        q = (0, 0) if b is None else (b[0] * pn // pd, b[1] * qn // qd)
+        q2 = (0, 0) if a is None else (a[0] * pn // pd, a[1] * qn // qd)
+        top = (q[0], q[1], q2[0], q2[1])
+        if top == algo.last[i]:
+            return
+        algo.last[i] = top
+        algo.stats.quotes += 1
+        inst = algo.instance
+        if inst is not None:
+            self._guard(algo, lambda: inst.on_quote(i, top[0], top[1], top[2], top[3]))
+
+    # -- engine events -------------------------------------------------------------------------------
+    def observed(self, algo: Algo, order: _Order, channel: str, data: dict[str, Any]) -> None:
+        """The engine decided something about one of *algo*'s graphs (a fill, an end)."""
+        self._enqueue(lambda: self._deliver(algo, order, channel, data), now=False)
+
+    def _deliver(self, algo: Algo, order: _Order, channel: str, data: dict[str, Any]) -> None:
+        inst = algo.instance
+        if inst is None or algo.stopping is not None:
+            return
+        if channel == "fills":
+            algo.stats.fills += 1
+            sym = order.syms.get(data["symbol"], -1)
+            px = round(float(data["price"]) * E8)
+            side = 0 if data["side"] == "buy" else 1
+            qty = int(data["qty_1e8"])
+            self._guard(algo, lambda: inst.on_fill(order.handle, sym, side, px, qty))
+        elif channel == "graphs" and data.get("status") != "active":
+            algo.orders.pop(order.handle, None)
+            algo.by_graph.pop(order.graph_id, None)
+            status = {"completed": abi.ORDER_FILLED, "cancelled": abi.ORDER_CANCELLED}.get(
+                str(data.get("status")), abi.ORDER_REJECTED)
+            self._guard(algo, lambda: inst.on_order(order.handle, status))
+
+    # -- timers ------------------------------------------------------------------------------------------
+    def timers_changed(self) -> None:
+        self._timer_wake.set()
+
+    def _run_timers(self) -> None:
+        now = now_ms(self.market.clock)
+        for algo in list(self.algos.values()):
+            due = algo.timer_due
+            if due is None or due > now or algo.instance is None:
+                continue
+            algo.timer_due = due + algo.timer_ms if due + algo.timer_ms > now else now + algo.timer_ms
+            algo.stats.timers += 1
+            inst = algo.instance
+            try:
+                self._guard(algo, functools.partial(inst.on_timer, due))
+            except _Trapped:
+                continue
+
+    def run_due_timers(self) -> None:
+        """Run the timers due by the market clock (the replay driver calls this)."""
+        self._enqueue(self._run_timers)
+
+    async def _timers(self) -> None:
+        while True:
+            dues = [a.timer_due for a in self.algos.values() if a.timer_due is not None]
+            delay = 1.0
+            if dues:
+                delay = min(max((min(dues) - now_ms(self.market.clock)) / 1000, 0.001), 1.0)
+            self._timer_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wake.wait(), delay)
+            if dues or self._timer_wake.is_set():
+                self._enqueue(self._run_timers)
+
+    # -- logs -----------------------------------------------------------------------------------------------
+    def add_log(self, algo: Algo, line: str, stream: str) -> None:
+        self._logs.append({"deployment_id": algo.id, "seq": algo.log_seq, "epoch": algo.epoch, "ts": time.time(),
+                           "stream": stream, "line": line})
+        algo.log_seq += 1
+        if stream == "system":
+            log.info("algo %s (%s): %s", algo.name, algo.id, line)
+
+    async def _flush_logs(self) -> None:
+        rows, self._logs = self._logs, []
+        if rows:
+            try:
+                await anyio.to_thread.run_sync(lambda: self.store.append_algo_logs(rows))
+            except Exception:
+                log.exception("algos: could not store %d log line(s)", len(rows))
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_SECONDS)
+            await self._flush_logs()
+
+    async def flush(self) -> None:
+        """Store the log lines so far and wait for the engine's commits (tests, replay)."""
+        await self._flush_logs()
+        await self.engine.flush()
+
+
+class _Trapped(Exception):
+    """An algo trapped and was stopped; the queue goes on with the others."""
+
+
+def _ratio(scale: int) -> tuple[int, int]:
+    """Multiply-divide turning book units of *scale* into ×1e8 (exact when scale divides 1e8)."""
+    return (E8 // scale, 1) if E8 % scale == 0 else (E8, scale)
+
+
+__all__ = ["Algo", "AlgoManager", "Stats", "fixed"]
