@@ -35,10 +35,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sequence import __version__
+from sequence.algos.manager import AlgoManager
 from sequence.api import errors
 from sequence.api.auth import Authenticator
 from sequence.api.notify import QUEUE, Notifier, strategy_topic
-from sequence.api.routes import controls, keys, market, runners, strategies, stream, trading
+from sequence.api.routes import (
+    controls,
+    deployments,
+    keys,
+    market,
+    runners,
+    strategies,
+    stream,
+    trading,
+)
 from sequence.api.routes import dashboard as dashboard_routes
 from sequence.api.routes import layers as layer_routes
 from sequence.api.services import dashboard as dashboard_service
@@ -191,6 +201,8 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
             await core.market.start()
         if core.trading is not None:
             await core.trading.start()  # after the market: it restores orders into its books
+        if core.algos is not None:
+            await core.algos.start()  # after the engine: algos place orders through it
         tasks = [asyncio.create_task(_reaper(core, metrics)), asyncio.create_task(_layer_collector(core))]
         try:
             yield
@@ -200,6 +212,8 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if core.algos is not None:
+                await core.algos.stop()  # first: it cancels its algos' working orders
             if core.trading is not None:
                 await core.trading.stop()
             if core.market is not None:
@@ -251,6 +265,10 @@ def _attach_market(app: FastAPI, core: Core, service: MarketService) -> None:
     core.trading = orders.build_engine(core, service)  # real orders route to the live venues
     app.include_router(trading.router)
     app.include_router(controls.router)  # /v1/risk, /v1/kill
+    st = core.settings
+    core.algos = AlgoManager(core.store, service, core.trading, lease_seconds=st.lease_seconds, fuel=st.algo_fuel,
+                             memory_mb=st.algo_memory_mb, log_rate=st.algo_log_rate, order_rate=st.algo_order_rate)
+    app.include_router(deployments.router)  # /v1/deployments: WASM algos
     # A bearer key, or the dashboard's session cookie from a page of this origin.
     stream.install_route(app, ws_authenticator=dashboard_service.ws_principal)
     logs.register(core, service.hub)  # the logs: channel of /v1/stream
