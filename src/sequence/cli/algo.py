@@ -233,3 +233,53 @@ def logs(
                 time.sleep(0.5)
         except KeyboardInterrupt:
             return
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="The module: a .wasm file (or .wat text).", show_default=False)],
+    recording: Annotated[Path, typer.Option("--recording", "-r", help="A recording from `sequence market record`.",
+                                            show_default=False)],
+    symbol: Annotated[list[str], typer.Option("--symbol", "-s", help="A symbol it trades (repeat).")] = [],  # noqa: B006
+    param: Annotated[list[str], typer.Option("--param", "-p", help="KEY=VALUE the module reads (repeat).")] = [],  # noqa: B006
+    as_json: JsonOpt = False,
+) -> None:
+    """Run an algo against a recorded market in virtual time, on paper, and print its orders and fills.
+
+    No platform is needed (nothing is deployed). Time moves from one recorded
+    event to the next, so the same recording, module and params give the same
+    orders, fills and log lines every time: a backtest you can diff.
+    """
+    import asyncio
+
+    from sequence.algos.abi import AbiError
+    from sequence.algos.host import compile_module
+    from sequence.algos.replay import ReplayError
+    from sequence.algos.replay import replay as run_replay
+
+    if not symbol:
+        raise CliError("give at least one --symbol", "the symbols of markets in the recording")
+    if not recording.is_file():
+        raise CliError(f"{recording}: no such recording", "make one with `sequence market record --out FILE`")
+    wasm = read_module(file)
+    try:
+        compile_module(wasm)
+    except AbiError as exc:
+        raise CliError(f"{file}: {exc.message}") from None
+    try:
+        res = asyncio.run(run_replay(wasm, recording, symbol, parse_params(param)))
+    except ReplayError as exc:
+        raise CliError(str(exc)) from None
+    if as_json:
+        emit_json(res)
+        return
+    for rec in res["log"]:
+        _print_line(rec, False)
+    table(["#", "at", "symbol", "side", "qty", "limit", "status"],
+          [(o["order"], when(o["at"]), o["symbol"], o["side"], o["qty_1e8"] / 1e8, o["limit_price"], o["status"])
+           for o in res["orders"]], title="orders")
+    table(["at", "symbol", "side", "price", "qty", "liquidity"],
+          [(when(f["at"]), f["symbol"], f["side"], f["price"], f["qty_1e8"] / 1e8, f["liquidity"]) for f in res["fills"]],
+          title="fills")
+    end = f"failed: {res['reason']}" if res["failed"] else "ran to the end of the recording"
+    console.print(f"{res['steps']} market steps replayed; {len(res['orders'])} orders, {len(res['fills'])} fills; {end}")

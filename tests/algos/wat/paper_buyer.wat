@@ -1,0 +1,22 @@
+;; Buys qty (param, default 0.01) of symbol 0 at the ask, once, when the ask is below buy_below.
+(module
+ (import "seq" "submit" (func $submit (param i32 i32 i64 i64 i32) (result i64)))
+ (import "seq" "log" (func $log (param i32 i32)))
+ (import "seq" "param_1e8" (func $param_1e8 (param i32 i32 i64) (result i64)))
+ (memory (export "memory") 1)
+ (data (i32.const 0) "buy_belowqtysubmittedfilled")
+ (global $limit (mut i64) (i64.const 0))
+ (global $qty (mut i64) (i64.const 0))
+ (global $done (mut i32) (i32.const 0))
+ (func (export "init")
+   (global.set $limit (call $param_1e8 (i32.const 0) (i32.const 9) (i64.const 0)))
+   (global.set $qty (call $param_1e8 (i32.const 9) (i32.const 3) (i64.const 1000000))))
+ (func (export "on_quote") (param $s i32) (param $bp i64) (param $bq i64) (param $ap i64) (param $aq i64)
+   (if (i32.and (i32.eqz (global.get $done))
+                (i32.and (i64.gt_s (local.get $ap) (i64.const 0)) (i64.lt_s (local.get $ap) (global.get $limit))))
+     (then
+       (if (i64.gt_s (call $submit (local.get $s) (i32.const 0) (local.get $ap) (global.get $qty) (i32.const 0))
+                     (i64.const 0))
+         (then (global.set $done (i32.const 1)) (call $log (i32.const 12) (i32.const 9)))))))
+ (func (export "on_fill") (param $h i64) (param $s i32) (param $side i32) (param $px i64) (param $q i64)
+   (call $log (i32.const 21) (i32.const 6))))
