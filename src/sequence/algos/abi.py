@@ -33,8 +33,10 @@ IMPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "param_1e8": ((I32, I32, I64), (I64,)),             # (key_ptr, key_len, default) -> decimal × 1e8
     "book": ((I32, I32, I32, I32), (I32,)),             # (sym, side, out_ptr, max_levels) -> levels written
     "submit": ((I32, I32, I64, I64, I32), (I64,)),      # (sym, side, px_1e8, qty_1e8, flags) -> handle | error
+    #                                                   px_1e8 0: a market order
     "submit_graph": ((I32, I32), (I64,)),               # (json_ptr, json_len) -> handle | error
     "cancel": ((I64,), (I32,)),                         # (handle) -> 0 | -1
+    "symbol": ((I32, I32, I32), (I32,)),                # (sym, out_ptr, out_cap) -> the name's length | -1
     "now_ms": ((), (I64,)),                             # the market clock, ms since the epoch
     "set_timer": ((I64,), ()),                          # (interval_ms): on_timer every interval; 0 = off
 }

@@ -84,6 +84,7 @@ class Actions(Protocol):
     def now_ms(self) -> int: ...
     def set_timer(self, interval_ms: int) -> None: ...
     def book(self, sym: int, side: int, max_levels: int) -> list[tuple[int, int]]: ...
+    def symbol_name(self, sym: int) -> str | None: ...
 
 
 class AlgoTrap(Exception):
@@ -156,14 +157,19 @@ class AlgoInstance:
         self._keep: list[Any] = []  # ctypes callbacks must outlive the instance
         self._logs = _TokenBucket(self.limits.log_rate, self.limits.log_burst)
         self._host_error: str | None = None
+        self._warned: set[str] = set()
         self.dead: str | None = None
         self.calls = 0
         self.fuel_used = 0
         imports = [self._import(imp.module, imp.name or "") for imp in module.imports]
+        # A module may have a start function (AssemblyScript makes one for module-level values):
+        # it runs at instantiation, on init's fuel.
+        self.store.set_fuel(self.limits.init_fuel)
         try:
             self.instance = wasmtime.Instance(self.store, module, imports)
-        except wasmtime.WasmtimeError as exc:
-            raise AlgoTrap(self._explain(str(exc), at_start=True)) from None
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            message = exc.message if isinstance(exc, wasmtime.Trap) else str(exc)
+            raise AlgoTrap(self._explain(message, at_start=True)) from None
         exports = self.instance.exports(self.store)
         mem = exports["memory"]
         assert isinstance(mem, wasmtime.Memory)  # abi.check_module
@@ -209,14 +215,17 @@ class AlgoInstance:
         first = next((line for line in text if "wasm trap:" in line), text[-1] if text else "trap")
         first = first.strip()
         if "all fuel consumed" in message:
-            return (f"trap: fuel exhausted: a call ran more than {self.limits.fuel:,} instructions "
+            fuel = self.limits.init_fuel if at_start else self.limits.fuel
+            where = "the module's start function" if at_start else "a call"
+            return (f"trap: fuel exhausted: {where} ran more than {fuel:,} instructions "
                     "(an endless loop?); each call gets that much fuel")
         if at_start and ("memory" in message and ("limit" in message or "minimum" in message or "resource" in message)):
             return (f"memory limit: the module needs more than {self.limits.memory_bytes // (1024 * 1024)} MiB "
                     "of linear memory at start")
         reason = "trap: " + first.replace("wasm trap: ", "")
+        memory = getattr(self, "_memory", None)
         try:
-            size = self._memory.data_len(self.store)
+            size = memory.data_len(self.store) if memory is not None else 0
         except Exception:
             size = 0
         if size + PAGE > self.limits.memory_bytes:
@@ -367,14 +376,37 @@ class AlgoInstance:
         try:
             v = int(value.strip(), 10) if value is not None else default
         except ValueError:
+            v = None
+        if v is None or not -(2**63) <= v < 2**63:
+            self._bad_param(key, value, "an integer")
             v = default
-        a[0].i64 = v if -(2**63) <= v < 2**63 else default
+        a[0].i64 = v
 
     def _imp_param_1e8(self, caller: Any, a: Any) -> None:
         key = self._key(caller, a[0].i32, a[1].i32, "param_1e8")
         value = None if key is None else self.actions.params.get(key)
         v = _parse_1e8(value) if value is not None else None
+        if v is None and value is not None:
+            self._bad_param(key, value, "a decimal number")
         a[0].i64 = a[2].i64 if v is None else v
+
+    def _bad_param(self, key: str | None, value: str | None, what: str) -> None:
+        """A malformed param is not silently the default: say so (once per key)."""
+        if key is None or key in self._warned:
+            return
+        self._warned.add(key)
+        self.actions.log(f"param {key}={value!r} is not {what}; the module gets its default", "system")
+
+    def _imp_symbol(self, caller: Any, a: Any) -> None:
+        name = self.actions.symbol_name(a[0].i32)
+        if name is None:
+            a[0].i32 = -1
+            return
+        data = name.encode()
+        cap = a[2].i32
+        if cap > 0:
+            self._write(caller, a[1].i32, data[:cap], "symbol")
+        a[0].i32 = len(data)
 
     def _imp_book(self, caller: Any, a: Any) -> None:
         sym, side, out, n = a[0].i32, a[1].i32, a[2].i32, a[3].i32

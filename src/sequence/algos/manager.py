@@ -40,6 +40,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -164,6 +165,9 @@ class Algo:
         return [(p * pn // pd, q * qn // qd)
                 for p, q in view.depth(Side.BID if side == 0 else Side.ASK, max_levels)]
 
+    def symbol_name(self, sym: int) -> str | None:
+        return self.symbols[sym] if 0 <= sym < len(self.symbols) else None
+
     def _can_order(self) -> int:
         if self.stopping is not None or not self.mgr.fenced_ok():
             return abi.E_STOPPED
@@ -258,6 +262,7 @@ class AlgoManager:
         self._pump_scheduled = False
         self._modules: dict[str, wasmtime.Module] = {}
         self._logs: list[dict[str, Any]] = []
+        self._next_seq: dict[str, int] = {}  # deployment -> the next log seq it may use here
         # Deployments ended here, to give back in the store: id -> (reason, failed).
         self._released: dict[str, tuple[str | None, bool]] = {}
         self._fence_until = 0.0
@@ -371,13 +376,16 @@ class AlgoManager:
         await self._release_pending()
         wanted = await anyio.to_thread.run_sync(lambda: self.store.wanted_deployments(self.owner))
         for row in wanted:
-            if row["deployment_id"] in self.algos:
+            # Ended here since the release above (a trap on the loop meanwhile): released next pass.
+            if row["deployment_id"] in self.algos or row["deployment_id"] in self._released:
                 continue
             epoch = await anyio.to_thread.run_sync(self.store.claim_deployment, row["deployment_id"],
                                                    self.owner, self.lease_seconds)
             if epoch is None:
                 continue
             seq = await anyio.to_thread.run_sync(self.store.next_algo_log_seq, row["deployment_id"])
+            # Lines of its last start here may still wait for the flusher: never reuse their seq.
+            seq = max(seq, self._next_seq.get(row["deployment_id"], 0))
             self._begin(row, epoch, seq)
         await self._release_pending()
 
@@ -545,7 +553,8 @@ class AlgoManager:
         if channel == "fills":
             algo.stats.fills += 1
             sym = order.syms.get(data["symbol"], -1)
-            px = round(float(data["price"]) * E8)
+            # The message's price is a float of the exact decimal: its repr is that decimal.
+            px = int(Decimal(repr(float(data["price"]))) * E8)
             side = 0 if data["side"] == "buy" else 1
             qty = int(data["qty_1e8"])
             self._guard(algo, lambda: inst.on_fill(order.handle, sym, side, px, qty))
@@ -595,6 +604,7 @@ class AlgoManager:
         self._logs.append({"deployment_id": algo.id, "seq": algo.log_seq, "epoch": algo.epoch, "ts": time.time(),
                            "stream": stream, "line": line})
         algo.log_seq += 1
+        self._next_seq[algo.id] = algo.log_seq
         if stream == "system":
             log.info("algo %s (%s): %s", algo.name, algo.id, line)
 

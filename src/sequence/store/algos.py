@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from sequence.lifecycle import restart_after_failure
@@ -216,8 +218,11 @@ class AlgosStore(StoreBase):
         last: dict[str, int] = {}
         for r in rows:
             last[r["deployment_id"]] = max(last.get(r["deployment_id"], 0), int(r["seq"]))
+        # A line whose (deployment, seq) is taken (a coordinator that lost the deployment while
+        # its lines waited) is dropped, not the whole batch.
+        insert = (sqlite_insert if self.db.is_sqlite else pg_insert)(L).on_conflict_do_nothing()
         with self.db.write() as c:
-            c.execute(L.insert(), [dict(r) for r in rows])
+            c.execute(insert, [dict(r) for r in rows])
             for dep_id, seq in last.items():
                 if seq > LOG_LINES_KEPT and seq % 1000 < len(rows) + 1:
                     c.execute(L.delete().where(L.c.deployment_id == dep_id, L.c.seq <= seq - LOG_LINES_KEPT))
