@@ -90,6 +90,10 @@ class FakeActions:
         self.book_calls.append((sym, side, max_levels))
         return self.levels[:max_levels]
 
+    def symbol_name(self, sym: int) -> str | None:
+        self._maybe_fail("symbol_name")
+        return ["BTC-USD", "ETH-USD"][sym] if sym in (0, 1) else None
+
     def algo_lines(self) -> list[str]:
         return [line for stream, line in self.lines if stream == "algo"]
 
@@ -644,6 +648,41 @@ def test_param_1e8_is_exact_decimal_fixed_point(params: tuple[AlgoInstance, Fake
                                                  want: int) -> None:
     inst, acts = params
     assert ask(inst, acts, key, 2, default) == want
+
+
+def test_a_malformed_param_is_reported_once_per_key(params: tuple[AlgoInstance, FakeActions]) -> None:
+    inst, acts = params
+    for _ in range(3):
+        assert ask(inst, acts, "word", 1, 9) == 9
+        assert ask(inst, acts, "word", 2, 9) == 9
+    assert ask(inst, acts, "nope", 1, 9) == 9  # missing is not malformed
+    said = [x for x in acts.system_lines() if "word" in x]
+    assert len(said) == 1 and "'abc'" in said[0] and "default" in said[0]
+    assert not any("nope" in x for x in acts.system_lines())
+
+
+SYMBOL = f"""(module
+  (import "seq" "symbol" (func $symbol (param i32 i32 i32) (result i32)))
+  (import "seq" "submit" (func $submit (param i32 i32 i64 i64 i32) (result i64)))
+  {MEM}
+  (func (export "on_quote") {Q}
+    (drop (call $submit (i32.const 0) (i32.const 0)
+      (i64.extend_i32_s (call $symbol (local.get 0) (i32.wrap_i64 (local.get 1)) (i32.wrap_i64 (local.get 2))))
+      (i64.const 1) (i32.const 0)))))"""
+
+
+def test_symbol_writes_the_name_and_answers_its_length() -> None:
+    inst, acts = instance(SYMBOL)
+    poke(inst, 300, b"#" * 16)
+    inst.on_quote(1, 300, 64, 0, 0)
+    assert acts.submits[-1][2] == 7 and peek(inst, 300, 8) == b"ETH-USD#"
+    inst.on_quote(0, 400, 3, 0, 0)
+    assert acts.submits[-1][2] == 7 and peek(inst, 400, 3) == b"BTC"
+    inst.on_quote(5, 300, 64, 0, 0)
+    assert acts.submits[-1][2] == -1
+    with pytest.raises(AlgoTrap) as info:
+        inst.on_quote(0, 65_534, 64, 0, 0)
+    assert "out of bounds" in info.value.reason
 
 
 # -- book, submit, submit_graph, cancel, clock, timer -----------------------------------------------------
