@@ -194,7 +194,9 @@ def test_anchors_of_relative_links_exist(doc: Path) -> None:
 
 # -- (e) the examples -------------------------------------------------------------------------
 
-EXAMPLE_DIRS = sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+#: The hosted-strategy examples (examples/algos/ holds WASM algos: tests/algos/test_examples.py).
+EXAMPLE_DIRS = sorted(p for p in EXAMPLES.iterdir()
+                      if p.is_dir() and not p.name.startswith((".", "_")) and p.name != "algos")
 
 
 def test_there_are_examples() -> None:
@@ -218,6 +220,7 @@ def test_examples_readme_lists_every_example() -> None:
     for folder in EXAMPLE_DIRS:
         assert f"({folder.name}/)" in readme, folder.name
     assert "(hosted_strategy_prediction.py)" in readme
+    assert "(algos/)" in readme
 
 
 def test_quickstart_deploys_the_seed_sequence_toml_verbatim() -> None:

@@ -33,10 +33,25 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 import wasmtime
+from wasmtime import _bindings as _bind
 from wasmtime import _ffi as ffi
 
 from . import abi
 
+# The same entry points, called without releasing the GIL: ctypes' default (CDLL) releases it
+# around every foreign call and every callback re-takes it, and any other thread (the engine's
+# store writer, say) then holds it for up to the switch interval (5 ms) before this call may go
+# on. A call is bounded by its fuel, so holding the GIL through it is the cheaper choice.
+_NOGIL = ctypes.PyDLL(ffi.dll._name)
+_call_unchecked = _NOGIL.wasmtime_func_call_unchecked
+_call_unchecked.restype = _bind._wasmtime_func_call_unchecked.restype
+_call_unchecked.argtypes = _bind._wasmtime_func_call_unchecked.argtypes
+_set_fuel = _NOGIL.wasmtime_context_set_fuel
+_set_fuel.restype = _bind._wasmtime_context_set_fuel.restype
+_set_fuel.argtypes = _bind._wasmtime_context_set_fuel.argtypes
+_get_fuel = _NOGIL.wasmtime_context_get_fuel
+_get_fuel.restype = _bind._wasmtime_context_get_fuel.restype
+_get_fuel.argtypes = _bind._wasmtime_context_get_fuel.argtypes
 _RAW = ffi.wasmtime_val_raw
 _TRAP_PTR = ctypes.POINTER(ffi.wasm_trap_t)
 _NOOP_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _env: None)
@@ -191,8 +206,10 @@ class AlgoInstance:
     def _call(self, ex: _Export, fuel: int) -> None:
         if self.dead is not None:
             raise AlgoTrap(self.dead)
-        self.store.set_fuel(fuel)
-        err = ffi.wasmtime_func_call_unchecked(self._ctx, ex.func, ex.args, ex.cap, self._trap_ref)
+        err = _set_fuel(self._ctx, fuel)
+        if err:
+            raise AlgoTrap(f"host error: {wasmtime.WasmtimeError._from_ptr(err)}")
+        err = _call_unchecked(self._ctx, ex.func, ex.args, ex.cap, self._trap_ref)
         self.calls += 1
         if err or self._trap:
             if err:
@@ -204,7 +221,9 @@ class AlgoInstance:
             reason = self._explain(message)
             self.dead = reason
             raise AlgoTrap(reason)
-        self.fuel_used += fuel - self.store.get_fuel()
+        left = ctypes.c_uint64()
+        if not _get_fuel(self._ctx, ctypes.byref(left)):
+            self.fuel_used += fuel - left.value
 
     def _explain(self, message: str, at_start: bool = False) -> str:
         """A trap's message as a reason a user can act on."""

@@ -50,7 +50,7 @@ from sequence.market.book import BookView, Side
 from sequence.market.clock import now_ms
 from sequence.market.errors import MarketError
 from sequence.store.ids import short_code
-from sequence.trading.validation import GraphError
+from sequence.trading.validation import GraphError, GraphRequest, simple_order
 
 from . import abi
 from .host import AlgoInstance, AlgoTrap, Limits, compile_module
@@ -186,10 +186,21 @@ class Algo:
         err = self._can_order()
         if err:
             return err
-        inst = self.instruments[sym]
-        node: dict[str, Any] = {"node_id": "o", "symbol": self.symbols[sym], "side": "buy" if side == 0 else "sell",
+        side_word = "buy" if side == 0 else "sell"
+        urgency = abi.URGENCY.get(flags & 3, "normal")
+        try:
+            inst = self.mgr.market.instrument(self.symbols[sym])  # cached; current tick
+        except (MarketError, KeyError):
+            self.log(f"order refused: the market {self.symbols[sym]} is gone", "system")
+            return abi.E_REFUSED
+        # Integers straight into a node when the order needs no rounding or minimum rule;
+        # otherwise the API's own parser (and its error messages) decides.
+        req = simple_order(inst, side_word, qty_1e8, px_1e8, urgency, self.paper) if px_1e8 else None
+        if req is not None:
+            return self._place_request(req)
+        node: dict[str, Any] = {"node_id": "o", "symbol": self.symbols[sym], "side": side_word,
                                 "qty": fixed(qty_1e8), "venue": inst.venue, "instrument_type": inst.instrument_type,
-                                "urgency": abi.URGENCY.get(flags & 3, "normal")}
+                                "urgency": urgency}
         if px_1e8:
             node["limit_price"] = fixed(px_1e8)
         return self._place({"nodes": [node], "sandbox": self.paper})
@@ -209,18 +220,25 @@ class Algo:
         return self._place(parsed)
 
     def _place(self, body: Any) -> int:
-        engine = self.mgr.engine
         try:
-            req = engine.validate(body, force_paper=self.paper)
-            handle = self.next_handle
-            syms = {n.symbol: self.symbols.index(n.symbol) for n in req.nodes if n.symbol in self.symbols}
-            order = _Order(handle, "", syms)
+            req = self.mgr.engine.validate(body, force_paper=self.paper)
+        except GraphError as exc:
+            self.stats.refused += 1
+            self.log(f"order refused: {exc.field}: {exc}", "system")
+            return abi.E_REFUSED
+        return self._place_request(req)
 
-            def observer(channel: str, data: dict[str, Any]) -> None:
-                self.mgr.observed(self, order, channel, data)
+    def _place_request(self, req: GraphRequest) -> int:
+        handle = self.next_handle
+        syms = {n.symbol: self.symbols.index(n.symbol) for n in req.nodes if n.symbol in self.symbols}
+        order = _Order(handle, "", syms)
 
-            g = engine.submit_now(req, client_id=self.client_id, key_id=self.key_id, deployment_id=self.id,
-                                  observer=observer)
+        def observer(channel: str, data: dict[str, Any]) -> None:
+            self.mgr.observed(self, order, channel, data)
+
+        try:
+            g = self.mgr.engine.submit_now(req, client_id=self.client_id, key_id=self.key_id,
+                                           deployment_id=self.id, observer=observer)
         except GraphError as exc:
             self.stats.refused += 1
             self.log(f"order refused: {exc.field}: {exc}", "system")

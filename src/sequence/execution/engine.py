@@ -191,6 +191,7 @@ class TradingEngine:
         self._remove_listener: Callable[[], None] | None = None
         self._remove_keeper: Callable[[], None] | None = None
         self.started = False
+        self.last_accepted_at = 0.0
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -472,6 +473,7 @@ class TradingEngine:
         )
         self._orders[order.order_id] = node
         events = self._core(node.book_symbol).submit(order, book, step.ts_ms)
+        self.last_accepted_at = time.perf_counter()  # bench/algo_latency.py: "accepted by the matching engine"
         self._handle(node.book_symbol, events, step)
 
     def _handle(self, book_symbol: str, events: Sequence[Event], step: _Step) -> None:

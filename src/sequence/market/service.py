@@ -235,6 +235,7 @@ class MarketService:
         self._task: asyncio.Task[None] | None = None
         self._janitor: asyncio.Task[None] | None = None
         self._quote_cache: dict[tuple[str, int], tuple[tuple[int, int], bytes]] = {}
+        self._instruments: dict[str, tuple[MarketSpec, int, Instrument]] = {}
         self._listings: dict[bytes, tuple[float, int, list[dict[str, Any]]]] = {}
         self._version = 0  # bumped when the catalogue changes (listings re-sort)
         self._keepers: list[Callable[[], Iterable[str]]] = []
@@ -678,6 +679,17 @@ class MarketService:
         st, v = self._lookup(symbol)
         spec = st.spec
         tick, ps = v.view.tick, v.view.price_scale
+        # Built once per (market spec, tick): every order is validated against it.
+        hit = self._instruments.get(symbol)
+        if hit is not None and hit[0] is spec and hit[1] == tick:
+            return hit[2]
+        inst = self._instrument(symbol, st, v, spec, tick, ps)
+        if len(self._instruments) > 100_000:
+            self._instruments.clear()
+        self._instruments[symbol] = (spec, tick, inst)
+        return inst
+
+    def _instrument(self, symbol: str, st: _State, v: _View, spec: MarketSpec, tick: int, ps: int) -> Instrument:
         complement = None
         if v.outcome is not None:
             complement = spec.no_token_id if v.outcome == "yes" else spec.yes_token_id

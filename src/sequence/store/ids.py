@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+import threading
 import uuid
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -13,13 +15,36 @@ def new_uuid() -> str:
     return str(uuid.uuid4())
 
 
+#: Random bytes for :func:`short_code`, read from the OS 4 KiB at a time: a read per id cost a
+#: system call on the order path, and any other thread could take the GIL meanwhile.
+_pool = bytearray()
+_pool_lock = threading.Lock()
+
+
+def _random_bytes(n: int) -> bytes:
+    global _pool
+    with _pool_lock:
+        if len(_pool) < n:
+            _pool = bytearray(secrets.token_bytes(4096))
+        out = bytes(_pool[-n:])
+        del _pool[-n:]
+    return out
+
+
+def _forget_pool() -> None:  # a forked child must not hand out its parent's next ids
+    global _pool
+    _pool = bytearray()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def short_code(n: int = 8) -> str:
-    """*n* random characters of ``0-9a-z``, uniformly (one ``urandom`` call, not one per character:
-    graph and fill ids are made on the order path)."""
+    """*n* random characters of ``0-9a-z``, uniformly."""
     out: list[str] = []
     while len(out) < n:
         # 252 = 7 × 36: bytes from 252 up would bias the modulo, so they are dropped.
-        out.extend(_ALPHABET[b % 36] for b in secrets.token_bytes(n + 4) if b < 252)
+        out.extend(_ALPHABET[b % 36] for b in _random_bytes(n + 4) if b < 252)
     return "".join(out[:n])
 
 

@@ -458,3 +458,53 @@ def _parse_node(
         book_limit=book_limit, price_scale=scale, size_scale=size_scale, urgency=urgency,
         activation=activation, never_crosses=never_crosses,
     )
+
+
+def simple_order(inst: InstrumentLike, side: str, qty_1e8: int, px_1e8: int, urgency: str,
+                 paper: bool) -> GraphRequest | None:
+    """A one-node limit order from integers (× 1e8) — the WASM algos' ``seq.submit`` — checked
+    with integer arithmetic, or None when the general parser must decide.
+
+    This is a shortcut, never a second set of rules: it accepts only what
+    :func:`parse_graph` accepts unchanged (on-tick, in-range, aligned, at or above
+    every minimum) and builds the same node; anything else (an off-tick price to
+    round, a market order, a minimum to enforce or rest under) returns None, and
+    the caller runs :func:`parse_graph`, whose answer or error then stands. A
+    property test compares the two on random orders.
+    """
+    if not inst.active or side not in ("buy", "sell") or urgency not in URGENCIES:
+        return None
+    scale, size_scale, tick = inst.price_scale, inst.size_scale, inst.tick
+    if not 0 < qty_1e8 < MAX_QTY_1E8 or px_1e8 <= 0:
+        return None
+    q_units, q_rem = divmod(qty_1e8 * size_scale, QTY_1E8)
+    limit_units, p_rem = divmod(px_1e8 * scale, QTY_1E8)
+    if q_rem or p_rem or limit_units % tick or limit_units < tick:
+        return None
+    if inst.instrument_type == "prediction" and limit_units > scale - tick:
+        return None
+    if _on_band_step(limit_units, inst.price_steps) != limit_units:
+        return None
+    rules = VENUE_RULES.get(inst.venue, VenueRules())
+    # Minimums: compared exactly (×1e8 integers of the decimal the general path reads).
+    if rules.min_order_size and inst.min_order_size and qty_1e8 * 10**8 < _e16(inst.min_order_size):
+        return None
+    if inst.min_notional > 0 and qty_1e8 * limit_units * 10**8 < _e16(inst.min_notional) * scale:
+        return None
+    buy = side == "buy"
+    if inst.outcome == "no":
+        book_side, book_limit = (Side.ASK if buy else Side.BID), scale - limit_units
+    else:
+        book_side, book_limit = (Side.BID if buy else Side.ASK), limit_units
+    node = Node(
+        node_id="o", idx=0, symbol=inst.symbol, venue=inst.venue, instrument_type=inst.instrument_type,
+        side=side, qty_1e8=qty_1e8, qty_units=q_units, limit_price=float(Decimal(limit_units) / scale),
+        limit_units=limit_units, book_symbol=inst.book_symbol, book_side=book_side, book_limit=book_limit,
+        price_scale=scale, size_scale=size_scale, urgency=urgency, activation="root", never_crosses=False,
+    )
+    return GraphRequest((node,), (), paper)
+
+
+def _e16(value: float) -> int:
+    """A venue minimum (a float from the catalogue) × 1e16, exactly as its decimal repr."""
+    return int(Decimal(repr(float(value))) * 10**16)

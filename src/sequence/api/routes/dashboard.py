@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import anyio
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -231,6 +231,26 @@ async def strategy_logs(ident: str, request: Request, run_id: str | None = Query
     out = await logs.page(who.core, sid, run, after_seq, limit)
     out["last_seq"] = int(run["log_lines"]) if run else 0
     return JSONResponse(out, headers={"Cache-Control": "no-store"})
+
+
+@router.get(PREFIX + "/strategies/{ident}/logs.ndjson")
+async def strategy_logs_follow(ident: str, request: Request, run_id: str | None = Query(None, max_length=64),
+                               after_seq: int | None = Query(None, ge=0, le=INT64_MAX),
+                               tail: int = Query(2000, ge=0, le=10000)) -> StreamingResponse:
+    """The log view's feed: the lines of ``run_id`` after ``after_seq`` (without them, the
+    latest run's last ``tail`` lines), then every new line as it is stored, moving on to
+    the next run on a restart — the NDJSON of ``logs --follow`` — until the strategy
+    stops for good or the page goes away."""
+    who = _data_user(request)
+    sid, run = await logs.strategy_and_run(who.core, who.p, ident, run_id)
+    if run is None:
+        rid = await anyio.to_thread.run_sync(who.core.store.latest_run_id, sid)
+        run = await anyio.to_thread.run_sync(who.core.store.get_run, rid) if rid else None
+        after_seq = max(0, int(run["log_lines"]) - tail) if run else 0
+    start = run["run_id"] if run else None
+    return StreamingResponse(logs.follow(who.core, sid, None, after_seq or 0, start_run=start),
+                             media_type="application/x-ndjson",
+                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
 
 async def _lifecycle(request: Request, ident: str, verb: str) -> Response:

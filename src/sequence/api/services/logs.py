@@ -142,15 +142,16 @@ async def page(core: Core, sid: str, run: dict[str, Any] | None, after_seq: int,
             "dropped_lines": int(run["dropped_lines"]) if run else 0}
 
 
-async def follow(core: Core, sid: str, pinned_run: str | None, after_seq: int) -> AsyncIterator[bytes]:
+async def follow(core: Core, sid: str, pinned_run: str | None, after_seq: int,
+                 start_run: str | None = None) -> AsyncIterator[bytes]:
     """Stream a run's lines as NDJSON until it ends for good.
 
-    Without a pinned run, follows the latest run and moves on to the next one
-    when the strategy restarts; it ends when the strategy is stopped, or has
-    failed and will not be restarted.
+    Without a pinned run, follows the latest run (or *start_run*, from
+    ``after_seq``) and moves on to the next one when the strategy restarts; it
+    ends when the strategy is stopped, or has failed and will not be restarted.
     """
     store = core.store
-    run_id = pinned_run
+    run_id = pinned_run or start_run
     cursor = after_seq
     while True:
         topics = [strategy_topic(sid)] + ([logs_topic(run_id)] if run_id else [])

@@ -78,7 +78,6 @@
       if (live) { live.textContent = "offline"; live.setAttribute("data-state", "off"); }
       setTimeout(function () { self.connect(); }, self.delay);
       self.delay = Math.min(self.delay * 2, 10000);
-      if (self.onReconnect) self.onReconnect();
     };
   };
 
@@ -142,6 +141,7 @@
       }
       empty.hidden = tbody.children.length > 0;
       seqDash.updates++;
+      if (!seqDash.liveAt) seqDash.liveAt = performance.now();
     }
     new Stream(["strategies"], function (ch, data) { apply(data.strategies || [], !!data.snapshot); });
     Array.prototype.forEach.call(tbody.querySelectorAll('[data-col="uptime"]'), tickUptime);
@@ -165,13 +165,12 @@
     this.filterStream = "";
     this.paused = false;
     this.follow = true;
-    this.queue = [];
-    this.pumping = false;
-    this.ready = false;
+    this.status = null;
+    this.onStart = null;
     this.run = null;
     this.lastSeq = 0;
     this.pendingRender = false;
-    this.stats = { received: 0, shown: 0, lags: [], backfilled: 0, lastSeq: 0, frames: 0 };
+    this.stats = { received: 0, shown: 0, lags: [], lastSeq: 0, frames: 0 };
     this.pool = [];
     var self = this;
     root.addEventListener("scroll", function () {
@@ -211,6 +210,7 @@
     if (this.lines.length > MAX_LINES) {
       var drop = MAX_LINES / 4;
       this.lines.splice(0, drop);
+      this.stats.shownIdx = Math.max(0, (this.stats.shownIdx || 0) - drop);
       if (this.view) {
         var v = [];
         for (var i = 0; i < this.view.length; i++) if (this.view[i] >= drop) v.push(this.view[i] - drop);
@@ -224,77 +224,71 @@
     this.scheduleRender();
   };
 
-  // Lines from the stream go through one queue, in order; a gap in a run's seq is filled
-  // from the server before the lines after it are shown.
-  LogView.prototype.push = function (d) {
-    this.stats.received++;
-    this.queue.push(d);
-    if (this.ready && !this.pumping) this.pump();
-  };
-
-  LogView.prototype.pump = async function () {
-    this.pumping = true;
-    try {
-      while (this.queue.length) {
-        var d = this.queue.shift();
-        if (d.run_id !== this.run) {
-          if (this.run !== null) this.system("— a new run started: " + d.run_id.slice(0, 8) + " —");
-          this.run = d.run_id;
-          this.lastSeq = 0;
-          if (d.seq > 1) await this.backfill(d.run_id, Math.max(0, d.seq - 1 - 2000), d.seq - 1);
-        }
-        if (d.seq <= this.lastSeq) continue;
-        if (d.seq > this.lastSeq + 1) await this.backfill(d.run_id, this.lastSeq, d.seq - 1);
-        this.append({ r: d.run_id, s: d.seq, k: d.stream, t: d.line, ts: d.ts, live: true });
-        this.lastSeq = d.seq;
-        this.scheduleRender();
-      }
-    } finally { this.pumping = false; }
-  };
-
-  LogView.prototype.fetchJson = async function (qs) {
-    var r = await fetch(prefix + "/strategies/" + encodeURIComponent(this.sid) + "/logs.json?" + qs,
-                        { credentials: "same-origin", headers: { Accept: "application/json" } });
-    if (!r.ok) throw new Error("logs: HTTP " + r.status);
-    return r.json();
-  };
-
-  LogView.prototype.backfill = async function (run, after, upTo) {
-    while (after < upTo) {
-      var n = Math.min(10000, upTo - after);
-      var page;
-      try { page = await this.fetchJson("run_id=" + encodeURIComponent(run) + "&after_seq=" + after + "&limit=" + n); }
-      catch (e) { this.system("could not load lines " + (after + 1) + "–" + upTo + ": " + e.message); break; }
-      if (!page.lines.length) break;
-      for (var i = 0; i < page.lines.length; i++) {
-        var x = page.lines[i];
-        if (x.seq > upTo) break;
-        this.append({ r: run, s: x.seq, k: x.stream, t: x.line, ts: x.ts });
-        this.stats.backfilled++;
-        after = x.seq;
-      }
-      if (page.dropped_lines && page.dropped_lines > after) after = page.dropped_lines;
+  // The feed: the NDJSON of `logs --follow` (lines as they are stored, in order, across
+  // restarts), read as it arrives. It ends when the strategy stops for good; the view then
+  // waits for the strategy to be queued or running again and follows on from where it was.
+  LogView.prototype.take = function (x) {
+    if (x.run_id !== this.run) {
+      if (this.run !== null) this.system("— a new run started: " + String(x.run_id).slice(0, 8) + " —");
+      this.run = x.run_id;
+      this.lastSeq = 0;
     }
-    this.lastSeq = Math.max(this.lastSeq, upTo);
-    this.scheduleRender();
+    if (x.seq <= this.lastSeq) return;
+    this.append({ r: x.run_id, s: x.seq, k: x.stream, t: x.line, ts: x.ts, live: x.ts >= this.openedAt });
+    this.lastSeq = x.seq;
+    this.stats.received++;
   };
 
-  LogView.prototype.start = async function () {
-    try {
-      var page = await this.fetchJson("tail=2000");
-      if (page.run_id) {
-        this.run = page.run_id;
-        for (var i = 0; i < page.lines.length; i++) {
-          var x = page.lines[i];
-          this.append({ r: page.run_id, s: x.seq, k: x.stream, t: x.line, ts: x.ts });
+  LogView.prototype.feed = async function () {
+    this.openedAt = Date.now() / 1000;
+    var url = prefix + "/strategies/" + encodeURIComponent(this.sid) + "/logs.ndjson?";
+    for (;;) {
+      var qs = this.run ? "run_id=" + encodeURIComponent(this.run) + "&after_seq=" + this.lastSeq : "tail=2000";
+      try {
+        var r = await fetch(url + qs, { credentials: "same-origin", headers: { Accept: "application/x-ndjson" } });
+        if (r.status === 401) { this.system("signed out: sign in again to follow the logs"); return; }
+        if (r.status === 404) { this.system("this strategy no longer exists"); return; }
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        this.following = true;
+        var reader = r.body.getReader(), dec = new TextDecoder(), buf = "";
+        for (;;) {
+          var res = await reader.read();
+          if (res.done) break;
+          buf += dec.decode(res.value, { stream: true });
+          var nl = buf.lastIndexOf("\n");
+          if (nl < 0) continue;
+          var parts = buf.slice(0, nl).split("\n");
+          buf = buf.slice(nl + 1);
+          for (var i = 0; i < parts.length; i++) if (parts[i]) this.take(JSON.parse(parts[i]));
+          this.scheduleRender();
         }
-        this.lastSeq = page.lines.length ? page.lines[page.lines.length - 1].seq : page.last_seq;
+      } catch (e) {
+        this.following = false;
+        this.system("the log feed was interrupted (" + e.message + "); reconnecting");
+        await sleep(2000);
+        continue;
       }
-    } catch (e) { this.system("could not load the latest lines: " + e.message); }
-    this.ready = true;
-    this.scheduleRender();
-    if (this.queue.length) this.pump();
+      this.following = false;
+      await sleep(1000);
+      await this.started();
+    }
   };
+
+  // Resolves once the strategy is queued or running (the strategies channel says so).
+  LogView.prototype.started = function () {
+    var self = this;
+    if (this.status === "queued" || this.status === "running") return Promise.resolve();
+    return new Promise(function (resolve) { self.onStart = resolve; });
+  };
+
+  LogView.prototype.setStatus = function (status) {
+    this.status = status;
+    if ((status === "queued" || status === "running") && this.onStart) {
+      var go = this.onStart; this.onStart = null; go();
+    }
+  };
+
+  function sleep(ms) { return new Promise(function (r) { setTimeout(r, ms); }); }
 
   LogView.prototype.scheduleRender = function () {
     if (this.pendingRender) return;
@@ -383,10 +377,12 @@
     });
 
     var status = document.getElementById("status");
+    view.setStatus(status.textContent.trim());
     function onStrategy(s) {
       if (s.strategy_id !== sid) return;
       if (s.deleted) { statusSpan(status, "deleted"); return; }
       statusSpan(status, s.status);
+      view.setStatus(s.status);
       document.getElementById("restarts").textContent = s.restart_count;
       document.getElementById("last-exit").textContent = s.last_exit ? s.last_exit.reason || "—" : "—";
       var cur = s.current_run;
@@ -394,13 +390,8 @@
         cur ? cur.run_id.slice(0, 8) + " " + cur.status + " on " + (cur.region || "any region") : "—";
       document.getElementById("usage").textContent = fmtUsage(s.usage);
     }
-    var s = new Stream(["strategies", "logs:" + sid], function (ch, data) {
-      if (ch === "strategies") (data.strategies || []).forEach(onStrategy);
-      else view.push(data);
-    });
-    // After a reconnect, lines published while the socket was down are fetched as a gap.
-    s.onReconnect = function () { /* the next line's seq reveals the gap */ };
-    view.start();
+    new Stream(["strategies"], function (ch, data) { (data.strategies || []).forEach(onStrategy); });
+    view.feed();
   }
 
   // -- trading -------------------------------------------------------------------------------------

@@ -1,0 +1,263 @@
+"""Benchmark: a quote update → the order it triggers accepted by the matching engine,
+for a WASM algo and for the same logic as a hosted Python strategy, in one run.
+
+One process serves a real coordinator (uvicorn in a thread: the app with the
+simulated Coinbase, the graph engine, SQLite) and injects book updates into
+its market on its own event loop. Each injection puts an ask on BTC-USD below
+a threshold (a new price each time), then takes it away. Two reactors watch:
+
+* **algo**: ``bench``'s WAT taker deployed through ``POST /v1/deployments``
+  (paper): its ``on_quote`` buys at the ask whenever the ask is under the
+  threshold. Measured inside the server: from just before ``market.apply``
+  of the injected update to the moment ``TradingEngine.submit_now`` returned
+  (the order was accepted and matched — a paper fill — before the store).
+* **hosted Python**: a subprocess running the SDK (``sequence_markets``), as a
+  hosted strategy would: ``prices:BTC-USD`` over the WebSocket, and on an ask
+  under the threshold ``POST /v1/graphs`` (paper) through the SDK. Measured
+  from the same injection instant to the ack in the client
+  (``time.perf_counter`` is CLOCK_MONOTONIC, one clock for both processes).
+
+Floors measured in the same run: ``market.apply`` of the same update with no
+algo deployed, and one bare call into the module (no order).
+
+    python bench/algo_latency.py [--n 1000] [--runs 3]
+
+Prints a table and writes bench/results/algo_latency.json. Target: algo p99 ≤ 100 µs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench._platform import host, pct, table, write  # noqa: E402
+
+SYMBOL = "BTC-USD"
+THRESHOLD_UNITS = 5_000_000  # $50,000.00 in cents: far under the simulated BTC price
+TAKER = """
+(module
+ (import "seq" "submit" (func $submit (param i32 i32 i64 i64 i32) (result i64)))
+ (memory (export "memory") 1)
+ (func (export "on_quote") (param $s i32) (param $bp i64) (param $bq i64) (param $ap i64) (param $aq i64)
+   (if (i32.and (i64.gt_s (local.get $ap) (i64.const 0)) (i64.lt_s (local.get $ap) (i64.const %d)))
+     (then (drop (call $submit (local.get $s) (i32.const 0) (local.get $ap) (i64.const 10000) (i32.const 0)))))))
+"""
+
+
+# -- the hosted-Python reactor (a subprocess) -------------------------------------------------
+def client(url: str, key: str, threshold: float) -> None:
+    """Subscribe to prices; on an ask under *threshold* submit a paper buy; print the ack time."""
+    from sequence_markets import Sequence
+
+    seq = Sequence(key, url)
+    seen: set[float] = set()
+    print("ready", flush=True)
+    for msg in seq.stream([f"prices:{SYMBOL}"]):
+        ask = (msg.get("data") or {}).get("ask")
+        if ask is None or ask >= threshold or ask in seen:
+            continue
+        seen.add(ask)
+        seq.graph([seq.node("o", SYMBOL, "buy", 0.0001, "coinbase", limit_price=ask)], sandbox=True)
+        print(json.dumps({"ask": ask, "t": time.perf_counter()}), flush=True)
+
+
+# -- the server, in this process ------------------------------------------------------------------
+class Server:
+    def __init__(self, data_dir: Path) -> None:
+        import uvicorn
+
+        from sequence.api.app import build_core, create_app
+        from sequence.settings import Settings
+
+        settings = Settings.from_env({}, data_dir=data_dir, port=0, venues={"kalshi": "off", "polymarket": "off",
+                                                                          "coinbase": "sim"},
+                                     algo_order_rate=100_000)
+        self.core = build_core(settings, {})
+        cid = self.core.store.create_client("bench")
+        _r, self.key = self.core.store.create_api_key(cid, "live", "live")
+        self.app = create_app(settings, core=self.core)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning",
+                                                    access_log=False, lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> Server:
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        market = self.core.market
+        assert market is not None and market._task is not None
+        self.loop = market._task.get_loop()
+        return self
+
+    def on_loop(self, fn: Any) -> Any:
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def inject(srv: Server, price: int | None) -> tuple[float, float]:
+    """On the server's loop: put an ask at *price* (None: take the last one away);
+    returns (t0 before apply, t after apply)."""
+    from sequence.market.book import Side
+    from sequence.market.events import LevelUpdate
+
+    market = srv.core.market
+    assert market is not None
+    state = inject.__dict__.setdefault("state", {"price": None})
+
+    def go() -> tuple[float, float]:
+        book = market.book(SYMBOL)
+        ts = book.ts_ms + 1
+        if price is None:
+            ev = LevelUpdate(ts, SYMBOL, Side.ASK, state["price"], 0)
+        else:
+            ev = LevelUpdate(ts, SYMBOL, Side.ASK, price, 100_000_000)
+            state["price"] = price
+        t0 = time.perf_counter()
+        market.apply([ev])
+        return t0, time.perf_counter()
+
+    return srv.on_loop(go)  # type: ignore[no-any-return]
+
+
+def one_run(n: int, tmp: Path, run: int) -> dict[str, Any]:
+    import httpx
+
+    from sequence.market.clock import iso  # noqa: F401 (imports the package before timing)
+
+    srv = Server(tmp / f"run{run}").start()
+    try:
+        mgr = srv.core.algos
+        assert mgr is not None
+        # Floor: the same update applied with nobody reacting.
+        floor = []
+        for i in range(200):
+            t0, t1 = inject(srv, THRESHOLD_UNITS - 1000 - i)
+            inject(srv, None)
+            floor.append(t1 - t0)
+        import wasmtime
+
+        wasm = wasmtime.wat2wasm(TAKER % (THRESHOLD_UNITS * 1_000_000))  # cents → ×1e8
+        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.key}"}) as c:
+            r = c.post("/v1/deployments", json={"name": "bench-taker", "wasm_base64": base64.b64encode(wasm).decode(),
+                                                "symbols": [SYMBOL], "sandbox": True, "start": True})
+            r.raise_for_status()
+        deadline = time.monotonic() + 30
+        while not mgr.algos:
+            assert time.monotonic() < deadline, "the algo did not start"
+            time.sleep(0.05)
+        algo = next(iter(mgr.algos.values()))
+        # One bare call into the module (an ask above the threshold: no order).
+        inst = algo.instance
+        assert inst is not None
+        bare = []
+        for _ in range(500):
+            t0 = time.perf_counter()
+            srv.on_loop(lambda: inst.on_quote(0, 1, 1, THRESHOLD_UNITS * 2_000_000, 1))
+            bare.append(time.perf_counter() - t0)
+        bare_call = srv.on_loop(lambda: _time_calls(inst))
+        proc = subprocess.Popen([sys.executable, __file__, "--client", srv.url, srv.key, str(THRESHOLD_UNITS / 100)],
+                                stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # subscribed
+        algo_lat, hosted_lat = [], []
+        for i in range(n):
+            price = THRESHOLD_UNITS - 10_000 - i
+            orders = algo.stats.orders
+            t0, _t1 = inject(srv, price)
+            if algo.stats.orders == orders + 1:
+                algo_lat.append(mgr.last_order_at - t0)
+            line = proc.stdout.readline()
+            ack = json.loads(line)
+            assert abs(ack["ask"] - price / 100) < 1e-6, (ack, price)
+            hosted_lat.append(ack["t"] - t0)
+            inject(srv, None)
+            time.sleep(0.002)
+        proc.kill()
+        proc.wait()
+        return {"floor_apply": floor, "bare_call": bare_call, "algo": algo_lat, "hosted": hosted_lat,
+                "algo_orders": algo.stats.orders}
+    finally:
+        srv.stop()
+
+
+def _time_calls(inst: Any, n: int = 2000) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        inst.on_quote(0, 1, 1, THRESHOLD_UNITS * 2_000_000, 1)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def us(xs: list[float], p: float) -> float:
+    """The *p*-th percentile (0-100) in µs."""
+    return round(pct(xs, p) * 1e6, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1000, help="injections a run")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--client", nargs=3, metavar=("URL", "KEY", "THRESHOLD"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.client:
+        client(args.client[0], args.client[1], float(args.client[2]))
+        return
+    load_before = os.getloadavg()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-algo-") as tmp:
+        for r in range(args.runs):
+            runs.append(one_run(args.n, Path(tmp), r))
+    rows = []
+    summary: dict[str, Any] = {"runs": []}
+    for i, res in enumerate(runs):
+        one = {
+            "floor_apply_p50_us": us(res["floor_apply"], 50),
+            "bare_call_p50_us": us(res["bare_call"], 50),
+            "algo_p50_us": us(res["algo"], 50), "algo_p99_us": us(res["algo"], 99),
+            "algo_max_us": round(max(res["algo"]) * 1e6, 1),
+            "hosted_p50_us": us(res["hosted"], 50), "hosted_p99_us": us(res["hosted"], 99),
+            "n": len(res["algo"]), "hosted_n": len(res["hosted"]),
+        }
+        summary["runs"].append(one)
+        rows.append((f"run {i + 1}", str(one["floor_apply_p50_us"]), str(one["bare_call_p50_us"]),
+                     str(one["algo_p50_us"]), str(one["algo_p99_us"]), str(one["hosted_p50_us"]),
+                     str(one["hosted_p99_us"])))
+    med = {k: statistics.median(r[k] for r in summary["runs"]) for k in summary["runs"][0]}
+    rows.append(("median", *(str(med[k]) for k in ("floor_apply_p50_us", "bare_call_p50_us", "algo_p50_us",
+                                                      "algo_p99_us", "hosted_p50_us", "hosted_p99_us"))))
+    table("quote update -> order accepted by the matching engine (µs)", rows,
+          ("", "floor: apply", "bare call", "algo p50", "algo p99", "hosted p50", "hosted p99"))
+    ratio = med["hosted_p50_us"] / med["algo_p50_us"] if med["algo_p50_us"] else None
+    print(f"hosted Python / algo at p50: {ratio:.0f}x; algo p99 target <= 100 us: "
+          f"{'met' if med['algo_p99_us'] <= 100 else 'NOT met'}; load {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f}")
+    summary.update(median=med, hosted_over_algo_p50=ratio, target_p99_us=100,
+                   met=med["algo_p99_us"] <= 100, load_before=load_before, load_after=os.getloadavg(), host=host(),
+                   n=args.n)
+    write("algo_latency", summary)
+
+
+if __name__ == "__main__":
+    main()
