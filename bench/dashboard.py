@@ -37,6 +37,7 @@ import os
 import statistics
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-
 from bench._platform import host, table, write  # noqa: E402
 from bench._procs import pct  # noqa: E402
 from tests.acceptance.harness import Platform  # noqa: E402
@@ -236,7 +236,6 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    import tempfile
     root = Path(tempfile.mkdtemp(prefix="sequence-bench-dashboard-"))
     platform = Platform(root / "platform")
     platform.env["SEQUENCE_LOG_RATE_LINES"] = str(max(20_000, 2 * args.rate))

@@ -64,6 +64,8 @@ def test_a_state_changing_request_without_the_csrf_token_is_refused(platform: Pl
     # Without a session at all: 401, whatever the token.
     anon = httpx.post(platform.url + stop, data={"csrf_token": victim["csrf"]})
     assert anon.status_code == 401
+    for path in ("logs.json", "logs.ndjson"):
+        assert httpx.get(f"{platform.url}/dashboard/strategies/{victim['sid']}/{path}").status_code == 401
 
 
 def test_cross_site_websocket_hijacking_with_the_session_cookie_is_refused(platform: Platform,
@@ -93,6 +95,7 @@ def test_another_client_sees_none_of_it(platform: Platform, victim: dict[str, An
         assert c.get(f"/dashboard/strategies/{victim['sid']}").status_code == 404
         assert c.get("/dashboard/strategies/victim").status_code == 404  # by name either
         assert c.get(f"/dashboard/strategies/{victim['sid']}/logs.json").status_code == 404
+        assert c.get(f"/dashboard/strategies/{victim['sid']}/logs.ndjson").status_code == 404
         csrf = csrf_of(page.text)
         for verb in ("stop", "delete"):
             r = c.post(f"/dashboard/strategies/{victim['sid']}/{verb}", data={"csrf_token": csrf})
