@@ -188,17 +188,29 @@
     return true;
   };
 
+  // A new filter is applied in slices of a few milliseconds, so typing stays responsive with
+  // 200,000 lines in the page; the previous view stays on screen until the new one is ready.
   LogView.prototype.setFilter = function (text, stream) {
-    this.filterText = (text || "").toLowerCase();
+    this.rawFilter = text || "";
+    this.filterText = this.rawFilter.toLowerCase();
     this.filterStream = stream || "";
-    if (!this.filterText && !this.filterStream) { this.view = null; }
-    else {
-      var v = [], L = this.lines;
-      for (var i = 0; i < L.length; i++) if (this.matches(L[i])) v.push(i);
-      this.view = v;
-    }
+    var gen = (this.filterGen = (this.filterGen || 0) + 1);
     this.follow = true;
-    this.scheduleRender();
+    if (!this.filterText && !this.filterStream) { this.scanning = false; this.view = null; this.scheduleRender(); return; }
+    var self = this, v = [], i = 0;
+    this.scanning = true;
+    function step() {
+      if (gen !== self.filterGen) return;
+      var L = self.lines, until = performance.now() + 8;
+      while (i < L.length && performance.now() < until) {
+        for (var k = 0; k < 2000 && i < L.length; k++, i++) if (self.matches(L[i])) v.push(i);
+      }
+      if (i < L.length) { setTimeout(step, 0); return; }
+      self.scanning = false;
+      self.view = v;
+      self.scheduleRender();
+    }
+    step();
   };
 
   LogView.prototype.count = function () { return this.view ? this.view.length : this.lines.length; };
@@ -211,6 +223,7 @@
       var drop = MAX_LINES / 4;
       this.lines.splice(0, drop);
       this.stats.shownIdx = Math.max(0, (this.stats.shownIdx || 0) - drop);
+      if (this.scanning) this.setFilter(this.rawFilter, this.filterStream);  // its indexes moved
       if (this.view) {
         var v = [];
         for (var i = 0; i < this.view.length; i++) if (this.view[i] >= drop) v.push(this.view[i] - drop);
