@@ -106,8 +106,10 @@ def check_module(engine: wasmtime.Engine, wasm: bytes) -> tuple[wasmtime.Module,
     try:
         module = wasmtime.Module(engine, wasm)
     except wasmtime.WasmtimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
-        raise AbiError("wasm", f"the module does not compile: {first}") from None
+        # "failed to parse WebAssembly module\n\nCaused by:\n    multiple memories (at offset 0x1e)"
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip() and ln.strip() != "Caused by:"]
+        text = ": ".join(dict.fromkeys(lines[:1] + lines[-1:])) if lines else "invalid module"
+        raise AbiError("wasm", f"the module does not compile: {text[:300]}") from None
     imports = []
     for imp in module.imports:
         where = f"import {imp.module}.{imp.name}"

@@ -29,7 +29,7 @@ import ctypes
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Protocol
 
 import wasmtime
@@ -60,6 +60,8 @@ MAX_LOG_LINE = 4096
 #: Longest JSON graph a module may pass to ``submit_graph``.
 MAX_GRAPH_JSON = 64 * 1024
 PAGE = 65536
+#: Elements a module's tables may hold in all (function references; 8 bytes each).
+MAX_TABLE_ELEMENTS = 100_000
 
 _engine: wasmtime.Engine | None = None
 _engine_lock = threading.Lock()
@@ -73,6 +75,7 @@ def engine() -> wasmtime.Engine:
             cfg = wasmtime.Config()
             cfg.consume_fuel = True
             cfg.cranelift_nan_canonicalization = True
+            cfg.wasm_multi_memory = False  # one memory: the exported one, under the cap
             _engine = wasmtime.Engine(cfg)
         return _engine
 
@@ -133,11 +136,11 @@ class _TokenBucket:
 def _parse_1e8(text: str) -> int | None:
     try:
         d = Decimal(text.strip())
-    except (InvalidOperation, ValueError):
+        if not d.is_finite():
+            return None
+        v = int((d * 100_000_000).to_integral_value())
+    except (ArithmeticError, ValueError):  # InvalidOperation, Overflow (1e999999999), …
         return None
-    if not d.is_finite():
-        return None
-    v = int((d * 100_000_000).to_integral_value())
     return v if -(2**63) <= v < 2**63 else None
 
 
@@ -165,7 +168,9 @@ class AlgoInstance:
         self.actions = actions
         self._clock = clock or time.monotonic
         self.store = wasmtime.Store(engine())
-        self.store.set_limits(memory_size=self.limits.memory_bytes)
+        # Tables are host memory too (8 bytes an element): bounded like the linear memory.
+        self.store.set_limits(memory_size=self.limits.memory_bytes, table_elements=MAX_TABLE_ELEMENTS,
+                              instances=1, tables=4, memories=1)
         self._ctx = self.store._context()
         self._trap = _TRAP_PTR()
         self._trap_ref = ctypes.byref(self._trap)
@@ -247,8 +252,12 @@ class AlgoInstance:
             size = memory.data_len(self.store) if memory is not None else 0
         except Exception:
             size = 0
-        if size + PAGE > self.limits.memory_bytes:
-            reason += f" (the memory limit, {self.limits.memory_bytes // (1024 * 1024)} MiB, was reached)"
+        cap = self.limits.memory_bytes
+        if size + PAGE > cap:
+            reason += f" (the memory limit, {cap // (1024 * 1024)} MiB, was reached)"
+        elif size + max(PAGE, cap // 16) > cap:  # an allocator grows in chunks: it stops short of the cap
+            reason += (f" (memory limit: {size / (1024 * 1024):.1f} of {cap // (1024 * 1024)} MiB in use, "
+                       "so a memory.grow was likely refused)")
         return reason
 
     def init(self) -> None:
@@ -364,12 +373,16 @@ class AlgoInstance:
     def _imp_log(self, caller: Any, a: Any) -> None:
         length = min(a[1].i32 & 0xFFFFFFFF, MAX_LOG_LINE)
         data = self._bytes(caller, a[0].i32, length, "log")
+        self._emit(data.decode("utf-8", "replace"), "algo")
+
+    def _emit(self, line: str, stream: str) -> None:
+        """A line the module wrote or caused (a refused call): both count against its log rate."""
         if self._logs.take(self._clock()):
             if self._logs.dropped:
                 self.actions.log(f"{self._logs.dropped} line(s) dropped: more than "
                                  f"{self.limits.log_rate:g} lines a second", "system")
                 self._logs.dropped = 0
-            self.actions.log(data.decode("utf-8", "replace"))
+            self.actions.log(line, stream)
 
     def _key(self, caller: Any, ptr: int, length: int, what: str) -> str | None:
         if length < 0 or length > 256:
@@ -414,7 +427,7 @@ class AlgoInstance:
         if key is None or key in self._warned:
             return
         self._warned.add(key)
-        self.actions.log(f"param {key}={value!r} is not {what}; the module gets its default", "system")
+        self._emit(f"param {key}={value!r} is not {what}; the module gets its default", "system")
 
     def _imp_symbol(self, caller: Any, a: Any) -> None:
         name = self.actions.symbol_name(a[0].i32)
@@ -445,7 +458,7 @@ class AlgoInstance:
         length = a[1].i32 & 0xFFFFFFFF
         if length > MAX_GRAPH_JSON:
             a[0].i64 = abi.E_ARGUMENT
-            self.actions.log(f"submit_graph: the JSON is {length} bytes; the limit is {MAX_GRAPH_JSON}", "system")
+            self._emit(f"submit_graph: the JSON is {length} bytes; the limit is {MAX_GRAPH_JSON}", "system")
             return
         a[0].i64 = self.actions.submit_graph(self._bytes(caller, a[0].i32, length, "submit_graph"))
 

@@ -138,6 +138,8 @@ class Algo:
         self.timer_due: int | None = None
         self.stopping: str | None = None
         self.order_rate = _Bucket(mgr.settings_order_rate)
+        self._refusals = _Bucket(10.0)  # "order refused" lines a second (a module may refuse in a loop)
+        self._refusals_dropped = 0
         self.log_seq = next_seq
         self.stats = Stats()
 
@@ -168,11 +170,21 @@ class Algo:
     def symbol_name(self, sym: int) -> str | None:
         return self.symbols[sym] if 0 <= sym < len(self.symbols) else None
 
+    def refused(self, why: str) -> None:
+        """An order the engine refused: counted, and said in the log (at most 10 lines a second)."""
+        self.stats.refused += 1
+        if not self._refusals.take():
+            self._refusals_dropped += 1
+            return
+        more = f" ({self._refusals_dropped} more refusal(s) not logged)" if self._refusals_dropped else ""
+        self._refusals_dropped = 0
+        self.log(f"order refused: {why}{more}", "system")
+
     def _can_order(self) -> int:
         if self.stopping is not None or not self.mgr.fenced_ok():
             return abi.E_STOPPED
         if len(self.orders) >= MAX_OPEN_ORDERS:
-            self.log(f"order refused: {MAX_OPEN_ORDERS} orders are open", "system")
+            self.refused(f"{MAX_OPEN_ORDERS} orders are open")
             return abi.E_OPEN
         if not self.order_rate.take():
             self.stats.refused += 1
@@ -191,7 +203,7 @@ class Algo:
         try:
             inst = self.mgr.market.instrument(self.symbols[sym])  # cached; current tick
         except (MarketError, KeyError):
-            self.log(f"order refused: the market {self.symbols[sym]} is gone", "system")
+            self.refused(f"the market {self.symbols[sym]} is gone")
             return abi.E_REFUSED
         # Integers straight into a node when the order needs no rounding or minimum rule;
         # otherwise the API's own parser (and its error messages) decides.
@@ -212,8 +224,7 @@ class Algo:
         try:
             parsed = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            self.stats.refused += 1
-            self.log("submit_graph: the graph is not valid JSON", "system")
+            self.refused("submit_graph: the graph is not valid JSON")
             return abi.E_ARGUMENT
         if isinstance(parsed, dict) and self.paper:
             parsed["sandbox"] = True
@@ -223,8 +234,7 @@ class Algo:
         try:
             req = self.mgr.engine.validate(body, force_paper=self.paper)
         except GraphError as exc:
-            self.stats.refused += 1
-            self.log(f"order refused: {exc.field}: {exc}", "system")
+            self.refused(f"{exc.field}: {exc}")
             return abi.E_REFUSED
         return self._place_request(req)
 
@@ -240,8 +250,7 @@ class Algo:
             g = self.mgr.engine.submit_now(req, client_id=self.client_id, key_id=self.key_id,
                                            deployment_id=self.id, observer=observer)
         except GraphError as exc:
-            self.stats.refused += 1
-            self.log(f"order refused: {exc.field}: {exc}", "system")
+            self.refused(f"{exc.field}: {exc}")
             return abi.E_REFUSED
         self.next_handle += 1
         order.graph_id = g.graph_id
