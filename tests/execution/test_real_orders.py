@@ -385,3 +385,59 @@ async def test_a_fill_reported_after_its_graph_was_cancelled_is_still_recorded(e
     n = node_of(await graph(rig.engine, env, gid), "leg")
     assert n["status"] == "cancelled" and n["filled_qty"] == 1  # the status stands; the totals follow
     await rig.engine.stop()
+
+
+# -- the WASM algos' path (TradingEngine.submit_now): the same routing, risk and paper rules ----
+
+
+def _now(rig: Rig, env: Env, nodes: list[dict[str, Any]], *, paper: bool = False) -> tuple[str, list[Any]]:
+    seen: list[Any] = []
+    req = rig.engine.validate({"nodes": nodes, "edges": [], "sandbox": paper}, force_paper=False)
+    g = rig.engine.submit_now(req, client_id=env.client_id, key_id="key", deployment_id="dep_test",
+                              observer=lambda channel, data: seen.append((channel, data)))
+    return g.graph_id, seen
+
+
+@async_test
+async def test_an_algos_real_order_leaves_once_after_its_graph_is_stored(env: Env) -> None:
+    std_book(env.market)
+    rig = Rig(env)
+    sent_after_stored: list[bool] = []
+    await rig.engine.start()
+    real_send = rig.router.send
+
+    def send(order: Any) -> None:  # the graph row must already hold the order's client order id
+        rows = env.trading.load_active()
+        sent_after_stored.append(any(n.get("client_order_id") == order.client_order_id
+                                     for r in rows for n in r["nodes"]))
+        real_send(order)
+
+    rig.router.send = send  # type: ignore[method-assign]
+    gid, _seen = _now(rig, env, [node(qty=3, limit_price=0.30)])
+    await rig.until(lambda: "kalshi" in rig.venues and rig.kalshi.placed)
+    assert sent_after_stored == [True]
+    (req,) = rig.kalshi.placed
+    assert (req.symbol, req.side, req.qty, req.price) == (KALSHI, "buy", Decimal(3), Decimal("0.3"))
+    row = env.trading.get_graph(env.client_id, gid)
+    assert row is not None and row["deployment_id"] == "dep_test"
+    assert node_of(await graph(rig.engine, env, gid), "leg")["status"] == "working"
+    await rig.engine.stop()
+
+
+@async_test
+async def test_an_algos_orders_meet_the_risk_limits_and_paper_never_leaves(env: Env) -> None:
+    std_book(env.market)
+    rig = Rig(env)
+    rig.controls.put_risk_limits(env.client_id, None, {"max_order_notional": 1.0})
+    await rig.engine.start()
+    gid, seen = _now(rig, env, [node(qty=3, limit_price=0.50)])  # 1.50 > 1.00
+    await settle(rig.engine)
+    n = node_of(await graph(rig.engine, env, gid), "leg")
+    assert n["status"] == "rejected" and n["reason"].startswith("risk_max_order_notional: ")
+    assert [c for c, d in seen if c == "graphs" and d["status"] == "failed"], seen  # the algo hears it ended
+    paper, seen = _now(rig, env, [node(qty=120, limit_price=0.43, urgency="high")], paper=True)
+    await settle(rig.engine)
+    assert rig.venues == {}  # neither order made an adapter
+    assert (await graph(rig.engine, env, paper))["status"] == "completed"
+    assert [d for c, d in seen if c == "fills"], seen  # its paper fills reached the algo
+    await rig.engine.stop()

@@ -100,6 +100,9 @@ class FakeMarket:
         self.listeners.append(listener)
         return lambda: self.listeners.remove(listener)
 
+    def ensure(self, symbol: str) -> bool:
+        return True  # every fake book is ready
+
     async def require_ready(self, symbol: str) -> None:
         self.instrument(symbol)  # simulated books are always ready; unknown symbols still raise
 

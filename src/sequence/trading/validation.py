@@ -15,6 +15,7 @@ Errors::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -505,6 +506,7 @@ def simple_order(inst: InstrumentLike, side: str, qty_1e8: int, px_1e8: int, urg
     return GraphRequest((node,), (), paper)
 
 
+@functools.lru_cache(maxsize=4096)
 def _e16(value: float) -> int:
     """A venue minimum (a float from the catalogue) × 1e16, exactly as its decimal repr."""
     return int(Decimal(repr(float(value))) * 10**16)
