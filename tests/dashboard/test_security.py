@@ -198,6 +198,9 @@ def test_bad_input_is_a_4xx_naming_the_field(platform: Platform, victim: dict[st
         r = c.get(path)
         assert r.status_code == 400 and r.json()["error"]["details"]["field"] == field, (path, r.text)
     assert c.get("/dashboard/book?symbol=NOPE-NOPE").status_code == 404
+    # A browser asking for a page gets a page saying so, not the JSON envelope.
+    page = c.get(f"/dashboard/strategies/{'0' * 36}", headers={"Accept": "text/html"})
+    assert page.status_code == 404 and "strategy not found" in page.text and "<html" in page.text
     assert c.get("/dashboard/strategies/%00").status_code == 404
     r = c.post("/dashboard/risk", data={"csrf_token": victim["csrf"], "max_order_notional": "lots"})
     assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "max_order_notional"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +21,7 @@ from urllib.parse import quote
 import anyio
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,13 +33,48 @@ from sequence.api.routes import controls, keys, strategies, trading
 from sequence.api.services import dashboard as svc
 from sequence.api.services import deploy, logs
 from sequence.api.state import Core, core_of
+from sequence.lifecycle import IllegalTransition
 from sequence.market.errors import MarketError
-from sequence.store.store import Principal
+from sequence.store.store import NotFound, Principal
 from sequence.trading.risk import LIMIT_FIELDS
 
 HERE = Path(__file__).resolve().parent.parent / "dashboard"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-router = APIRouter(include_in_schema=False)
+
+
+class PageRoute(APIRoute):
+    """A page that fails (no such strategy, a lifecycle move not allowed now, an unknown
+    symbol) answers a page saying so to a browser; fragments, JSON and htmx requests keep
+    the API's error envelope."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (ApiError, NotFound, MarketError, IllegalTransition) as exc:
+                wants_page = (request.method == "GET" and "text/html" in request.headers.get("accept", "")
+                              and not request.headers.get("hx-request"))
+                if not wants_page:
+                    raise
+                status, message = _status_message(exc)
+                return _render(_signed(request), request, "error.html", status, code=status, message=message)
+
+        return route
+
+
+def _status_message(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, ApiError):
+        return exc.status, exc.message
+    if isinstance(exc, MarketError):
+        return exc.status, exc.message
+    if isinstance(exc, IllegalTransition):
+        return 409, str(exc)
+    return 404, str(exc)
+
+
+router = APIRouter(include_in_schema=False, route_class=PageRoute)
 PREFIX = "/dashboard"
 INT64_MAX = 2**63 - 1
 
