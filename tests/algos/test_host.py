@@ -435,6 +435,16 @@ def test_a_start_function_is_refused_or_trapped_never_a_foreign_exception(body: 
         pytest.fail(f"instantiation raised {type(exc).__module__}.{type(exc).__name__}: {exc}")
 
 
+@pytest.mark.parametrize(("wat", "words"), [
+    (f'(module {MEM} (data (i32.const 65530) "0123456789") {ON_QUOTE_NOP})', "out of bounds memory"),
+    (f'(module {MEM} (table 1 funcref) (elem (i32.const 5) func $f) (func $f) {ON_QUOTE_NOP})', "table"),
+])
+def test_a_module_whose_segments_do_not_fit_fails_at_instantiation_with_a_reason(wat: str, words: str) -> None:
+    with pytest.raises(AlgoTrap) as info:
+        instance(wat)
+    assert info.value.reason.startswith("trap: ") and words in info.value.reason
+
+
 # -- traps ---------------------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ import httpx
 import pytest
 import wasmtime
 
+from sequence.algos import manager
 from tests.helpers import LiveServer, start_server
 
 T = TypeVar("T")
@@ -73,6 +74,11 @@ GRAPH_HUGE = wat_module("""
     (drop (call $graph (i32.const 0) (i32.const 0x7fffffff)))
     (if (i32.eq (global.get $calls) (i32.const 1)) (then """
                         + repeat(10_000, "(drop (call $graph (i32.const 0) (i32.const 0x7fffffff)))") + "))")
+# Passes the ABI check; its data segment does not fit its memory, so it cannot even be instantiated.
+BAD_SEGMENT = bytes(wasmtime.wat2wasm(f"""(module
+  (memory (export "memory") 1)
+  (data (i32.const 65530) "0123456789")
+  (func (export "on_quote") {Q}))"""))
 # A start function runs at instantiation, before any call's fuel is set.
 START_SPIN = bytes(wasmtime.wat2wasm(f"""(module
   (memory (export "memory") 1)
@@ -180,6 +186,7 @@ def failed_with(scene: Scene, dep: str) -> dict[str, Any]:
     pytest.param(SPIN, ["fuel"], id="loops-forever"),
     pytest.param(TRAP, ["unreachable"], id="traps"),
     pytest.param(HOG, ["memory limit", "16 MiB"], id="grows-memory"),
+    pytest.param(BAD_SEGMENT, ["out of bounds"], id="cannot-instantiate"),
     pytest.param(HOG_CHUNKS, ["memory limit", "16 MiB"], id="grows-memory-by-the-megabyte"),
 ])
 def test_a_failing_algo_is_stopped_with_its_reason_and_harms_no_one(scene: Scene, wasm: bytes,
@@ -226,23 +233,26 @@ def test_a_submit_flood_is_refused_past_the_order_rate(scene: Scene) -> None:
 OPEN_FLOOD = wat_module("(if (i32.le_u (global.get $calls) (i32.const 2)) (then " + repeat(
     1500, "(drop (call $submit (i32.const 0) (i32.const 0) (i64.const 100000000) (i64.const 100000000) (i32.const 0)))")
                         + "))")
+OPEN_LIMIT = 50
 
 
-def test_an_algo_at_its_open_order_limit_cannot_flood_the_log(tmp_path: Path) -> None:
-    """Past 1,000 open orders each submit is refused (E_OPEN). With a generous order rate the
-    module reaches the limit in its first call; its 2,000 refused submits must not become 2,000
-    stored log lines (with the default rate it takes ten seconds of submits to get there)."""
+def test_an_algo_at_its_open_order_limit_cannot_flood_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the open-order limit each submit is refused (E_OPEN). The module reaches the limit in
+    its first call; its ~2,950 refused submits must not become as many stored log lines. (The limit
+    is lowered from 1,000 to keep the test short: cancelling 1,000 paper orders at shutdown takes
+    longer than the server's stop allows; the rate is raised so E_RATE does not answer first.)"""
+    monkeypatch.setattr(manager, "MAX_OPEN_ORDERS", OPEN_LIMIT)
     with make_scene(tmp_path / "data", algo_order_rate=100_000) as scene:
         dep = scene.deploy("opener", OPEN_FLOOD, (SYMBOL,))
         live = wait_for(lambda: (lambda lv: lv if lv and lv["calls"] >= 3 else None)(scene.get(dep)["live"]),
                         "three calls")
-        assert live["orders"] == live["open_orders"] == 1000
+        assert live["orders"] == live["open_orders"] == OPEN_LIMIT
         scene.assert_market_and_canary_unharmed()
         said = wait_for(lambda: [x for x in scene.lines(dep) if "orders are open" in x["line"]],
                         "the open-order refusals in the log")
-        assert len(said) <= 1_000, f"{len(said)} log lines for 2,000 refused submits"
+        assert len(said) <= 1_000, f"{len(said)} log lines for {3000 - OPEN_LIMIT} refused submits"
         # The refusals show like the rate's: as refused orders.
-        assert scene.get(dep)["live"]["orders_refused"] >= 2_000
+        assert scene.get(dep)["live"]["orders_refused"] >= 3000 - OPEN_LIMIT
 
 
 def test_submit_graph_with_a_huge_length_is_refused_not_read(scene: Scene) -> None:
@@ -256,6 +266,27 @@ def test_submit_graph_with_a_huge_length_is_refused_not_read(scene: Scene) -> No
     assert refusals and "65536" in refusals[0]["line"]
     # 10,001 refusals in the first call: the lines about them are rate-limited like the module's own.
     assert len(refusals) <= 1_000, f"{len(refusals)} system lines stored for one call's refusals"
+
+
+NUL_LOGGER = wat_module("(call $log (i32.const 100) (i32.const 3))", extra='(data (i32.const 100) "a\\00b")')
+TALKER = wat_module("(call $log (i32.const 0) (i32.const 4))")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_nul_byte_in_a_log_line_loses_no_ones_logs(db_url: str, tmp_path: Path) -> None:
+    """PostgreSQL's text refuses NUL: a module logging one must not make the log batches it
+    shares with every other deployment fail (their lines, and its own system lines, lost)."""
+    with make_scene(tmp_path / "data", database_url=db_url) as scene:
+        talker = scene.deploy("talker", TALKER, (SYMBOL,))
+        wait_for(lambda: len(scene.lines(talker)) > 3, "the talker's lines")
+        hostile = scene.deploy("nul", NUL_LOGGER, (SYMBOL,))
+        wait_for(lambda: (scene.get(hostile)["live"] or {}).get("calls", 0) >= 3, "the NUL logger's calls")
+        before = len(scene.lines(talker))
+        wait_for(lambda: len(scene.lines(talker)) > before + 3, "the talker's lines to keep being stored",
+                 timeout=15)
+        own = scene.lines(hostile)
+        assert any(x["stream"] == "system" and x["line"].startswith("started") for x in own), own[:3]
+        scene.assert_market_and_canary_unharmed()
 
 
 def test_a_start_function_that_never_returns_fails_the_deployment(scene: Scene) -> None:
