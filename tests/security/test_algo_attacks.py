@@ -283,9 +283,34 @@ def test_a_nul_byte_in_a_log_line_loses_no_ones_logs(db_url: str, tmp_path: Path
         wait_for(lambda: (scene.get(hostile)["live"] or {}).get("calls", 0) >= 3, "the NUL logger's calls")
         before = len(scene.lines(talker))
         wait_for(lambda: len(scene.lines(talker)) > before + 3, "the talker's lines to keep being stored",
-                 timeout=15)
+                 timeout=10)
         own = scene.lines(hostile)
         assert any(x["stream"] == "system" and x["line"].startswith("started") for x in own), own[:3]
+        scene.assert_market_and_canary_unharmed()
+
+
+# env.abort with an AssemblyScript message "a\0b" (UTF-16, its byte length before it).
+NUL_ABORT = bytes(wasmtime.wat2wasm(f"""(module
+  (import "env" "abort" (func $abort (param i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 12) "\\06\\00\\00\\00a\\00\\00\\00b\\00")
+  (func (export "on_quote") {Q} (call $abort (i32.const 16) (i32.const 0) (i32.const 1) (i32.const 2))))"""))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_trap_reason_with_a_nul_byte_is_recorded_and_backed_off(db_url: str, tmp_path: Path) -> None:
+    """The abort message is the module's text: on PostgreSQL a NUL in it must not make the release
+    fail (no reason stored, the deployment reclaimed at once, again and again, with no backoff)."""
+    with make_scene(tmp_path / "data", database_url=db_url) as scene:
+        dep = scene.deploy("aborter", NUL_ABORT, (SYMBOL,))
+        d = wait_for(lambda: (lambda d: d if d["last_reason"] else None)(scene.get(dep)),
+                     "the abort to be recorded", timeout=15)
+        assert "abort" in d["last_reason"] and d["consecutive_failures"] >= 1
+        wait_for(lambda: any(x["line"].startswith("failed: trap: abort") for x in scene.lines(dep)),
+                 "the failed line", timeout=15)
+        d = scene.get(dep)
+        # Every start but the current one ended in a recorded failure: no restarts without backoff.
+        assert d["epoch"] <= d["consecutive_failures"] + 1, d
         scene.assert_market_and_canary_unharmed()
 
 
