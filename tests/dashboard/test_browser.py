@@ -27,6 +27,7 @@ def _row(page: Any, name: str) -> Any:
 
 def test_a_wrong_key_is_refused_with_a_clear_error_and_no_session(browser: Any, platform: Platform,
                                                                   shots: Path) -> None:
+    assert f"dashboard: {platform.url}/dashboard" in platform.up_log()  # `sequence up` says where it is
     ctx = browser.new_context(viewport=VIEWPORT)
     page = ctx.new_page()
     page.goto(platform.url + "/dashboard")
