@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,10 @@ def _row(page: Any, name: str) -> Any:
 
 def test_a_wrong_key_is_refused_with_a_clear_error_and_no_session(browser: Any, platform: Platform,
                                                                   shots: Path) -> None:
-    assert f"dashboard: {platform.url}/dashboard" in platform.up_log()  # `sequence up` says where it is
+    deadline = time.monotonic() + 30  # `sequence up` says where it is (its banner follows the runner's start)
+    while f"dashboard: {platform.url}/dashboard" not in platform.up_log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f"dashboard: {platform.url}/dashboard" in platform.up_log()
     ctx = browser.new_context(viewport=VIEWPORT)
     page = ctx.new_page()
     page.goto(platform.url + "/dashboard")
