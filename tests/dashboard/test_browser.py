@@ -202,3 +202,28 @@ def test_keyboard_reaches_every_control_and_sign_out_ends_the_session(browser: A
     page.goto(platform.url + "/dashboard")
     assert "/dashboard/login" in page.url
     ctx.close()
+
+
+UNLABELLED = """() => Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea, button'))
+  .filter((el) => !((el.labels && el.labels.length) || el.getAttribute('aria-label') ||
+                    (el.tagName === 'BUTTON' && el.textContent.trim())))
+  .map((el) => el.outerHTML.slice(0, 120))"""
+
+
+def test_every_control_has_a_label_and_every_page_a_heading(browser: Any, platform: Platform) -> None:
+    ctx = browser.new_context(viewport=VIEWPORT)
+    page = ctx.new_page()
+    page.goto(platform.url + "/dashboard/login")
+    assert page.evaluate(UNLABELLED) == []
+    sign_in(page, platform)
+    with platform.http() as api:
+        rows = api.get("/v1/strategies").json()["strategies"]
+    sid = rows[0]["strategy_id"] if rows else None
+    paths = ["/dashboard", "/dashboard/trading", "/dashboard/markets", "/dashboard/venues",
+             "/dashboard/book?symbol=BTC-USD"] + ([f"/dashboard/strategies/{sid}"] if sid else [])
+    for path in paths:
+        page.goto(platform.url + path)
+        assert page.evaluate(UNLABELLED) == [], path
+        assert page.locator("h1").count() == 1, path
+        assert page.evaluate("() => document.documentElement.lang") == "en"
+    ctx.close()
