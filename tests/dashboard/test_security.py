@@ -206,3 +206,26 @@ def test_bad_input_is_a_4xx_naming_the_field(platform: Platform, victim: dict[st
     assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "max_order_notional"
     r = c.post("/dashboard/risk", data={"csrf_token": victim["csrf"], "max_order_notional": "nan"})
     assert r.status_code == 400
+
+
+MARKUP = "<img src=x onerror=window.__pwned=1><script>window.__pwned=2</script><b id=bold>bold</b>"
+
+
+def test_markup_in_log_lines_and_env_is_shown_as_text(browser: Any, platform: Platform, tmp_path: Path) -> None:
+    from tests.dashboard.conftest import VIEWPORT, sign_in
+
+    code = f"import time\nprint({MARKUP!r}, flush=True)\ntime.sleep(60)\n"
+    folder = strategy_folder(tmp_path, "markup", code)
+    platform.deploy(folder, "--env", f"MARKUP={MARKUP}")
+    ctx = browser.new_context(viewport=VIEWPORT)
+    page = ctx.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    sign_in(page, platform, path="/dashboard/strategies/markup")
+    page.wait_for_function("(m) => document.querySelector('#log-view .log-rows').textContent.includes(m)",
+                           arg=MARKUP, timeout=60_000)
+    assert page.locator("#bold").count() == 0  # neither the log line nor the env value became markup
+    assert page.evaluate("() => window.__pwned") is None and not dialogs
+    assert MARKUP in page.locator("#inspect-h + dl + h3 + table").inner_text()
+    ctx.close()
+    platform.cli("strategy", "delete", "markup", "--yes")
