@@ -121,6 +121,8 @@ def test_deploy_watch_it_run_follow_its_logs_and_stop_it_from_the_page(
     page.get_by_role("button", name="Stop").click()
     page.locator("#status.status-stopped").wait_for(timeout=WAIT_MS)
     assert dialogs and "Stop ticker?" in dialogs[0]
+    # The runs table reloads by itself with the run's exit reason.
+    page.locator("#runs tbody tr", has_text="SIGTERM").wait_for(timeout=WAIT_MS)
     assert platform.inspect("ticker")["status"] == "stopped"
     assert not errors, errors
     ctx.close()

@@ -251,6 +251,15 @@ def strategy_page(ident: str, request: Request) -> Response:
                    manifest_json=json.dumps(s["manifest"], indent=2, ensure_ascii=False)[:20000])
 
 
+@router.get(PREFIX + "/strategies/{ident}/runs")
+def runs_fragment(ident: str, request: Request) -> Response:
+    """The runs table (htmx reloads it when the strategies channel says the run changed)."""
+    who = _data_user(request)
+    row = deploy.strategy_or_404(who.core, who.p, ident)
+    runs = who.core.store.list_runs(who.p.client_id, row["strategy_id"], 20)
+    return _render(who, request, "_runs.html", runs=[present.run(r) for r in runs])
+
+
 @router.get(PREFIX + "/strategies/{ident}/logs.json")
 async def strategy_logs(ident: str, request: Request, run_id: str | None = Query(None, max_length=64),
                         after_seq: int | None = Query(None, ge=0, le=INT64_MAX),

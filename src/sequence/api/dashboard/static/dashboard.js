@@ -390,6 +390,7 @@
     });
 
     var status = document.getElementById("status");
+    var lastRunKey = null;
     view.setStatus(status.textContent.trim());
     function onStrategy(s) {
       if (s.strategy_id !== sid) return;
@@ -399,6 +400,11 @@
       document.getElementById("restarts").textContent = s.restart_count;
       document.getElementById("last-exit").textContent = s.last_exit ? s.last_exit.reason || "—" : "—";
       var cur = s.current_run;
+      var runKey = cur ? cur.run_id + ":" + cur.status : "";
+      if (runKey !== lastRunKey) {  // a run started or ended: htmx reloads the runs table
+        lastRunKey = runKey;
+        document.body.dispatchEvent(new CustomEvent("runs-changed"));
+      }
       document.getElementById("current-run").textContent =
         cur ? cur.run_id.slice(0, 8) + " " + cur.status + " on " + (cur.region || "any region") : "—";
       document.getElementById("usage").textContent = fmtUsage(s.usage);
