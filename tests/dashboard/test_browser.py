@@ -229,3 +229,26 @@ def test_every_control_has_a_label_and_every_page_a_heading(browser: Any, platfo
         assert page.locator("h1").count() == 1, path
         assert page.evaluate("() => document.documentElement.lang") == "en"
     ctx.close()
+
+
+def test_the_kill_switch_and_risk_limits_from_the_page(browser: Any, platform: Platform) -> None:
+    ctx = browser.new_context(viewport=VIEWPORT)
+    page = ctx.new_page()
+    sign_in(page, platform, path="/dashboard/trading")
+    page.on("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Engage kill switch").click()
+    page.locator("#kill-state", has_text="engaged since").wait_for(timeout=WAIT_MS)
+    with platform.http() as api:
+        assert api.get("/v1/kill").json()["engaged"]
+        page.get_by_role("button", name="Release").click()
+        page.locator("#kill-state", has_text="not engaged").wait_for(timeout=WAIT_MS)
+        assert api.get("/v1/kill").json()["engaged"] == []
+        page.get_by_label("max order notional").fill("250")
+        page.get_by_role("button", name="Save limits").click()
+        page.locator("#risk-flash", has_text="saved").wait_for(timeout=WAIT_MS)
+        assert api.get("/v1/risk").json()["limits"]["max_order_notional"] == 250.0
+        page.get_by_label("max order notional").fill("lots")
+        page.get_by_role("button", name="Save limits").click()
+        page.locator("#risk-flash [role=alert]", has_text="must be a number").wait_for(timeout=WAIT_MS)
+        api.delete("/v1/risk")
+    ctx.close()

@@ -159,10 +159,10 @@ def _render(who: Signed | None, request: Request, name: str, status: int = 200, 
     return resp
 
 
-def _after_action(request: Request, who: Signed, message: str, back: str, ok: bool = True) -> Response:
+def _after_action(request: Request, who: Signed, message: str, back: str, ok: bool = True, **extra: Any) -> Response:
     """htmx (``HX-Request``): a status fragment; a plain form post: back to the page."""
     if request.headers.get("hx-request"):
-        return _render(who, request, "_flash.html", message=message, ok=ok)
+        return _render(who, request, "_flash.html", message=message, ok=ok, **extra)
     return RedirectResponse(back, status_code=303)
 
 
@@ -430,7 +430,7 @@ async def kill(request: Request) -> Response:
     report = await controls.kill(request, {}, who.p)
     msg = (f"Kill switch engaged: {report['orders_cancelled']} order(s) cancelled, "
            f"{len(report['strategies_stopped'])} strategy(ies) stopped")
-    return _after_action(request, who, msg, PREFIX + "/trading")
+    return _after_action(request, who, msg, PREFIX + "/trading", kill_state=report.get("engaged_at") or "now")
 
 
 @router.post(PREFIX + "/kill/release")
@@ -439,7 +439,7 @@ async def release(request: Request) -> Response:
     _trading_ready(who.core)
     await controls.release(request, None, who.p)
     return _after_action(request, who, "Kill switch released (strategies stay stopped until started)",
-                         PREFIX + "/trading")
+                         PREFIX + "/trading", kill_state=None)
 
 
 @router.post(PREFIX + "/risk")
