@@ -37,6 +37,21 @@ BUYER = wasmtime.wat2wasm("""
            (drop (call $submit (local.get $s) (i32.const 0) (local.get $ap) (i64.const 1000000) (i32.const 0))))))
  (func (export "on_fill") (param i64 i32 i32 i64 i64) (call $log (i32.const 0) (i32.const 6))))
 """)
+# 300 resting paper buys at $1 (far under the market) on its first quote.
+RESTER = wasmtime.wat2wasm("""
+(module
+ (import "seq" "submit" (func $submit (param i32 i32 i64 i64 i32) (result i64)))
+ (memory (export "memory") 1)
+ (global $done (mut i32) (i32.const 0))
+ (func (export "on_quote") (param $s i32) (param i64 i64 i64 i64) (local $n i32)
+   (if (i32.eqz (global.get $done)) (then
+     (global.set $done (i32.const 1))
+     (local.set $n (i32.const 300))
+     (loop $l
+       (drop (call $submit (local.get $s) (i32.const 0) (i64.const 100000000) (i64.const 100000000) (i32.const 0)))
+       (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+       (br_if $l (local.get $n)))))))
+""")
 TRAP = wasmtime.wat2wasm("""
 (module (memory (export "memory") 1) (func (export "on_quote") (param i32 i64 i64 i64 i64) unreachable))
 """)
@@ -51,11 +66,11 @@ async def until(pred: Callable[[], bool], what: str, timeout: float = 20.0) -> N
 
 
 @asynccontextmanager
-async def coordinator(store: Store, owner: str) -> AsyncIterator[AlgoManager]:
+async def coordinator(store: Store, owner: str, order_rate: int = 100) -> AsyncIterator[AlgoManager]:
     """One coordinator's market, engine and algo manager over the shared store."""
     market = MarketService.simulated(seed=7, venues=("coinbase",))
     engine = TradingEngine(TradingStore(store.db), market)
-    mgr = AlgoManager(store, market, engine, lease_seconds=LEASE, owner=owner)
+    mgr = AlgoManager(store, market, engine, lease_seconds=LEASE, owner=owner, order_rate=order_rate)
     await market.start()
     await engine.start()
     await mgr.start()
@@ -149,3 +164,22 @@ async def test_a_stopped_deployment_is_not_started_and_a_deleted_one_ends(store:
         a.poke()
         await until(lambda: dep not in a.algos, "ended after delete")
 
+
+
+@async_test
+async def test_stopping_an_algo_cancels_every_working_order_it_has(store: Store) -> None:
+    cid = store.create_client("acme")
+    row, _ = store.deploy_algo(cid, "key", "rester", RESTER, hashlib.sha256(RESTER).hexdigest(), ["BTC-USD"], {},
+                               True, True)
+    dep = str(row["deployment_id"])
+    async with coordinator(store, "A", order_rate=100_000) as a:
+        await until(lambda: dep in a.algos and len(a.algos[dep].orders) > 0, "resting orders")
+        await a.flush()
+        placed = a.algos[dep].stats.orders
+        assert placed == 300, placed
+        store.set_algo_desired(cid, dep, "stopped")
+        a.poke()
+        await until(lambda: dep not in a.algos, "stopped")
+        await until(lambda: all(g["status"] == "cancelled" for g in store.deployment_graphs(cid, dep, limit=1000)),
+                    "every order cancelled")
+        assert len(store.deployment_graphs(cid, dep, limit=1000)) == placed

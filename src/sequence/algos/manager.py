@@ -472,9 +472,8 @@ class AlgoManager:
             else:
                 del self._books[sym_book]
         algo.log(("failed: " if failed else "stopped: ") + reason, "system")
-        if cancel_orders:
-            for order in list(algo.orders.values()):
-                self.spawn(self.engine.cancel(algo.client_id, order.graph_id))
+        if cancel_orders and algo.orders:
+            self.spawn(self.engine.cancel_graphs(algo.client_id, [o.graph_id for o in algo.orders.values()]))
         if release:
             self._released[algo.id] = (reason, failed)
             self.poke()
@@ -484,8 +483,10 @@ class AlgoManager:
             await anyio.to_thread.run_sync(self._release_sync, dep_id)
 
     def _release_sync(self, dep_id: str) -> None:
-        reason, failed = self._released.pop(dep_id, (None, False))
+        reason, failed = self._released.get(dep_id, (None, False))
+        # Forgotten only once stored: until then the deployment is not taken again here.
         self.store.release_deployment(dep_id, self.owner, reason=reason, failed=failed)
+        self._released.pop(dep_id, None)
 
     # -- calling modules: one queue -----------------------------------------------------------------
     def _enqueue(self, thunk: Callable[[], None], *, now: bool = True) -> None:

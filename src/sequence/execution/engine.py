@@ -399,6 +399,29 @@ class TradingEngine:
         await self.flush()
         return await self.graph(client_id, graph_id)
 
+    async def cancel_graphs(self, client_id: str, graph_ids: Iterable[str]) -> None:
+        """Cancel many of the client's graphs in one step and one commit (an algo that stops
+        with a thousand working orders): :meth:`cancel` without reading each graph back."""
+        step = _Step(self._now())
+        cancels = []
+        for graph_id in graph_ids:
+            g = self._graphs.get(graph_id)
+            if g is None or g.client_id != client_id:
+                continue
+            step.touched[graph_id] = g
+            g.user_cancelled = True
+            for nid in g.live():
+                node = g.nodes[nid]
+                if node.node_order_id in self._live:
+                    cancels.append(self._cancel_real(g, node))
+                    continue
+                self._handle(node.book_symbol, self._core(node.book_symbol).cancel(node.node_order_id, USER_CANCEL),
+                             step)
+        self._run_step(step)
+        if cancels:
+            await asyncio.wait(cancels, timeout=CANCEL_WAIT_S)
+        await self.flush()
+
     # -- reads ---------------------------------------------------------------------------------
     async def graph(self, client_id: str, graph_id: str) -> dict[str, Any] | None:
         row = await anyio.to_thread.run_sync(self.store.get_graph, client_id, graph_id)

@@ -31,6 +31,11 @@ D = t.deployments
 LOG_LINES_KEPT = 20_000
 
 
+def _text(value: str | None) -> str | None:
+    """Text a module wrote (a log line, a trap's message): PostgreSQL stores no NUL character."""
+    return None if value is None else value.replace("\x00", "\ufffd")
+
+
 def deployment_id() -> str:
     return "dep_" + short_code(20)
 
@@ -176,7 +181,7 @@ class AlgosStore(StoreBase):
             if r is None:
                 return
             values: dict[str, Any] = {"owner": None, "lease_expires_at": None, "updated_at": now,
-                                      "last_reason": reason, "last_exit_at": now}
+                                      "last_reason": _text(reason), "last_exit_at": now}
             if failed:
                 restart = restart_after_failure(int(r.consecutive_failures), ran_since=float(r.started_at or now),
                                                 now=now)
@@ -222,7 +227,7 @@ class AlgosStore(StoreBase):
         # its lines waited) is dropped, not the whole batch.
         insert = (sqlite_insert if self.db.is_sqlite else pg_insert)(L).on_conflict_do_nothing()
         with self.db.write() as c:
-            c.execute(insert, [dict(r) for r in rows])
+            c.execute(insert, [{**r, "line": _text(r["line"])} for r in rows])
             for dep_id, seq in last.items():
                 if seq > LOG_LINES_KEPT and seq % 1000 < len(rows) + 1:
                     c.execute(L.delete().where(L.c.deployment_id == dep_id, L.c.seq <= seq - LOG_LINES_KEPT))
