@@ -87,19 +87,25 @@
     span.textContent = status;
   }
 
+  function setText(node, text) {
+    text = String(text);
+    if (node.textContent !== text) node.textContent = text;  // untouched cells cost no layout
+  }
+
   function setUptimeCell(td, s) {
     var started = s.current_run && s.status === "running" ? s.current_run.started_at || "" : "";
-    td.setAttribute("data-started", started);
+    if (td.getAttribute("data-started") !== started) td.setAttribute("data-started", started);
     tickUptime(td);
   }
 
   function tickUptime(td) {
     var started = td.getAttribute("data-started");
-    td.textContent = started ? fmtDuration((Date.now() - Date.parse(started)) / 1000) : "—";
+    setText(td, started ? fmtDuration((Date.now() - Date.parse(started)) / 1000) : "—");
   }
 
-  function upsertRow(tbody, s) {
-    var tr = tbody.querySelector('tr[data-sid="' + CSS.escape(s.strategy_id) + '"]');
+  // rows: strategy id -> its <tr>, kept beside the table (no selector query per update).
+  function upsertRow(tbody, rows, s) {
+    var tr = rows[s.strategy_id];
     if (!tr) {
       tr = el("tr");
       tr.setAttribute("data-sid", s.strategy_id);
@@ -113,30 +119,34 @@
         tr.appendChild(td);
       });
       tbody.appendChild(tr);
+      rows[s.strategy_id] = tr;
     }
-    statusSpan(tr.querySelector('[data-col="status"] span'), s.status);
-    setUptimeCell(tr.querySelector('[data-col="uptime"]'), s);
-    tr.querySelector('[data-col="restarts"]').textContent = s.restart_count;
-    tr.querySelector('[data-col="last_exit"]').textContent = s.last_exit ? s.last_exit.reason || "—" : "—";
-    tr.querySelector('[data-col="usage"]').textContent = fmtUsage(s.usage);
-    tr.querySelector('[data-col="mode"]').textContent = s.is_sandbox ? "paper" : "live";
+    var cells = tr.cells;  // th, status, uptime, restarts, last_exit, usage, mode
+    var span = cells[1].firstChild;
+    if (span.className !== "status status-" + s.status) statusSpan(span, s.status);
+    setUptimeCell(cells[2], s);
+    setText(cells[3], s.restart_count);
+    setText(cells[4], s.last_exit ? s.last_exit.reason || "—" : "—");
+    setText(cells[5], fmtUsage(s.usage));
+    setText(cells[6], s.is_sandbox ? "paper" : "live");
   }
 
   function strategiesPage() {
     var tbody = document.querySelector("#strategies tbody");
     var empty = document.getElementById("empty");
+    var rows = {};
+    Array.prototype.forEach.call(tbody.rows, function (tr) { rows[tr.getAttribute("data-sid")] = tr; });
     seqDash.updates = 0;
     function apply(items, snapshot) {
       var seen = {};
       items.forEach(function (s) {
         if (s.deleted) {
-          var gone = tbody.querySelector('tr[data-sid="' + CSS.escape(s.strategy_id) + '"]');
-          if (gone) gone.remove();
-        } else { upsertRow(tbody, s); seen[s.strategy_id] = true; }
+          if (rows[s.strategy_id]) { rows[s.strategy_id].remove(); delete rows[s.strategy_id]; }
+        } else { upsertRow(tbody, rows, s); seen[s.strategy_id] = true; }
       });
       if (snapshot) {  // rows the snapshot no longer has were deleted meanwhile
-        Array.prototype.forEach.call(tbody.querySelectorAll("tr[data-sid]"), function (tr) {
-          if (!seen[tr.getAttribute("data-sid")]) tr.remove();
+        Object.keys(rows).forEach(function (sid) {
+          if (!seen[sid]) { rows[sid].remove(); delete rows[sid]; }
         });
       }
       empty.hidden = tbody.children.length > 0;
