@@ -183,3 +183,19 @@ async def test_stopping_an_algo_cancels_every_working_order_it_has(store: Store)
         await until(lambda: all(g["status"] == "cancelled" for g in store.deployment_graphs(cid, dep, limit=1000)),
                     "every order cancelled")
         assert len(store.deployment_graphs(cid, dep, limit=1000)) == placed
+
+
+INIT_TRAP = wasmtime.wat2wasm("""
+(module (memory (export "memory") 1) (func (export "init") unreachable)
+ (func (export "on_quote") (param i32 i64 i64 i64 i64)))
+""")
+
+
+@async_test
+async def test_a_trap_in_init_fails_the_algo_like_any_trap(store: Store) -> None:
+    cid = store.create_client("acme")
+    dep = deploy(store, cid, INIT_TRAP)
+    async with coordinator(store, "A") as a:
+        await until(lambda: store.get_deployment(cid, dep)["restarts"] >= 1, "a restart")
+        assert "unreachable" in (store.get_deployment(cid, dep)["last_reason"] or "")
+        assert dep not in a.algos or a.algos[dep].epoch >= 2

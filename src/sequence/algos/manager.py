@@ -451,9 +451,10 @@ class AlgoManager:
         self._enqueue(lambda: self._init(algo))
 
     def _init(self, algo: Algo) -> None:
-        if algo.instance is None or algo.stopping:
+        inst = algo.instance
+        if inst is None or algo.stopping:
             return
-        algo.instance.init()
+        self._guard(algo, inst.init)
         for i in range(len(algo.symbols)):  # the books as they are now
             self._quote(algo, i)
 
@@ -511,6 +512,8 @@ class AlgoManager:
                     thunk()
                 except _Trapped:
                     pass
+                except Exception:  # a bug here must not stop the other algos' events
+                    log.exception("algos: an event could not be delivered")
         finally:
             self._busy = False
 
