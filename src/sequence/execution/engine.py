@@ -327,22 +327,28 @@ class TradingEngine:
                           request_hash=request_hash, now=now)
         if deployment_id is not None:
             graph_row["deployment_id"] = deployment_id
-        preset: dict[str, int] = {}
+        preset = self._place_roots(g, now)
         node_rows = []
         for n in req.nodes:
             row = n.row(client_id)
+            if n.node_id in preset:
+                row["status"] = NodeStatus.working.value
+            node_rows.append(row)
+        return g, graph_row, node_rows, preset
+
+    def _place_roots(self, g: Graph, now: float) -> dict[str, int]:
+        """Give the roots of a new graph their time priority; a real order's client order id
+        is set now, so it goes into the insert itself: once the graph is stored the order can
+        be sent (and found after a crash) with no second commit. Returns node id -> order seq."""
+        preset: dict[str, int] = {}
+        for n in g.nodes.values():
             if n.activation == "root":
                 self._order_seq += 1
                 n.order_seq = preset[n.node_id] = self._order_seq
                 n.activated_at = now
-                row.update(status=NodeStatus.working.value, activated_at=now, order_seq=n.order_seq)
                 if self._routed(g, n):
-                    # A real order's client order id goes into the insert itself: once the graph is
-                    # stored the order can be sent (and found after a crash) with no second commit.
                     n.client_order_id = client_order_id(n.node_order_id)
-                    row["client_order_id"] = n.client_order_id
-            node_rows.append(row)
-        return g, graph_row, node_rows, preset
+        return preset
 
     def submit_now(self, req: GraphRequest, *, client_id: str, key_id: str, deployment_id: str,
                    observer: Callable[[str, dict[str, Any]], None]) -> Graph:
@@ -361,17 +367,21 @@ class TradingEngine:
             if not self.market.ensure(n.symbol):
                 raise GraphError("nodes", f"no order book for {n.symbol} from {n.venue} yet; retry shortly",
                                  code="not_ready")
-        g, graph_row, node_rows, _preset = self._new_graph(
-            req, client_id, key_id, run_id=None, idempotency_key=None, request_hash=None,
-            deployment_id=deployment_id)
+        now = self._now()
+        g = Graph.new("graph_" + short_code(20), client_id, req.nodes, req.edges, paper=req.paper, now=now)
+        self._place_roots(g, now)
         self._graphs[g.graph_id] = g
         self._observed[g.graph_id] = observer
-        step = _Step(self._now())
-        step.batch.creates.append((graph_row, node_rows))
+        step = _Step(now)
         step.touched[g.graph_id] = g
         for nid in g.roots():
             step.queue.append((g, nid))
-        self._run_step(step)
+        self._decide(step)  # the roots reach the matching core here
+        # Its rows as this step left it (the step's own updates, applied after, change nothing).
+        graph_row = g.row(key_id=key_id, run_id=None, idempotency_key=None, request_hash=None, now=now)
+        graph_row["deployment_id"] = deployment_id
+        step.batch.creates.append((graph_row, [n.row(client_id) for n in g.nodes.values()]))
+        self._commit(step)
         return g
 
     # -- cancel ------------------------------------------------------------------------------
