@@ -52,6 +52,15 @@ _set_fuel.argtypes = _bind._wasmtime_context_set_fuel.argtypes
 _get_fuel = _NOGIL.wasmtime_context_get_fuel
 _get_fuel.restype = _bind._wasmtime_context_get_fuel.restype
 _get_fuel.argtypes = _bind._wasmtime_context_get_fuel.argtypes
+_caller_context = _NOGIL.wasmtime_caller_context
+_caller_context.restype = _bind._wasmtime_caller_context.restype
+_caller_context.argtypes = _bind._wasmtime_caller_context.argtypes
+_memory_data = _NOGIL.wasmtime_memory_data
+_memory_data.restype = _bind._wasmtime_memory_data.restype
+_memory_data.argtypes = _bind._wasmtime_memory_data.argtypes
+_memory_data_size = _NOGIL.wasmtime_memory_data_size
+_memory_data_size.restype = _bind._wasmtime_memory_data_size.restype
+_memory_data_size.argtypes = _bind._wasmtime_memory_data_size.argtypes
 _RAW = ffi.wasmtime_val_raw
 _TRAP_PTR = ctypes.POINTER(ffi.wasm_trap_t)
 _NOOP_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _env: None)
@@ -345,7 +354,7 @@ class AlgoInstance:
     def _charge(self, caller: Any, cost: int) -> None:
         """An import's work in fuel: a module calling the host in a loop runs out of fuel as
         fast as one computing, so a call cannot hold the event loop much longer than its fuel."""
-        ctx = ffi.wasmtime_caller_context(caller)
+        ctx = _caller_context(caller)
         left = ctypes.c_uint64()
         if _get_fuel(ctx, ctypes.byref(left)):
             return
@@ -355,22 +364,22 @@ class AlgoInstance:
         _set_fuel(ctx, left.value - cost)
 
     def _bytes(self, caller: Any, ptr: int, length: int, what: str) -> bytes:
-        ctx = ffi.wasmtime_caller_context(caller)
-        size = ffi.wasmtime_memory_data_size(ctx, self._mem_ref)
+        ctx = _caller_context(caller)
+        size = _memory_data_size(ctx, self._mem_ref)
         ptr &= 0xFFFFFFFF
         length &= 0xFFFFFFFF
         if ptr + length > size:
             raise AlgoTrap(f"trap: seq.{what} was given memory out of bounds ({ptr}+{length} > {size} bytes)")
-        base = ffi.wasmtime_memory_data(ctx, self._mem_ref)
+        base = _memory_data(ctx, self._mem_ref)
         return ctypes.string_at(ctypes.addressof(base.contents) + ptr, length)
 
     def _write(self, caller: Any, ptr: int, data: bytes, what: str) -> None:
-        ctx = ffi.wasmtime_caller_context(caller)
-        size = ffi.wasmtime_memory_data_size(ctx, self._mem_ref)
+        ctx = _caller_context(caller)
+        size = _memory_data_size(ctx, self._mem_ref)
         ptr &= 0xFFFFFFFF
         if ptr + len(data) > size:
             raise AlgoTrap(f"trap: seq.{what} was given memory out of bounds ({ptr}+{len(data)} > {size} bytes)")
-        base = ffi.wasmtime_memory_data(ctx, self._mem_ref)
+        base = _memory_data(ctx, self._mem_ref)
         ctypes.memmove(ctypes.addressof(base.contents) + ptr, data, len(data))
 
     def _abort(self, caller: Any, a: Any) -> None:
