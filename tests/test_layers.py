@@ -29,6 +29,7 @@ PACKAGE = SRC / "sequence"
 LADDER: tuple[str, ...] = (
     "cli",  # commands: options -> the API client -> rendering
     "api",  # the coordinator's app, auth, error envelope, routes
+    "algos",  # WASM algos: the ABI, the Wasmtime host, the manager in the market process, replay
     "execution",  # the graph engine, its store writer, restore after a restart
     "store",  # the only SQL
     "trading",  # the pure trading model: graphs, matching core, fees, positions, wire shapes
