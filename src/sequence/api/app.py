@@ -195,14 +195,16 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         core.notifier.bind(asyncio.get_running_loop())
         core.auth.start()  # PostgreSQL: hear the other replicas' key invalidations
-        # Leases that lapsed while this coordinator was down are not the runners' fault.
-        core.store.begin_lease_grace()
         if core.market is not None:
             await core.market.start()
         if core.trading is not None:
             await core.trading.start()  # after the market: it restores orders into its books
         if core.algos is not None:
             await core.algos.start()  # after the engine: algos place orders through it
+        # Leases that lapsed while this coordinator was down are not the runners' fault: they get
+        # one lease from now — when it can answer them, not from when it began starting (a slow
+        # start, say a big restore on a busy machine, would otherwise eat the grace).
+        core.store.begin_lease_grace()
         tasks = [asyncio.create_task(_reaper(core, metrics)), asyncio.create_task(_layer_collector(core))]
         try:
             yield
