@@ -214,27 +214,37 @@ class TradingStore:
 
     # -- the engine's atomic step ---------------------------------------------------
     def commit(self, batch: TradeBatch) -> None:
-        if not batch:
+        self.commit_all([batch])
+
+    def commit_all(self, batches: Sequence[TradeBatch]) -> None:
+        """Several engine steps in one transaction, in order (the writer's group commit)."""
+        batches = [b for b in batches if b]
+        if not batches:
             return
         with self.db.write() as c:
-            for graph, nodes in batch.creates:
-                c.execute(t.graphs.insert(), graph)
-                c.execute(t.graph_nodes.insert(), nodes)
-            if batch.fills:
-                c.execute(t.fills.insert(), batch.fills)
-                self._fold_positions(c, batch.fills)
-            # One cached UPDATE per set of changed columns, run with bound parameters for every
-            # row that changed those columns (building a statement per row cost ~1 ms a node, and
-            # on SQLite the write lock is held meanwhile).
-            groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
-            for (gid, nid), values in batch.nodes.items():
-                groups.setdefault(("n", tuple(sorted(values))), []).append(
-                    {"_gid": gid, "_nid": nid, **{"v_" + k: v for k, v in values.items()}})
-            for gid, values in batch.graphs.items():
-                groups.setdefault(("g", tuple(sorted(values))), []).append(
-                    {"_gid": gid, **{"v_" + k: v for k, v in values.items()}})
-            for key, rows in groups.items():
-                c.execute(self._update(*key), rows)
+            for batch in batches:
+                self._apply(c, batch)
+
+    def _apply(self, c: Connection, batch: TradeBatch) -> None:
+        """One step's writes: new graphs, fills (folded into positions), node and graph updates."""
+        for graph, nodes in batch.creates:
+            c.execute(t.graphs.insert(), graph)
+            c.execute(t.graph_nodes.insert(), nodes)
+        if batch.fills:
+            c.execute(t.fills.insert(), batch.fills)
+            self._fold_positions(c, batch.fills)
+        # One cached UPDATE per set of changed columns, run with bound parameters for every
+        # row that changed those columns (building a statement per row cost ~1 ms a node, and
+        # on SQLite the write lock is held meanwhile).
+        groups: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+        for (gid, nid), values in batch.nodes.items():
+            groups.setdefault(("n", tuple(sorted(values))), []).append(
+                {"_gid": gid, "_nid": nid, **{"v_" + k: v for k, v in values.items()}})
+        for gid, values in batch.graphs.items():
+            groups.setdefault(("g", tuple(sorted(values))), []).append(
+                {"_gid": gid, **{"v_" + k: v for k, v in values.items()}})
+        for key, rows in groups.items():
+            c.execute(self._update(*key), rows)
 
     def _update(self, table: str, columns: tuple[str, ...]) -> sa.Update:
         stmt = self._updates.get((table, columns))
