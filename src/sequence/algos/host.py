@@ -43,24 +43,22 @@ from . import abi
 # store writer, say) then holds it for up to the switch interval (5 ms) before this call may go
 # on. A call is bounded by its fuel, so holding the GIL through it is the cheaper choice.
 _NOGIL = ctypes.PyDLL(ffi.dll._name)
-_call_unchecked = _NOGIL.wasmtime_func_call_unchecked
-_call_unchecked.restype = _bind._wasmtime_func_call_unchecked.restype
-_call_unchecked.argtypes = _bind._wasmtime_func_call_unchecked.argtypes
-_set_fuel = _NOGIL.wasmtime_context_set_fuel
-_set_fuel.restype = _bind._wasmtime_context_set_fuel.restype
-_set_fuel.argtypes = _bind._wasmtime_context_set_fuel.argtypes
-_get_fuel = _NOGIL.wasmtime_context_get_fuel
-_get_fuel.restype = _bind._wasmtime_context_get_fuel.restype
-_get_fuel.argtypes = _bind._wasmtime_context_get_fuel.argtypes
-_caller_context = _NOGIL.wasmtime_caller_context
-_caller_context.restype = _bind._wasmtime_caller_context.restype
-_caller_context.argtypes = _bind._wasmtime_caller_context.argtypes
-_memory_data = _NOGIL.wasmtime_memory_data
-_memory_data.restype = _bind._wasmtime_memory_data.restype
-_memory_data.argtypes = _bind._wasmtime_memory_data.argtypes
-_memory_data_size = _NOGIL.wasmtime_memory_data_size
-_memory_data_size.restype = _bind._wasmtime_memory_data_size.restype
-_memory_data_size.argtypes = _bind._wasmtime_memory_data_size.argtypes
+
+
+def _nogil(name: str) -> Any:
+    """The library's *name*, with the wasmtime package's own signature, called holding the GIL."""
+    fn = getattr(_NOGIL, name)
+    checked = getattr(_bind, "_" + name)
+    fn.restype, fn.argtypes = checked.restype, checked.argtypes
+    return fn
+
+
+_call_unchecked = _nogil("wasmtime_func_call_unchecked")
+_set_fuel = _nogil("wasmtime_context_set_fuel")
+_get_fuel = _nogil("wasmtime_context_get_fuel")
+_caller_context = _nogil("wasmtime_caller_context")
+_memory_data = _nogil("wasmtime_memory_data")
+_memory_data_size = _nogil("wasmtime_memory_data_size")
 _RAW = ffi.wasmtime_val_raw
 _TRAP_PTR = ctypes.POINTER(ffi.wasm_trap_t)
 _NOOP_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _env: None)
@@ -125,7 +123,9 @@ class AlgoTrap(Exception):
         self.reason = reason
 
 
-class _TokenBucket:
+class TokenBucket:
+    """*rate* a second, bursts of *burst*; ``dropped`` counts refusals since it was last reset."""
+
     __slots__ = ("burst", "dropped", "last", "rate", "tokens")
 
     def __init__(self, rate: float, burst: int) -> None:
@@ -187,7 +187,7 @@ class AlgoInstance:
         self._trap = _TRAP_PTR()
         self._trap_ref = ctypes.byref(self._trap)
         self._keep: list[Any] = []  # ctypes callbacks must outlive the instance
-        self._logs = _TokenBucket(self.limits.log_rate, self.limits.log_burst)
+        self._logs = TokenBucket(self.limits.log_rate, self.limits.log_burst)
         self._host_error: str | None = None
         self._warned: set[str] = set()
         self.dead: str | None = None

@@ -53,7 +53,7 @@ from sequence.store.ids import short_code
 from sequence.trading.validation import GraphError, GraphRequest, simple_order
 
 from . import abi
-from .host import AlgoInstance, AlgoTrap, Limits, compile_module
+from .host import AlgoInstance, AlgoTrap, Limits, TokenBucket, compile_module
 
 if TYPE_CHECKING:
     from sequence.execution.engine import TradingEngine
@@ -92,24 +92,6 @@ class Stats:
     timers: int = 0
 
 
-class _Bucket:
-    __slots__ = ("burst", "last", "rate", "tokens")
-
-    def __init__(self, rate: float) -> None:
-        self.rate, self.burst = rate, max(1.0, rate)
-        self.tokens = self.burst
-        self.last = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-
 class Algo:
     """One running deployment: its instance and what its imports do (host.Actions)."""
 
@@ -137,8 +119,8 @@ class Algo:
         self.timer_ms = 0
         self.timer_due: int | None = None
         self.stopping: str | None = None
-        self.order_rate = _Bucket(mgr.settings_order_rate)
-        self._refusals = _Bucket(10.0)  # "order refused" lines a second (a module may refuse in a loop)
+        self.order_rate = TokenBucket(mgr.settings_order_rate, max(1, int(mgr.settings_order_rate)))
+        self._refusals = TokenBucket(10.0, 10)  # "order refused" lines a second (a module may refuse in a loop)
         self._refusals_dropped = 0
         self.log_seq = next_seq
         self.stats = Stats()
@@ -173,7 +155,7 @@ class Algo:
     def refused(self, why: str) -> None:
         """An order the engine refused: counted, and said in the log (at most 10 lines a second)."""
         self.stats.refused += 1
-        if not self._refusals.take():
+        if not self._refusals.take(time.monotonic()):
             self._refusals_dropped += 1
             return
         more = f" ({self._refusals_dropped} more refusal(s) not logged)" if self._refusals_dropped else ""
@@ -186,7 +168,7 @@ class Algo:
         if len(self.orders) >= MAX_OPEN_ORDERS:
             self.refused(f"{MAX_OPEN_ORDERS} orders are open")
             return abi.E_OPEN
-        if not self.order_rate.take():
+        if not self.order_rate.take(time.monotonic()):
             self.stats.refused += 1
             return abi.E_RATE
         return 0
