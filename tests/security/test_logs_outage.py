@@ -57,7 +57,7 @@ def test_an_outage_of_three_leases_loses_no_line_and_restarts_nothing(
         with srv2.client(srv.live_key) as c:
             st = wait_for(lambda: (s := strategy(c, sid))["status"] == "stopped" and s, timeout=120,
                           interval=0.5, what="the strategy to finish")
-            assert st["restart_count"] == 0, st
+            assert st["restart_count"] == 0, (st, runner.log()[-4000:])
             assert st["current_run"] is None or st["current_run"]["run_id"] == run_id
             runs = c.get(f"/v1/strategies/{sid}/runs").json()["runs"]
             assert [r["run_id"] for r in runs] == [run_id], "one run, never restarted"

@@ -9,6 +9,8 @@ with 409 ``stale_run``. The wire shapes are :mod:`sequence.protocol`'s.
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -102,11 +104,25 @@ async def poll(runner_id: str, body: Poll, request: Request, token_id: str = Dep
     return cast(dict[str, Any], answer)
 
 
+# Lease renewals come before everything else: they get threads of their own rather than a
+# place in the shared pool, where a burst of log uploads (a runner delivering its spool after
+# an outage) could keep them waiting until a lease lapsed.
+_LEASES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="leases")
+
+
+async def _lease_runner(request: Request, runner_id: str) -> str:
+    """:func:`require_runner_of`, on the lease threads (checked before the body, as everywhere)."""
+    return await asyncio.get_running_loop().run_in_executor(_LEASES, require_runner_of, request, runner_id)
+
+
 @router.post("/v1/runners/{runner_id}/heartbeat", responses=_ERRS)
-def heartbeat(runner_id: str, body: Heartbeat, request: Request,
-              token_id: str = Depends(require_runner_of)) -> dict[str, Any]:
+async def heartbeat(runner_id: str, body: Heartbeat, request: Request,
+                    token_id: str = Depends(_lease_runner)) -> dict[str, Any]:
+    core = core_of(request.app)
     usage = {r.run_id: (r.rss_bytes, r.cpu_seconds) for r in body.runs if r.rss_bytes is not None}
-    return claims.heartbeat(core_of(request.app), runner_id, [(r.run_id, r.epoch) for r in body.runs], usage)
+    runs = [(r.run_id, r.epoch) for r in body.runs]
+    return await asyncio.get_running_loop().run_in_executor(
+        _LEASES, lambda: claims.heartbeat(core, runner_id, runs, usage))
 
 
 @router.get("/v1/runners/{runner_id}/runs/{run_id}/artifact", responses={
