@@ -220,7 +220,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
                 await core.trading.stop()
             if core.market is not None:
                 await core.market.stop()
-            core.auth.stop()
+            await anyio.to_thread.run_sync(core.auth.stop)  # joins its threads (≤ 1 s)
 
     app = FastAPI(title="Sequence", version=__version__, lifespan=lifespan,
                   description="Hosted Python strategies and the market API they call.")

@@ -86,10 +86,11 @@ class Authenticator:
 
     def _send_loop(self) -> None:
         while True:
-            if not self._to_send.wait(timeout=30.0):
-                with self._sender_lock:  # idle: exit, unless an invalidation just came
-                    if not self._to_send.is_set():
-                        self._sender = None
+            if not self._to_send.wait(timeout=30.0) or self._stop.is_set():
+                with self._sender_lock:  # idle or stopping: exit, unless an invalidation just came
+                    if self._stop.is_set() or not self._to_send.is_set():
+                        if self._sender is threading.current_thread():
+                            self._sender = None
                         return
                 continue
             self._to_send.clear()  # before sending: an invalidation during the send sends again
@@ -107,8 +108,18 @@ class Authenticator:
             self._listener.start()
 
     def stop(self) -> None:
+        """End the listener and the sender and wait for them (≤ about a second): their connections
+        must be closed before the coordinator disposes of its engine, not garbage-collected later."""
         self._stop.set()
         self._listening = False
+        self._to_send.set()  # wake the sender: it sees the stop and ends
+        with self._sender_lock:
+            sender = self._sender
+        for th in (self._listener, sender):
+            if th is not None and th is not threading.current_thread():
+                th.join(timeout=5.0)
+        self._listener = None
+        self._to_send.clear()
 
     def _listen(self) -> None:
         delay = 0.5
