@@ -8,6 +8,7 @@ read the same shapes (docs/runner-protocol.md):
   (:class:`PollAnswer`);
 * the **log batch** — :func:`encode_logs` (runner) and :func:`decode_logs`
   (coordinator) of the columnar body of ``POST …/runs/{run_id}/logs``;
+* the watch constants (``WATCH_*``) both sides keep;
 * :class:`ExitReport` — how a run ended, the body of ``POST …/runs/{run_id}/exit``
   (with the run's ``epoch``).
 """
@@ -20,6 +21,18 @@ from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
 INT64_MAX = 2**63 - 1
+
+# The watch connection (``GET /v1/runners/{id}/watch``), a faster signal than a lease:
+# a runner SIGKILLed closes it at once. The coordinator then ends that runner's leases
+# WATCH_GRACE_S after it saw the close; the runner, if alive, kills its runs once its
+# watch has been down for WATCH_FENCE_S without a new one open — before the coordinator
+# can expire them. See docs/design.md ("Fast failover") for the argument.
+#: Seconds between the coordinator's keep-alive newlines on an open watch.
+WATCH_KEEPALIVE_S = 0.5
+#: A runner whose watch is down this long (and not refused: the coordinator is down) kills its runs.
+WATCH_FENCE_S = 1.0
+#: After a watch closes, its runner's leases end this many seconds later.
+WATCH_GRACE_S = 2.0
 #: At most this many lines in one log batch.
 MAX_LOG_BATCH = 100_000
 #: A line's stream: the strategy's stdout or stderr, or ``system`` (lines the runner

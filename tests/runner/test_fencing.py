@@ -34,6 +34,9 @@ class HangingClient:
         await asyncio.sleep(timeout)
         raise CoordinatorUnavailable("POST /heartbeat: timed out")
 
+    async def watch(self, on_open: Any, on_down: Any) -> None:
+        await asyncio.sleep(3600)  # a watch never answered: never open, so never "down" either
+
     async def aclose(self) -> None:
         pass
 

@@ -11,6 +11,7 @@ from sequence.store import tables as t
 from sequence.store.store import (
     ExitReport,
     LogColumns,
+    NotFound,
     StaleWrite,
     Store,
 )
@@ -173,3 +174,70 @@ def test_runs_page_newest_first_by_epoch(store: Store, client_id: str, runner_id
         clock.now += 100
     assert [r["epoch"] for r in store.list_runs(client_id, "sid-1", 2)] == epochs[:0:-1]
     assert [r["epoch"] for r in store.list_runs(client_id, "sid-1", 2, before_epoch=epochs[1])] == [epochs[0]]
+
+
+def test_a_closed_watch_shortens_its_runners_leases_unless_a_newer_one_is_open(
+        store: Store, client_id: str, runner_id: str, clock: Clock) -> None:
+    deploy(store, client_id, sid="a", name="a")
+    deploy(store, client_id, sid="b", name="b")
+    tid, _ = store.create_runner_token("other")
+    other = store.register_runner(tid, "r2", "us-east-1", 10, {})
+    mine = store.claim(runner_id, ["us-east-1"], 5)
+    theirs = store.claim(other, ["us-east-1"], 5)
+    assert mine and theirs
+    first = store.open_watch(runner_id)
+    assert store.open_watch(runner_id) == first + 1  # each open is a new epoch
+    # An older watch closing changes nothing: a newer one is open.
+    assert store.watch_closed(runner_id, first, 2.0) == 0
+    assert store.get_run(mine["run_id"])["lease_expires_at"] == clock.now + store.lease_seconds  # type: ignore[index]
+    # The current one closing: this runner's leases end 2 s from now; the other runner's do not.
+    assert store.watch_closed(runner_id, first + 1, 2.0) == 1
+    assert store.get_run(mine["run_id"])["lease_expires_at"] == clock.now + 2.0  # type: ignore[index]
+    assert store.get_run(theirs["run_id"])["lease_expires_at"] == clock.now + store.lease_seconds  # type: ignore[index]
+    assert store.watch_closed(runner_id, first + 1, 5.0) == 0  # never later than it was
+    clock.now += 2.01
+    assert store.expire_leases() == [mine["run_id"]]
+    assert store.get_run(mine["run_id"])["status"] == "lost"  # type: ignore[index]
+
+
+def test_opening_a_watch_renews_live_leases_but_revives_no_lapsed_one(
+        store: Store, client_id: str, runner_id: str, clock: Clock) -> None:
+    deploy(store, client_id, sid="a", name="a")
+    run = store.claim(runner_id, ["us-east-1"], 5)
+    assert run
+    epoch = store.open_watch(runner_id)
+    store.watch_closed(runner_id, epoch, 2.0)  # the close was recorded first ...
+    clock.now += 1.0
+    store.open_watch(runner_id)  # ... then the runner came back: the shortened lease is renewed
+    assert store.get_run(run["run_id"])["lease_expires_at"] == clock.now + store.lease_seconds  # type: ignore[index]
+    epoch = store.open_watch(runner_id)
+    store.watch_closed(runner_id, epoch, 2.0)
+    clock.now += 2.5  # lapsed: the reaper has it, a late watch does not bring it back
+    store.open_watch(runner_id)
+    assert store.get_run(run["run_id"])["lease_expires_at"] < clock.now  # type: ignore[index]
+    assert store.expire_leases() == [run["run_id"]]
+    with pytest.raises(NotFound):
+        store.open_watch("runner_nope")
+
+
+def test_within_the_start_grace_only_leases_a_watch_close_cut_here_are_charged(
+        store: Store, client_id: str, runner_id: str, clock: Clock) -> None:
+    deploy(store, client_id, sid="a", name="a")
+    deploy(store, client_id, sid="b", name="b")
+    tid, _ = store.create_runner_token("other")
+    other = store.register_runner(tid, "r2", "us-east-1", 10, {})
+    mine = store.claim(runner_id, ["us-east-1"], 5)
+    theirs = store.claim(other, ["us-east-1"], 5)
+    assert mine and theirs
+    clock.now += store.lease_seconds * 3  # the coordinator was down: both leases lapsed meanwhile
+    restarted = Store(store.db, clock=clock, lease_seconds=store.lease_seconds)
+    restarted.begin_lease_grace()
+    epoch = restarted.open_watch(runner_id)  # my runner connects to the new coordinator ...
+    assert restarted.get_run(mine["run_id"])["lease_expires_at"] < clock.now  # type: ignore[index]
+    assert restarted.heartbeat(runner_id, [(mine["run_id"], mine["epoch"])]) == {mine["run_id"]: "continue"}
+    assert restarted.watch_closed(runner_id, epoch, 2.0) == 1  # ... and dies, within the grace
+    clock.now += 2.01
+    assert restarted.expire_leases() == [mine["run_id"]]  # charged: seen here, after the start
+    assert restarted.expire_leases() == []  # the other runner's lapsed lease still has its grace
+    clock.now += store.lease_seconds
+    assert restarted.expire_leases() == [theirs["run_id"]]

@@ -15,12 +15,12 @@ Every call is one attempt: the callers decide what to retry (log delivery:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from sequence.protocol import ExitReport, PollAnswer
+from sequence.protocol import WATCH_KEEPALIVE_S, ExitReport, PollAnswer
 
 
 class CoordinatorError(Exception):
@@ -113,6 +113,32 @@ class CoordinatorClient:
                              json={"runs": body}, timeout=timeout)
         out: dict[str, str] = r.json()["runs"]
         return out
+
+    async def watch(self, on_open: Callable[[int], None], on_down: Callable[[], None]) -> None:
+        """Hold the watch connection open until it ends (then raise, or return on a clean end).
+
+        ``on_open(epoch)`` runs once the coordinator sent the first line (it has renewed the
+        leases and counts this watch); ``on_down()`` runs the moment it is no longer held —
+        *before* this side closes it, so the runner's fencing clock starts no later than the
+        coordinator's. Silence for 10 keep-alives is a dead connection: closed here.
+        """
+        opened = False
+        try:
+            async with self._http.stream("GET", f"/v1/runners/{self.runner_id}/watch",
+                                         timeout=httpx.Timeout(10 * WATCH_KEEPALIVE_S, connect=5.0)) as r:
+                if r.status_code >= 400:
+                    await r.aread()
+                    _raise_for(r, "GET", "watch")
+                try:
+                    async for line in r.aiter_lines():
+                        if not opened and line.strip():
+                            on_open(int(line.split(":", 1)[1].strip(" }")))
+                            opened = True
+                finally:
+                    if opened:
+                        on_down()
+        except httpx.HTTPError as exc:
+            raise _unavailable("GET watch", exc) from exc
 
     async def artifact(self, run_id: str, epoch: int) -> tuple[bytes, str]:
         r = await self._call("GET", self._run_path(run_id, "artifact"), params={"epoch": epoch}, timeout=120.0)

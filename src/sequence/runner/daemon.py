@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sequence.protocol import ClaimSpec, ExitReport
+from sequence.protocol import WATCH_FENCE_S, ClaimSpec, ExitReport
 from sequence.runner.client import (
     CoordinatorClient,
     CoordinatorDown,
@@ -127,6 +127,9 @@ class RunnerDaemon:
         self.starting = 0  # runs claimed and not yet started (or failed to start)
         self._start_slot = asyncio.Event()  # set when a start ends
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Since when the watch connection is not held (monotonic; None: held, or never
+        # opened, or the coordinator is down). See _watch_loop.
+        self._watch_down_since: float | None = None
 
     # ------------------------------------------------------------------ main
     async def run(self, stop: asyncio.Event) -> None:
@@ -234,6 +237,7 @@ class RunnerDaemon:
         # Fencing does not wait for a heartbeat to fail: a renewal can hang for a third of
         # the lease, so the deadline is checked on its own, four times a second.
         fencer = asyncio.create_task(self._fence_ticker())
+        watcher = asyncio.create_task(self._watch_loop(client))
         try:
             next_at = time.monotonic() + self.heartbeat_s
             while not self._beat_stop.is_set():
@@ -244,10 +248,40 @@ class RunnerDaemon:
                 next_at = now + self.heartbeat_s
                 await self._beat(client)
         finally:
-            fencer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fencer
+            for task in (watcher, fencer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await client.aclose()
+
+    async def _watch_loop(self, client: CoordinatorClient) -> None:
+        """Hold the watch connection (on the heartbeat thread), and open a new one at once when
+        it ends. Its close is the coordinator's fast failover signal: it ends this runner's
+        leases WATCH_GRACE_S after; so a watch down for WATCH_FENCE_S without a new one open
+        kills this runner's runs first (:meth:`_fence`). "Connection refused" is not counted:
+        nothing is serving, so nothing can shorten a lease (as for heartbeats)."""
+        delay = 0.05
+
+        def opened(_epoch: int) -> None:
+            nonlocal delay
+            self._watch_down_since = None
+            delay = 0.05
+
+        def down() -> None:
+            self._watch_down_since = time.monotonic()
+
+        while not self._beat_stop.is_set():
+            try:
+                await client.watch(opened, down)
+            except CoordinatorDown:
+                self._watch_down_since = None
+            except CoordinatorError as exc:
+                log.warning("watch connection: %s", exc)
+            except Exception:  # keep watching (and fencing) whatever went wrong
+                log.exception("watch connection failed")
+            self._fence(time.monotonic())
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _fence_ticker(self) -> None:
         while True:
@@ -297,14 +331,24 @@ class RunnerDaemon:
                 self._loop.call_soon_threadsafe(fn, *args)
 
     def _fence(self, now: float) -> None:
-        """Self-fencing: kill runs whose lease may lapse before we can renew it."""
+        """Self-fencing: kill runs whose lease may lapse before we can renew it — the lease
+        itself, or the one a closed watch connection shortened (see :meth:`_watch_loop`)."""
+        down = self._watch_down_since
+        watch_lost = down is not None and now - down > WATCH_FENCE_S
         for r in self.runs.values():
-            if not r.stale and now - r.renewed_at > self.lease_s * FENCE_FRACTION:
+            if r.stale:
+                continue
+            if now - r.renewed_at > self.lease_s * FENCE_FRACTION:
                 log.error("cannot renew the lease of run %s for %.1fs: killing it (self-fencing)",
                           r.run_id, now - r.renewed_at)
-                r.stale = True
-                if r.handle is not None:
-                    r.handle.kill()
+            elif watch_lost:
+                log.error("the watch connection is down for %.1fs: killing run %s (self-fencing; the "
+                          "coordinator ends its lease soon)", now - down, r.run_id)  # type: ignore[operator]
+            else:
+                continue
+            r.stale = True
+            if r.handle is not None:
+                r.handle.kill()
 
     # ------------------------------------------------------------------ runs
     def _start(self, spec: ClaimSpec) -> None:

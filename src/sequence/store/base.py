@@ -33,6 +33,8 @@ class StoreBase:
         self._log_bytes_unchecked: dict[str, int] = {}
         # Until then no lease is charged: see RunsStore.begin_lease_grace.
         self.lease_grace_until = float("-inf")
+        # Runners whose watch closed during that grace (RunsStore.watch_closed): id -> until.
+        self._watch_cut: dict[str, float] = {}
 
     def notify(self, channel: str) -> None:
         """Tell every coordinator replica on this (PostgreSQL) database (:meth:`Database.notify`)."""

@@ -28,7 +28,7 @@ from sequence.lifecycle import (
 from sequence.store import tables as t
 from sequence.store.base import StoreBase
 from sequence.store.base import row as _row
-from sequence.store.errors import StaleWrite
+from sequence.store.errors import NotFound, StaleWrite
 from sequence.store.ids import new_uuid, short_code
 
 
@@ -110,6 +110,55 @@ class RunsStore(StoreBase):
     def touch_runner(self, runner_id: str) -> None:
         with self.db.write() as c:
             c.execute(t.runners.update().where(t.runners.c.runner_id == runner_id).values(last_seen_at=self.clock()))
+
+    # -- the watch connection: a faster signal than a lease ---------------------------------------
+    def open_watch(self, runner_id: str) -> int:
+        """The runner opened its watch connection: a new watch epoch, and its live leases renewed.
+
+        Both in one transaction, committed before the runner hears the watch is open (its
+        first byte). So a close of an older watch either sees the new epoch and changes
+        nothing, or came first and its shortened leases are renewed here — the runner,
+        which stops fencing on that first byte, is never left with a lease shorter than
+        it believes. A lease that already lapsed is not revived: the reaper has it.
+        """
+        now = self.clock()
+        r_ = t.runs
+        with self.db.write() as c:
+            row = c.execute(sa.select(t.runners.c.watch_epoch).where(t.runners.c.runner_id == runner_id)).first()
+            if row is None:
+                raise NotFound("runner")
+            epoch = int(row.watch_epoch) + 1
+            c.execute(t.runners.update().where(t.runners.c.runner_id == runner_id).values(
+                watch_epoch=epoch, last_seen_at=now))
+            c.execute(r_.update().where(r_.c.runner_id == runner_id, r_.c.active_guard.is_not(None),
+                                        r_.c.lease_expires_at >= now,
+                                        r_.c.lease_expires_at < now + self.lease_seconds)
+                      .values(lease_expires_at=now + self.lease_seconds))
+        return epoch
+
+    def watch_closed(self, runner_id: str, epoch: int, within: float) -> int:
+        """The runner's watch connection ``epoch`` closed: unless a newer one is open, its
+        runs' leases end ``within`` seconds from now (never later than they would have).
+
+        The runner kills its runs sooner than that when its watch closes and it cannot
+        open another (runner/daemon.py: ``WATCH_FENCE_S``); see docs/design.md. Returns
+        how many leases were shortened."""
+        now = self.clock()
+        until = now + within
+        r_ = t.runs
+        with self.db.write() as c:
+            current = c.execute(sa.select(t.runners.c.watch_epoch)
+                                .where(t.runners.c.runner_id == runner_id)).scalar()
+            if current != epoch:
+                return 0
+            res = c.execute(r_.update().where(r_.c.runner_id == runner_id, r_.c.active_guard.is_not(None),
+                                              r_.c.lease_expires_at > until).values(lease_expires_at=until))
+        n = int(res.rowcount or 0)
+        if n and now < self.lease_grace_until:
+            # Seen by this coordinator since it started: a fresh signal, not an outage's
+            # leftover — its reaper honours it even within the start grace (expire_leases).
+            self._watch_cut[runner_id] = until
+        return n
 
     # -- claims, heartbeats, starts --------------------------------------------------------------
     def claim(self, runner_id: str, regions: Sequence[str], free_slots: int, *,
@@ -280,10 +329,16 @@ class RunsStore(StoreBase):
     def expire_leases(self) -> list[str]:
         """Mark runs whose lease lapsed as lost, and fail/re-queue their strategies."""
         now = self.clock()
-        if now < self.lease_grace_until:
-            return []
-        lost: list[str] = []
         q = sa.select(t.runs).where(t.runs.c.active_guard.is_not(None), t.runs.c.lease_expires_at < now)
+        if now < self.lease_grace_until:
+            # The start grace: no lease is charged — except those a watch close seen here
+            # shortened (a runner that died after this coordinator started).
+            if not self._watch_cut:
+                return []
+            q = q.where(t.runs.c.runner_id.in_(list(self._watch_cut)))
+        elif self._watch_cut:
+            self._watch_cut.clear()
+        lost: list[str] = []
         if not self.db.is_sqlite:
             q = q.with_for_update(skip_locked=True)
         with self.db.write() as c:

@@ -144,6 +144,9 @@ runners = sa.Table(
     sa.Column("isolation", sa.JSON, nullable=False),
     sa.Column("registered_at", Ts, nullable=False),
     sa.Column("last_seen_at", Ts, nullable=False),
+    # Bumped each time the runner opens its watch connection: a close only shortens
+    # the leases if no newer watch was opened since (RunsStore.watch_closed).
+    sa.Column("watch_epoch", sa.Integer, nullable=False, server_default="0"),
 )
 
 runner_tokens = sa.Table(

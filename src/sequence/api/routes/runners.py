@@ -10,20 +10,23 @@ with 409 ``stale_run``. The wire shapes are :mod:`sequence.protocol`'s.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from sequence.api.auth import require_runner, require_runner_of
 from sequence.api.openapi import inline_schema
 from sequence.api.services import claims, layers, logs
 from sequence.api.state import core_of
-from sequence.protocol import INT64_MAX, MAX_LOG_BATCH, ExitReport
+from sequence.protocol import INT64_MAX, MAX_LOG_BATCH, WATCH_KEEPALIVE_S, ExitReport
 
 router = APIRouter(tags=["runners"], include_in_schema=True)
+log = logging.getLogger("sequence.coordinator")
 
 _ERRS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid runner token"},
@@ -123,6 +126,37 @@ async def heartbeat(runner_id: str, body: Heartbeat, request: Request,
     runs = [(r.run_id, r.epoch) for r in body.runs]
     return await asyncio.get_running_loop().run_in_executor(
         _LEASES, lambda: claims.heartbeat(core, runner_id, runs, usage))
+
+
+@router.get("/v1/runners/{runner_id}/watch", responses={
+    200: {"description": "a first line `{\"watch\": epoch}`, then a newline every "
+                         f"{WATCH_KEEPALIVE_S} s for as long as the runner holds it open",
+          "content": {"application/x-ndjson": {}}}, **_ERRS})
+async def watch(runner_id: str, request: Request, token_id: str = Depends(_lease_runner)) -> StreamingResponse:
+    """The runner's watch connection: held open for as long as the runner lives. A close is
+    the fast failover signal (see :data:`sequence.protocol.WATCH_GRACE_S`)."""
+    core = core_of(request.app)
+    loop = asyncio.get_running_loop()
+    epoch = await loop.run_in_executor(_LEASES, claims.open_watch, core, runner_id)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield b'{"watch": %d}\n' % epoch  # sent after open_watch committed: the runner may stop fencing
+            while not claims.stopping(core):  # a stopping coordinator ends its watches (and shortens nothing)
+                await asyncio.sleep(WATCH_KEEPALIVE_S)
+                yield b"\n"
+        finally:
+            # Not awaited: this runs while the response is being cancelled (the client left).
+            fut = loop.run_in_executor(_LEASES, claims.watch_closed, core, runner_id, epoch)
+            fut.add_done_callback(_log_failure)
+
+    return StreamingResponse(body(), media_type="application/x-ndjson",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def _log_failure(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("could not record a runner's closed watch: %s", fut.exception())
 
 
 @router.get("/v1/runners/{runner_id}/runs/{run_id}/artifact", responses={

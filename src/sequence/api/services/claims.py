@@ -13,6 +13,7 @@ refuses a stale one (409 ``stale_run``). See docs/runner-protocol.md.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -27,6 +28,8 @@ from sequence.api.services import layers
 from sequence.api.state import Core
 from sequence.secrets import SealingError, sealed_in, strategy_secrets_label
 from sequence.store.store import ExitReport
+
+log = logging.getLogger("sequence.coordinator")
 
 
 def runner_or_404(core: Core, runner_id: str, token_id: str) -> dict[str, Any]:
@@ -155,6 +158,28 @@ def heartbeat(core: Core, runner_id: str, runs: list[tuple[str, int]],
     if usage:
         _record_usage(core, actions, usage)
     return {"runs": actions, "lease_seconds": core.settings.lease_seconds}
+
+
+def open_watch(core: Core, runner_id: str) -> int:
+    """The runner opened its watch: its epoch (and its live leases renewed, :meth:`RunsStore.open_watch`)."""
+    return core.store.open_watch(runner_id)
+
+
+def stopping(core: Core) -> bool:
+    """This coordinator is stopping (:meth:`RunsStore.stop_charging_leases` was called)."""
+    return core.store.lease_grace_until == float("inf")
+
+
+def watch_closed(core: Core, runner_id: str, epoch: int) -> None:
+    """Watch ``epoch`` of the runner closed: its leases end :data:`~sequence.protocol.WATCH_GRACE_S`
+    from now, unless a newer watch is open — or this coordinator is the one stopping (its own
+    shutdown closes every watch: the runners did nothing)."""
+    if stopping(core):
+        return
+    n = core.store.watch_closed(runner_id, epoch, protocol.WATCH_GRACE_S)
+    if n:
+        log.warning("runner %s: its watch connection closed; %d lease(s) end in %.1f s unless it is back",
+                    runner_id, n, protocol.WATCH_GRACE_S)
 
 
 def _record_usage(core: Core, actions: dict[str, str], usage: Mapping[str, tuple[int | None, float | None]]) -> None:
