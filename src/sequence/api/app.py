@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,6 +37,7 @@ from sequence import __version__
 from sequence.algos.manager import AlgoManager
 from sequence.api import errors
 from sequence.api.auth import Authenticator
+from sequence.api.fastpath import CoordinatorApp, QuotesFastPath, request_id
 from sequence.api.notify import QUEUE, Notifier, strategy_topic
 from sequence.api.routes import (
     controls,
@@ -132,7 +132,7 @@ class RequestMiddleware:
             if k == b"x-request-id":
                 rid = v[:64]
                 break
-        rid = rid or uuid.uuid4().hex[:16].encode()
+        rid = rid or request_id()
         scope["sequence.request_id"] = rid.decode("latin-1")
         start = time.perf_counter()
         status = [500]
@@ -222,8 +222,8 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
                 await core.market.stop()
             await anyio.to_thread.run_sync(core.auth.stop)  # joins its threads (≤ 1 s)
 
-    app = FastAPI(title="Sequence", version=__version__, lifespan=lifespan,
-                  description="Hosted Python strategies and the market API they call.")
+    app = CoordinatorApp(title="Sequence", version=__version__, lifespan=lifespan,
+                         description="Hosted Python strategies and the market API they call.")
     app.state.core = core
     app.state.auth = core.auth
     app.state.metrics = metrics
@@ -264,6 +264,8 @@ def _attach_market(app: FastAPI, core: Core, service: MarketService) -> None:
     app.state.market = service  # the market routes read it (the standalone app has no core)
     app.state.hub = service.hub
     market.install_routes(app)  # ahead of the others: /v1/quotes is the hot path
+    if isinstance(app, CoordinatorApp):  # and its plain, authorised case before the framework
+        app.quotes_fast_path = QuotesFastPath(service, core.auth, app.state.metrics)
     core.trading = orders.build_engine(core, service)  # real orders route to the live venues
     app.include_router(trading.router)
     app.include_router(controls.router)  # /v1/risk, /v1/kill
