@@ -38,6 +38,9 @@ class LogColumns:
     partial: list[int]  # indexes of lines that are parts of a longer line
 
 
+_LOG_COLUMNS = "run_id, seq, strategy_id, ts, stream, line, partial"
+
+
 class LogsStore(StoreBase):
     def _log_run(self, c: Connection, run_id: str, epoch: int, runner_id: str) -> Any:
         """The run a log batch is for: it must be this runner's, at this epoch — but it
@@ -73,10 +76,15 @@ class LogsStore(StoreBase):
             # executemany are several times faster than Core's per-row dicts.
             rows = zip(repeat(run_id), range(nxt, nxt + n - skip), repeat(r.strategy_id),
                        cols.ts[skip:], cols.streams[skip:], cols.lines[skip:], flags, strict=False)
-            mark = "?" if self.db.is_sqlite else "%s"
-            c.exec_driver_sql(
-                "INSERT INTO hosted_strategy_logs (run_id, seq, strategy_id, ts, stream, line, partial) "
-                f"VALUES ({', '.join([mark] * 7)})", list(rows))
+            if self.db.is_sqlite:
+                c.exec_driver_sql(
+                    f"INSERT INTO hosted_strategy_logs ({_LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", list(rows))
+            else:
+                # PostgreSQL's bulk ingest: COPY, in this transaction (the run row is locked above).
+                raw: Any = c.connection.driver_connection
+                with raw.cursor() as cur, cur.copy(f"COPY hosted_strategy_logs ({_LOG_COLUMNS}) FROM STDIN") as cp:
+                    for row in rows:
+                        cp.write_row(row)
             stored = n - skip
             # sum(map(len)) runs in C: the byte count costs no per-line Python work.
             nbytes = sum(map(len, cols.lines[skip:] if skip else cols.lines)) + LOG_LINE_OVERHEAD * stored
