@@ -17,7 +17,6 @@ from sqlalchemy.exc import DBAPIError
 
 from sequence.store import tables as t
 from sequence.store.base import StoreBase
-from sequence.store.base import row as _row
 from sequence.store.errors import Conflict, StaleWrite
 
 log = logging.getLogger("sequence.store")
@@ -39,6 +38,7 @@ class LogColumns:
 
 
 _LOG_COLUMNS = "run_id, seq, strategy_id, ts, stream, line, partial"
+_READ_KEYS = ("seq", "ts", "stream", "line", "partial")
 
 
 class LogsStore(StoreBase):
@@ -161,9 +161,10 @@ class LogsStore(StoreBase):
     def read_logs(self, run_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
         lg = t.hosted_strategy_logs
         with self.db.read() as c:
-            return [_row(r) for r in c.execute(
-                sa.select(lg.c.seq, lg.c.ts, lg.c.stream, lg.c.line, lg.c.partial)
-                .where(lg.c.run_id == run_id, lg.c.seq > after_seq).order_by(lg.c.seq).limit(limit))]
+            rows = c.execute(sa.select(lg.c.seq, lg.c.ts, lg.c.stream, lg.c.line, lg.c.partial)
+                             .where(lg.c.run_id == run_id, lg.c.seq > after_seq).order_by(lg.c.seq).limit(limit))
+            # Zipped with the names, not Row._mapping: a page is up to 10,000 lines.
+            return [dict(zip(_READ_KEYS, r, strict=True)) for r in rows]
 
 
 __all__ = ["LOG_LINE_OVERHEAD", "LogColumns", "LogsStore"]

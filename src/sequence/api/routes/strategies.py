@@ -299,5 +299,6 @@ async def strategy_logs(
     core = core_of(request.app)
     sid, run = await logs.strategy_and_run(core, p, strategy_id, run_id)
     if not bool_param("follow", follow):
-        return await logs.page(core, sid, run, after_seq, limit)
+        # JSONResponse: the lines are plain JSON already (FastAPI's encoder walks each one).
+        return JSONResponse(await logs.page(core, sid, run, after_seq, limit))
     return StreamingResponse(logs.follow(core, sid, run_id, after_seq), media_type="application/x-ndjson")
