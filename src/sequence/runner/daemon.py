@@ -71,6 +71,10 @@ DEFAULT_MAX_STARTING = 8
 # well before the coordinator expires it and lets another runner claim it.
 FENCE_FRACTION = 0.6
 POLL_WAIT_S = 20.0
+# Each heartbeat carries the memory and CPU of at most this many runs, in turn: three
+# cgroup files per run every beat cost a 1,000-strategy runner several % of a core, and
+# the dashboard's figures need not be fresher than every few beats on such a runner.
+USAGE_PER_BEAT = 100
 LOG_FLUSH_TIMEOUT_S = 30.0
 
 
@@ -130,6 +134,7 @@ class RunnerDaemon:
         # Since when the watch connection is not held (monotonic; None: held, or never
         # opened, or the coordinator is down). See _watch_loop.
         self._watch_down_since: float | None = None
+        self._usage_cursor = 0  # the next run whose usage a heartbeat reports (see USAGE_PER_BEAT)
 
     # ------------------------------------------------------------------ main
     async def run(self, stop: asyncio.Event) -> None:
@@ -246,7 +251,10 @@ class RunnerDaemon:
                     await asyncio.sleep(min(0.25, next_at - now))
                     continue
                 next_at = now + self.heartbeat_s
-                await self._beat(client)
+                try:
+                    await self._beat(client)
+                except Exception:  # a bug must not end lease renewal (every run would be lost)
+                    log.exception("heartbeat failed")
         finally:
             for task in (watcher, fencer):
                 task.cancel()
@@ -279,14 +287,18 @@ class RunnerDaemon:
                 log.warning("watch connection: %s", exc)
             except Exception:  # keep watching (and fencing) whatever went wrong
                 log.exception("watch connection failed")
-            self._fence(time.monotonic())
+            with contextlib.suppress(Exception):  # the ticker logs it
+                self._fence(time.monotonic())
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
     async def _fence_ticker(self) -> None:
         while True:
             await asyncio.sleep(0.25)
-            self._fence(time.monotonic())
+            try:
+                self._fence(time.monotonic())
+            except Exception:  # fencing must go on
+                log.exception("fencing check failed")
 
     async def _beat(self, client: CoordinatorClient) -> None:
         """One renewal (on the heartbeat thread): only thread-safe moves here — attribute
@@ -299,7 +311,7 @@ class RunnerDaemon:
             # A busy coordinator that answers late still renews (from sent_at); only what
             # cannot be answered within a third of the lease counts as a failure.
             actions = await client.heartbeat([(r.run_id, r.epoch) for r in runs],
-                                             timeout=max(1.0, self.lease_s / 3), usage=_usage(runs))
+                                             timeout=max(1.0, self.lease_s / 3), usage=_usage(self._usage_turn(runs)))
         except CoordinatorDown as exc:
             # Nothing serves the coordinator: nobody can expire these leases, and
             # when it is back it grants them one more lease period. Not charged.
@@ -325,6 +337,14 @@ class RunnerDaemon:
                     r.handle.kill()
         self._fence(time.monotonic())
 
+    def _usage_turn(self, runs: list[ActiveRun]) -> list[ActiveRun]:
+        """The runs whose usage this beat reports: all of them up to USAGE_PER_BEAT, else the next slice."""
+        if len(runs) <= USAGE_PER_BEAT:
+            return runs
+        start = self._usage_cursor % len(runs)
+        self._usage_cursor = start + USAGE_PER_BEAT
+        return (runs[start:] + runs[:start])[:USAGE_PER_BEAT]
+
     def _on_main(self, fn: Any, *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):
@@ -335,7 +355,9 @@ class RunnerDaemon:
         itself, or the one a closed watch connection shortened (see :meth:`_watch_loop`)."""
         down = self._watch_down_since
         watch_lost = down is not None and now - down > WATCH_FENCE_S
-        for r in self.runs.values():
+        # A snapshot: this runs on the heartbeat thread while the main loop adds and drops runs
+        # (iterating the dict itself raised "changed size during iteration" with 1,000 runs).
+        for r in list(self.runs.values()):
             if r.stale:
                 continue
             if now - r.renewed_at > self.lease_s * FENCE_FRACTION:
