@@ -79,3 +79,48 @@ def test_a_runner_whose_heartbeats_hang_kills_its_runs_before_the_lease_can_laps
     assert after >= daemon.lease_s * FENCE_FRACTION
     assert after < daemon.lease_s * FENCE_FRACTION + 1.0, \
         f"fenced {after:.2f} s after the last renewal; the deadline was {daemon.lease_s * FENCE_FRACTION:.1f} s"
+
+
+class FlakyClient(HangingClient):
+    """Answers heartbeats at once, the first one with a bug (an exception no client raises)."""
+
+    async def heartbeat(self, runs: Any, timeout: float = 5.0, usage: Any = None) -> dict[str, str]:
+        self.calls += 1
+        if self.calls == 1:
+            raise ValueError("a bug in a beat")
+        return {run_id: "continue" for run_id, _ in runs}
+
+
+def test_lease_renewal_outlives_a_bug_in_a_beat_and_runs_changing_under_it() -> None:
+    # Before: one exception ended the heartbeat thread for good (and, with 1,000 runs, the
+    # main loop changing the runs dict while the fence check iterated it raised one): no
+    # run was renewed again and every lease was lost.
+    client = FlakyClient()
+    daemon = RunnerDaemon(client, sandbox=object(), name="t", region="r", capacity=10_000)  # type: ignore[arg-type]
+    daemon.lease_s, daemon.heartbeat_s = 9.0, 0.1
+    stop = threading.Event()
+
+    def churn() -> None:  # runs come and go on another thread, as the main loop does
+        i = 0
+        while not stop.is_set():
+            i += 1
+            daemon.runs[f"run-{i}"] = ActiveRun(run_id=f"run-{i}", epoch=1, strategy_id="s", name="s",
+                                                stop_timeout_s=1.0, renewed_at=time.monotonic())
+            if len(daemon.runs) > 500:
+                daemon.runs.pop(next(iter(daemon.runs)), None)
+
+    churner = threading.Thread(target=churn, daemon=True)
+    beat = threading.Thread(target=daemon._heartbeat_thread, daemon=True)
+    churner.start()
+    beat.start()
+    try:
+        deadline = time.monotonic() + 20
+        while client.calls < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.calls >= 5, "lease renewal stopped after a failed beat"
+        assert beat.is_alive()
+    finally:
+        stop.set()
+        daemon._beat_stop.set()
+        beat.join(timeout=10)
+        churner.join(timeout=5)
