@@ -38,7 +38,7 @@ docs: venv
 	$(PY) scripts/gen_cli_docs.py
 
 bench: venv
-	for b in bench/*.py; do $(PY) $$b || exit 1; done
+	$(PY) bench/_all.py
 
 clean:
 	rm -rf $(VENV) .sequence .mypy_cache .ruff_cache .pytest_cache

@@ -89,6 +89,16 @@ class Partition:
         self.cut()
 
 
+def _running_with_a_spare_runner(platform: Any, srv: Any, c: Any, name: str) -> tuple[str, dict[str, Any]]:
+    """Deploy MAIN, wait until it prints, then start a second runner: (strategy id, its run)."""
+    sid = deploy(c, name, MAIN)["strategy_id"]
+    wait_for(lambda: strategy(c, sid)["status"] == "running" and len(all_lines(c, sid)) > 3, what="running")
+    first = strategy(c, sid)["current_run"]
+    platform.runner(srv, "r2")
+    wait_for(lambda: len(srv.core.store.list_runners()) == 2, what="the second runner")
+    return sid, first
+
+
 def _moved(c: Any, sid: str, first: dict[str, Any]) -> dict[str, Any]:
     return wait_for(lambda: (s := strategy(c, sid))["current_run"] and s["status"] == "running"
                     and s["current_run"]["run_id"] != first["run_id"] and s,
@@ -108,11 +118,7 @@ def test_a_sigkilled_runner_is_replaced_when_its_watch_closes_not_when_its_lease
     srv = platform(lease_seconds=LEASE, heartbeat_seconds=1.0)
     r1 = platform.runner(srv, "r1")
     with srv.client() as c:
-        sid = deploy(c, "watched", MAIN)["strategy_id"]
-        wait_for(lambda: strategy(c, sid)["status"] == "running" and len(all_lines(c, sid)) > 3, what="running")
-        first = strategy(c, sid)["current_run"]
-        platform.runner(srv, "r2")
-        wait_for(lambda: len(srv.core.store.list_runners()) == 2, what="the second runner")
+        sid, first = _running_with_a_spare_runner(platform, srv, c, "watched")
         t_kill = time.time()
         r1.kill(signal.SIGKILL)
         st = _moved(c, sid, first)
@@ -135,11 +141,7 @@ def test_a_runner_cut_off_kills_its_runs_before_the_coordinator_moves_them(platf
     r1 = Runner(Via(), tmp_path / "r1")  # type: ignore[arg-type]
     try:
         with srv.client() as c:
-            sid = deploy(c, "partitioned", MAIN)["strategy_id"]
-            wait_for(lambda: strategy(c, sid)["status"] == "running" and len(all_lines(c, sid)) > 3, what="running")
-            first = strategy(c, sid)["current_run"]
-            platform.runner(srv, "r2")
-            wait_for(lambda: len(srv.core.store.list_runners()) == 2, what="the second runner")
+            sid, first = _running_with_a_spare_runner(platform, srv, c, "partitioned")
             relay.cut()  # r1 lives on, but can no longer reach the coordinator
             st = _moved(c, sid, first)
             assert st["current_run"]["runner_id"] != first["runner_id"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -176,8 +177,8 @@ def test_runs_page_newest_first_by_epoch(store: Store, client_id: str, runner_id
     assert [r["epoch"] for r in store.list_runs(client_id, "sid-1", 2, before_epoch=epochs[1])] == [epochs[0]]
 
 
-def test_a_closed_watch_shortens_its_runners_leases_unless_a_newer_one_is_open(
-        store: Store, client_id: str, runner_id: str, clock: Clock) -> None:
+def _a_run_each(store: Store, client_id: str, runner_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two strategies, one claimed by ``runner_id`` and one by another runner."""
     deploy(store, client_id, sid="a", name="a")
     deploy(store, client_id, sid="b", name="b")
     tid, _ = store.create_runner_token("other")
@@ -185,6 +186,12 @@ def test_a_closed_watch_shortens_its_runners_leases_unless_a_newer_one_is_open(
     mine = store.claim(runner_id, ["us-east-1"], 5)
     theirs = store.claim(other, ["us-east-1"], 5)
     assert mine and theirs
+    return mine, theirs
+
+
+def test_a_closed_watch_shortens_its_runners_leases_unless_a_newer_one_is_open(
+        store: Store, client_id: str, runner_id: str, clock: Clock) -> None:
+    mine, theirs = _a_run_each(store, client_id, runner_id)
     first = store.open_watch(runner_id)
     assert store.open_watch(runner_id) == first + 1  # each open is a new epoch
     # An older watch closing changes nothing: a newer one is open.
@@ -222,13 +229,7 @@ def test_opening_a_watch_renews_live_leases_but_revives_no_lapsed_one(
 
 def test_within_the_start_grace_only_leases_a_watch_close_cut_here_are_charged(
         store: Store, client_id: str, runner_id: str, clock: Clock) -> None:
-    deploy(store, client_id, sid="a", name="a")
-    deploy(store, client_id, sid="b", name="b")
-    tid, _ = store.create_runner_token("other")
-    other = store.register_runner(tid, "r2", "us-east-1", 10, {})
-    mine = store.claim(runner_id, ["us-east-1"], 5)
-    theirs = store.claim(other, ["us-east-1"], 5)
-    assert mine and theirs
+    mine, theirs = _a_run_each(store, client_id, runner_id)
     clock.now += store.lease_seconds * 3  # the coordinator was down: both leases lapsed meanwhile
     restarted = Store(store.db, clock=clock, lease_seconds=store.lease_seconds)
     restarted.begin_lease_grace()
