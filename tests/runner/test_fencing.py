@@ -124,3 +124,21 @@ def test_lease_renewal_outlives_a_bug_in_a_beat_and_runs_changing_under_it() -> 
         daemon._beat_stop.set()
         beat.join(timeout=10)
         churner.join(timeout=5)
+
+
+def test_if_lease_renewal_ends_unexpectedly_every_run_is_killed() -> None:
+    daemon = RunnerDaemon(HangingClient(), sandbox=object(), name="t", region="r", capacity=1)  # type: ignore[arg-type]
+    handle = Handle()
+    run = ActiveRun(run_id="run-1", epoch=1, strategy_id="s", name="s", stop_timeout_s=1.0,
+                    renewed_at=time.monotonic(), handle=handle)  # type: ignore[arg-type]
+    daemon.runs[run.run_id] = run
+
+    async def broken() -> None:
+        raise RuntimeError("the renewal loop itself failed")
+
+    daemon._heartbeat_loop = broken  # type: ignore[method-assign]
+    try:
+        daemon._heartbeat_thread()
+    except RuntimeError:
+        pass
+    assert handle.killed_at is not None and run.stale  # nothing renews any more: fenced at once

@@ -235,7 +235,17 @@ class RunnerDaemon:
 
     def _heartbeat_thread(self) -> None:
         """Lease renewal on its own thread and event loop (see the module docstring)."""
-        asyncio.run(self._heartbeat_loop())
+        try:
+            asyncio.run(self._heartbeat_loop())
+        finally:
+            if not self._beat_stop.is_set():
+                # Nothing renews or fences any more: fail safe, as if every lease were lost.
+                log.critical("lease renewal ended unexpectedly: killing every run (self-fencing)")
+                for r in list(self.runs.values()):
+                    r.stale = True
+                    if r.handle is not None:
+                        with contextlib.suppress(Exception):
+                            r.handle.kill()
 
     async def _heartbeat_loop(self) -> None:
         client = self.client.clone()
