@@ -265,7 +265,8 @@ def _attach_market(app: FastAPI, core: Core, service: MarketService) -> None:
     app.state.hub = service.hub
     market.install_routes(app)  # ahead of the others: /v1/quotes is the hot path
     if isinstance(app, CoordinatorApp):  # and its plain, authorised case before the framework
-        app.quotes_fast_path = QuotesFastPath(service, core.auth, app.state.metrics)
+        metrics = app.state.metrics
+        app.quotes_fast_path = QuotesFastPath(service, core.auth, metrics.requests, metrics.latency)
     core.trading = orders.build_engine(core, service)  # real orders route to the live venues
     app.include_router(trading.router)
     app.include_router(controls.router)  # /v1/risk, /v1/kill
