@@ -52,3 +52,32 @@ def test_a_revoked_runner_token_writes_nothing(server: LiveServer) -> None:
         assert server.core.store.read_logs(spec["run_id"], 0, 10) == []
     finally:
         a.close()
+
+
+def test_a_runner_token_cannot_open_or_close_another_runners_watch(server: LiveServer) -> None:
+    """The watch is the fast failover signal: a close ends the runner's leases 2 s later. Another
+    runner's token (or a client key, or none) must not open one in its name — which would renew
+    its leases and take its watch epoch, so its real watch's close would shorten nothing — nor
+    close one."""
+    with server.client() as c:
+        c.post("/v1/strategies", json=create_body(name="victim", start=True))
+    a, b = FakeRunner(server, "a"), FakeRunner(server, "b")
+    try:
+        spec = a.claim_one()
+        before = server.core.store.get_runner(a.runner_id)["watch_epoch"]  # type: ignore[index]
+        lease = server.core.store.get_run(spec["run_id"])["lease_expires_at"]  # type: ignore[index]
+        path = f"/v1/runners/{a.runner_id}/watch"
+        assert b.http.get(path).status_code == 404  # B's token, A's id
+        with server.client() as client_key:
+            assert client_key.get(path).status_code == 401  # a client key is no runner token
+        with server.client("") as none:
+            assert none.get(path).status_code == 401
+        assert server.core.store.get_runner(a.runner_id)["watch_epoch"] == before  # type: ignore[index]
+        assert server.core.store.get_run(spec["run_id"])["lease_expires_at"] == lease  # type: ignore[index]
+        # A's own token opens it: the first line names the new epoch.
+        with a.http.stream("GET", path) as r:
+            assert r.status_code == 200
+            assert next(r.iter_lines()) == f'{{"watch": {before + 1}}}'
+    finally:
+        a.close()
+        b.close()
