@@ -15,6 +15,7 @@ Every call is one attempt: the callers decide what to retry (log delivery:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -132,7 +133,7 @@ class CoordinatorClient:
                 try:
                     async for line in r.aiter_lines():
                         if not opened and line.strip():
-                            on_open(int(line.split(":", 1)[1].strip(" }")))
+                            on_open(int(json.loads(line)["watch"]))
                             opened = True
                 finally:
                     if opened:
