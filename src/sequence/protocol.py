@@ -44,6 +44,11 @@ _CODE_STREAM = {c: s for s, c in STREAM_CODE.items()}
 _BATCH_FIELDS = frozenset({"epoch", "first_seq", "ts", "streams", "lines", "partial"})
 
 
+#: Artifacts up to this size ride in the claim spec (``artifact_base64``); bigger ones are
+#: fetched. A poll answers at most the runner's start slots, so an answer stays small.
+INLINE_ARTIFACT_MAX = 256 * 1024
+
+
 class ClaimSpec(TypedDict):
     """A claimed run: everything the runner needs to start it."""
 
@@ -67,6 +72,9 @@ class ClaimSpec(TypedDict):
     api_url: str
     artifact_sha256: str
     artifact_size: int
+    # The artifact itself when it is at most INLINE_ARTIFACT_MAX bytes (one round trip fewer on
+    # the deploy path); absent or null: fetch it from .../artifact. The runner checks its hash either way.
+    artifact_base64: NotRequired[str | None]
     # The dependency layer: {layer_id, target, size_bytes, wheels: [{filename, sha256, size}]}, or None.
     layer: dict[str, Any] | None
 

@@ -74,3 +74,33 @@ def test_stale_epoch_is_rejected_on_every_write(claimed: dict[str, Any]) -> None
     assert _logs(claimed, {"epoch": stale, "first_seq": 1, "ts": [], "streams": "", "lines": []}).status_code == 409
     beat = h.post(f"/v1/runners/{rid}/heartbeat", json={"runs": [{"run_id": spec["run_id"], "epoch": stale}]}).json()
     assert beat["runs"] == {spec["run_id"]: "kill"}
+
+
+def test_a_small_artifact_rides_in_the_claim_and_a_big_one_is_fetched(server: LiveServer) -> None:
+    """The claim spec carries artifacts up to INLINE_ARTIFACT_MAX bytes (the runner starts them
+    without a round trip); a bigger one is left out and fetched, byte for byte the same."""
+    import base64
+    import os
+
+    from sequence.protocol import INLINE_ARTIFACT_MAX
+
+    _tid, token = server.core.store.create_runner_token("t")
+    h = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    rid = h.post("/v1/runners/register", json={"name": "t", "region": "us-east-1", "capacity": 4}).json()["runner_id"]
+    big = os.urandom(INLINE_ARTIFACT_MAX + 4096)  # random bytes: the gzip stays bigger than the limit
+    with server.client() as c:
+        for name, files in (("small", {"main.py": "print('hi')\n"}), ("big", {"main.py": "pass\n", "blob": big})):
+            assert c.post("/v1/strategies", json=create_body(name=name, files=files, start=True)).status_code == 201
+    claims: dict[str, Any] = {}
+    while len(claims) < 2:
+        for spec in h.post(f"/v1/runners/{rid}/poll", json={"free_slots": 4, "wait_s": 5}).json()["claims"]:
+            claims[spec["name"]] = spec
+    for name, spec in claims.items():
+        fetched = h.get(f"/v1/runners/{rid}/runs/{spec['run_id']}/artifact", params={"epoch": spec["epoch"]})
+        assert fetched.status_code == 200 and len(fetched.content) == spec["artifact_size"]
+        if name == "small":
+            assert spec["artifact_size"] <= INLINE_ARTIFACT_MAX
+            assert base64.b64decode(spec["artifact_base64"]) == fetched.content
+        else:
+            assert spec["artifact_size"] > INLINE_ARTIFACT_MAX and spec["artifact_base64"] is None
+    h.close()

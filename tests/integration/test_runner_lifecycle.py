@@ -259,3 +259,26 @@ def test_logs_channel_streams_a_strategys_lines_to_its_client_only(platform: Any
         raise AssertionError("another client subscribed to someone else's logs")
     except SequenceError as exc:
         assert sid in str(exc) or "not_found" in str(exc) or "no strategy" in str(exc)
+
+
+def test_a_big_artifact_is_fetched_and_a_small_one_starts_from_the_claim(platform: Any) -> None:
+    """Both ways a runner gets the bundle end in the same files: a small one rides in the claim
+    (INLINE_ARTIFACT_MAX), a bigger one is fetched from .../artifact; each run reads its own blob."""
+    from sequence.protocol import INLINE_ARTIFACT_MAX
+    from tests.helpers import create_body
+
+    srv = platform()
+    platform.runner(srv)
+    main = ("import hashlib\n"
+            "print('blob', hashlib.sha256(open('blob', 'rb').read()).hexdigest(), flush=True)\n")
+    blobs = {"small": b"x" * 1000, "big": os.urandom(INLINE_ARTIFACT_MAX + 4096)}
+    with srv.client() as c:
+        ids = {}
+        for name, blob in blobs.items():
+            r = c.post("/v1/strategies", json=create_body(name=name, files={"main.py": main, "blob": blob}, start=True))
+            assert r.status_code == 201, r.text
+            ids[name] = r.json()["strategy_id"]
+        for name, sid in ids.items():
+            _ended(c, sid)
+            lines = [x["line"] for x in all_lines(c, sid)]
+            assert f"blob {hashlib.sha256(blobs[name]).hexdigest()}" in lines, (name, lines)

@@ -615,9 +615,12 @@ async def launch(
         os.close(fd)
     try:
         if cgroup is not None:
-            cgroup.attach(popen.pid)
+            # Moving a process into a new cgroup waits for an RCU grace period (~10 ms on
+            # cgroup v1 after a quiet spell): off the loop, so heartbeats and the other runs'
+            # logs go on meanwhile. The gate holds the child until "go".
+            await asyncio.to_thread(cgroup.attach, popen.pid)
         os.write(gate_w, b"go\n")
-    except (OSError, SandboxError) as exc:
+    except BaseException as exc:  # cancelled too: the child must not outlive its start
         with contextlib.suppress(OSError):
             os.kill(popen.pid, signal.SIGKILL)
         for fd in parent_side:
@@ -626,7 +629,7 @@ async def launch(
         popen.wait()
         if network is not None:
             network[1].close()
-        if isinstance(exc, SandboxError):
+        if isinstance(exc, SandboxError) or not isinstance(exc, OSError):
             raise
         raise SandboxError(f"could not confine the strategy before start: {exc}") from exc
     finally:

@@ -13,6 +13,7 @@ import json
 import math
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -88,10 +89,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _waiting_reason(core: Core, row: dict[str, Any]) -> str | None:
+def _live_runners(core: Core) -> list[dict[str, Any]]:
+    return core.store.list_runners(seen_within=core.settings.lease_seconds * 2)
+
+
+def _waiting_reason(core: Core, row: dict[str, Any], runners: list[dict[str, Any]] | None = None) -> str | None:
     if row["status"] != "queued":
         return None
-    live = core.store.list_runners(seen_within=core.settings.lease_seconds * 2)
+    live = runners if runners is not None else _live_runners(core)
     region = row["region"]
     fit = [r for r in live if region is None or region in r["region"].split(",")]
     if not live:
@@ -117,7 +122,7 @@ def _isolation(core: Core, row: dict[str, Any], runners: list[dict[str, Any]] | 
         one = core.store.get_runner(cur["runner_id"])
         candidates = [one] if one else []
     else:
-        live = runners if runners is not None else core.store.list_runners(seen_within=core.settings.lease_seconds * 2)
+        live = runners if runners is not None else _live_runners(core)
         region = row["region"]
         candidates = [r for r in live if region is None or region in r["region"].split(",")]
     levels = [(r, (r.get("isolation") or {}).get("level")) for r in candidates]
@@ -141,7 +146,10 @@ def render(core: Core, row: dict[str, Any], runners: list[dict[str, Any]] | None
            layer_memo: dict[str, Any] | None = None) -> dict[str, Any]:
     """A strategy as the API shows it. *runners* and *layer_memo* (layer id → its description)
     are shared by the rows of one list, so a page reads each layer once, not once per row."""
-    out = present.strategy(row, waiting_reason=_waiting_reason(core, row))
+    cur = row.get("current_run")
+    if runners is None and (row["status"] == "queued" or not (cur and cur.get("runner_id"))):
+        runners = _live_runners(core)  # read once for both questions below
+    out = present.strategy(row, waiting_reason=_waiting_reason(core, row, runners))
     lid = row.get("layer_id")
     memo = {} if layer_memo is None else layer_memo
     if lid and lid not in memo:
@@ -189,7 +197,9 @@ async def create_strategy(request: Request, p: Principal = Depends(require_princ
     if len(artifact) > limit:
         raise too_large(f"artifact is {len(artifact)} bytes; the limit is {core.settings.max_artifact_mb} MiB")
     row, created = await deploy.deploy(core, p, spec, artifact, bearer(request.headers.get("authorization")) or "")
-    return JSONResponse(render(core, row), status_code=201 if created else 200)
+    # Rendered off the loop: the runner woken by the deploy claims on the loop meanwhile.
+    body = await anyio.to_thread.run_sync(render, core, row)
+    return JSONResponse(body, status_code=201 if created else 200)
 
 
 async def _read_multipart(request: Request, limit: int) -> tuple[CreateSpec, bytes]:

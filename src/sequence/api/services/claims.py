@@ -13,6 +13,7 @@ refuses a stale one (409 ``stale_run``). See docs/runner-protocol.md.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -76,8 +77,17 @@ def claim_spec(core: Core, row: dict[str, Any]) -> protocol.ClaimSpec:
         "api_url": core.settings.api_url,
         "artifact_sha256": row["artifact_sha256"],
         "artifact_size": row["artifact_size"],
+        "artifact_base64": _inline_artifact(core, row),
         "layer": layers.claim_layer(core, row.get("layer_id")),
     }
+
+
+def _inline_artifact(core: Core, row: dict[str, Any]) -> str | None:
+    """A small artifact, for the claim spec itself: the runner starts without fetching it."""
+    if not row.get("artifact_id") or (row.get("artifact_size") or 0) > protocol.INLINE_ARTIFACT_MAX:
+        return None
+    got = core.store.artifact(row["artifact_id"])
+    return base64.b64encode(got[1]).decode("ascii") if got is not None else None
 
 
 def claim_once(core: Core, runner: dict[str, Any], free: int) -> protocol.ClaimSpec | None:
@@ -106,6 +116,19 @@ def claim_once(core: Core, runner: dict[str, Any], free: int) -> protocol.ClaimS
     return None
 
 
+def _claims_and_stops(core: Core, runner: dict[str, Any], free: int,
+                      stopping: list[str]) -> tuple[list[protocol.ClaimSpec], list[str]]:
+    """Up to *free* claims, then the runner's runs to stop."""
+    claims: list[protocol.ClaimSpec] = []
+    while free > 0:
+        spec = claim_once(core, runner, free)
+        if spec is None:
+            break
+        claims.append(spec)
+        free -= 1
+    return claims, core.store.pending_stops(runner["runner_id"], stopping)
+
+
 async def poll(core: Core, runner_id: str, token_id: str, free_slots: int, stopping: list[str], wait_s: float,
                disconnected: Callable[[], Awaitable[bool]]) -> protocol.PollAnswer:
     """Long-poll: ``{"claims": [...], "stop": [...]}`` as soon as there is a run to start
@@ -116,16 +139,10 @@ async def poll(core: Core, runner_id: str, token_id: str, free_slots: int, stopp
         q_ev = core.notifier.waiter(QUEUE)
         r_ev = core.notifier.waiter(runner_topic(runner_id))
         try:
-            claims: list[protocol.ClaimSpec] = []
-            free = free_slots
-            while free > 0:
-                spec = await anyio.to_thread.run_sync(claim_once, core, runner, free)
-                if spec is None:
-                    break
-                claims.append(spec)
-                free -= 1
+            # One thread hop for the whole decision: each hop is a turn of a busy loop on the deploy path.
+            claims, stops = await anyio.to_thread.run_sync(_claims_and_stops, core, runner, free_slots, stopping)
+            for spec in claims:
                 core.notifier.notify(strategy_topic(spec["strategy_id"]))
-            stops = await anyio.to_thread.run_sync(core.store.pending_stops, runner_id, stopping)
             if not claims and not stops:
                 await anyio.to_thread.run_sync(core.store.touch_runner, runner_id)
             if claims or stops or time.monotonic() >= deadline:
