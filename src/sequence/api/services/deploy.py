@@ -157,9 +157,13 @@ async def deploy(core: Core, p: Principal, spec: CreateSpec, artifact: bytes,
     """
     sha = _check_spec(core, spec, artifact)
     cap = core.settings.max_unpacked_bytes
+
+    def inspect_and_find() -> str | None:  # one thread hop (the deploy → first line path counts them)
+        bundle.inspect_archive(artifact, spec.entrypoint, max_unpacked=cap)
+        return core.store.find_strategy_id(p.client_id, spec.name)
+
     try:
-        await anyio.to_thread.run_sync(
-            lambda: bundle.inspect_archive(artifact, spec.entrypoint, max_unpacked=cap))
+        existing = await anyio.to_thread.run_sync(inspect_and_find)
     except bundle.ArchiveTooLarge as exc:
         raise too_large(f"{exc} (SEQUENCE_MAX_UNPACKED_MB={core.settings.max_unpacked_mb})",
                         field="artifact", limit_mb=core.settings.max_unpacked_mb) from None
@@ -180,7 +184,6 @@ async def deploy(core: Core, p: Principal, spec: CreateSpec, artifact: bytes,
     if spec.layer_id is not None:
         await anyio.to_thread.run_sync(layers.for_deploy, core, p, spec.layer_id)
 
-    existing = await anyio.to_thread.run_sync(core.store.find_strategy_id, p.client_id, spec.name)
     sid = existing or new_uuid()
     fields: dict[str, Any] = {
         "name": spec.name,

@@ -85,15 +85,18 @@ async def ingest(core: Core, runner_id: str, run_id: str, raw: bytes) -> int:
     of a run that ended or was re-queued are history, kept.
     """
     epoch, cols = parse(raw)
-    nxt = await anyio.to_thread.run_sync(core.store.append_log_columns, run_id, epoch, runner_id, cols)
+
+    def store() -> tuple[int, dict[str, Any] | None]:  # one thread hop: a run's first line is on the deploy path
+        stored = core.store.append_log_columns(run_id, epoch, runner_id, cols)
+        return stored, (_run_owner(core, run_id) if cols.lines else None)
+
+    nxt, run = await anyio.to_thread.run_sync(store)
     core.notifier.notify(logs_topic(run_id))
-    if cols.lines:
-        run = await anyio.to_thread.run_sync(_run_owner, core, run_id)
-        if run is not None:
-            # A resent batch (lost response) is stored once; publish it once too.
-            start = max(0, run["published"] + 1 - cols.first_seq)
-            run["published"] = nxt - 1
-            publish(core, run, cols, start)
+    if run is not None:  # the batch had lines
+        # A resent batch (lost response) is stored once; publish it once too.
+        start = max(0, run["published"] + 1 - cols.first_seq)
+        run["published"] = nxt - 1
+        publish(core, run, cols, start)
     return nxt
 
 
