@@ -176,7 +176,13 @@ class RunsStore(StoreBase):
             s.c.status == str(StrategyStatus.queued),
             sa.and_(s.c.status == str(StrategyStatus.failed), s.c.desired_state == "running", s.c.next_restart_at <= now),
         )
-        q = (sa.select(s).where(runnable, sa.or_(s.c.region.is_(None), s.c.region.in_(list(regions))))
+        where = (runnable, sa.or_(s.c.region.is_(None), s.c.region.in_(list(regions))))
+        # Most polls find nothing: a read says so without the write lock. (A strategy queued
+        # after this read wakes the poll again: its waiter is made before it claims.)
+        with self.db.read() as c:
+            if c.execute(sa.select(s.c.strategy_id).where(*where).limit(1)).first() is None:
+                return None
+        q = (sa.select(s).where(*where)
              .order_by(sa.func.coalesce(s.c.next_restart_at, s.c.queued_at, s.c.created_at)).limit(1))
         if not self.db.is_sqlite:
             q = q.with_for_update(skip_locked=True, of=s)
@@ -212,9 +218,13 @@ class RunsStore(StoreBase):
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         insert = sqlite_insert if self.db.is_sqlite else pg_insert
-        c.execute(insert(t.counters).values(name=name, value=0).on_conflict_do_nothing())
-        c.execute(t.counters.update().where(t.counters.c.name == name).values(value=t.counters.c.value + 1))
-        return int(c.execute(sa.select(t.counters.c.value).where(t.counters.c.name == name)).scalar_one())
+        bump = (t.counters.update().where(t.counters.c.name == name).values(value=t.counters.c.value + 1)
+                .returning(t.counters.c.value))
+        value = c.execute(bump).scalar()  # one statement, once the counter exists
+        if value is None:
+            c.execute(insert(t.counters).values(name=name, value=0).on_conflict_do_nothing())
+            value = c.execute(bump).scalar_one()
+        return int(value)
 
     def _current_run(self, c: Connection, run_id: str, epoch: int, runner_id: str | None = None) -> Any:
         q = sa.select(t.runs).where(t.runs.c.run_id == run_id)
