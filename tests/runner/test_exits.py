@@ -224,6 +224,35 @@ async def test_fork_bomb_is_contained_by_the_pids_limit(sandbox: Sandbox) -> Non
     assert r.handle.cgroup is not None and r.handle.cgroup.pids() == set()
 
 
+async def test_every_process_of_the_run_is_in_its_cgroup_from_bwrap_down(sandbox: Sandbox) -> None:
+    """bubblewrap starts before its processes are moved into the run's cgroup (the move
+    overlaps the sandbox's start-up); the supervisor waits for it, so bwrap, the supervisor,
+    the strategy and what it forks are all members, and the unpacked workspace is charged there."""
+    import psutil
+
+    code = """
+        import os, time
+        if os.fork() == 0:
+            time.sleep(600)
+        print("forked", flush=True)
+        time.sleep(600)
+    """
+
+    async def act(handle: RunHandle, logs: Collector) -> None:
+        await wait_for_line(logs, "forked")
+        assert handle.cgroup is not None
+        members = handle.cgroup.pids()
+        tree = psutil.Process(handle.pid).children(recursive=True)
+        names = {p.pid: " ".join(p.cmdline()[:3]) for p in tree}
+        # gate → bwrap (the gate's pid), the sandbox's pid 1 (the supervisor), the strategy, its child
+        assert len(tree) >= 3, names
+        assert {handle.pid, *names} <= members, (names, members)
+        await handle.stop(1.0)
+
+    r = await run_code(sandbox, code, during=act)
+    assert r.info.kind == ExitKind.STOPPED
+
+
 async def test_run_cgroup_and_workspace_are_removed_after_exit(sandbox: Sandbox) -> None:
     r = await run_code(sandbox, "open('scratch.txt', 'w').write('x')")
     assert r.info.code == 0

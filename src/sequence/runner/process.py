@@ -32,8 +32,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -63,6 +65,7 @@ GATE_SCRIPT = (
     'unset PWD OLDPWD; exec "$@" </dev/null'
 )
 GATE_FAILED = 125
+_INFO_TIMEOUT_S = 30.0  # bubblewrap names the sandbox's process within milliseconds
 _LEFTOVER_KILL_S = 5.0
 _EOF_TOTAL_S = 60.0  # after exit, an escaped writer cannot hold wait() longer
 
@@ -557,6 +560,38 @@ class RunHandle:
         )
 
 
+def _confine(cgroup: RunCgroup, bwrap_pid: int, info_fd: int, out: list[int]) -> None:
+    """Move bubblewrap and the sandbox's first process (named on bwrap's ``--info-fd``) into
+    *cgroup*; appends that process's pid to *out* (to kill it on failure). No pid (bwrap
+    failed before making the sandbox): nothing to move; the exit is reported as usual."""
+    cgroup.attach(bwrap_pid)  # the slow one (the grace period): later moves are quick
+    data = b""
+    info: Any = None
+    deadline = time.monotonic() + _INFO_TIMEOUT_S
+    while info is None:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([info_fd], [], [], left)[0]:
+            raise SandboxError("bubblewrap did not name the sandbox's process in time")
+        chunk = os.read(info_fd, 4096)
+        if not chunk:
+            if not data:
+                return
+            raise SandboxError("bubblewrap's --info-fd ended mid-way")
+        data += chunk
+        if len(data) > 65536:
+            raise SandboxError("bubblewrap's --info-fd sent too much")
+        with contextlib.suppress(ValueError):  # not all of it yet
+            info = json.loads(data)
+    try:
+        pid = int(info["child-pid"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SandboxError(f"bubblewrap's --info-fd is not understood: {exc!r}") from None
+    if pid <= 1:
+        raise SandboxError(f"bubblewrap named pid {pid}")
+    out.append(pid)
+    cgroup.attach(pid)
+
+
 async def launch(
     *,
     run_id: str,
@@ -573,6 +608,7 @@ async def launch(
     child_fds: Sequence[int] = (),
     user: int | None = None,
     network: tuple[RunNetwork, socket.socket] | None = None,
+    confine: tuple[int, int] | None = None,
 ) -> RunHandle:
     """Spawn ``build_argv(status_fd)`` behind the gate and return its handle.
 
@@ -580,6 +616,10 @@ async def launch(
     happens); *user* is the uid (and gid) the gate runs as — the runner must
     be root to set it.  *network*: the run's :class:`RunNetwork` and the
     runner's end of the control socket the supervisor sends listeners on.
+    *confine*: our ends of bubblewrap's ``--info-fd`` and the supervisor's
+    ``--go`` (closed here): the gate opens at once and the sandbox starts while
+    its two processes are moved into *cgroup*; the supervisor goes on only then.
+    Without it the gate opens once the child is in *cgroup*.
     Must be called on the event loop thread (see module docstring).
     """
     out_r, out_w = os.pipe()
@@ -588,6 +628,9 @@ async def launch(
     st_r, st_w = os.pipe()
     parent_side = [out_r, err_r, gate_w, st_r]
     child_side = [out_w, err_w, gate_r, st_w, *child_fds]
+    if confine is not None and cgroup is None:  # nothing to move the sandbox into: let it go at once
+        with contextlib.suppress(OSError):
+            os.write(confine[1], b"g")
     try:
         argv = build_argv(st_w)
         popen = subprocess.Popen(
@@ -605,7 +648,7 @@ async def launch(
             extra_groups=[] if user is not None else None,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        for fd in parent_side + child_side:
+        for fd in parent_side + child_side + list(confine or ()):
             with contextlib.suppress(OSError):
                 os.close(fd)
         if network is not None:
@@ -613,17 +656,29 @@ async def launch(
         raise SandboxError(f"could not spawn the strategy: {exc}") from exc
     for fd in child_side:
         os.close(fd)
+    sandbox_pid: list[int] = []
     try:
-        if cgroup is not None:
+        if cgroup is not None and confine is not None:
             # Moving a process into a new cgroup waits for an RCU grace period (~10 ms on
-            # cgroup v1 after a quiet spell): off the loop, so heartbeats and the other runs'
-            # logs go on meanwhile. The gate holds the child until "go".
-            await asyncio.to_thread(cgroup.attach, popen.pid)
-        os.write(gate_w, b"go\n")
+            # cgroup v1 after a quiet spell): bubblewrap builds the sandbox and the supervisor's
+            # interpreter starts meanwhile; the supervisor waits for "g" before anything else.
+            os.write(gate_w, b"go\n")
+            await asyncio.to_thread(_confine, cgroup, popen.pid, confine[0], sandbox_pid)
+            os.write(confine[1], b"g")
+        else:
+            if cgroup is not None:
+                # The RCU wait off the loop (heartbeats, other runs' logs go on); the gate
+                # holds the child until "go".
+                await asyncio.to_thread(cgroup.attach, popen.pid)
+            os.write(gate_w, b"go\n")
     except BaseException as exc:  # cancelled too: the child must not outlive its start
-        with contextlib.suppress(OSError):
-            os.kill(popen.pid, signal.SIGKILL)
+        for pid in (popen.pid, *sandbox_pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         for fd in parent_side:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for fd in confine or ():
             with contextlib.suppress(OSError):
                 os.close(fd)
         popen.wait()
@@ -635,6 +690,9 @@ async def launch(
     finally:
         with contextlib.suppress(OSError):
             os.close(gate_w)
+    for fd in confine or ():  # the supervisor read "g" or gets EOF: it never starts unconfined
+        with contextlib.suppress(OSError):
+            os.close(fd)
     pump.attach("stdout", out_r)
     pump.attach("stderr", err_r)
     return RunHandle(

@@ -497,6 +497,7 @@ class Sandbox:
                 "strategy runs with the runner's privileges, can read its files and reach its network"
             )
         child_fds: list[int] = []
+        confine: tuple[int, int] | None = None  # our ends: bwrap's info, the supervisor's go
         limits = self._rlimits(spec.memory_mb)
         uid: int | None = None
         network: tuple[RunNetwork, socket.socket] | None = None
@@ -545,8 +546,18 @@ class Sandbox:
                     extra_ro=cfg.extra_ro_binds,
                     binds=[(spec.layer_path, LAYER_MOUNT)] if spec.layer_path is not None else [],
                 )
+                if cgroup is not None:
+                    # Confined while it starts: bwrap names the sandbox's first process on
+                    # --info-fd, the runner moves it (and bwrap) into the cgroup, then the
+                    # supervisor, which waits on --go, goes on (see process.launch).
+                    info_r, info_w = os.pipe()
+                    go_r, go_w = os.pipe()
+                    confine = (info_r, go_w)
+                    child_fds += [info_w, go_r]
+                    opts += ["--info-fd", str(info_w)]
                 exe = str(rt.executable)
                 sup_opts = [
+                    *(["--go", str(go_r)] if confine is not None else []),
                     "--artifact", str(artifact_fd), "--manifest", str(manifest_fd),
                     "--workspace", WORKSPACE, "--entrypoint", ws.entrypoint,
                     "--max-members", str(cfg.archive.max_members),
@@ -589,7 +600,7 @@ class Sandbox:
 
                 cwd = ws.path
         except BaseException:
-            for fd in child_fds:
+            for fd in [*child_fds, *(confine or ())]:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             if network is not None:
@@ -626,6 +637,7 @@ class Sandbox:
                 child_fds=child_fds,
                 user=uid,
                 network=network,
+                confine=confine,
             )
         except BaseException:
             self._release_uid(uid)

@@ -24,6 +24,10 @@ latency path — and run on old Pythons).  Usage::
                        the strategy
     --rlimit NAME=N    lower a resource limit (soft and hard) to N: core,
                        nofile, data (repeatable)
+    --go FD            wait for the byte ``g`` here before doing anything else:
+                       the runner sends it once the run's processes are in its
+                       cgroup (it moves them while this interpreter starts);
+                       anything else, or EOF, and the strategy never starts
 
 Inside bubblewrap it is **pid 1** of the run's PID namespace (``--as-pid-1``):
 it reaps every orphan, and when the strategy (its child) exits it exits too,
@@ -367,6 +371,18 @@ def main(argv: list[str]) -> None:
         _prctl(_PR_SET_PDEATHSIG, _signal.SIGKILL)
         if os.getppid() != int(parent):  # the runner died before prctl
             os._exit(137)
+    if "go" in opts:  # confined (memory, pids) before the artifact is unpacked or anything runs
+        go_fd = int(opts["go"])
+        try:
+            go = os.read(go_fd, 1)
+        except OSError:
+            go = b""
+        os.close(go_fd)
+        if go != b"g":
+            msg = "the runner could not confine the run (cgroup); it was not started"
+            os.write(2, f"sequence: {msg}\n".encode())
+            report(f"error {msg}")
+            os._exit(127)
     workspace = opts.get("workspace") or os.getcwd()
     quota = int(opts.get("quota", "0"))
     try:
