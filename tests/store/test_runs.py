@@ -242,3 +242,15 @@ def test_within_the_start_grace_only_leases_a_watch_close_cut_here_are_charged(
     assert restarted.expire_leases() == []  # the other runner's lapsed lease still has its grace
     clock.now += store.lease_seconds
     assert restarted.expire_leases() == [theirs["run_id"]]
+
+
+@pytest.mark.parametrize("returning", [True, False])
+def test_the_epoch_counter_counts_up_with_or_without_returning(store: Store, returning: bool,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """One UPDATE … RETURNING where the database has it; three statements on an SQLite before 3.35."""
+    monkeypatch.setattr(store.db.engine.dialect, "update_returning", returning)
+    got = []
+    for _ in range(3):
+        with store.db.write() as c:
+            got.append(store._bump(c, "test_counter"))
+    assert got == [1, 2, 3]

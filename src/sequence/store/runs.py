@@ -218,13 +218,17 @@ class RunsStore(StoreBase):
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         insert = sqlite_insert if self.db.is_sqlite else pg_insert
-        bump = (t.counters.update().where(t.counters.c.name == name).values(value=t.counters.c.value + 1)
-                .returning(t.counters.c.value))
-        value = c.execute(bump).scalar()  # one statement, once the counter exists
-        if value is None:
-            c.execute(insert(t.counters).values(name=name, value=0).on_conflict_do_nothing())
-            value = c.execute(bump).scalar_one()
-        return int(value)
+        update = t.counters.update().where(t.counters.c.name == name).values(value=t.counters.c.value + 1)
+        if c.dialect.update_returning:  # PostgreSQL; SQLite from 3.35
+            bump = update.returning(t.counters.c.value)
+            value = c.execute(bump).scalar()  # one statement, once the counter exists
+            if value is None:
+                c.execute(insert(t.counters).values(name=name, value=0).on_conflict_do_nothing())
+                value = c.execute(bump).scalar_one()
+            return int(value)
+        c.execute(insert(t.counters).values(name=name, value=0).on_conflict_do_nothing())
+        c.execute(update)
+        return int(c.execute(sa.select(t.counters.c.value).where(t.counters.c.name == name)).scalar_one())
 
     def _current_run(self, c: Connection, run_id: str, epoch: int, runner_id: str | None = None) -> Any:
         q = sa.select(t.runs).where(t.runs.c.run_id == run_id)
