@@ -105,10 +105,9 @@ class TradingStore:
             with self.db.write() as c:
                 if run_id is not None:
                     graph["strategy_id"] = self._check_current(c, run_id)
-                if key is not None:
-                    existing = self._by_key(c, client_id, key)
-                    if existing is not None:
-                        return self._replay(existing, graph)
+                # A used Idempotency-Key is found by the unique (client_id, idempotency_key)
+                # refusing the insert (below), not by a read first: a retry is rare, every
+                # submit would pay the read.
                 # Bound parameters, not .values(): the compiled INSERT is cached, and building a
                 # statement per graph cost more than the transaction (the real-order send waits on it).
                 c.execute(t.graphs.insert(), graph)
@@ -117,7 +116,7 @@ class TradingStore:
                 elif nodes:
                     c.execute(t.graph_nodes.insert(), [dict(n) for n in nodes])
         except IntegrityError:
-            # Lost a race with a concurrent submit of the same key: answer with the winner.
+            # The key was used (a retry, or a concurrent submit that won): answer with that graph.
             if key is None:
                 raise
             with self.db.read() as c:
