@@ -194,6 +194,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         core.notifier.bind(asyncio.get_running_loop())
+        core.store.db.start_checkpointer()  # SQLite: WAL checkpoints off the commit path
         core.auth.start()  # PostgreSQL: hear the other replicas' key invalidations
         if core.market is not None:
             await core.market.start()
@@ -221,6 +222,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
             if core.market is not None:
                 await core.market.stop()
             await anyio.to_thread.run_sync(core.auth.stop)  # joins its threads (≤ 1 s)
+            await anyio.to_thread.run_sync(core.store.db.stop_checkpointer)
 
     app = CoordinatorApp(title="Sequence", version=__version__, lifespan=lifespan,
                          description="Hosted Python strategies and the market API they call.")
