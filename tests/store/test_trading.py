@@ -50,6 +50,24 @@ def fill_row(gid: str, cid: str, seq: int, *, ts: float, side: str = "buy", pric
             "liquidity": "taker", "sandbox": paper, "ts": ts}  # column sandbox: paper trading
 
 
+def test_a_graph_reads_back_as_written_edges_flags_and_all(ts: TradingStore, client_id: str) -> None:
+    """The submit path writes graphs by driver SQL on SQLite (Core on PostgreSQL): what comes
+    back through Core is the same on both."""
+    edges = [{"from": "a", "to": "b", "trigger": "filled"}]
+    g = {**graph_row("g2", client_id, key="k-2", rhash="h" * 64, paper=True), "node_count": 2, "edge_count": 1,
+         "edges": edges, "strategy_id": None}
+    nodes = [{**node_row("g2", client_id, "a", 0), "never_crosses": True},
+             {**node_row("g2", client_id, "b", 1), "activation": "after", "limit_units": None, "book_limit": None,
+              "limit_price": None}]
+    assert ts.create_graph(g, nodes).created
+    got = ts.get_graph(client_id, "g2")
+    assert got is not None
+    assert got["edges"] == edges and got["sandbox"] is True and got["idempotency_key"] == "k-2"
+    assert [(n["node_id"], n["never_crosses"], n["limit_units"], n["activation"]) for n in got["nodes"]] == [
+        ("a", True, 5000, "root"), ("b", False, None, "after")]
+    assert ts.create_graph(g, nodes).created is False  # the same key and request: a replay
+
+
 def test_create_and_read_back_scoped_to_the_client(store: Store, ts: TradingStore, client_id: str) -> None:
     other = store.create_client("other")
     created = ts.create_graph(graph_row("g1", client_id), [node_row("g1", client_id)])

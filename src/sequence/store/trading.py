@@ -20,6 +20,7 @@ Exceptions::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,7 @@ class TradingStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._updates: dict[tuple[str, tuple[str, ...]], sa.Update] = {}  # compiled once per column set
+        self._inserts: dict[tuple[str, tuple[str, ...]], str] = {}  # SQLite's driver INSERTs, per column set
 
     # -- graphs ---------------------------------------------------------------------
     def create_graph(self, graph: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], *,
@@ -108,13 +110,19 @@ class TradingStore:
                 # A used Idempotency-Key is found by the unique (client_id, idempotency_key)
                 # refusing the insert (below), not by a read first: a retry is rare, every
                 # submit would pay the read.
-                # Bound parameters, not .values(): the compiled INSERT is cached, and building a
-                # statement per graph cost more than the transaction (the real-order send waits on it).
-                c.execute(t.graphs.insert(), graph)
-                if len(nodes) == 1:
-                    c.execute(t.graph_nodes.insert(), dict(nodes[0]))
-                elif nodes:
-                    c.execute(t.graph_nodes.insert(), [dict(n) for n in nodes])
+                if self.db.is_sqlite:
+                    # On every submit's path: driver SQL costs 0.2 ms less than Core here.
+                    self._insert_sqlite(c, "graphs", {**graph, "edges": json.dumps(graph["edges"])})
+                    for n in nodes:
+                        self._insert_sqlite(c, "graph_nodes", n)
+                else:
+                    # Bound parameters, not .values(): the compiled INSERT is cached, and building a
+                    # statement per graph cost more than the transaction (the real-order send waits on it).
+                    c.execute(t.graphs.insert(), graph)
+                    if len(nodes) == 1:
+                        c.execute(t.graph_nodes.insert(), dict(nodes[0]))
+                    elif nodes:
+                        c.execute(t.graph_nodes.insert(), [dict(n) for n in nodes])
         except IntegrityError:
             # The key was used (a retry, or a concurrent submit that won): answer with that graph.
             if key is None:
@@ -125,6 +133,19 @@ class TradingStore:
                 raise
             return self._replay(existing, graph)
         return Created(dict(graph), True)
+
+    def _insert_sqlite(self, c: Connection, table: str, row: Mapping[str, Any]) -> None:
+        """INSERT one row by the driver, its statement cached per set of columns. The columns
+        are the table's own (the rows come from the engine; their names are never user input)."""
+        keys = tuple(row)
+        sql = self._inserts.get((table, keys))
+        if sql is None:
+            known = t.metadata.tables[table].c
+            if any(k not in known for k in keys):
+                raise ValueError(f"{table}: unknown columns {[k for k in keys if k not in known]}")
+            sql = f"INSERT INTO {table} ({', '.join(keys)}) VALUES ({', '.join(':' + k for k in keys)})"
+            self._inserts[(table, keys)] = sql
+        c.exec_driver_sql(sql, dict(row))
 
     @staticmethod
     def _replay(existing: dict[str, Any], graph: Mapping[str, Any]) -> Created:
