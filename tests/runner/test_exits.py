@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -251,6 +252,22 @@ async def test_every_process_of_the_run_is_in_its_cgroup_from_bwrap_down(sandbox
 
     r = await run_code(sandbox, code, during=act)
     assert r.info.kind == ExitKind.STOPPED
+
+
+@pytest.mark.parametrize("extra", [0, 300 << 10])  # hashed on the loop / in a thread
+async def test_an_artifact_that_does_not_match_its_hash_never_starts(sandbox: Sandbox, extra: int) -> None:
+    """The claim now carries small artifacts itself: whatever bytes arrive, the sandbox checks
+    them against artifact_sha256 before anything exists on disk or in a sandbox."""
+    import os
+
+    from sequence.runner import RunnerError
+
+    spec = spec_for("print('must not run')", files={"pad": os.urandom(extra)} if extra else None)
+    assert (len(spec.artifact) > 256 << 10) == bool(extra)
+    tampered = replace(spec, artifact_sha256="0" * 64)
+    with pytest.raises(RunnerError, match="SHA-256 mismatch"):
+        await sandbox.start(tampered, Collector())
+    assert not (sandbox.config.runs_dir / spec.run_id).exists()
 
 
 async def test_run_cgroup_and_workspace_are_removed_after_exit(sandbox: Sandbox) -> None:

@@ -92,6 +92,20 @@ def test_idempotency_key_replays_and_conflicts(store: Store, ts: TradingStore, c
     assert ts.create_graph(graph_row("g4", other, key="k1", rhash="h"), []).created
 
 
+def test_a_key_used_by_another_strategy_is_never_handed_over(ts: TradingStore, client_id: str) -> None:
+    """Strategy B's run key replaying an Idempotency-Key strategy A (or the client) used gets a
+    conflict, never A's graph: the used key is found by the insert failing, then compared."""
+    ts.create_graph({**graph_row("gA", client_id, key="shared", rhash="h"), "strategy_id": "strat-A"},
+                    [node_row("gA", client_id)])
+    for sid in ("strat-B", None):
+        with pytest.raises(IdempotencyConflict):
+            ts.create_graph({**graph_row("gB", client_id, key="shared", rhash="h"), "strategy_id": sid},
+                            [node_row("gB", client_id)])
+    assert ts.get_graph(client_id, "gB") is None
+    again = ts.create_graph({**graph_row("gA2", client_id, key="shared", rhash="h"), "strategy_id": "strat-A"}, [])
+    assert not again.created and again.graph["graph_id"] == "gA"
+
+
 def test_concurrent_submits_with_one_key_make_one_graph(store: Store, ts: TradingStore, client_id: str) -> None:
     results: list[str] = []
     errors: list[BaseException] = []
