@@ -498,7 +498,6 @@ class TradingEngine:
             self._order_seq += 1
             node.order_seq = self._order_seq
             node.activated_at = step.ts
-        self._stage(g, node, step)
         order = Order(
             node.node_order_id, node.book_side, node.book_limit, node.qty_units,
             owner=g.client_id, paper=g.paper, post_only=node.post_only,
@@ -507,6 +506,10 @@ class TradingEngine:
         self._orders[order.order_id] = node
         events = self._core(node.book_symbol).submit(order, book, step.ts_ms)
         self.last_accepted_at = time.perf_counter()  # bench/algo_latency.py: "accepted by the matching engine"
+        # The bookkeeping after the match: the core never touches the node, so its row
+        # ("working") is the same staged here as before the match, and still goes into
+        # the batch ahead of what the match's events stage.
+        self._stage(g, node, step)
         self._handle(node.book_symbol, events, step)
 
     def _handle(self, book_symbol: str, events: Sequence[Event], step: _Step) -> None:
