@@ -10,8 +10,9 @@ With ``--database-url`` the coordinator stores into that PostgreSQL database
 (an empty one: it is migrated, and the results file is
 ``runner_logs_e2e-postgresql.json``). Besides the rate, the CPU each process
 spent over the run is reported (the coordinator's per line), and the SQLite
-write path alone — the same rows inserted by ``sqlite3`` with nothing else
-running — as the store's own floor.
+write path alone — the same lines stored by ``sqlite3`` with nothing else
+running, a chunk row per batch as the store does — as the store's own floor,
+and beside it the same lines a row each (the table the store used before).
 """
 
 from __future__ import annotations
@@ -83,15 +84,15 @@ def main() -> None:
     ceiling = n / ceiling_s
     store = "PostgreSQL" if args.database_url else "SQLite"
     floor_s = sqlite_floor(n) if not args.database_url else None
-    # A redesigned table's best case, for the record: an integer run key, no strategy id per row.
-    lean_s = sqlite_floor(n, lean=True) if not args.database_url else None
+    # The table the store used before (a row per line), for the record.
+    per_line_s = sqlite_floor(n, per_line=True) if not args.database_url else None
     rows = [("print loop to /dev/null (ceiling)", f"{ceiling_s:.2f}", f"{ceiling:,.0f}")]
     if floor_s is not None:
-        rows.append(("SQLite alone: the same rows by sqlite3, 5,000 a transaction", f"{floor_s:.2f}",
+        rows.append(("SQLite alone: the same lines, a chunk row per 5,000 (the store's table)", f"{floor_s:.2f}",
                      f"{n / floor_s:,.0f}"))
-    if lean_s is not None:
-        rows.append(("SQLite alone, a leaner table (integer run key, no strategy id)", f"{lean_s:.2f}",
-                     f"{n / lean_s:,.0f}"))
+    if per_line_s is not None:
+        rows.append(("SQLite alone, a row per line (the table before 2026-12-01)", f"{per_line_s:.2f}",
+                     f"{n / per_line_s:,.0f}"))
     rows.append((f"strategy → runner → coordinator → {store}", f"{elapsed:.2f}", f"{rate:,.0f}"))
     table(f"log capture, {n:,} lines (all stored in order: {got == n})", rows, ("path", "seconds", "lines/s"))
     table("CPU over the run (2 cores: the wall time is the bound when these add up to ~2 x seconds)",
@@ -101,16 +102,20 @@ def main() -> None:
         f"; to SQLite alone: {rate / (n / floor_s):.2f}" if floor_s else "") +
         f"; target ≥ 300,000 lines/s and ≥ 0.25 of the ceiling: {'met' if ok else 'NOT met'}")
     write("runner_logs_e2e" + ("-postgresql" if args.database_url else ""), {"lines": n, "store": store,
-                              "sqlite_floor_seconds": floor_s, "sqlite_lean_table_seconds": lean_s, "seconds": elapsed, "lines_per_s": rate, "ceiling_seconds": ceiling_s,
+                              "sqlite_floor_seconds": floor_s, "sqlite_per_line_seconds": per_line_s, "seconds": elapsed, "lines_per_s": rate, "ceiling_seconds": ceiling_s,
                               "ceiling_lines_per_s": ceiling, "ratio": rate / ceiling, "run": run, "cpu_seconds": cpu,
                               "target_lines_per_s": 300_000, "target_ratio": 0.25})
 
 
-def sqlite_floor(n: int, batch: int = 5000, lean: bool = False) -> float:
-    """Seconds for ``sqlite3`` alone to insert ``n`` log rows into the store's table (same schema,
-    WAL, synchronous=NORMAL), ``batch`` per transaction: what SQLite's write path allows here.
-    *lean*: into a table keyed by an integer run key with no strategy id per row instead (what a
-    redesigned log table could at best give)."""
+def sqlite_floor(n: int, batch: int = 5000, per_line: bool = False) -> float:
+    """Seconds for ``sqlite3`` alone to store ``n`` log lines (WAL, synchronous=NORMAL), ``batch``
+    a transaction: what SQLite's write path allows here, with nothing else running.
+
+    Default: the store's way, one ``log_chunks`` row per batch whose body is the batch JSON
+    (built before the clock starts: the coordinator stores the runner's body as it came).
+    *per_line*: a row per line into the table the store used before (run_id, seq,
+    strategy_id, ts, stream, line, partial), by ``executemany``."""
+    import json
     import sqlite3
     import tempfile
     import uuid
@@ -125,23 +130,27 @@ def sqlite_floor(n: int, batch: int = 5000, lean: bool = False) -> float:
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
     run_id, sid, now = str(uuid.uuid4()), str(uuid.uuid4()), time.time()
-    sql = "INSERT INTO hosted_strategy_logs (run_id, seq, strategy_id, ts, stream, line, partial) VALUES (?,?,?,?,?,?,?)"
-    if lean:
-        con.execute("CREATE TABLE lean_logs (run_key INTEGER NOT NULL, seq INTEGER NOT NULL, ts FLOAT NOT NULL, "
-                    "stream VARCHAR(8) NOT NULL, line TEXT NOT NULL, partial BOOLEAN NOT NULL, "
-                    "PRIMARY KEY (run_key, seq)) WITHOUT ROWID")
-        sql = "INSERT INTO lean_logs VALUES (?,?,?,?,?,?)"
-    t = time.perf_counter()
-    for first in range(1, n + 1, batch):
-        lines = (f"line {i}" for i in range(first - 1, first - 1 + batch))
-        if lean:
-            rows = list(zip(repeat(7), range(first, first + batch), repeat(now), repeat("stdout"), lines,
-                            repeat(False), strict=False))
-        else:
+    if per_line:
+        con.execute("CREATE TABLE per_line (run_id VARCHAR(40) NOT NULL, seq BIGINT NOT NULL, "
+                    "strategy_id VARCHAR(40) NOT NULL, ts FLOAT NOT NULL, stream VARCHAR(8) NOT NULL, "
+                    "line TEXT NOT NULL, partial BOOLEAN NOT NULL, PRIMARY KEY (run_id, seq)) WITHOUT ROWID")
+        t = time.perf_counter()
+        for first in range(1, n + 1, batch):
+            lines = (f"line {i}" for i in range(first - 1, first - 1 + batch))
             rows = list(zip(repeat(run_id), range(first, first + batch), repeat(sid), repeat(now), repeat("stdout"),
                             lines, repeat(False), strict=False))
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany("INSERT INTO per_line VALUES (?,?,?,?,?,?,?)", rows)
+            con.execute("COMMIT")
+        return time.perf_counter() - t
+    bodies = [(first, json.dumps({"epoch": 1, "first_seq": first, "ts": [now] * batch, "streams": "o" * batch,
+                                  "lines": [f"line {i}" for i in range(first - 1, first - 1 + batch)], "partial": []},
+                                 separators=(",", ":"))) for first in range(1, n + 1, batch)]
+    t = time.perf_counter()
+    for first, body in bodies:
         con.execute("BEGIN IMMEDIATE")
-        con.executemany(sql, rows)
+        con.execute("INSERT INTO log_chunks (run_id, last_seq, first_seq, nbytes, body) VALUES (?,?,?,?,?)",
+                    (run_id, first + batch - 1, first, 0, body))
         con.execute("COMMIT")
     return time.perf_counter() - t
 

@@ -32,6 +32,13 @@ def test_an_empty_batch_is_one_that_starts_at_one() -> None:
     (b'{"epoch": 1, "first_seq": 1, "ts": [], "streams": "", "lines": [], "extra": 1}', "body", False),
     (b'{"epoch": 1, "first_seq": 1, "ts": [1], "streams": "x", "lines": ["a"]}', "streams", False),
     (b'{"epoch": 1, "first_seq": 1, "ts": [1], "streams": "o", "lines": ["a"], "partial": [1]}', "partial", False),
+    # A checked batch is stored as it came (store/logs.py): every element's type is checked.
+    (b'{"epoch": 1, "first_seq": 1, "ts": [true], "streams": "o", "lines": ["a"]}', "ts", False),
+    (b'{"epoch": 1, "first_seq": 1, "ts": ["1"], "streams": "o", "lines": ["a"]}', "ts", False),
+    (b'{"epoch": 1, "first_seq": 1, "ts": [1, null], "streams": "oo", "lines": ["a", "b"]}', "ts", False),
+    (b'{"epoch": 1, "first_seq": 1, "ts": [1, 2], "streams": "oo", "lines": ["a", 1]}', "lines", False),
+    (b'{"epoch": 1, "first_seq": 1, "ts": [1], "streams": "o", "lines": [["a"]]}', "lines", False),
+    (b'{"epoch": 1, "first_seq": 1, "ts": [1], "streams": "o", "lines": ["a"], "partial": [true]}', "partial", False),
 ])
 def test_a_malformed_batch_names_its_field(body: bytes, field: str, not_json: bool) -> None:
     with pytest.raises(BadBatch) as info:

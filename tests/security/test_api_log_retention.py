@@ -37,9 +37,9 @@ def _print(runner: FakeRunner, spec: dict, first: int, count: int) -> int:
 
 
 def _stored_bytes(srv: LiveServer) -> int:
-    lg = t.hosted_strategy_logs
+    lc = t.log_chunks  # what the database holds: the chunks' bodies (lines, times, streams as JSON)
     with srv.core.store.db.read() as c:
-        return int(c.execute(sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(lg.c.line)), 0))).scalar_one())
+        return int(c.execute(sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(lc.c.body)), 0))).scalar_one())
 
 
 def test_a_strategy_printing_past_its_retention_keeps_the_database_bounded(small_retention: LiveServer) -> None:

@@ -56,6 +56,6 @@ def test_delete_purges_artifact_runs_and_logs(store: Store, client_id: str, runn
     store.append_log_columns(run["run_id"], run["epoch"], runner_id, LogColumns(1, [1.0], ["stdout"], ["x"], []))
     store.delete_strategy(client_id, "sid-1")
     with store.db.read() as c:
-        for table in (t.strategies, t.runs, t.artifacts, t.hosted_strategy_logs):
+        for table in (t.strategies, t.runs, t.artifacts, t.log_chunks):
             assert c.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
     assert store.heartbeat(runner_id, [(run["run_id"], run["epoch"])]) == {run["run_id"]: "kill"}

@@ -2,43 +2,68 @@
 
 Lines are history, not actions: a batch is accepted from the run's own runner at
 its own epoch even after the run ended or moved (see :meth:`LogsStore.append_log_columns`).
+
+A batch is stored as one row of ``log_chunks`` (its seqs ``first_seq..last_seq``,
+its columns as JSON in ``body``), not a row per line: a row per line cost a
+B-tree insert and a driver round trip per line, the ingest ceiling on SQLite
+(docs/design.md, "Logs"). Reads unpack the chunks; retention drops whole chunks
+and cuts the one it stops in, so what it drops is still a prefix of the run's
+lines, line by line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from sequence.protocol import STREAM_CODE
 from sequence.store import tables as t
 from sequence.store.base import StoreBase
 from sequence.store.errors import Conflict, StaleWrite
 
 log = logging.getLogger("sequence.store")
 
-# What one stored log line costs besides its text (run_id, strategy_id, seq, ts,
-# stream, index entry), for the retention byte count: an estimate, kept in SQL too.
+# What one stored log line costs besides its text (run_id, seq, ts, stream, its
+# share of the chunk's key), for the retention byte count: an estimate, kept in SQL too.
 LOG_LINE_OVERHEAD = 64
+
+_CODE_STREAM = {c: s for s, c in STREAM_CODE.items()}
 
 
 @dataclass(frozen=True)
 class LogColumns:
-    """A contiguous batch of log lines as parallel columns, starting at ``first_seq``."""
+    """A contiguous batch of log lines as parallel columns, starting at ``first_seq``.
+
+    ``raw``: the batch's JSON exactly as its runner sent it (checked by
+    :func:`sequence.protocol.decode_logs`, no line changed), stored as the chunk's
+    body when the whole batch is new, so ingest encodes nothing.
+    """
 
     first_seq: int
     ts: list[float]
     streams: list[str]
     lines: list[str]
     partial: list[int]  # indexes of lines that are parts of a longer line
+    raw: str | None = None
 
 
-_LOG_COLUMNS = "run_id, seq, strategy_id, ts, stream, line, partial"
-_READ_KEYS = ("seq", "ts", "stream", "line", "partial")
+def chunk_body(cols: LogColumns, skip: int = 0) -> str:
+    """The ``body`` of a chunk holding ``cols`` from index ``skip``: the runner's batch format."""
+    streams = "".join(STREAM_CODE[x] for x in cols.streams[skip:])
+    return json.dumps({"ts": cols.ts[skip:], "streams": streams, "lines": cols.lines[skip:],
+                       "partial": [i - skip for i in cols.partial if i >= skip]},
+                      separators=(",", ":"), ensure_ascii=False)
+
+
+def _unpack(body: str) -> tuple[list[Any], str, list[str], set[int]]:
+    b = json.loads(body)
+    return b["ts"], b["streams"], b["lines"], set(b.get("partial") or ())
 
 
 class LogsStore(StoreBase):
@@ -70,24 +95,12 @@ class LogsStore(StoreBase):
                 raise Conflict(f"log gap: expected seq {nxt}, got {cols.first_seq}")
             if skip >= n:
                 return nxt
-            partial = set(cols.partial)
-            flags = [i in partial for i in range(skip, n)] if partial else repeat(False, n - skip)
-            # The hot path of log capture: rows zipped in C and a driver-level
-            # executemany are several times faster than Core's per-row dicts.
-            rows = zip(repeat(run_id), range(nxt, nxt + n - skip), repeat(r.strategy_id),
-                       cols.ts[skip:], cols.streams[skip:], cols.lines[skip:], flags, strict=False)
-            if self.db.is_sqlite:
-                c.exec_driver_sql(
-                    f"INSERT INTO hosted_strategy_logs ({_LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", list(rows))
-            else:
-                # PostgreSQL's bulk ingest: COPY, in this transaction (the run row is locked above).
-                raw: Any = c.connection.driver_connection
-                with raw.cursor() as cur, cur.copy(f"COPY hosted_strategy_logs ({_LOG_COLUMNS}) FROM STDIN") as cp:
-                    for row in rows:
-                        cp.write_row(row)
             stored = n - skip
             # sum(map(len)) runs in C: the byte count costs no per-line Python work.
             nbytes = sum(map(len, cols.lines[skip:] if skip else cols.lines)) + LOG_LINE_OVERHEAD * stored
+            body = cols.raw if cols.raw is not None and not skip else chunk_body(cols, skip)
+            c.execute(t.log_chunks.insert().values(run_id=run_id, first_seq=nxt, last_seq=nxt + stored - 1,
+                                                   nbytes=nbytes, body=body))
             c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(
                 log_lines=nxt - 1 + stored, log_bytes=t.runs.c.log_bytes + nbytes))
         if self.log_retention_bytes:
@@ -114,7 +127,7 @@ class LogsStore(StoreBase):
         limit = self.log_retention_bytes if limit is None else limit
         if not limit:
             return 0
-        runs, lg = t.runs, t.hosted_strategy_logs
+        runs = t.runs
         dropped_total = 0
         with self.db.write() as c:
             # Only run rows are locked, oldest first (an append locks just its own run, and
@@ -130,27 +143,54 @@ class LogsStore(StoreBase):
             excess = total - limit * 7 // 8
             for r in rows:
                 first, last, nbytes = int(r.dropped_lines), int(r.log_lines), int(r.log_bytes)
-                while excess > 0 and first < last:
-                    if nbytes <= excess:
-                        cut = last
-                    else:  # an estimate from the run's mean line size; the loop corrects it
-                        per_line = max(1, nbytes // (last - first))
-                        cut = min(last, first + max(1, -(-excess // per_line)))
-                    n, size = c.execute(
-                        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.func.length(lg.c.line)), 0))
-                        .where(lg.c.run_id == r.run_id, lg.c.seq > first, lg.c.seq <= cut)).one()
-                    c.execute(lg.delete().where(lg.c.run_id == r.run_id, lg.c.seq <= cut))
-                    freed = int(size) + LOG_LINE_OVERHEAD * int(n)
-                    nbytes = max(0, nbytes - freed) if cut < last else 0
-                    excess -= freed
+                cut, freed = self._trim_run(c, r.run_id, excess)
+                if cut > first:
                     dropped_total += cut - first
                     first = cut
-                if first >= last:
-                    nbytes = 0
+                excess -= freed
+                nbytes = 0 if first >= last else max(0, nbytes - freed)
                 c.execute(runs.update().where(runs.c.run_id == r.run_id).values(dropped_lines=first, log_bytes=nbytes))
                 if excess <= 0:
                     break
         return dropped_total
+
+    def _trim_run(self, c: Connection, run_id: str, excess: int) -> tuple[int, int]:
+        """Drop the oldest lines of one run worth at least ``excess`` bytes (or all of them):
+        whole chunks, then a cut inside the chunk where it stops. Returns (the last seq
+        dropped, or 0; bytes freed)."""
+        lc = t.log_chunks
+        cut, freed, after = 0, 0, 0
+        while freed < excess:
+            page = c.execute(sa.select(lc.c.first_seq, lc.c.last_seq, lc.c.nbytes)
+                             .where(lc.c.run_id == run_id, lc.c.last_seq > after)
+                             .order_by(lc.c.last_seq).limit(500)).all()
+            if not page:
+                break
+            whole = None
+            for ch in page:
+                if freed >= excess:
+                    break
+                if freed + int(ch.nbytes) <= excess:  # the whole chunk goes
+                    freed += int(ch.nbytes)
+                    whole = cut = int(ch.last_seq)
+                    continue
+                # The chunk where the excess ends: keep its newest lines.
+                body = c.execute(sa.select(lc.c.body).where(lc.c.run_id == run_id, lc.c.last_seq == ch.last_seq)
+                                 ).scalar_one()
+                ts, streams, lines, partial = _unpack(body)
+                k, part = 0, 0
+                while k < len(lines) and freed + part < excess:
+                    part += len(lines[k]) + LOG_LINE_OVERHEAD
+                    k += 1
+                rest = LogColumns(0, ts, [_CODE_STREAM[x] for x in streams], lines, sorted(partial))
+                c.execute(lc.update().where(lc.c.run_id == run_id, lc.c.last_seq == ch.last_seq).values(
+                    first_seq=int(ch.first_seq) + k, nbytes=int(ch.nbytes) - part, body=chunk_body(rest, k)))
+                freed += part
+                cut = int(ch.first_seq) + k - 1
+            if whole is not None:
+                c.execute(lc.delete().where(lc.c.run_id == run_id, lc.c.last_seq <= whole))
+            after = int(page[-1].last_seq)
+        return cut, freed
 
     def strategy_log_bytes(self, strategy_id: str) -> int:
         """Stored log bytes of a strategy, as retention counts them."""
@@ -159,12 +199,26 @@ class LogsStore(StoreBase):
                                  .where(t.runs.c.strategy_id == strategy_id)).scalar_one())
 
     def read_logs(self, run_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
-        lg = t.hosted_strategy_logs
+        """Up to ``limit`` lines of a run with seq > ``after_seq``, in order."""
+        lc = t.log_chunks
+        out: list[dict[str, Any]] = []
+        cursor = after_seq
         with self.db.read() as c:
-            rows = c.execute(sa.select(lg.c.seq, lg.c.ts, lg.c.stream, lg.c.line, lg.c.partial)
-                             .where(lg.c.run_id == run_id, lg.c.seq > after_seq).order_by(lg.c.seq).limit(limit))
-            # Zipped with the names, not Row._mapping: a page is up to 10,000 lines.
-            return [dict(zip(_READ_KEYS, r, strict=True)) for r in rows]
+            while len(out) < limit:
+                page = c.execute(sa.select(lc.c.first_seq, lc.c.last_seq, lc.c.body)
+                                 .where(lc.c.run_id == run_id, lc.c.last_seq > cursor)
+                                 .order_by(lc.c.last_seq).limit(min(limit - len(out), 256))).all()
+                if not page:
+                    break
+                for first, _last, body in page:
+                    ts, streams, lines, partial = _unpack(body)
+                    for i in range(max(0, after_seq + 1 - first), len(lines)):
+                        out.append({"seq": first + i, "ts": float(ts[i]), "stream": _CODE_STREAM[streams[i]],
+                                    "line": lines[i], "partial": i in partial})
+                        if len(out) == limit:
+                            return out
+                cursor = page[-1][1]
+        return out
 
 
-__all__ = ["LOG_LINE_OVERHEAD", "LogColumns", "LogsStore"]
+__all__ = ["LOG_LINE_OVERHEAD", "LogColumns", "LogsStore", "chunk_body"]

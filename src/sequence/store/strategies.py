@@ -155,7 +155,7 @@ class StrategiesStore(StoreBase):
             self._lock_strategy(c, client_id, strategy_id)
             run_ids = sa.select(t.runs.c.run_id).where(t.runs.c.strategy_id == strategy_id)
             c.execute(t.api_keys.delete().where(t.api_keys.c.run_id.in_(run_ids)))
-            c.execute(t.hosted_strategy_logs.delete().where(t.hosted_strategy_logs.c.run_id.in_(run_ids)))
+            c.execute(t.log_chunks.delete().where(t.log_chunks.c.run_id.in_(run_ids)))
             c.execute(t.runs.delete().where(t.runs.c.strategy_id == strategy_id))
             c.execute(t.artifacts.delete().where(t.artifacts.c.strategy_id == strategy_id))
             c.execute(t.strategies.delete().where(t.strategies.c.strategy_id == strategy_id))

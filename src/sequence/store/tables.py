@@ -197,19 +197,21 @@ runs = sa.Table(
     sa.Index(None, "status", "lease_expires_at"),
 )
 
-hosted_strategy_logs = sa.Table(
-    "hosted_strategy_logs",
+# A run's log lines, one row per batch its runner sent (a "chunk"): consecutive seqs
+# first_seq..last_seq, their columns in ``body`` as the runner's batch JSON
+# ({"ts": [...], "streams": "oe…", "lines": [...], "partial": [...]}; store/logs.py).
+# A row per line cost a B-tree insert and a driver round trip per line: the
+# ingest ceiling on SQLite. Keyed by last_seq so "lines after seq N" is one seek.
+log_chunks = sa.Table(
+    "log_chunks",
     metadata,
     sa.Column("run_id", sa.String(40), nullable=False),
-    sa.Column("seq", sa.BigInteger, nullable=False),
-    # Not indexed: log capture is insert-bound, and every read goes by run_id.
-    sa.Column("strategy_id", sa.String(40), nullable=False),
-    sa.Column("ts", Ts, nullable=False),
-    sa.Column("stream", sa.String(8), nullable=False),
-    sa.Column("line", sa.Text, nullable=False),
-    sa.Column("partial", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.PrimaryKeyConstraint("run_id", "seq"),
-    # On SQLite the (run_id, seq) key is the table itself: one B-tree per insert.
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("first_seq", sa.BigInteger, nullable=False),
+    # What retention counts for these lines: their characters + LOG_LINE_OVERHEAD each.
+    sa.Column("nbytes", sa.BigInteger, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("run_id", "last_seq"),
     sqlite_with_rowid=False,
 )
 

@@ -46,8 +46,10 @@ def parse(raw: bytes) -> tuple[int, LogColumns]:
         if exc.not_json:
             raise invalid_json(exc.message, exc.field) from None
         raise invalid(exc.field, exc.message) from None
-    lines = batch.lines if _storable_batch(batch.lines) else _storable(batch.lines)
-    return batch.epoch, LogColumns(batch.first_seq, batch.ts, batch.streams, lines, batch.partial)
+    if _storable_batch(batch.lines):  # stored as it came: the checked JSON is the chunk's body
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        return batch.epoch, LogColumns(batch.first_seq, batch.ts, batch.streams, batch.lines, batch.partial, text)
+    return batch.epoch, LogColumns(batch.first_seq, batch.ts, batch.streams, _storable(batch.lines), batch.partial)
 
 
 def _storable_batch(lines: list[str]) -> bool:
