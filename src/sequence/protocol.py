@@ -16,6 +16,7 @@ read the same shapes (docs/runner-protocol.md):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
@@ -167,6 +168,8 @@ def decode_logs(raw: bytes | str) -> LogBatch:
     # set(map(type, …)) runs in C: the per-line checks cost a hash, not a Python frame.
     if not isinstance(ts, list) or len(ts) != n or not set(map(type, ts)) <= _NUMBER_TYPES:
         raise BadBatch("ts", "ts must be a list of numbers, one per line")
+    if not all(map(math.isfinite, ts)):  # NaN / Infinity parse as floats; no reader could take them back
+        raise BadBatch("ts", "ts must be finite numbers")
     if not isinstance(streams, str) or len(streams) != n or not set(streams) <= _CODE_STREAM.keys():
         raise BadBatch("streams", "streams must be a string of 'o'/'e'/'s', one per line")
     if not set(map(type, lines)) <= _STR_TYPE:

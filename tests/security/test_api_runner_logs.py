@@ -81,3 +81,30 @@ def test_a_runner_token_cannot_open_or_close_another_runners_watch(server: LiveS
     finally:
         a.close()
         b.close()
+
+
+def test_a_batch_the_store_could_not_give_back_is_refused_at_the_edge(server: LiveServer) -> None:
+    """A checked batch is stored as it came (store/logs.py), so the check is the only guard:
+    times that are not finite numbers, lines that are not strings, are a 400 naming the
+    field, nothing is stored, and the run's logs stay readable."""
+    with server.client() as c:
+        sid = c.post("/v1/strategies", json=create_body(name="s", start=True)).json()["strategy_id"]
+    a = FakeRunner(server, "a")
+    try:
+        spec = a.claim_one()
+        url = f"/v1/runners/{a.runner_id}/runs/{spec['run_id']}/logs"
+        head = f'{{"epoch": {spec["epoch"]}, "first_seq": 1, "streams": "o", '
+        for body, field in ((head + '"ts": [NaN], "lines": ["x"]}', "ts"),
+                            (head + '"ts": [1e999], "lines": ["x"]}', "ts"),
+                            (head + '"ts": [1], "lines": [7]}', "lines"),
+                            (head + '"ts": [1], "lines": [null]}', "lines")):
+            r = a.http.post(url, content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code in (400, 422), (body, r.text)
+            assert field in r.text, (body, r.text)
+        assert server.core.store.read_logs(spec["run_id"], 0, 10) == []
+        assert a.logs(spec, 1, ["fine"]).json() == {"next_seq": 2}
+        with server.client() as c:
+            page = c.get(f"/v1/strategies/{sid}/logs")
+        assert page.status_code == 200 and [x["line"] for x in page.json()["lines"]] == ["fine"]
+    finally:
+        a.close()
