@@ -201,3 +201,48 @@ def test_load_active_returns_graphs_with_their_nodes(store: Store, ts: TradingSt
     ts.commit(done)
     (g,) = ts.load_active()
     assert g["graph_id"] == "g1" and [n["node_id"] for n in g["nodes"]] == ["a", "b"]
+
+
+def test_a_step_writes_the_same_rows_by_driver_sql_as_by_core(tmp_path: Any) -> None:
+    """On SQLite a step is written by driver SQL (``_apply_sqlite``); the Core path
+    (``_apply``, PostgreSQL's) must leave every table the same: creates with edges, fills
+    folded into a new and an existing position (paper and real apart), node and graph
+    updates with different column sets, NULLs and booleans."""
+    import sqlalchemy as sa
+
+    from sequence.store import tables as t
+    from sequence.store.db import Database
+
+    def run(driver: bool) -> dict[str, list[tuple[Any, ...]]]:
+        db = Database(f"sqlite:///{tmp_path / ('d' if driver else 'c')}.db")
+        db.migrate()
+        cid = Store(db).create_client("acme")
+        ts = TradingStore(db)
+        if not driver:
+            ts._apply_sqlite = ts._apply  # type: ignore[method-assign]  # Core, as on PostgreSQL
+        ts.create_graph(graph_row("g1", cid), [node_row("g1", cid)])
+        first = TradeBatch()
+        edges = [{"from": "a", "to": "b", "trigger": "filled"}]
+        first.creates.append(({**graph_row("g2", cid, paper=True), "node_count": 2, "edge_count": 1, "edges": edges},
+                              [{**node_row("g2", cid, "a", 0), "never_crosses": True},
+                               {**node_row("g2", cid, "b", 1), "activation": "after", "limit_units": None,
+                                "book_limit": None, "limit_price": None}]))
+        first.fills += [fill_row("g1", cid, 1, ts=101.0), fill_row("g2", cid, 2, ts=101.5, paper=True)]
+        first.node("g1", "leg", status="working", filled_1e8=Q, fill_count=1, reason=None)
+        first.node("g2", "a", status="filled", filled_1e8=2 * Q, ended_at=101.5)
+        first.graph("g2", updated_at=101.5)
+        second = TradeBatch(fills=[fill_row("g1", cid, 3, ts=102.0, side="sell", price=6000)])
+        second.node("g1", "leg", status="filled", ended_at=102.0, reason="done")
+        second.graph("g1", status="completed", ended_at=102.0, updated_at=102.0)
+        ts.commit_all([first, second])
+        out = {}
+        with db.read() as c:
+            for table in (t.graphs, t.graph_nodes, t.fills, t.positions):
+                cols = [col for col in table.c if col.name != "client_id"]  # a fresh id per database
+                out[table.name] = [tuple(r) for r in c.execute(sa.select(*cols).order_by(*table.primary_key.c))]
+        db.dispose()
+        return out
+
+    driver, core = run(True), run(False)
+    assert driver == core
+    assert len(driver["fills"]) == 3 and len(driver["positions"]) == 2 and len(driver["graph_nodes"]) == 3
