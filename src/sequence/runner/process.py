@@ -568,9 +568,13 @@ def _confine(cgroup: RunCgroup, bwrap_pid: int, info_fd: int, out: list[int]) ->
     data = b""
     info: Any = None
     deadline = time.monotonic() + _INFO_TIMEOUT_S
+    # poll, not select: a runner with a few hundred runs holds fds past select's 1,024
+    # ("filedescriptor out of range" failed every start past ~170 runs).
+    poller = select.poll()
+    poller.register(info_fd, select.POLLIN)
     while info is None:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([info_fd], [], [], left)[0]:
+        if left <= 0 or not poller.poll(left * 1000):
             raise SandboxError("bubblewrap did not name the sandbox's process in time")
         chunk = os.read(info_fd, 4096)
         if not chunk:
