@@ -99,8 +99,10 @@ class LogsStore(StoreBase):
             # sum(map(len)) runs in C: the byte count costs no per-line Python work.
             nbytes = sum(map(len, cols.lines[skip:] if skip else cols.lines)) + LOG_LINE_OVERHEAD * stored
             body = cols.raw if cols.raw is not None and not skip else chunk_body(cols, skip)
-            c.execute(t.log_chunks.insert().values(run_id=run_id, first_seq=nxt, last_seq=nxt + stored - 1,
-                                                   nbytes=nbytes, body=body))
+            # Bound parameters, not .values(): the compiled INSERT is cached (a batch per line
+            # from a slow printer still pays one statement, not one compile).
+            c.execute(t.log_chunks.insert(), {"run_id": run_id, "first_seq": nxt, "last_seq": nxt + stored - 1,
+                                              "nbytes": nbytes, "body": body})
             c.execute(t.runs.update().where(t.runs.c.run_id == run_id).values(
                 log_lines=nxt - 1 + stored, log_bytes=t.runs.c.log_bytes + nbytes))
         if self.log_retention_bytes:
