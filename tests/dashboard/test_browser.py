@@ -97,6 +97,10 @@ def test_deploy_watch_it_run_follow_its_logs_and_stop_it_from_the_page(
     shown = [t for t in view.locator(".log-row:not([hidden])").all_inner_texts() if t.strip()]
     assert shown and all("oops" in t for t in shown), shown
     page.get_by_label("Stream").select_option("")
+    # The count drops "matching" once the stream filter is cleared; only then is a later
+    # "matching" the text filter's (the stale label raced the debounced filter once in CI).
+    page.wait_for_function("() => !document.getElementById('log-count').textContent.includes('matching')",
+                           timeout=WAIT_MS)
     page.get_by_label("Filter").fill("tick 1")
     page.wait_for_function("() => document.getElementById('log-count').textContent.includes('matching')", timeout=WAIT_MS)
     shown = [t for t in view.locator(".log-row:not([hidden])").all_inner_texts() if t.strip()]
