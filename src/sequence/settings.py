@@ -123,6 +123,9 @@ class Settings:
     algo_memory_mb: int = 16
     algo_log_rate: int = 100
     algo_order_rate: int = 100
+    # The coordinator runs Python's garbage collection from its event loop, between events,
+    # this often (src/sequence/api/gcpace.py); 0 leaves CPython's own collector as it is.
+    gc_pacing_ms: float = 10.0
     log_level: str = "info"
 
     @property
@@ -189,6 +192,7 @@ class Settings:
             "algo_memory_mb": int,
             "algo_log_rate": int,
             "algo_order_rate": int,
+            "gc_pacing_ms": float,
         }
         for f in fields(cls):
             name = "SEQUENCE_" + f.name.upper()
@@ -257,6 +261,8 @@ class Settings:
                 and 1 <= self.algo_log_rate <= 100_000 and 1 <= self.algo_order_rate <= 100_000):
             raise SettingsError("algo_fuel must be 10000-10000000000, algo_memory_mb 1-4096, "
                                 "algo_log_rate and algo_order_rate 1-100000")
+        if not 0 <= self.gc_pacing_ms <= 1000:
+            raise SettingsError("gc_pacing_ms must be between 0 (off) and 1000")
         if self.database_url and not self.database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
             raise SettingsError("SEQUENCE_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
 

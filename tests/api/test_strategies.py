@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import json
 import tarfile
@@ -217,7 +218,9 @@ def test_metrics_count_strategies_by_status(server: LiveServer) -> None:
     with server.client() as c:
         _create(c, name="a")
         _create(c, name="b", start=True)
+        gc.collect(1)  # process-wide: the coordinator (a thread here) hears of it too
         text = httpx.get(server.url + "/metrics").text
+    assert 'sequence_gc_pause_seconds_count{generation="1"}' in text
     assert 'sequence_strategies{status="stopped"} 1.0' in text
     assert 'sequence_strategies{status="queued"} 1.0' in text
     assert "sequence_http_requests_total" in text

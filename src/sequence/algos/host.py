@@ -186,6 +186,8 @@ class AlgoInstance:
         self._ctx = self.store._context()
         self._trap = _TRAP_PTR()
         self._trap_ref = ctypes.byref(self._trap)
+        self._left = ctypes.c_uint64()  # fuel left, read after each call and each import
+        self._left_ref = ctypes.byref(self._left)
         self._keep: list[Any] = []  # ctypes callbacks must outlive the instance
         self._logs = TokenBucket(self.limits.log_rate, self.limits.log_burst)
         self._host_error: str | None = None
@@ -238,9 +240,8 @@ class AlgoInstance:
             reason = self._explain(message)
             self.dead = reason
             raise AlgoTrap(reason)
-        left = ctypes.c_uint64()
-        if not _get_fuel(self._ctx, ctypes.byref(left)):
-            self.fuel_used += fuel - left.value
+        if not _get_fuel(self._ctx, self._left_ref):
+            self.fuel_used += fuel - self._left.value
 
     def _explain(self, message: str, at_start: bool = False) -> str:
         """A trap's message as a reason a user can act on."""
@@ -355,13 +356,13 @@ class AlgoInstance:
         """An import's work in fuel: a module calling the host in a loop runs out of fuel as
         fast as one computing, so a call cannot hold the event loop much longer than its fuel."""
         ctx = _caller_context(caller)
-        left = ctypes.c_uint64()
-        if _get_fuel(ctx, ctypes.byref(left)):
+        if _get_fuel(ctx, self._left_ref):
             return
-        if left.value < cost:
+        left = self._left.value
+        if left < cost:
             raise AlgoTrap(f"trap: fuel exhausted: a call ran more than {self.limits.fuel:,} units of fuel "
                            "(host calls count: see docs/algos.md); each call gets that much fuel")
-        _set_fuel(ctx, left.value - cost)
+        _set_fuel(ctx, left - cost)
 
     def _bytes(self, caller: Any, ptr: int, length: int, what: str) -> bytes:
         ctx = _caller_context(caller)

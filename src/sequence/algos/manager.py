@@ -103,6 +103,7 @@ class Algo:
         self.key_id: str = row["key_id"]
         self.sha: str = row["wasm_sha256"]
         self.symbols: list[str] = list(row["symbols"])
+        self.index = {s: i for i, s in reversed(list(enumerate(self.symbols)))}  # first index, like list.index
         self.params: dict[str, str] = {str(k): str(v) for k, v in dict(row["params"]).items()}
         self.paper: bool = bool(row["sandbox"])
         self.epoch = epoch
@@ -222,7 +223,8 @@ class Algo:
 
     def _place_request(self, req: GraphRequest) -> int:
         handle = self.next_handle
-        syms = {n.symbol: self.symbols.index(n.symbol) for n in req.nodes if n.symbol in self.symbols}
+        index = self.index
+        syms = {n.symbol: index[n.symbol] for n in req.nodes if n.symbol in index}
         order = _Order(handle, "", syms)
 
         def observer(channel: str, data: dict[str, Any]) -> None:
@@ -551,8 +553,12 @@ class AlgoManager:
         algo.last[i] = top
         algo.stats.quotes += 1
         inst = algo.instance
-        if inst is not None:
-            self._guard(algo, lambda: inst.on_quote(i, top[0], top[1], top[2], top[3]))
+        if inst is not None and algo.stopping is None:  # _guard, inline: this is the hot path
+            try:
+                inst.on_quote(i, *top)
+            except AlgoTrap as exc:
+                self._end(algo, exc.reason, failed=True)
+                raise _Trapped() from None
 
     # -- engine events -------------------------------------------------------------------------------
     def observed(self, algo: Algo, order: _Order, channel: str, data: dict[str, Any]) -> None:

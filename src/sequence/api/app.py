@@ -38,6 +38,7 @@ from sequence.algos.manager import AlgoManager
 from sequence.api import errors
 from sequence.api.auth import Authenticator
 from sequence.api.fastpath import CoordinatorApp, QuotesFastPath, request_id
+from sequence.api.gcpace import GcPacer
 from sequence.api.notify import QUEUE, Notifier, strategy_topic
 from sequence.api.routes import (
     controls,
@@ -78,6 +79,9 @@ class Metrics:
         self.strategies = Gauge("sequence_strategies", "Strategies by status", ["status"], registry=self.registry)
         self.runners = Gauge("sequence_runners_connected", "Runners seen within two lease periods",
                              registry=self.registry)
+        self.gc_pause = Histogram("sequence_gc_pause_seconds", "Python garbage collections, by generation",
+                                  ["generation"], registry=self.registry,
+                                  buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5))
 
 
 class VenueCollector:
@@ -206,6 +210,9 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
         # one lease from now — when it can answer them, not from when it began starting (a slow
         # start, say a big restore on a busy machine, would otherwise eat the grace).
         core.store.begin_lease_grace()
+        # Last: what startup built is frozen out of every later collection.
+        pacer = GcPacer(settings.gc_pacing_ms / 1000, lambda gen, s: metrics.gc_pause.labels(str(gen)).observe(s))
+        pacer.start()
         tasks = [asyncio.create_task(_reaper(core, metrics)), asyncio.create_task(_layer_collector(core))]
         try:
             yield
@@ -215,6 +222,7 @@ def create_app(settings: Settings | None = None, *, environ: Mapping[str, str] |
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await pacer.stop()
             if core.algos is not None:
                 await core.algos.stop()  # first: it cancels its algos' working orders
             if core.trading is not None:

@@ -414,7 +414,9 @@ def _parse_node(
                                  f"{_fmt(ud / scale)}, outside {venue}'s prices for {symbol!r} (tick "
                                  f"{_fmt(tick_size)})", code="price_out_of_range", tick_size=float(tick_size))
         limit_units = _on_band_step(int(ud), inst.price_steps)
-        limit_price = float(Decimal(limit_units) / scale)
+        # int / int is correctly rounded, as float(Decimal(units) / scale) is when the quotient is
+        # exact (scales are powers of ten): the same float, without two Decimals per order.
+        limit_price = limit_units / scale
 
     # minimum notional
     never_crosses = False
@@ -499,7 +501,7 @@ def simple_order(inst: InstrumentLike, side: str, qty_1e8: int, px_1e8: int, urg
         book_side, book_limit = (Side.BID if buy else Side.ASK), limit_units
     node = Node(
         node_id="o", idx=0, symbol=inst.symbol, venue=inst.venue, instrument_type=inst.instrument_type,
-        side=side, qty_1e8=qty_1e8, qty_units=q_units, limit_price=float(Decimal(limit_units) / scale),
+        side=side, qty_1e8=qty_1e8, qty_units=q_units, limit_price=limit_units / scale,
         limit_units=limit_units, book_symbol=inst.book_symbol, book_side=book_side, book_limit=book_limit,
         price_scale=scale, size_scale=size_scale, urgency=urgency, activation="root", never_crosses=False,
     )
