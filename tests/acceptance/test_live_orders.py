@@ -249,20 +249,27 @@ def test_stopping_a_strategy_cancels_its_real_orders_at_the_venue(live: Live, tm
     (folder / "main.py").write_text(BOT)
     (folder / "Sequence.toml").write_text('[strategy]\nname = "rester"\nruntime = "python"\n\n'
                                           '[hosted]\nentrypoint = "main.py"\n')
-    live.platform.deploy(folder)  # with the CLI's seq_live_ key: the strategy trades for real
-    recs = live.platform.wait_for_records("rester", lambda rs: any(r.get("event") == "placed" for r in rs),
-                                          "the order placed")
-    placed = next(r for r in recs if r.get("event") == "placed")
-    assert placed["sandbox"] is False, placed
-    gid = placed["graph_id"]
     with live.http() as http:
-        assert _node(http, gid, until=lambda n: n["status"] == "working")["status"] == "working"
-        time.sleep(0.5)  # the venue's ack lands
-        server, fake = live.venues.servers["coinbase"], live.venues.coinbase
-        assert server.call(lambda: sum(o.status == "OPEN" for o in fake.orders.values())) >= 1
-        live.platform.cli("strategy", "stop", "rester")
-        node = _node(http, gid, timeout=30, until=lambda n: n["status"] == "cancelled")
-        assert node["status"] == "cancelled", node
+        # The kill-switch test's 16 orders may still be inside the client's one-second order-rate
+        # window (default 5/s) when this strategy, deployed in ~0.1 s, places its order.
+        assert http.put("/v1/risk", json={"max_orders_per_second": 100}).status_code == 200
+        try:
+            live.platform.deploy(folder)  # with the CLI's seq_live_ key: the strategy trades for real
+            recs = live.platform.wait_for_records("rester", lambda rs: any(r.get("event") == "placed" for r in rs),
+                                                  "the order placed")
+            placed = next(r for r in recs if r.get("event") == "placed")
+            assert placed["sandbox"] is False, placed
+            gid = placed["graph_id"]
+            node = _node(http, gid, until=lambda n: n["status"] == "working")
+            assert node["status"] == "working", node
+            time.sleep(0.5)  # the venue's ack lands
+            server, fake = live.venues.servers["coinbase"], live.venues.coinbase
+            assert server.call(lambda: sum(o.status == "OPEN" for o in fake.orders.values())) >= 1
+            live.platform.cli("strategy", "stop", "rester")
+            node = _node(http, gid, timeout=30, until=lambda n: n["status"] == "cancelled")
+            assert node["status"] == "cancelled", node
+        finally:
+            http.delete("/v1/risk")
     assert server.call(lambda: [o.order_id for o in fake.orders.values() if o.status == "OPEN"]) == []
 
 
