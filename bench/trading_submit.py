@@ -46,7 +46,9 @@ def serve(port: int, data_dir: str, database_url: str | None) -> None:
     from sequence.api.app import build_core, create_app
     from sequence.settings import Settings
 
-    settings = Settings.from_env({}, data_dir=Path(data_dir), database_url=database_url, port=port)
+    # Only SEQUENCE_GC_PACING_MS is read from the environment (0: CPython's own collector, to compare).
+    env = {k: v for k, v in os.environ.items() if k == "SEQUENCE_GC_PACING_MS"}
+    settings = Settings.from_env(env, data_dir=Path(data_dir), database_url=database_url, port=port)
     core = build_core(settings, {})
     cid = core.store.create_client("bench")
     _r, live = core.store.create_api_key(cid, "live", "live")
