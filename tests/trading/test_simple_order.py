@@ -74,3 +74,14 @@ def test_the_shortcut_takes_the_common_case_and_leaves_the_rest() -> None:
     assert simple_order(inst, "buy", 1, on_tick, "normal", True) is None  # under a minimum: the parser decides
     assert simple_order(inst, "buy", 100_000, 0, "normal", True) is None  # a market order
     assert simple_order(replace(inst, active=False), "buy", 100_000, on_tick, "normal", True) is None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(units=st.integers(min_value=0, max_value=10**18), exponent=st.integers(min_value=0, max_value=12))
+def test_the_limit_price_float_is_the_one_the_decimal_division_gave(units: int, exponent: int) -> None:
+    # Both paths now compute ``limit_units / price_scale``; scales are powers of ten by
+    # construction (catalogue, venues), and for those it is the float the Decimal quotient gave.
+    from decimal import Decimal
+
+    scale = 10**exponent
+    assert units / scale == float(Decimal(units) / scale)

@@ -103,7 +103,7 @@ class Algo:
         self.key_id: str = row["key_id"]
         self.sha: str = row["wasm_sha256"]
         self.symbols: list[str] = list(row["symbols"])
-        self.index = {s: i for i, s in reversed(list(enumerate(self.symbols)))}  # first index, like list.index
+        self.index = {s: i for i, s in enumerate(self.symbols)}  # unique: checked at deploy
         self.params: dict[str, str] = {str(k): str(v) for k, v in dict(row["params"]).items()}
         self.paper: bool = bool(row["sandbox"])
         self.epoch = epoch
@@ -553,12 +553,8 @@ class AlgoManager:
         algo.last[i] = top
         algo.stats.quotes += 1
         inst = algo.instance
-        if inst is not None and algo.stopping is None:  # _guard, inline: this is the hot path
-            try:
-                inst.on_quote(i, *top)
-            except AlgoTrap as exc:
-                self._end(algo, exc.reason, failed=True)
-                raise _Trapped() from None
+        if inst is not None:
+            self._guard(algo, lambda: inst.on_quote(i, top[0], top[1], top[2], top[3]))
 
     # -- engine events -------------------------------------------------------------------------------
     def observed(self, algo: Algo, order: _Order, channel: str, data: dict[str, Any]) -> None:

@@ -3,11 +3,12 @@
 CPython collects its youngest generation whenever 700 more container objects
 are alive than at the last collection — wherever that happens to be: halfway
 through an algo's quote → order path, say. In the coordinator a young
-collection costs ~50 µs, every tenth one (generation 1) ~0.5 ms, and a full one
+collection costs ~50 µs, every tenth one (generation 1) ~1 ms, and a full one
 walked the whole startup heap (the catalogue, every imported module) for
-60–240 ms; in the algo benchmark three collections in four ran inside a
-measured quote → order path (``bench/algo_latency.py --gc``). So the
-coordinator paces its own collections:
+40–240 ms; in the algo benchmark three collections in four ran inside a
+measured quote → order path (``bench/algo_latency.py``, its "GC inside"
+column, and its run without pacing). So the coordinator paces its own
+collections:
 
 * at start, :func:`gc.freeze` moves what startup built into the permanent
   generation, which no collection walks again;
