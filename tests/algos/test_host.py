@@ -567,6 +567,26 @@ def test_a_log_flood_stores_only_the_burst_and_a_100k_line_call_runs_out_of_fuel
     assert len(acts.lines) == 200  # the bucket was empty: nothing more was stored
 
 
+
+def test_import_fuel_kept_as_a_debt_still_counts_and_still_runs_out_at_the_call_limit() -> None:
+    """Imports are charged in batches (host.SETTLE_FUEL): a call's few imports are in its
+    fuel_used all the same, and a loop of them traps within one batch of the limit."""
+    inst, _acts = instance(LOGGER, limits=Limits(fuel=200_000, log_rate=1e9, log_burst=10**9))
+    poke(inst, 0, b"x")
+    inst.on_quote(0, 0, 1, 0, 0)
+    base = inst.fuel_used  # the loop's own instructions, no import
+    inst.on_quote(0, 0, 1, 3, 0)  # three logs: 3,000 units, under one batch
+    assert 3 * 1_000 <= inst.fuel_used - base - 1 < 3 * 1_000 + 100
+    before = inst.fuel_used
+    inst.on_quote(0, 0, 1, 150, 0)  # 150,000 units of logs: within the call's 200,000
+    assert inst.dead is None and inst.fuel_used - before >= 150_000
+    with pytest.raises(AlgoTrap) as info:
+        inst.on_quote(0, 0, 1, 1_000, 0)  # 1,000,000 units: five times the limit
+    assert "fuel exhausted" in info.value.reason
+    # Trapped inside the batch that crossed the limit: at most ~210 of the 1,000 lines ran.
+    assert len(_acts.lines) - 1 - 3 - 150 <= 200 + 10
+
+
 # -- params ------------------------------------------------------------------------------------------------
 
 PARAMS = f"""(module
