@@ -136,9 +136,11 @@ class Algo:
     def set_timer(self, interval_ms: int) -> None:
         if interval_ms <= 0:
             self.timer_ms, self.timer_due = 0, None
+            self.mgr.timed.discard(self.id)
             return
         self.timer_ms = max(MIN_TIMER_MS, min(int(interval_ms), 86_400_000))
         self.timer_due = self.now_ms() + self.timer_ms
+        self.mgr.timed.add(self.id)
         self.mgr.timers_changed()
 
     def book(self, sym: int, side: int, max_levels: int) -> list[tuple[int, int]]:
@@ -267,7 +269,10 @@ class AlgoManager:
         self.settings_order_rate = float(order_rate)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{short_code(6)}"
         self.algos: dict[str, Algo] = {}
-        self._books: dict[str, list[tuple[Algo, int]]] = {}  # book symbol -> (algo, symbol index)
+        # Book symbol -> (algo, symbol index). Each list is replaced, never changed in place,
+        # so a quote loop may iterate one while a call ends an algo.
+        self._books: dict[str, list[tuple[Algo, int]]] = {}
+        self.timed: set[str] = set()  # the algos with a timer set
         self._queue: deque[Callable[[], None]] = deque()
         self._busy = False
         self._pump_scheduled = False
@@ -431,7 +436,8 @@ class AlgoManager:
             self._end(algo, exc.reason, failed=True)
             return
         for i, sym in enumerate(algo.symbols):
-            self._books.setdefault(self.market.instrument(sym).book_symbol, []).append((algo, i))
+            book_symbol = self.market.instrument(sym).book_symbol
+            self._books[book_symbol] = [*self._books.get(book_symbol, ()), (algo, i)]
         self._enqueue(lambda: self._init(algo))
 
     def _init(self, algo: Algo) -> None:
@@ -449,6 +455,7 @@ class AlgoManager:
         if self.algos.get(algo.id) is not algo:
             return
         del self.algos[algo.id]
+        self.timed.discard(algo.id)
         algo.stopping = reason
         for sym_book, entries in list(self._books.items()):
             kept = [e for e in entries if e[0] is not algo]
@@ -518,26 +525,42 @@ class AlgoManager:
         books = self._books
         if not books:
             return
-        touched: dict[str, None] = {}
-        for ev in events:
-            sym = getattr(ev, "symbol", None)
-            if sym in books:
-                touched[sym] = None
-        if not touched:
-            return
+        if len(events) == 1:  # the usual batch: one venue update
+            sym = getattr(events[0], "symbol", None)
+            if sym not in books:
+                return
+            touched: Sequence[str] = (sym,)
+        else:
+            touched = list(dict.fromkeys(s for ev in events if (s := getattr(ev, "symbol", None)) in books))
+            if not touched:
+                return
         # Inside an engine step (its own orders moved the book) the call waits for the loop.
         inline = not getattr(self.engine, "_applying", False)
-        for sym in touched:
-            self._enqueue(functools.partial(self._quote_book, sym), now=inline)
-        if any(a.timer_due is not None for a in self.algos.values()):
-            self._enqueue(self._run_timers, now=inline)
-
-    def _quote_book(self, book_symbol: str) -> None:
-        for algo, i in list(self._books.get(book_symbol, ())):
+        if inline and not self._busy and not self._queue:
+            # Nothing waits: call now, with no queue entry (the order of events is kept: the
+            # queue is empty), then deliver what the calls queued (fills, order ends).
+            self._busy = True
             try:
-                self._quote(algo, i)
-            except _Trapped:
-                continue
+                self._quotes(touched)
+            except Exception:
+                log.exception("algos: an event could not be delivered")
+            finally:
+                self._busy = False
+            if self._queue:
+                self._pump()
+            return
+        self._enqueue(functools.partial(self._quotes, touched), now=inline)
+
+    def _quotes(self, book_symbols: Sequence[str]) -> None:
+        """The quotes of *book_symbols* to the algos that follow them, then the timers due."""
+        for book_symbol in book_symbols:
+            for algo, i in self._books.get(book_symbol, ()):
+                try:
+                    self._quote(algo, i)
+                except _Trapped:
+                    continue
+        if self.timed:
+            self._run_timers()
 
     def _quote(self, algo: Algo, i: int) -> None:
         view = algo.views[i]
@@ -553,8 +576,13 @@ class AlgoManager:
         algo.last[i] = top
         algo.stats.quotes += 1
         inst = algo.instance
-        if inst is not None:
-            self._guard(algo, lambda: inst.on_quote(i, top[0], top[1], top[2], top[3]))
+        if inst is None or algo.stopping is not None:
+            return
+        try:  # _guard, inline: this is the hot path
+            inst.on_quote(i, q[0], q[1], q2[0], q2[1])
+        except AlgoTrap as exc:
+            self._end(algo, exc.reason, failed=True)
+            raise _Trapped() from None
 
     # -- engine events -------------------------------------------------------------------------------
     def observed(self, algo: Algo, order: _Order, channel: str, data: dict[str, Any]) -> None:
