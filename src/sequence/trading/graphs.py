@@ -322,6 +322,8 @@ class Graph:
         return {e.target for e in self.edges}
 
     def roots(self) -> list[str]:
+        if not self.edges:  # one order, or orders side by side: every node
+            return list(self.nodes)
         targets = self.targets
         return [n for n in self.nodes if n not in targets]
 

@@ -68,6 +68,7 @@ VENUE_RULES: Mapping[str, VenueRules] = {
     "polymarket": VenueRules(min_notional="rest"),
     "coinbase": VenueRules(min_notional="reject", min_order_size=True, market_orders=True),
 }
+NO_RULES = VenueRules()  # a venue with none of its own
 
 
 class InstrumentLike(Protocol):
@@ -358,7 +359,7 @@ def _parse_node(
         raise GraphError(f"{where}.urgency", f"{where}.urgency must be one of {', '.join(URGENCIES)}",
                          code="invalid_urgency")
 
-    rules = VENUE_RULES.get(venue, VenueRules())
+    rules = VENUE_RULES.get(venue, NO_RULES)
     scale, size_scale, tick = inst.price_scale, inst.size_scale, inst.tick
 
     # quantity
@@ -488,7 +489,7 @@ def simple_order(inst: InstrumentLike, side: str, qty_1e8: int, px_1e8: int, urg
         return None
     if _on_band_step(limit_units, inst.price_steps) != limit_units:
         return None
-    rules = VENUE_RULES.get(inst.venue, VenueRules())
+    rules = VENUE_RULES.get(inst.venue, NO_RULES)
     # Minimums: compared exactly (×1e8 integers of the decimal the general path reads).
     if rules.min_order_size and inst.min_order_size and qty_1e8 * 10**8 < _e16(inst.min_order_size):
         return None
@@ -499,12 +500,10 @@ def simple_order(inst: InstrumentLike, side: str, qty_1e8: int, px_1e8: int, urg
         book_side, book_limit = (Side.ASK if buy else Side.BID), scale - limit_units
     else:
         book_side, book_limit = (Side.BID if buy else Side.ASK), limit_units
-    node = Node(
-        node_id="o", idx=0, symbol=inst.symbol, venue=inst.venue, instrument_type=inst.instrument_type,
-        side=side, qty_1e8=qty_1e8, qty_units=q_units, limit_price=limit_units / scale,
-        limit_units=limit_units, book_symbol=inst.book_symbol, book_side=book_side, book_limit=book_limit,
-        price_scale=scale, size_scale=size_scale, urgency=urgency, activation="root", never_crosses=False,
-    )
+    # Positional (the field order of Node): keywords cost a third of this call, on the algos' path.
+    node = Node("o", 0, inst.symbol, inst.venue, inst.instrument_type, side, qty_1e8, q_units,
+                limit_units / scale, limit_units, inst.book_symbol, book_side, book_limit, scale, size_scale,
+                urgency, "root", False)
     return GraphRequest((node,), (), paper)
 
 
