@@ -15,42 +15,38 @@ def new_uuid() -> str:
     return str(uuid.uuid4())
 
 
-#: Random bytes for :func:`short_code`, read from the OS 4 KiB at a time: a read per id cost a
-#: system call on the order path, and any other thread could take the GIL meanwhile.
-_pool = bytearray()
-_pool_lock = threading.Lock()
-
-
-def _random_bytes(n: int) -> bytes:
-    global _pool
-    with _pool_lock:
-        if len(_pool) < n:
-            _pool = bytearray(secrets.token_bytes(4096))
-        out = bytes(_pool[-n:])
-        del _pool[-n:]
-    return out
-
-
-def _forget_pool() -> None:  # a forked child must not hand out its parent's next ids
-    global _pool
-    _pool = bytearray()
-
-
-os.register_at_fork(after_in_child=_forget_pool)
-
-
 # Byte b -> the character b % 36; bytes from 252 up (252 = 7 × 36) would bias the modulo, so
-# they are dropped (bytes.translate does both at C speed: ids are made on the order path).
+# they are dropped (bytes.translate does both at C speed).
 _TO_CHAR = bytes(ord(_ALPHABET[b % 36]) for b in range(256))
 _BIASED = bytes(range(252, 256))
+
+#: Random characters for :func:`short_code`, made from the OS's randomness 8 KiB at a time: a
+#: read per id cost a system call on the order path (and any other thread could take the GIL
+#: meanwhile); an id is then one slice of this string.
+_chars = ""
+_pos = 0
+_pool_lock = threading.Lock()
 
 
 def short_code(n: int = 8) -> str:
     """*n* random characters of ``0-9a-z``, uniformly."""
-    out = b""
-    while len(out) < n:
-        out += _random_bytes(n + 4).translate(_TO_CHAR, _BIASED)
-    return out[:n].decode()
+    global _chars, _pos
+    with _pool_lock:
+        end = _pos + n
+        while end > len(_chars):
+            _chars = _chars[_pos:] + secrets.token_bytes(8192).translate(_TO_CHAR, _BIASED).decode()
+            _pos, end = 0, n
+        out = _chars[_pos:end]
+        _pos = end
+    return out
+
+
+def _forget_pool() -> None:  # a forked child must not hand out its parent's next ids
+    global _chars, _pos
+    _chars, _pos = "", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def new_token(prefix: str, n: int = 40) -> str:
