@@ -166,12 +166,13 @@ class Algo:
         self.log(f"order refused: {why}{more}", "system")
 
     def _can_order(self) -> int:
-        if self.stopping is not None or not self.mgr.fenced_ok():
+        now = time.monotonic()
+        if self.stopping is not None or now >= self.mgr.fence_until:  # fenced_ok(), one clock read
             return abi.E_STOPPED
         if len(self.orders) >= MAX_OPEN_ORDERS:
             self.refused(f"{MAX_OPEN_ORDERS} orders are open")
             return abi.E_OPEN
-        if not self.order_rate.take(time.monotonic()):
+        if not self.order_rate.take(now):
             self.stats.refused += 1
             return abi.E_RATE
         return 0
@@ -226,7 +227,12 @@ class Algo:
     def _place_request(self, req: GraphRequest) -> int:
         handle = self.next_handle
         index = self.index
-        syms = {n.symbol: index[n.symbol] for n in req.nodes if n.symbol in index}
+        nodes = req.nodes
+        if len(nodes) == 1:  # seq.submit: its symbol is one of the algo's
+            sym = nodes[0].symbol
+            syms = {sym: index[sym]} if sym in index else {}
+        else:
+            syms = {n.symbol: index[n.symbol] for n in nodes if n.symbol in index}
         order = _Order(handle, "", syms)
 
         def observer(channel: str, data: dict[str, Any]) -> None:
@@ -281,7 +287,7 @@ class AlgoManager:
         self._next_seq: dict[str, int] = {}  # deployment -> the next log seq it may use here
         # Deployments ended here, to give back in the store: id -> (reason, failed).
         self._released: dict[str, tuple[str | None, bool]] = {}
-        self._fence_until = 0.0
+        self.fence_until = 0.0
         self._tasks: list[asyncio.Task[Any]] = []
         self._spawned: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
@@ -337,7 +343,7 @@ class AlgoManager:
         self._wake.set()
 
     def fenced_ok(self) -> bool:
-        return time.monotonic() < self._fence_until
+        return time.monotonic() < self.fence_until
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -373,7 +379,7 @@ class AlgoManager:
         held_ids = list(self.algos)
         held = await anyio.to_thread.run_sync(lambda: self.store.renew_deployments(
             self.owner, held_ids, self.lease_seconds))
-        self._fence_until = began + self.lease_seconds * 2 / 3
+        self.fence_until = began + self.lease_seconds * 2 / 3
         for dep_id in held_ids:
             if dep_id not in held and dep_id in self.algos:
                 self._end(self.algos[dep_id], "lease lost (another coordinator took this deployment)",

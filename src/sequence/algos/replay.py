@@ -59,7 +59,7 @@ async def replay(wasm: bytes, recording: Path, symbols: Sequence[str], params: M
         market.pump()  # the books as the recording begins
         await engine.start()
         await mgr.start(supervise=False)
-        mgr._fence_until = float("inf")  # one process, no other coordinator: never fenced
+        mgr.fence_until = float("inf")  # one process, no other coordinator: never fenced
         for sym in symbols:
             try:
                 market.instrument(sym)
