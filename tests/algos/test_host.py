@@ -794,6 +794,15 @@ def test_submit_passes_its_arguments_through_and_its_result_back(args: tuple[int
     assert struct.unpack("<q", peek(inst, 0x100, 8))[0] == result
 
 
+def test_quote_values_beyond_an_i64_reach_the_module_as_the_nearest_i64() -> None:
+    """A price × 1e8 past 2**63 (a book priced in the billions) is clamped, not wrapped around
+    to a negative price, and the quote still arrives."""
+    inst, acts = instance(SUBMIT)  # on_quote(sym, px, qty, side, flags) → submit(sym, side, px, qty, flags)
+    inst.on_quote(0, 2**70, 5, 0, 0)
+    inst.on_quote(0, 3, -(2**70), 0, 0)
+    assert acts.submits == [(0, 0, 2**63 - 1, 5, 0), (0, 0, 3, -(2**63), 0)]
+
+
 def test_cancel_passes_the_handle_and_its_answer() -> None:
     inst, acts = instance(SUBMIT)
     inst.on_timer(5)

@@ -30,6 +30,7 @@ A trap (from the module, fuel, or an error in a host function) raises
 from __future__ import annotations
 
 import ctypes
+import struct
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -75,6 +76,10 @@ _call_bare = _bare("wasmtime_func_call_unchecked")
 _set_fuel_bare = _bare("wasmtime_context_set_fuel")
 _get_fuel_bare = _bare("wasmtime_context_get_fuel")
 _ERROR_PTR = ctypes.POINTER(ffi.wasmtime_error_t)
+# on_quote's arguments straight into its wasmtime_val_raw array (16 bytes a value, little-endian:
+# an i32 then four i64). Wasmtime keeps raw values little-endian on every host.
+_PACK_QUOTE = struct.Struct("<i12xq8xq8xq8xq").pack_into
+_I64 = 2**63
 _caller_context = _nogil("wasmtime_caller_context")
 _memory_data = _nogil("wasmtime_memory_data")
 _memory_data_size = _nogil("wasmtime_memory_data_size")
@@ -182,7 +187,7 @@ def _parse_1e8(text: str) -> int | None:
 class _Export:
     """A fast caller of one export (unchecked: its type was checked at deploy)."""
 
-    __slots__ = ("args", "cap", "func", "n", "name")
+    __slots__ = ("args", "cap", "func", "mem", "n", "name")
 
     def __init__(self, name: str, func: wasmtime.Func, nparams: int) -> None:
         self.name = name
@@ -190,6 +195,7 @@ class _Export:
         self.n = nparams
         self.cap = ctypes.c_size_t(max(nparams, 1))  # ctypes objects: see _bare
         self.args = (_RAW * max(nparams, 1))()
+        self.mem = memoryview(self.args).cast("B")  # the same bytes, for struct.pack_into
 
 
 class AlgoInstance:
@@ -245,6 +251,7 @@ class AlgoInstance:
                 continue
             if isinstance(f, wasmtime.Func):
                 self._exports[name] = _Export(name, f, len(params))
+        self._on_quote = self._exports.get("on_quote")
 
     def has(self, export: str) -> bool:
         return export in self._exports
@@ -310,15 +317,13 @@ class AlgoInstance:
             self._call(ex, self._init_fuel)
 
     def on_quote(self, sym: int, bid_px: int, bid_qty: int, ask_px: int, ask_qty: int) -> None:
-        ex = self._exports.get("on_quote")
+        ex = self._on_quote
         if ex is None:
             return
-        a = ex.args
-        a[0].i32 = sym
-        a[1].i64 = bid_px
-        a[2].i64 = bid_qty
-        a[3].i64 = ask_px
-        a[4].i64 = ask_qty
+        try:
+            _PACK_QUOTE(ex.mem, 0, sym, bid_px, bid_qty, ask_px, ask_qty)  # 0.2 µs; five union fields 1.0
+        except struct.error:  # beyond an i64 (a price over ~92 billion): the largest there is
+            _PACK_QUOTE(ex.mem, 0, sym, *(max(-_I64, min(_I64 - 1, v)) for v in (bid_px, bid_qty, ask_px, ask_qty)))
         self._call(ex, self._fuel)
 
     def on_fill(self, handle: int, sym: int, side: int, px_1e8: int, qty_1e8: int) -> None:
