@@ -217,7 +217,8 @@ def one_run(n: int, tmp: Path, run: int, gc_pacing_ms: float = 10.0) -> dict[str
                                                 "symbols": [SYMBOL], "sandbox": True, "start": True})
             r.raise_for_status()
         deadline = time.monotonic() + 30
-        while not mgr.algos:
+        # Listed in mgr.algos a moment before its instance exists (this thread reads the loop's state).
+        while not mgr.algos or next(iter(mgr.algos.values())).instance is None:
             assert time.monotonic() < deadline, "the algo did not start"
             time.sleep(0.05)
         algo = next(iter(mgr.algos.values()))
