@@ -50,7 +50,8 @@ def test_unsandboxed_runs_say_so_everywhere(tmp_path: Path) -> None:
                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while "Sequence is up" not in (tmp_path / "up.log").read_text():
+        # The banner's last line ("next: …"): the runner's UNSANDBOXED mark is printed after "Sequence is up".
+        while "next: sequence strategy deploy" not in (tmp_path / "up.log").read_text():
             assert up.poll() is None, (tmp_path / "up.log").read_text()
             assert time.monotonic() < deadline
             time.sleep(0.1)
