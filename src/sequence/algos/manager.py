@@ -16,8 +16,9 @@ the market's own call path:
   right after the call that is running, never inside the engine's step;
 * timers (``seq.set_timer``) run on the market clock.
 
-Every call into a module goes through one queue (:meth:`_pump`), so a module
-is never re-entered and events reach it in the order they happened. A trap
+Every call into a module goes through one queue (:meth:`_pump`) — a quote
+goes straight in only when the queue is empty and no call is running — so a
+module is never re-entered and events reach it in the order they happened. A trap
 stops the algo with its reason, cancels its working orders and schedules a
 restart with the strategies' backoff (``lifecycle.restart_after_failure``).
 
