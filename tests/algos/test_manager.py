@@ -16,6 +16,8 @@ import wasmtime
 from sequence.algos import abi
 from sequence.algos.manager import AlgoManager
 from sequence.execution.engine import TradingEngine
+from sequence.market.book import Side
+from sequence.market.events import LevelUpdate
 from sequence.market.service import MarketService
 from sequence.store.store import Store
 from sequence.store.trading import TradingStore
@@ -51,6 +53,12 @@ RESTER = wasmtime.wat2wasm("""
        (drop (call $submit (local.get $s) (i32.const 0) (i64.const 100000000) (i64.const 100000000) (i32.const 0)))
        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
        (br_if $l (local.get $n)))))))
+""")
+# Counts its quotes in an exported global.
+COUNTER = wasmtime.wat2wasm("""
+(module (memory (export "memory") 1)
+ (global $n (export "quotes") (mut i32) (i32.const 0))
+ (func (export "on_quote") (param i32 i64 i64 i64 i64) (global.set $n (i32.add (global.get $n) (i32.const 1)))))
 """)
 TRAP = wasmtime.wat2wasm("""
 (module (memory (export "memory") 1) (func (export "on_quote") (param i32 i64 i64 i64 i64) unreachable))
@@ -199,3 +207,35 @@ async def test_a_trap_in_init_fails_the_algo_like_any_trap(store: Store) -> None
         await until(lambda: store.get_deployment(cid, dep)["restarts"] >= 1, "a restart")
         assert "unreachable" in (store.get_deployment(cid, dep)["last_reason"] or "")
         assert dep not in a.algos or a.algos[dep].epoch >= 2
+
+
+@async_test
+async def test_a_quote_during_a_call_waits_for_it_and_one_with_nothing_waiting_goes_straight_in(
+        store: Store) -> None:
+    """A module is never re-entered: a quote that comes while a call runs is queued and
+    delivered after it, in order; with the queue empty and no call running it is called at once."""
+    cid = store.create_client("acme")
+    dep = deploy(store, cid, COUNTER)
+    async with coordinator(store, "A") as a:
+        await until(lambda: dep in a.algos and a.algos[dep].stats.quotes >= 1, "its first quote")
+        inst = a.algos[dep].instance
+        assert inst is not None
+        quotes = inst.instance.exports(inst.store)["quotes"]
+        assert isinstance(quotes, wasmtime.Global)
+
+        def seen() -> int:
+            return int(quotes.value(inst.store))
+
+        # No await below: the simulated market's own ticks cannot interleave.
+        book = a.market.book("BTC-USD")
+        bid = book.best(Side.BID)
+        assert bid is not None
+        before = seen()
+        a._busy = True  # as inside a call into a module
+        a.market.apply([LevelUpdate(book.ts_ms + 1, "BTC-USD", Side.BID, bid[0], bid[1] + 1)])
+        assert seen() == before and len(a._queue) == 1  # queued, not called inside the running call
+        a._busy = False
+        a._pump()
+        assert seen() == before + 1 and not a._queue
+        a.market.apply([LevelUpdate(book.ts_ms + 1, "BTC-USD", Side.BID, bid[0], bid[1] + 2)])
+        assert seen() == before + 2 and not a._queue  # straight in
