@@ -21,8 +21,11 @@ a threshold (a new price each time), then takes it away. Two reactors watch:
 
 The algo is measured three ways, 1 000 quotes each:
 
-* ``idle``: each quote 2 ms after the last, the process otherwise asleep
-  (the hosted client's order runs between): every quote wakes an idle CPU;
+* ``idle``: each quote 2 ms after the last, the hosted client's order handled
+  in the same process between them (HTTP, JSON, the store): other work leaves
+  the caches cold for the algo's path;
+* ``gap``: each quote 2 ms after the last with nothing between (no hosted
+  client): what the wait alone costs, beside ``idle``;
 * ``market``: each quote after 2 ms of *other* books' updates (a busy market
   process: the CPU is awake, its caches hold other code);
 * ``busy``: quotes back to back on the algo's own book (the path stays warm;
@@ -253,6 +256,15 @@ def one_run(n: int, tmp: Path, run: int, gc_pacing_ms: float = 10.0) -> dict[str
             proc.kill()
             proc.wait()
             idle_gc = watch.inside(paths)
+        # The same spacing with nothing between the quotes.
+        gap_lat = []
+        for i in range(n):
+            orders = algo.stats.orders
+            t0, _t1 = inject(srv, THRESHOLD_UNITS - 20_000 - i)
+            if algo.stats.orders == orders + 1:
+                gap_lat.append(engine.last_accepted_at - t0)
+            inject(srv, None)
+            time.sleep(0.002)
         # A busy market process: each quote after 2 ms of other books' updates.
         with GcWatch() as watch:
             market_lat, paths = asyncio.run_coroutine_threadsafe(
@@ -264,7 +276,7 @@ def one_run(n: int, tmp: Path, run: int, gc_pacing_ms: float = 10.0) -> dict[str
                 _burst(srv, algo, engine, n, 400_000), srv.loop).result(600)
             busy_gc = watch.inside(paths)
         return {"floor_apply": floor, "floor_idle": floor_idle, "bare_call": bare_call, "algo": algo_lat, "algo_done": algo_done,
-                "algo_market": market_lat, "algo_busy": busy_lat, "hosted": hosted_lat,
+                "algo_gap": gap_lat, "algo_market": market_lat, "algo_busy": busy_lat, "hosted": hosted_lat,
                 "gc_inside": {"idle": idle_gc, "market": market_gc, "busy": busy_gc},
                 "algo_orders": algo.stats.orders}
     finally:
@@ -316,11 +328,12 @@ def _time_calls(inst: Any, n: int = 2000) -> list[float]:
     return out
 
 
-SCENARIOS = ("idle", "market", "busy")
-COLS = ("floor_apply_p50_us", "floor_idle_p99_us", "bare_call_p50_us", "idle_p50_us", "idle_p99_us", "market_p50_us", "market_p99_us",
-        "busy_p50_us", "busy_p99_us", "submit_returned_p99_us", "hosted_p50_us", "hosted_p99_us", "gc_inside")
-HEADERS = ("", "floor: apply", "idle floor p99", "bare call", "idle p50", "idle p99", "market p50", "market p99", "busy p50",
-           "busy p99", "submit ret p99", "hosted p50", "hosted p99", "GC inside i/m/b")
+SCENARIOS = ("idle", "gap", "market", "busy")
+COLS = ("floor_apply_p50_us", "floor_idle_p99_us", "bare_call_p50_us", "idle_p50_us", "idle_p99_us", "gap_p50_us", "gap_p99_us",
+        "market_p50_us", "market_p99_us", "busy_p50_us", "busy_p99_us", "submit_returned_p99_us", "hosted_p50_us",
+        "hosted_p99_us", "gc_inside")
+HEADERS = ("", "floor: apply", "idle floor p99", "bare call", "idle p50", "idle p99", "gap p50", "gap p99", "market p50",
+           "market p99", "busy p50", "busy p99", "submit ret p99", "hosted p50", "hosted p99", "GC inside i/m/b")
 
 
 def us(xs: list[float], p: float) -> float:
@@ -336,6 +349,7 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
         "bare_call_p50_us": us(res["bare_call"], 50),
         "idle_p50_us": us(res["algo"], 50), "idle_p99_us": us(res["algo"], 99),
         "idle_max_us": round(max(res["algo"]) * 1e6, 1),
+        "gap_p50_us": us(res["algo_gap"], 50), "gap_p99_us": us(res["algo_gap"], 99),
         "market_p50_us": us(res["algo_market"], 50), "market_p99_us": us(res["algo_market"], 99),
         "busy_p50_us": us(res["algo_busy"], 50), "busy_p99_us": us(res["algo_busy"], 99),
         "submit_returned_p50_us": us(res["algo_done"], 50), "submit_returned_p99_us": us(res["algo_done"], 99),
