@@ -371,9 +371,9 @@ class AlgoInstance:
 
         def callback(_env: Any, caller: Any, args: Any, _n: int) -> int:
             try:
-                self._debt += cost  # _charge, inline: most calls stop here
+                self._debt += cost  # an import's fuel: see _settle
                 if self._debt >= self._settle_at:
-                    self._charge(caller, 0)
+                    self._settle(caller)
                 impl(caller, args)
                 return 0
             except BaseException as exc:  # never unwind through Wasmtime: turn it into a trap
@@ -390,13 +390,10 @@ class AlgoInstance:
         ffi.wasmtime_func_new_unchecked(self._ctx, ty.ptr(), cb, None, _NOOP_FINALIZER, ctypes.byref(raw))
         return wasmtime.Func._from_raw(raw)
 
-    def _charge(self, caller: Any, cost: int) -> None:
-        """An import's work in fuel: a module calling the host in a loop runs out of fuel as
-        fast as one computing, so a call cannot hold the event loop much longer than its fuel.
-        Kept as a debt, taken from the module's fuel every ``SETTLE_FUEL`` units."""
-        self._debt += cost
-        if self._debt < self._settle_at:
-            return
+    def _settle(self, caller: Any) -> None:
+        """Take the imports' fuel debt from the module's fuel: a module calling the host in a
+        loop runs out of fuel as fast as one computing, so a call cannot hold the event loop
+        much longer than its fuel. Called every ``SETTLE_FUEL`` units of debt."""
         ctx = _caller_context(caller)
         if _get_fuel(ctx, self._left_ref):
             return

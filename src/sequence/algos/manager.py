@@ -583,13 +583,8 @@ class AlgoManager:
         algo.last[i] = top
         algo.stats.quotes += 1
         inst = algo.instance
-        if inst is None or algo.stopping is not None:
-            return
-        try:  # _guard, inline: this is the hot path
-            inst.on_quote(i, q[0], q[1], q2[0], q2[1])
-        except AlgoTrap as exc:
-            self._end(algo, exc.reason, failed=True)
-            raise _Trapped() from None
+        if inst is not None:
+            self._guard(algo, lambda: inst.on_quote(i, q[0], q[1], q2[0], q2[1]))
 
     # -- engine events -------------------------------------------------------------------------------
     def observed(self, algo: Algo, order: _Order, channel: str, data: dict[str, Any]) -> None:

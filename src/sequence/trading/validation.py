@@ -500,7 +500,7 @@ def simple_order(inst: InstrumentLike, side: str, qty_1e8: int, px_1e8: int, urg
         book_side, book_limit = (Side.ASK if buy else Side.BID), scale - limit_units
     else:
         book_side, book_limit = (Side.BID if buy else Side.ASK), limit_units
-    # Positional (the field order of Node): keywords cost a third of this call, on the algos' path.
+    # Positional (the field order of Node): with keywords this call took ~2 µs more (of 7.6), on the algos' path.
     node = Node("o", 0, inst.symbol, inst.venue, inst.instrument_type, side, qty_1e8, q_units,
                 limit_units / scale, limit_units, inst.book_symbol, book_side, book_limit, scale, size_scale,
                 urgency, "root", False)
