@@ -230,3 +230,32 @@ def test_quickstart_deploys_the_seed_sequence_toml_verbatim() -> None:
     assert SEED_TOML in quickstart
     assert "sequence strategy deploy /tmp/my-strategy --start" in quickstart
     assert "sequence strategy logs e2e-pred-test --follow" in quickstart
+
+
+def test_bracketed_words_in_help_texts_survive_rendering() -> None:
+    """Rich reads ``[word]`` in a help text as a style tag and drops it (``prefixed [sequence]``
+    rendered as ``prefixed``): every bracketed word a command's help writes must reach the
+    rendered reference, which is the --help output."""
+    import re
+
+    import click
+
+    from sequence.cli.app import command
+
+    # Each command's section of the reference: "## `sequence algo logs`" up to the next.
+    sections = {m[0]: " ".join(m[1].split()) for m in
+                re.findall(r"^## `([^`]+)`\n(.*?)(?=^## `|\Z)", (ROOT / "docs" / "cli.md").read_text(), re.M | re.S)}
+    missing = []
+
+    def walk(cmd: click.Command, path: str) -> None:
+        texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+        rendered = sections.get(path, "")
+        for text in texts:
+            for word in re.findall(r"\\?\[[A-Za-z][\w.-]*\]", text):
+                if word.lstrip("\\") not in rendered:
+                    missing.append(f"{path}: {word}")
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(command(), "sequence")
+    assert not missing, "escape these as \\\\[word] in the help text: " + ", ".join(missing)

@@ -212,7 +212,7 @@ def logs(
     as_json: JsonOpt = False,
 ) -> None:
     """Print the algo's log lines: its own (stdout) and the platform's (starts, stops, traps,
-    refused orders; on stderr, prefixed [sequence])."""
+    refused orders; on stderr, prefixed \\[sequence])."""
     with _api() as api:
         params: dict[str, Any] = {"tail": tail} if tail else {"after_seq": 0}
         after = 0
