@@ -120,3 +120,23 @@ def test_dropped_lines_notice_goes_to_stderr(res: dict[str, object], said: str,
     _dropped_notice(res)
     got = capsys.readouterr()
     assert got.out == "" and got.err == said
+
+
+def test_runs_at_80_columns_keep_peak_rss_and_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """README and quickstart promise `strategy runs` shows peak RSS and CPU: at 80 columns only
+    the log line count gives way, and a long exit reason folds instead of pushing them out."""
+    from sequence.cli.strategy import runs_table
+
+    buf = io.StringIO()
+    monkeypatch.setattr(output, "console", Console(file=buf, width=80, color_system=None, highlight=False))
+    run = {"run_id": "run_0123456789", "status": "stopped", "started_at": "2026-12-01T14:58:00.123Z",
+           "claimed_at": None, "duration_s": 12.34, "peak_rss_bytes": 31_000_000, "cpu_seconds": 0.52,
+           "log_lines": 1234}
+    long_exit = {**run, "status": "failed", "exit": {"reason": "runner lost: lease expired while the coordinator "
+                                                               "was away for longer than a lease"}}
+    runs_table([{**run, "exit": {"code": 0}}, long_exit])
+    out = buf.getvalue()
+    assert all(len(line) <= 80 for line in out.splitlines()), out
+    head = out.splitlines()[0]
+    assert "peak rss" in head and "cpu s" in head and "lines" not in head, out
+    assert "29.6 MB" in out and "0.52" in out and "exited 0" in out, out

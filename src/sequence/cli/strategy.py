@@ -517,8 +517,14 @@ def runs(ident: Ident, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(res)
         return
+    runs_table(res["runs"])
+
+
+def runs_table(runs: list[dict[str, Any]]) -> None:
+    """The runs as a table; at 80 columns only the log line count gives way (README and
+    quickstart promise peak RSS and CPU), then the exit reason folds."""
     rows = []
-    for r in res["runs"]:
+    for r in runs:
         ex = r["exit"] or {}
         rss = f"{r['peak_rss_bytes'] / 1048576:.1f} MB" if r["peak_rss_bytes"] else ""
         cpu = f"{r['cpu_seconds']:.2f}" if r["cpu_seconds"] is not None else ""
@@ -526,4 +532,4 @@ def runs(ident: Ident, as_json: JsonOpt = False) -> None:
         rows.append((short_id(r["run_id"]), status_text(r["status"]), when(r["started_at"] or r["claimed_at"]),
                      dur, exit_words(ex), rss, cpu, r["log_lines"]))
     table(["run", "status", "started", "secs", "exit", "peak rss", "cpu s", "lines"], rows, keep=("run",),
-          drop=("cpu s", "lines", "peak rss"))
+          drop=("lines",))
