@@ -210,6 +210,18 @@ def validate_entrypoint(ep: str) -> str | None:
     return None
 
 
+def syntax_error(source: bytes, name: str) -> str | None:
+    """``name:line: message`` if *source* is not valid Python for this interpreter (the
+    runners'), else None: an entrypoint that cannot compile would only exit 1 and restart."""
+    try:
+        compile(source, name, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return f"{name}:{exc.lineno or 0}: SyntaxError: {exc.msg}"
+    except ValueError as exc:  # NUL bytes in the source
+        return f"{name}: {exc}"
+    return None
+
+
 def reserved_names(names: Iterable[str]) -> list[str]:
     return sorted(n for n in names if n.upper().startswith(RESERVED_PREFIX))
 

@@ -181,9 +181,23 @@ def test_missing_entrypoint_and_missing_name(env: dict[str, str], tmp_path: Path
     folder.mkdir()
     p = run(["strategy", "deploy", str(folder), "--name", "x"], env, check=False)
     assert p.returncode == 1 and "entrypoint main.py not found" in p.stderr
-    folder2 = make_folder(tmp_path / "noname")
+    folder2 = make_folder(tmp_path / "notoml")
     p = run(["strategy", "deploy", str(folder2)], env, check=False)
-    assert p.returncode == 1 and "no name" in p.stderr
+    assert p.returncode == 1 and f"no Sequence.toml in {folder2}" in p.stderr and "--name" in p.stderr
+    folder3 = make_folder(tmp_path / "noname", "[hosted]\nentrypoint = \"main.py\"\n")
+    p = run(["strategy", "deploy", str(folder3)], env, check=False)
+    assert p.returncode == 1 and "the strategy has no name" in p.stderr
+
+
+def test_an_entrypoint_that_does_not_compile_is_refused_with_its_line(env: dict[str, str], tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "syn", '[strategy]\nname = "syn"\n', main='import time\nprint("hi", flush=True\n')
+    p = run(["strategy", "deploy", str(folder), "--start"], env, check=False)
+    assert p.returncode == 1, p.stdout
+    assert "main.py:2: SyntaxError: '(' was never closed" in p.stderr and "Traceback" not in p.stderr
+    assert "syn" not in run(["strategy", "list"], env).stdout  # nothing was deployed
+    (folder / "main.py").write_bytes(b"print('a')\x00\n")
+    p = run(["strategy", "deploy", str(folder)], env, check=False)
+    assert p.returncode == 1 and "main.py:" in p.stderr and "null bytes" in p.stderr
 
 
 def test_unknown_ids_and_names(env: dict[str, str]) -> None:

@@ -154,6 +154,9 @@ def plan_deploy(root: Path, *, start: bool, name: str | None, entrypoint: str | 
         raise CliError("--clear-secrets drops the strategy's secrets, but this deploy also gives some",
                        "use one or the other")
     if not cfg.name:
+        if not toml.exists():
+            raise CliError(f"no Sequence.toml in {root}", "create one with [strategy] name = \"...\" (README.md, "
+                           "Quick start), or pass --name")
         raise CliError("the strategy has no name", "add [strategy] name = \"...\" to Sequence.toml or pass --name")
     for check in (bundle.validate_name(cfg.name), bundle.validate_entrypoint(cfg.entrypoint)):
         if check:
@@ -162,6 +165,12 @@ def plan_deploy(root: Path, *, start: bool, name: str | None, entrypoint: str | 
         raise CliError(f"runtime must be 'python' (Sequence.toml says {cfg.runtime!r})")
     if not (root / cfg.entrypoint).is_file():
         raise CliError(f"entrypoint {cfg.entrypoint} not found in {root}", "create it or set [hosted] entrypoint")
+    try:
+        broken = bundle.syntax_error((root / cfg.entrypoint).read_bytes(), cfg.entrypoint)
+    except OSError as exc:
+        raise CliError(f"cannot read {cfg.entrypoint}: {exc.strerror}") from None
+    if broken:
+        raise CliError(broken, "fix it and deploy again (it would exit at start and restart)")
     for slot, values in (("env", cfg.env), ("secrets", cfg.secrets)):
         reserved = bundle.reserved_names(values)
         if reserved:
