@@ -208,8 +208,93 @@ async def test_without_egress_there_is_no_proxy(sandbox: Sandbox) -> None:
         ("::ffff:10.0.0.1", False),
         ("64:ff9b::a00:1", False),
         ("2002:a00:1::", False),
+        ("fec0::1", False),
+        ("192.88.99.1", False),
         ("not-an-ip", False),
     ],
 )
 def test_egress_policy(addr: str, ok: bool) -> None:
     assert egress_allowed(addr) is ok
+
+
+HOARD = """
+import json, os, socket, time
+port = int(os.environ["SEQUENCE_API_URL"].rsplit(":", 1)[1])
+held, cut = [], 0
+for i in range(N):  # the strategy hoards connections to the API forwarder
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    held.append(s)
+time.sleep(1.0)  # the forwarder has accepted (or refused) every one of them
+for s in held:  # the ones over the cap were closed at once: they read EOF, the others wait
+    s.settimeout(0.05)
+    try:
+        cut += s.recv(1) == b""
+    except (TimeoutError, OSError):
+        pass
+for s in held:
+    s.close()
+time.sleep(0.5)
+# Closed ones are given back: the API works again.
+import urllib.request
+body = urllib.request.urlopen(os.environ["SEQUENCE_API_URL"] + "/v1/health", timeout=10).read().decode()
+print(json.dumps({"cut": cut, "body": body}))
+"""
+
+
+async def test_a_run_cannot_exhaust_the_runners_descriptors_by_hoarding_api_connections(
+    sandbox: Sandbox,
+) -> None:
+    """One strategy holding thousands of idle API connections used to run the runner out of
+    file descriptors (two per connection) and fail every other run's start. Each run may
+    hold MAX_CONNECTIONS; the next ones are closed at once, and said in its log."""
+    from sequence.runner.network import MAX_CONNECTIONS
+
+    now = peak = 0
+
+    async def api(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal now, peak
+        now += 1
+        peak = max(peak, now)
+        try:
+            head = await r.read(1000)
+            if head:
+                w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                await w.drain()
+        finally:
+            now -= 1
+            w.close()
+
+    server = await asyncio.start_server(api, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    n = MAX_CONNECTIONS + 72
+    try:
+        r = await run_code(sandbox, f"N = {n}\n" + HOARD, api_url=f"http://127.0.0.1:{port}", egress="none")
+    finally:
+        server.close()
+    out = json.loads(r.stdout[0])
+    assert out == {"cut": n - MAX_CONNECTIONS, "body": "ok"}, (out, r.logs.lines()[-5:])
+    assert peak <= MAX_CONNECTIONS, peak  # what reached the coordinator
+    said = [x["line"] for x in r.logs.records if x["stream"] == "system" and "open connections" in x["line"]]
+    assert said and len(said) <= 21, said  # said, and not once per connection
+
+
+async def test_refused_egress_in_a_loop_cannot_flood_the_logs(sandbox: Sandbox) -> None:
+    """Every refused CONNECT wrote a line to the runner's log and the run's: ~420 KB/s from
+    one strategy. A burst is said, then one a second, with the count of the rest."""
+    code = """
+import json, os, socket
+port = int(os.environ["HTTPS_PROXY"].rsplit(":", 1)[1])
+codes = []
+for i in range(300):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"CONNECT 127.0.0.1:%d HTTP/1.1\\r\\n\\r\\n" % (1000 + i))
+    codes.append(s.recv(100).split(b" ")[1].decode())
+    s.close()
+print(json.dumps(sorted(set(codes))))
+"""
+    r = await run_code(sandbox, code, egress="public")
+    assert json.loads(r.stdout[0]) == ["403"]
+    said = [x["line"] for x in r.logs.records if x["stream"] == "system" and "egress to" in x["line"]]
+    assert 1 <= len(said) <= 25, len(said)
+    dropped = [x["line"] for x in r.logs.records if x["stream"] == "system" and "not logged" in x["line"]]
+    assert dropped, "the count of what was not said is said"

@@ -55,6 +55,15 @@ _HEAD_TIMEOUT_S = 15.0
 _CONNECT_TIMEOUT_S = 10.0
 DEFAULT_API_PORT = 8700
 DEFAULT_EGRESS_PORT = 3128
+# Open connections a run may hold on each listener. Each costs the runner two file
+# descriptors (and the coordinator one): without a cap one strategy's processes (up to
+# 256, 1,024 descriptors each) exhausted the runner's and failed every other run's start.
+# The SDK holds a handful; a connection over the cap is closed at once, with a notice.
+MAX_CONNECTIONS = 128
+# The runner's and the run's notices (egress refused, connections over the cap): a burst,
+# then one a second; the rest are counted and said with the next one that is written.
+NOTICE_BURST = 20
+NOTICE_RATE = 1.0
 
 # Not "public" whatever ipaddress.is_global says about them.
 _ALWAYS_BLOCKED = tuple(
@@ -73,6 +82,8 @@ _ALWAYS_BLOCKED = tuple(
         "ff00::/8",
         "fe80::/10",
         "fc00::/7",
+        "fec0::/10",  # site-local (deprecated, still routed privately)
+        "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
     )
 )
 
@@ -206,7 +217,11 @@ class RunNetwork:
     on_notice: Callable[[str], None] | None = None  # a line for the run's logs
     _servers: list[asyncio.AbstractServer] = field(default_factory=list)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _open: dict[str, int] = field(default_factory=dict)  # listener -> connections being served
     _closed: bool = False
+    _notice_tokens: float = NOTICE_BURST
+    _notice_at: float | None = None
+    _notices_dropped: int = 0
 
     async def serve(self, ctrl: socket.socket, timeout: float = 30.0) -> None:
         """Receive the listeners from the supervisor and start serving them."""
@@ -226,7 +241,7 @@ class RunNetwork:
                 else:
                     continue
                 sock.setblocking(False)
-                server = await asyncio.start_server(self._track(handler), sock=sock)
+                server = await asyncio.start_server(self._track(name, handler), sock=sock)
                 del pending[name]
                 self._servers.append(server)
                 if self._closed:
@@ -235,8 +250,14 @@ class RunNetwork:
             for sock in pending.values():  # not served (closed meanwhile, or unknown)
                 sock.close()
 
-    def _track(self, handler: _Handler) -> _Handler:
+    def _track(self, name: str, handler: _Handler) -> _Handler:
         async def run(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            if self._open.get(name, 0) >= MAX_CONNECTIONS:
+                self._notice(f"{name}: a new connection was closed: the run already holds {MAX_CONNECTIONS} "
+                             "open connections (close the ones it no longer uses)")
+                w.close()
+                return
+            self._open[name] = self._open.get(name, 0) + 1
             task = asyncio.current_task()
             if task is not None:
                 self._tasks.add(task)
@@ -251,6 +272,7 @@ class RunNetwork:
                 log.debug("run %s: connection handler failed", self.run_id, exc_info=True)
                 w.close()
             finally:
+                self._open[name] -= 1
                 if task is not None:
                     self._tasks.discard(task)
 
@@ -270,7 +292,7 @@ class RunNetwork:
                 _CONNECT_TIMEOUT_S,
             )
         except (OSError, TimeoutError) as exc:
-            log.warning("run %s: cannot reach the coordinator at %s: %s", self.run_id, self.api_url, exc)
+            self._notice(f"cannot reach the coordinator at {self.api_url}: {exc}", logging.WARNING)
             w.close()
             return
         await _splice(r, w, ur, uw)
@@ -342,14 +364,30 @@ class RunNetwork:
             w.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await _splice(r, w, ur, uw)
 
-    def _notice(self, text: str) -> None:
-        log.info("run %s: %s", self.run_id, text)
+    def _notice(self, text: str, level: int = logging.INFO) -> None:
+        """Say *text* in the runner's log and the run's, at most ``NOTICE_RATE`` a second after
+        a burst: a strategy asking for refused things in a loop must not fill the host's disk."""
+        now = asyncio.get_running_loop().time()
+        if self._notice_at is not None:
+            self._notice_tokens = min(NOTICE_BURST, self._notice_tokens + (now - self._notice_at) * NOTICE_RATE)
+        self._notice_at = now
+        if self._notice_tokens < 1:
+            self._notices_dropped += 1
+            return
+        self._notice_tokens -= 1
+        if self._notices_dropped and "were not logged" not in text:
+            text += f" ({self._notices_dropped} more notice(s) not logged)"
+        self._notices_dropped = 0
+        log.log(level, "run %s: %s", self.run_id, text)
         if self.on_notice is not None:
             with contextlib.suppress(Exception):
                 self.on_notice(text)
 
     def close(self) -> None:
         """Stop serving and drop open connections (the run is over)."""
+        if self._notices_dropped and not self._closed:
+            self._notice_tokens = 1
+            self._notice(f"{self._notices_dropped} more notice(s) were not logged (after a burst of {NOTICE_BURST}, one a second)")
         self._closed = True
         for srv in self._servers:
             srv.close()
