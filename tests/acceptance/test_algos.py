@@ -74,7 +74,9 @@ def test_the_example_taker_paper_trades_from_a_relative_path(platform: Platform)
     assert "buy" in logs.stdout, logs.stdout  # the module's own line
     assert "started (epoch 1)" in logs.stderr, logs.stderr  # the platform's, on stderr
 
-    platform.cli("algo", "stop", "threshold-taker")
+    out = platform.cli("algo", "stop", "threshold-taker")
+    assert out.stdout.startswith("threshold-taker: stopping") or out.stdout.startswith("threshold-taker: stopped"), \
+        out.stdout
     d = wait_algo(platform, "threshold-taker", lambda d: d["status"] == "stopped", "stopped")
     assert d["last_reason"] == "stopped by request", d
     assert "stopped: stopped by request" in platform.cli("algo", "logs", "threshold-taker").stderr

@@ -121,7 +121,7 @@ def list_(as_json: JsonOpt = False) -> None:
     if not rows:
         console.print("no algos yet: `sequence algo deploy FILE.wasm --symbol SYMBOL --start`")
         return
-    table(["name", "status", "symbols", "restarts", "last reason", "id"], rows, keep=("name",), drop=("id",))
+    table(["name", "status", "symbols", "restarts", "last ended", "id"], rows, keep=("name",), drop=("id",))
 
 
 @app.command()
@@ -141,7 +141,7 @@ def inspect(ident: Ident, as_json: JsonOpt = False) -> None:
         ("params", json.dumps(d["params"])),
         ("module", f"{d['wasm_size']} bytes, sha256 {d['wasm_sha256']}"),
         ("restarts", d["restarts"]),
-        ("last reason", d.get("last_reason")),
+        ("last ended", d.get("last_reason")),  # why it last stopped (kept while it runs again)
         ("next start", when(d.get("next_attempt_at")) or None),
         ("started", when(d.get("started_at")) or None),
     ]
@@ -165,8 +165,10 @@ def _lifecycle(verb: str, ident: str, as_json: bool) -> None:
     if as_json:
         emit_json(d)
     else:
-        console.print(Text.assemble(literal(d["name"]), ": ", status_text(d["status"]),
-                                    f" (desired {d['desired_state']})"))
+        # The coordinator acts within a moment: say what is under way, as `strategy stop` does.
+        moving = {"stop": "stopping", "start": "starting"}[verb] if d["status"] != d["desired_state"] else None
+        console.print(Text.assemble(literal(d["name"]), ": ", moving or status_text(d["status"]),
+                                    f" (now {d['status']})" if moving else ""))
 
 
 @app.command()
