@@ -174,3 +174,20 @@ def test_runner_bodies_are_checked(any_server: LiveServer, world: dict[str, Any]
     r = h.post(f"/v1/runners/{rid}/runs/{run}/exit", json={"epoch": spec["epoch"], "code": 1, "reason": "bad\x00"})
     assert r.status_code == 200, r.text
     assert any_server.core.store.get_run(run)["reason"] == "bad\ufffd"  # type: ignore[index]
+
+
+def test_a_price_or_notional_beyond_what_the_store_keeps_is_a_400(any_server: LiveServer) -> None:
+    """Coinbase has no maximum price: a limit of 1e19 passed validation and overflowed the
+    store's 64-bit insert (a 500; through an algo, the loss of its turn's whole commit)."""
+    def order(qty: Any, price: Any) -> dict[str, Any]:
+        return {"nodes": [{"node_id": "leg", "symbol": "BTC-USD", "side": "buy", "qty": qty, "venue": "coinbase",
+                           "limit_price": price}], "sandbox": True}
+
+    with any_server.client() as c:
+        for qty, price in (("0.001", "10000000000000000000"), (0.001, 1e19), ("0.001", "9" * 40),
+                           ("20000", "100000"), ("2000000000", "1")):
+            err = _refused(c.post("/v1/graphs", json=order(qty, price)), 400)
+            assert err["details"]["field"] == "nodes[0].limit_price", err
+            assert err["code"] == "notional_out_of_range" and "$1000000000" in err["message"], err
+        ok = c.post("/v1/graphs", json=order("0.001", "100000"))  # $100 of notional: fine
+        assert ok.status_code == 201, ok.text

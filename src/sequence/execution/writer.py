@@ -16,6 +16,11 @@ transaction), and each ``then`` runs in order once it is committed. One
 transaction instead of one per step is less time on the disk and far less
 time holding the GIL, which the loop thread — matching the next order — then
 does not wait for.
+
+**One bad step fails alone.** If the group's transaction still fails after its
+retries, each step is committed on its own (with the same retries), so a step
+that can never be written (a value the database refuses) fails by itself and
+the other clients' fills of the same turn are kept.
 """
 
 from __future__ import annotations
@@ -76,17 +81,18 @@ class Writer:
             return
         assert self._pool is not None and self._loop is not None
         loop = self._loop
-        done = loop.run_in_executor(self._pool, self._commit_sync, [b for b, _, _ in group])
+        done = loop.run_in_executor(self._pool, self._commit_group, [b for b, _, _ in group])
 
-        def _done(f: asyncio.Future[None]) -> None:
+        def _done(f: asyncio.Future[list[BaseException | None]]) -> None:
             exc = None if f.cancelled() else f.exception()
-            for _batch, then, fut in group:
+            each = f.result() if not f.cancelled() and exc is None else [exc] * len(group)
+            for (_batch, then, fut), err in zip(group, each, strict=True):
                 if fut.done():
                     continue
                 if f.cancelled():
                     fut.cancel()
-                elif exc is not None:
-                    fut.set_exception(exc)
+                elif err is not None:
+                    fut.set_exception(err)
                 else:
                     fut.set_result(None)
                     then()
@@ -97,6 +103,25 @@ class Writer:
         """Wait until every batch queued so far is committed (or has failed)."""
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    def _commit_group(self, batches: list[TradeBatch]) -> list[BaseException | None]:
+        """Commit the group in one transaction; if it cannot be, each step on its own.
+        Returns each step's error (None: committed)."""
+        try:
+            self._commit_sync(batches)
+            return [None] * len(batches)
+        except Exception as exc:
+            if len(batches) == 1:
+                return [exc]
+        log.warning("trading: committing the %d steps of the failed group one by one", len(batches))
+        out: list[BaseException | None] = []
+        for b in batches:
+            try:
+                self._commit_sync([b])
+                out.append(None)
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     def _commit_sync(self, batches: list[TradeBatch]) -> None:
         delay = 0.05

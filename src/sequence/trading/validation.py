@@ -28,6 +28,11 @@ from .graphs import QTY_1E8, TRIGGERS, Edge, Node
 MAX_NODES = 100
 MAX_EDGES = 1_000
 MAX_QTY_1E8 = 2**62
+# What one limit order may be worth: $1 billion (× 1e8). Every figure of an order and its
+# fills is an integer the store keeps in 64 bits; without this a price of 1e19 on a venue
+# with no maximum price passed validation and failed the store's insert (a 500, and for an
+# algo the loss of its turn's commit).
+MAX_NOTIONAL_1E8 = 10**9 * QTY_1E8
 NODE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 NODE_FIELDS = frozenset(
     {"node_id", "symbol", "side", "qty", "venue", "instrument_type", "limit_price", "urgency", "activation"}
@@ -419,6 +424,11 @@ def _parse_node(
         # exact (scales are powers of ten): the same float, without two Decimals per order.
         limit_price = limit_units / scale
 
+    if limit_units is not None and qty_1e8 * limit_units > MAX_NOTIONAL_1E8 * scale:
+        raise GraphError(f"{where}.limit_price", f"{where}: qty {_fmt(qd)} at limit_price {_fmt(limit_units / Decimal(scale))} "
+                         f"is over the ${_fmt(Decimal(MAX_NOTIONAL_1E8) / QTY_1E8)} of notional an order may have",
+                         code="notional_out_of_range", max_notional=MAX_NOTIONAL_1E8 // QTY_1E8)
+
     # minimum notional
     never_crosses = False
     if limit_units is not None and inst.min_notional > 0:
@@ -486,6 +496,8 @@ def simple_order(inst: InstrumentLike, side: str, qty_1e8: int, px_1e8: int, urg
     if q_rem or p_rem or limit_units % tick or limit_units < tick:
         return None
     if inst.instrument_type == "prediction" and limit_units > scale - tick:
+        return None
+    if qty_1e8 * limit_units > MAX_NOTIONAL_1E8 * scale:
         return None
     if _on_band_step(limit_units, inst.price_steps) != limit_units:
         return None
