@@ -335,3 +335,26 @@ def test_a_start_function_that_never_returns_fails_the_deployment(scene: Scene) 
     # The next deployment starts as usual.
     ok = scene.deploy("after", CANARY)
     wait_for(lambda: (scene.get(ok)["live"] or {}).get("quotes", 0) > 0, "the next deployment to run")
+
+
+# On each quote: one resting paper buy at $1, then cancel on its handle 2,000 times.
+CANCEL_FLOOD = wat_module(
+    "(global.set $h (call $submit (i32.const 0) (i32.const 0) (i64.const 100000000) (i64.const 100000000) (i32.const 0)))"
+    + repeat(2_000, "(drop (call $cancel (global.get $h)))"),
+    imports='(import "seq" "cancel" (func $cancel (param i64) (result i32)))',
+    extra="(global $h (mut i64) (i64.const 0))")
+
+
+def test_cancelling_one_order_in_a_loop_starts_one_cancel(scene: Scene) -> None:
+    """Each cancel call started an engine task: 2,000 a call held the event loop for minutes."""
+    mgr = scene.server.core.algos
+    assert mgr is not None
+    dep = scene.deploy("canceller", CANCEL_FLOOD, (SYMBOL,))
+    wait_for(lambda: (scene.get(dep)["live"] or {}).get("calls", 0) >= 5, "five calls of the canceller")
+    assert len(mgr._spawned) <= 10, len(mgr._spawned)  # at most one per order, not one per call to cancel
+    graphs = wait_for(lambda: (lambda gs: gs if len(gs) >= 3 and all(g["status"] == "cancelled" for g in gs[1:])
+                               else None)(scene.get(dep)["recent_graphs"]), "its orders cancelled")
+    assert graphs
+    d = scene.get(dep)
+    assert d["status"] == "running" and d["last_reason"] is None
+    scene.assert_market_and_canary_unharmed()

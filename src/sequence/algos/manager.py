@@ -82,6 +82,7 @@ class _Order:
     handle: int
     graph_id: str
     syms: dict[str, int]  # node symbol -> index in the algo's symbols (absent: not one of them)
+    cancelling: bool = False  # a cancel is under way: asking again changes nothing
 
 
 @dataclass
@@ -257,7 +258,11 @@ class Algo:
         order = self.orders.get(handle)
         if order is None:
             return -1
-        self.mgr.spawn(self.mgr.engine.cancel(self.client_id, order.graph_id))
+        # One cancel per order: a module calling cancel on one handle in a loop (thousands a
+        # call) started as many engine tasks and held the event loop for minutes.
+        if not order.cancelling:
+            order.cancelling = True
+            self.mgr.spawn(self.mgr.engine.cancel_graphs(self.client_id, [order.graph_id]))
         return 0
 
 
