@@ -406,6 +406,42 @@ def test_a_test_key_always_deploys_paper(any_server: LiveServer) -> None:
         assert deploy(c, "live").json()["sandbox"] is False
 
 
+def test_a_test_key_cannot_start_a_live_algo(any_server: LiveServer) -> None:
+    """A test key deployed paper only, but could start (so run live) a live key's algo."""
+    with any_server.client() as c:
+        dep = deploy(c, "live-one").json()["deployment_id"]
+    with any_server.client(any_server.test_key) as t:
+        r = t.post(f"/v1/deployments/{dep}/start")
+        assert r.status_code == 403 and "paper only" in r.json()["error"]["message"], r.text
+        assert t.get(f"/v1/deployments/{dep}").json()["desired_state"] == "stopped"
+        assert t.post(f"/v1/deployments/{dep}/stop").status_code == 200  # stopping is harmless
+    with any_server.client() as c:
+        assert c.post(f"/v1/deployments/{dep}/start").json()["desired_state"] == "running"
+        c.post(f"/v1/deployments/{dep}/stop")
+
+
+def test_revoking_a_key_stops_the_algos_it_runs_as_and_a_start_takes_the_starters_key(
+    any_server: LiveServer,
+) -> None:
+    """A revoked key 'stops working at once': its algos placed orders on regardless."""
+    with any_server.client() as c:
+        k = c.post("/v1/keys", json={"mode": "live", "name": "short-lived"}).json()
+        with any_server.client(k["key"]) as kc:
+            dep = deploy(kc, "keyed", start=True, sandbox=True).json()["deployment_id"]
+            wait_for(lambda: [x for x in texts(c, dep, "system") if x.startswith("started")], "the start")
+        assert c.delete(f"/v1/keys/{k['key_id']}").status_code == 200
+        d = wait_for(lambda: (lambda d: d if d["status"] == "stopped" else None)(
+            c.get(f"/v1/deployments/{dep}").json()), "the algo to stop")
+        assert d["desired_state"] == "stopped" and "key it runs as was revoked" in d["last_reason"], d
+        wait_for(lambda: [x for x in texts(c, dep, "system") if "key it runs as was revoked" in x], "the reason")
+        # Started again with the client's key, it runs as that key.
+        me = c.get("/v1/me").json()
+        assert c.post(f"/v1/deployments/{dep}/start").json()["desired_state"] == "running"
+        wait_for(lambda: c.get(f"/v1/deployments/{dep}").json()["status"] == "running", "running again")
+        assert any_server.core.store.get_deployment(me["client_id"], dep)["key_id"] == me["key_id"]
+        c.post(f"/v1/deployments/{dep}/stop")
+
+
 def test_a_deployment_reads_its_params_as_strings(any_server: LiveServer) -> None:
     """The params reach the module (seq.param) as the API shows them."""
     wat = f"""(module

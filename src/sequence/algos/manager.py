@@ -51,6 +51,7 @@ from sequence.market.book import BookView, Side
 from sequence.market.clock import now_ms
 from sequence.market.errors import MarketError
 from sequence.store.ids import short_code
+from sequence.store.keys import KEY_REVOKED
 from sequence.trading.validation import GraphError, GraphRequest, simple_order
 
 from . import abi
@@ -345,8 +346,17 @@ class AlgoManager:
             log.exception("algos: could not release deployments at shutdown (their leases will lapse)")
 
     def poke(self) -> None:
-        """Something changed in the store (deploy, start, stop, delete): look now."""
-        self._wake.set()
+        """Something changed in the store (deploy, start, stop, delete, a key revoked): look
+        now. Thread-safe: the API's sync routes call it from their worker threads."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:
+            loop.call_soon_threadsafe(self._wake.set)
+        else:
+            self._wake.set()
 
     def fenced_ok(self) -> bool:
         return time.monotonic() < self.fence_until
@@ -395,6 +405,8 @@ class AlgoManager:
             st = states.get(dep_id)
             if st is None:
                 self._end(algo, "deleted", failed=False, release=False)
+            elif st["key_revoked"]:  # revoked: the store stopped it; say why
+                self._end(algo, KEY_REVOKED, failed=False)
             elif st["desired_state"] != "running":
                 self._end(algo, "stopped by request", failed=False)
             elif (st["wasm_sha256"] != algo.sha or list(st["symbols"]) != algo.symbols

@@ -90,9 +90,10 @@ class AlgosStore(StoreBase):
             raise NotFound(f"no deployment {ref!r}")
         return _row(r)
 
-    def set_algo_desired(self, client_id: str, dep_id: str, desired: str) -> dict[str, Any]:
+    def set_algo_desired(self, client_id: str, dep_id: str, desired: str, *, key_id: str | None = None) -> dict[str, Any]:
         """Start (``running``) or stop (``stopped``) a deployment. A start clears its failure
-        series; a stop of a deployment no coordinator runs ends it at once."""
+        series (and, given *key_id*, makes that key the one it runs as); a stop of a deployment
+        no coordinator runs ends it at once."""
         now = self.clock()
         with self.db.write() as c:
             r = c.execute(sa.select(D.c.status, D.c.owner).where(D.c.client_id == client_id,
@@ -102,6 +103,8 @@ class AlgosStore(StoreBase):
             values: dict[str, Any] = {"desired_state": desired, "updated_at": now}
             if desired == "running":
                 values.update(consecutive_failures=0, next_attempt_at=None)
+                if key_id is not None:
+                    values["key_id"] = key_id
                 if r.status in ("stopped", "failed"):
                     values["status"] = "queued"
             elif r.status != "running":
@@ -134,13 +137,16 @@ class AlgosStore(StoreBase):
         symbols, params and paper flag (a deleted deployment is absent)."""
         if not ids:
             return {}
+        k = t.api_keys
         cols = [D.c.deployment_id, D.c.desired_state, D.c.wasm_sha256, D.c.owner, D.c.symbols, D.c.params,
-                D.c.sandbox, D.c.epoch]
+                D.c.sandbox, D.c.epoch, D.c.key_id, (k.c.revoked_at.is_not(None)).label("key_revoked")]
         out: dict[str, dict[str, Any]] = {}
         with self.db.read() as c:
             for i in range(0, len(ids), 500):
-                for r in c.execute(sa.select(*cols).where(D.c.deployment_id.in_(list(ids[i:i + 500])))):
-                    out[r.deployment_id] = _row(r)
+                q = (sa.select(*cols).select_from(D.outerjoin(k, k.c.key_id == D.c.key_id))
+                     .where(D.c.deployment_id.in_(list(ids[i:i + 500]))))
+                for r in c.execute(q):
+                    out[r.deployment_id] = {**_row(r), "key_revoked": bool(r.key_revoked)}
         return out
 
     def claim_deployment(self, dep_id: str, owner: str, lease_seconds: float) -> int | None:

@@ -21,6 +21,8 @@ from sequence.store.base import row as _row
 from sequence.store.errors import NotFound
 from sequence.store.ids import key_prefix, new_token, short_code, token_hash
 
+KEY_REVOKED = "stopped: the key it runs as was revoked (start it again with another key)"
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -108,6 +110,13 @@ class KeysStore(StoreBase):
                 t.api_keys.c.run_id.in_(sa.select(t.runs.c.run_id).join(
                     t.strategies, t.strategies.c.strategy_id == t.runs.c.strategy_id).where(
                     t.strategies.c.api_key_id == key_id)), t.api_keys.c.revoked_at.is_(None)).values(revoked_at=now))
+            # So do the algos it runs: stopped (their coordinator ends them on its next pass,
+            # cancelling their orders, and says why); one that no coordinator holds ends now.
+            D = t.deployments
+            wanted = sa.and_(D.c.key_id == key_id, D.c.desired_state == "running")
+            c.execute(D.update().where(wanted, D.c.status != "running").values(
+                status="stopped", next_attempt_at=None, last_reason=KEY_REVOKED, last_exit_at=now))
+            c.execute(D.update().where(wanted).values(desired_state="stopped", updated_at=now))
         # The revocation time it set (or the earlier one, revoking twice changes nothing).
         return {**_row(r), "revoked_at": revoked_at, "revoked": True}
 

@@ -68,6 +68,8 @@ def revoke_key(key_id: str, request: Request, p: Principal = Depends(require_pri
     core = core_of(request.app)
     row = core.store.revoke_api_key(p.client_id, key_id)
     core.auth.invalidate()
+    if core.algos is not None:  # the algos it ran as are stopped: end them now
+        core.algos.poke()
     return {**present.api_key(row), "revoked": True}
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sequence.algos import abi
 from sequence.algos.host import compile_module
-from sequence.api.errors import bad_request, not_found, too_large, unavailable
+from sequence.api.errors import bad_request, forbidden, not_found, too_large, unavailable
 from sequence.api.services.deploy import forbid_run_key, plausible_id
 from sequence.api.state import Core
 from sequence.bundle import validate_name
@@ -125,8 +125,13 @@ def deployment_or_404(core: Core, p: Principal, ref: str) -> dict[str, Any]:
 def set_desired(core: Core, p: Principal, ref: str, desired: str) -> dict[str, Any]:
     forbid_run_key(p, "start or stop algos")
     row = deployment_or_404(core, p, ref)
+    if desired == "running" and p.is_paper and not row["sandbox"]:
+        raise forbidden("a seq_test_ key trades on paper only, and this algo trades live: start it with a live "
+                        "key, or redeploy it with this key (it is then paper)", deployment_id=row["deployment_id"])
     try:
-        row = core.store.set_algo_desired(p.client_id, row["deployment_id"], desired)
+        # It runs as the key that started it (a key revoked since deploy stopped it).
+        row = core.store.set_algo_desired(p.client_id, row["deployment_id"], desired,
+                                          key_id=p.key_id if desired == "running" else None)
     except NotFound:
         raise not_found("deployment") from None
     poke(core)
