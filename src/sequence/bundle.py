@@ -22,8 +22,8 @@ from typing import Any
 
 from sequence.venues import VENUES
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z, not $: "$" also matches before a final newline
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 RESERVED_PREFIX = "SEQUENCE_"
 SKIP_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", ".sequence", ".mypy_cache", ".ruff_cache",
                        ".pytest_cache", "node_modules"})

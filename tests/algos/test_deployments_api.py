@@ -246,6 +246,12 @@ BAD_SUBMIT = bytes(wasmtime.wat2wasm(f"""(module
   (import "seq" "submit" (func (param i32 i32 i64 i64) (result i64)))
   (memory (export "memory") 1) (func (export "on_quote") {Q}))"""))
 
+# Compiled before and stored, then failed at every start: refused at deploy now.
+BIG_MEMORY = bytes(wasmtime.wat2wasm(f'(module (memory (export "memory") 257) (func (export "on_quote") {Q}))'))
+SHARED_MEMORY = bytes(wasmtime.wat2wasm(f'(module (memory (export "memory") 1 1 shared) (func (export "on_quote") {Q}))'))
+MANY_FUNCTIONS = bytes(wasmtime.wat2wasm(f'(module (memory (export "memory") 1) {"(func)" * 20_001} '
+                                         f'(func (export "on_quote") {Q}))'))
+
 # (what, the body (or raw bytes), status, the field named, details.item)
 BAD: list[tuple[str, Any, int, str | None, str | None]] = [
     ("bad base64", body(wasm_base64="!!! not base64 !!!"), 400, "wasm_base64", None),
@@ -266,6 +272,11 @@ BAD: list[tuple[str, Any, int, str | None, str | None]] = [
     ("a name starting with a dash", body(name="-x"), 400, "name", None),
     ("an empty name", body(name=""), 422, "name", None),
     ("a 65-character name", body(name="a" * 65), 422, "name", None),
+    ("a name ending in a newline", body(name="nl\n"), 400, "name", None),  # "$" matched before it
+    ("a param key ending in a newline", body(params={"qty\n": 1}), 400, "params.qty\n", None),
+    ("a memory over the cap", body(wasm=BIG_MEMORY), 400, "wasm_base64", "memory"),
+    ("a shared memory", body(wasm=SHARED_MEMORY), 400, "wasm_base64", "memory"),
+    ("too many functions", body(wasm=MANY_FUNCTIONS), 400, "wasm_base64", "functions"),
     ("a bad param key", body(params={"bad key": 1}), 400, "params.bad key", None),
     ("a param key starting with a digit", body(params={"1x": 1}), 400, "params.1x", None),
     ("too many params", body(params={f"k{i}": i for i in range(MAX_PARAMS + 1)}), 400, "params", None),

@@ -181,6 +181,42 @@ def test_a_module_over_4_mib_is_refused_before_compiling() -> None:
 MEM = '(memory (export "memory") 1)'
 
 
+@pytest.mark.parametrize(("body", "item", "words"), [
+    pytest.param("(func)" * (abi.MAX_FUNCTIONS + 1), "functions", ["20,002 functions", "at most 20,000"],
+                 id="too-many-functions"),
+    pytest.param('(memory (export "memory") 257)', "memory", ["257 pages", "16 MiB"], id="memory-over-the-cap"),
+    pytest.param('(memory (export "memory") 1 1 shared)', "memory", ["shared memory"], id="shared-memory"),
+    pytest.param("(table 1 funcref)" * 5, "tables", ["5 tables", "at most 4"], id="too-many-tables"),
+    pytest.param("(table 100001 funcref)", "tables", ["100,001 elements"], id="a-table-too-big"),
+])
+def test_what_could_never_run_is_refused_at_deploy_before_compiling(body: str, item: str, words: list[str]) -> None:
+    """These compiled, were stored, and then failed at every start (restarting with backoff for
+    ever); 195,000 functions took 1.3 GB and 18 s to compile."""
+    mem = "" if "memory" in body else '(memory (export "memory") 1)'
+    err = refused(wasm(f"(module {body} {mem} {ON_QUOTE_NOP})"))
+    assert err.item == item, err.message
+    for w in words:
+        assert w in err.message, (w, err.message)
+
+
+def test_a_deploys_compile_is_kept_for_its_start_and_compiles_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from sequence.algos import host
+
+    data = wasm(f'(module (memory (export "memory") 1) {ON_QUOTE_NOP} (func (export "x") (result i32) (i32.const 7)))')
+    first = host.compile_module(data)
+    assert host.compile_module(data)[0] is first[0]  # the same Module: not compiled again
+    monkeypatch.setattr(host, "_compiles", threading.BoundedSemaphore(1))
+    assert host._compiles.acquire(blocking=False)  # every slot taken
+    other = wasm(f'(module (memory (export "memory") 1) {ON_QUOTE_NOP} (func (export "y") (result i32) (i32.const 8)))')
+    with pytest.raises(host.CompilerBusy):
+        host.compile_module(other)
+    assert host.compile_module(data)[0] is first[0]  # a kept module needs no slot
+    host._compiles.release()
+    assert host.compile_module(other)[1].exports == ("memory", "on_quote")
+
+
 @pytest.mark.parametrize(("imp", "item", "words"), [
     ('(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))',
      "import wasi_snapshot_preview1.fd_write", ["not part of the algo ABI", "no WASI", "seq.log"]),

@@ -71,3 +71,15 @@ def test_quota_and_egress_are_stored_returned_and_handed_to_the_runner(any_serve
             assert spec["log_burst_lines"] == settings.log_burst_lines == 100_000
     finally:
         runner.close()
+
+
+@pytest.mark.parametrize(("extra", "field"), [({"name": "nl\n"}, "name"), ({"env": {"FOO\n": "x"}}, "env")])
+def test_a_trailing_newline_is_not_a_valid_name(server: LiveServer, extra: dict, field: str) -> None:
+    """``^…$`` also matched before a final newline: a strategy named "nl\\n" was created and
+    could then not be reached by its name."""
+    body = create_body(**{"name": "s", **extra})
+    with server.client() as c:
+        r = c.post("/v1/strategies", json=body)
+        assert r.status_code in (400, 422), r.text[:300]
+        assert field in r.text
+        assert c.get("/v1/strategies").json()["strategies"] == []

@@ -22,6 +22,13 @@ import wasmtime
 MODULE = "seq"
 #: Bytes a module may have (the API's body limit is larger: base64).
 MAX_MODULE_BYTES = 4 * 1024 * 1024
+#: Functions a module may define. Compiling costs memory by the function: 195,000 tiny ones
+#: (4 MB) took 1.3 GB and 18 s. An AssemblyScript or Rust algo has hundreds to a few thousand.
+MAX_FUNCTIONS = 20_000
+#: Tables a module may define, and elements in all (the store's limits at instantiation).
+MAX_TABLES = 4
+MAX_TABLE_ELEMENTS = 100_000
+PAGE = 65536
 
 I32, I64 = "i32", "i64"
 
@@ -96,13 +103,80 @@ def _fmt(sig: tuple[tuple[str, ...], tuple[str, ...]]) -> str:
     return f"({', '.join(params)}) -> ({', '.join(results)})"
 
 
-def check_module(engine: wasmtime.Engine, wasm: bytes) -> tuple[wasmtime.Module, ModuleInfo]:
+def _leb(data: bytes, i: int) -> tuple[int, int]:
+    """An unsigned LEB128 at *i*: (value, next index)."""
+    out = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        out |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return out, i
+        shift += 7
+        if shift > 35:
+            raise ValueError("LEB128 too long")
+
+
+def _limits(data: bytes, i: int) -> tuple[int, bool, int]:
+    """A limits entry at *i*: (minimum, shared, next index)."""
+    flags, i = _leb(data, i)
+    low, i = _leb(data, i)
+    if flags & 1:
+        _high, i = _leb(data, i)
+    return low, bool(flags & 2), i
+
+
+def check_sizes(wasm: bytes, memory_bytes: int) -> None:
+    """Refuse, before compiling, what could never run here: too many functions (compiling
+    them is what costs), tables or table elements over the store's limits, a memory whose
+    minimum is over *memory_bytes*, a shared memory. A malformed module passes: compiling it
+    gives the error."""
+    memories: list[tuple[int, bool]] = []
+    try:
+        i, functions, tables, elements = 8, 0, 0, 0
+        while i < len(wasm):
+            sid, i = _leb(wasm, i)
+            size, i = _leb(wasm, i)
+            body, end = i, i + size
+            if sid == 3:  # function section: a vector of type indices
+                functions, _ = _leb(wasm, body)
+            elif sid == 4:  # table section: (reftype, limits)*
+                tables, j = _leb(wasm, body)
+                for _ in range(min(tables, 1000)):
+                    low, _shared, j = _limits(wasm, j + 1)
+                    elements += low
+            elif sid == 5:  # memory section: limits*
+                n, j = _leb(wasm, body)
+                for _ in range(min(n, 100)):
+                    low, shared, j = _limits(wasm, j)
+                    memories.append((low, shared))
+            i = end
+    except (IndexError, ValueError):  # malformed: the compile says how
+        return
+    for low, shared in memories:
+        if shared:
+            raise AbiError("memory", "a shared memory is not supported (algos run on one thread)")
+        if low * PAGE > memory_bytes:
+            raise AbiError("memory", f"the module's memory starts at {low} pages ({low * PAGE // 1024} "
+                           f"KiB), over the {memory_bytes // (1024 * 1024)} MiB an algo may use")
+    if functions > MAX_FUNCTIONS:
+        raise AbiError("functions", f"the module defines {functions:,} functions; at most {MAX_FUNCTIONS:,}")
+    if tables > MAX_TABLES:
+        raise AbiError("tables", f"the module defines {tables} tables; at most {MAX_TABLES}")
+    if elements > MAX_TABLE_ELEMENTS:
+        raise AbiError("tables", f"the module's tables start with {elements:,} elements; at most "
+                       f"{MAX_TABLE_ELEMENTS:,}")
+
+
+def check_module(engine: wasmtime.Engine, wasm: bytes,
+                 memory_bytes: int = 16 * 1024 * 1024) -> tuple[wasmtime.Module, ModuleInfo]:
     """Compile *wasm* and check it against the ABI (raises :class:`AbiError`)."""
     if len(wasm) > MAX_MODULE_BYTES:
         raise AbiError("wasm", f"the module is {len(wasm)} bytes; the limit is {MAX_MODULE_BYTES}")
     if wasm[:4] != b"\0asm":
         raise AbiError("wasm", "not a WebAssembly binary (it must start with \\0asm; "
                        "compile text (.wat) first, e.g. with wat2wasm)")
+    check_sizes(wasm, memory_bytes)
     try:
         module = wasmtime.Module(engine, wasm)
     except wasmtime.WasmtimeError as exc:

@@ -30,8 +30,10 @@ A trap (from the module, fuel, or an error in a host function) raises
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import struct
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -90,7 +92,7 @@ _VALTYPES = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
 MAX_LOG_LINE = 4096
 #: Longest JSON graph a module may pass to ``submit_graph``.
 MAX_GRAPH_JSON = 64 * 1024
-PAGE = 65536
+PAGE = abi.PAGE
 #: What an import call costs in fuel, about what it costs the host in instructions' time: a
 #: module looping on seq.log (≈ 8 µs a call) runs out of fuel after ≈ 2,000 lines, not 200,000.
 IMPORT_FUEL = {"log": 1_000, "submit": 1_000, "submit_graph": 5_000, "cancel": 500, "book": 500, "*": 100}
@@ -99,7 +101,7 @@ IMPORT_FUEL = {"log": 1_000, "submit": 1_000, "submit_graph": 5_000, "cancel": 5
 #: Wasmtime, more than the import itself. A call may so overrun its fuel by this much at most.
 SETTLE_FUEL = 10_000
 #: Elements a module's tables may hold in all (function references; 8 bytes each).
-MAX_TABLE_ELEMENTS = 100_000
+MAX_TABLE_ELEMENTS = abi.MAX_TABLE_ELEMENTS
 
 _engine: wasmtime.Engine | None = None
 _engine_lock = threading.Lock()
@@ -211,7 +213,7 @@ class AlgoInstance:
         self.store = wasmtime.Store(engine())
         # Tables are host memory too (8 bytes an element): bounded like the linear memory.
         self.store.set_limits(memory_size=self.limits.memory_bytes, table_elements=MAX_TABLE_ELEMENTS,
-                              instances=1, tables=4, memories=1)
+                              instances=1, tables=abi.MAX_TABLES, memories=1)
         self._ctx = self.store._context()
         self._ctx_bare = ctypes.c_void_p(ctypes.cast(self._ctx, ctypes.c_void_p).value)  # see _bare
         self._fuel = ctypes.c_uint64(self.limits.fuel)
@@ -545,9 +547,44 @@ def _error(err: int) -> str:
     return str(wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, _ERROR_PTR)))
 
 
-def compile_module(wasm: bytes) -> tuple[wasmtime.Module, abi.ModuleInfo]:
-    """Compile and check *wasm* against the ABI (raises :class:`~.abi.AbiError`)."""
-    return abi.check_module(engine(), wasm)
+class CompilerBusy(Exception):
+    """Every compile slot is taken (a deploy answers 503: retry shortly)."""
 
 
-__all__ = ["Actions", "AlgoInstance", "AlgoTrap", "Limits", "compile_module", "engine"]
+#: Modules compiled at once in this process: compiling a big module takes hundreds of MB,
+#: and four at once took 3.7 GB.
+COMPILE_SLOTS = 2
+#: Compiled modules kept (by SHA-256): a deploy's compile is the start's.
+KEEP_COMPILED = 16
+_compiles = threading.BoundedSemaphore(COMPILE_SLOTS)
+_compiled: OrderedDict[str, tuple[wasmtime.Module, abi.ModuleInfo]] = OrderedDict()
+_compiled_lock = threading.Lock()
+
+
+def compile_module(wasm: bytes, memory_bytes: int = Limits.memory_bytes, *,
+                   wait: float | None = None) -> tuple[wasmtime.Module, abi.ModuleInfo]:
+    """Compile and check *wasm* against the ABI (raises :class:`~.abi.AbiError`), or the
+    module compiled before from the same bytes. CPU work: call it off the event loop. With
+    every compile slot taken: wait up to *wait* seconds (None: do not wait), then
+    :class:`CompilerBusy`."""
+    abi.check_sizes(wasm, memory_bytes)
+    sha = hashlib.sha256(wasm).hexdigest()
+    with _compiled_lock:
+        hit = _compiled.get(sha)
+        if hit is not None:
+            _compiled.move_to_end(sha)
+            return hit
+    if not _compiles.acquire(timeout=wait) if wait else not _compiles.acquire(blocking=False):
+        raise CompilerBusy(f"{COMPILE_SLOTS} modules are being compiled; retry in a moment")
+    try:
+        out = abi.check_module(engine(), wasm, memory_bytes)
+    finally:
+        _compiles.release()
+    with _compiled_lock:
+        _compiled[sha] = out
+        while len(_compiled) > KEEP_COMPILED:
+            _compiled.popitem(last=False)
+    return out
+
+
+__all__ = ["Actions", "AlgoInstance", "AlgoTrap", "CompilerBusy", "Limits", "compile_module", "engine"]

@@ -55,7 +55,7 @@ from sequence.store.keys import KEY_REVOKED
 from sequence.trading.validation import GraphError, GraphRequest, simple_order
 
 from . import abi
-from .host import AlgoInstance, AlgoTrap, Limits, TokenBucket, compile_module
+from .host import AlgoInstance, AlgoTrap, CompilerBusy, Limits, TokenBucket, compile_module
 
 if TYPE_CHECKING:
     from sequence.execution.engine import TradingEngine
@@ -289,7 +289,6 @@ class AlgoManager:
         self._queue: deque[Callable[[], None]] = deque()
         self._busy = False
         self._pump_scheduled = False
-        self._modules: dict[str, wasmtime.Module] = {}
         self._logs: list[dict[str, Any]] = []
         self._next_seq: dict[str, int] = {}  # deployment -> the next log seq it may use here
         # Deployments ended here, to give back in the store: id -> (reason, failed).
@@ -426,20 +425,24 @@ class AlgoManager:
             seq = await anyio.to_thread.run_sync(self.store.next_algo_log_seq, row["deployment_id"])
             # Lines of its last start here may still wait for the flusher: never reuse their seq.
             seq = max(seq, self._next_seq.get(row["deployment_id"], 0))
-            self._begin(row, epoch, seq)
+            # Compiled off the loop (a big module takes seconds; its deploy's compile is usually
+            # still kept); an error is the start's, said by _begin.
+            try:
+                compiled: wasmtime.Module | str = (await anyio.to_thread.run_sync(functools.partial(
+                    compile_module, bytes(row["wasm"]), self.limits.memory_bytes, wait=120)))[0]
+            except (abi.AbiError, CompilerBusy) as exc:
+                compiled = str(exc)
+            self._begin(row, epoch, seq, compiled)
         await self._release_pending()
 
     # -- starting and ending ----------------------------------------------------------------------
-    def _begin(self, row: Mapping[str, Any], epoch: int, next_seq: int) -> None:
+    def _begin(self, row: Mapping[str, Any], epoch: int, next_seq: int, module: wasmtime.Module | str) -> None:
+        """Start *row* with its compiled *module* (a string: why it could not be compiled)."""
         algo = Algo(self, row, epoch, next_seq)
         self.algos[algo.id] = algo
         try:
-            module = self._modules.get(algo.sha)
-            if module is None:
-                module, _info = compile_module(bytes(row["wasm"]))
-                if len(self._modules) > 256:
-                    self._modules.clear()
-                self._modules[algo.sha] = module
+            if isinstance(module, str):
+                raise abi.AbiError("wasm", module)
             for sym in algo.symbols:
                 inst = self.market.instrument(sym)
                 view = self.market.book(sym)

@@ -30,6 +30,8 @@ from sequence.store.db import Database
 from sequence.store.store import Store
 from sequence.store.trading import TradingStore
 
+from .abi import AbiError
+from .host import CompilerBusy, compile_module
 from .manager import AlgoManager
 
 CLIENT = "replay"
@@ -68,7 +70,11 @@ async def replay(wasm: bytes, recording: Path, symbols: Sequence[str], params: M
         row = {"deployment_id": "dep_replay", "name": "replay", "client_id": CLIENT, "key_id": "replay",
                "wasm_sha256": hashlib.sha256(wasm).hexdigest(), "wasm": wasm, "symbols": list(symbols),
                "params": dict(params), "sandbox": True}
-        mgr._begin(row, 1, 1)
+        try:
+            module = compile_module(wasm, memory_mb << 20, wait=600)[0]  # the CLI's check compiled it
+        except (AbiError, CompilerBusy) as exc:
+            raise ReplayError(str(exc)) from None
+        mgr._begin(row, 1, 1, module)
         await _settle()
         steps = 0
         while True:

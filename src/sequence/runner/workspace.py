@@ -61,7 +61,7 @@ __all__ = [
 MiB = 1024 * 1024
 RESERVED_DIR = ".sequence"
 MANIFEST_RELPATH = ".sequence/manifest.json"
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: "$" also matches before a final newline
 _COPY_CHUNK = 1 * MiB
 
 

@@ -35,7 +35,7 @@ _E: dict[int, dict[str, Any]] = {
     409: {"description": "a concurrent deploy of the same name"},
     413: {"description": "the module (or the body) is over the limit"},
     422: {"description": "the body does not match the schema"},
-    503: {"description": "this coordinator runs without the market"},
+    503: {"description": "this coordinator runs without the market, or is compiling as many modules as it may at once (retry)"},
 }
 
 

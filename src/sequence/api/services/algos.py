@@ -18,7 +18,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from sequence.algos import abi
-from sequence.algos.host import compile_module
+from sequence.algos.host import COMPILE_SLOTS, CompilerBusy, Limits, compile_module
 from sequence.api.errors import bad_request, forbidden, not_found, too_large, unavailable
 from sequence.api.services.deploy import forbid_run_key, plausible_id
 from sequence.api.state import Core
@@ -30,7 +30,7 @@ from sequence.store.store import Principal
 
 MAX_SYMBOLS = 16
 MAX_PARAMS = 64
-PARAM_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+PARAM_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")  # \Z: "$" also matches before a final newline
 MAX_PARAM_VALUE = 1024
 #: The JSON body: base64 of the largest module, plus room for the rest.
 MAX_BODY = abi.MAX_MODULE_BYTES * 4 // 3 + 256 * 1024
@@ -79,10 +79,13 @@ def _check(core: Core, spec: DeployAlgo) -> tuple[bytes, abi.ModuleInfo]:
                               "'_', '.', '-'", f"params.{k[:64]}")
         if len(_param_text(v)) > MAX_PARAM_VALUE:
             raise bad_request(f"a param value has at most {MAX_PARAM_VALUE} characters", f"params.{k}")
+    memory = core.algos.limits.memory_bytes if core.algos is not None else Limits.memory_bytes
     try:
-        _module, info = compile_module(wasm)
+        _module, info = compile_module(wasm, memory)  # kept: the start does not compile it again
     except abi.AbiError as exc:
         raise bad_request(exc.message, "wasm_base64", item=exc.item) from None
+    except CompilerBusy as exc:
+        raise unavailable(f"{exc} (this coordinator compiles {COMPILE_SLOTS} modules at a time)") from None
     return wasm, info
 
 
