@@ -179,6 +179,8 @@ def test_start_logs_redeploy_and_stop_follow_the_manager(any_server: LiveServer)
         # after_seq and tail page through the same lines
         assert lines(c, dep, after_seq=first[0]["seq"])[0]["seq"] > first[0]["seq"]
         assert lines(c, dep, tail=1) == [lines(c, dep)[-1]]
+        last = lines(c, dep)[-1]["seq"]
+        assert lines(c, dep, tail=1, after_seq=last) == lines(c, dep, tail=1)  # tail ignores after_seq
 
         # A redeploy of a running deployment restarts it with the new module.
         assert deploy(c, "runner", OTHER).status_code == 200

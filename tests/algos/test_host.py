@@ -352,6 +352,8 @@ def test_an_endless_init_is_interrupted_too() -> None:
     with pytest.raises(AlgoTrap) as info:
         inst.init()
     assert "fuel" in info.value.reason and inst.dead == info.value.reason
+    # The figure init had (it said a call's 10,000 before).
+    assert "init ran more than 100,000 instructions" in info.value.reason, info.value.reason
 
 
 # -- limits: memory --------------------------------------------------------------------------------

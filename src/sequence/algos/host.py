@@ -277,13 +277,13 @@ class AlgoInstance:
                 message = wasmtime.Trap._from_ptr(self._trap).message
                 self._trap = _TRAP_PTR()
                 self._trap_ref = ctypes.byref(self._trap)
-            reason = self._explain(message)
+            reason = self._explain(message, in_init=fuel is self._init_fuel)
             self.dead = reason
             raise AlgoTrap(reason)
         if not _get_fuel_bare(ctx, self._left_ref):
             self.fuel_used += fuel.value - self._left.value + self._debt
 
-    def _explain(self, message: str, at_start: bool = False) -> str:
+    def _explain(self, message: str, at_start: bool = False, in_init: bool = False) -> str:
         """A trap's message as a reason a user can act on."""
         host, self._host_error = self._host_error, None
         if host is not None:
@@ -292,10 +292,11 @@ class AlgoInstance:
         first = next((line for line in text if "wasm trap:" in line), text[-1] if text else "trap")
         first = first.strip()
         if "all fuel consumed" in message:
-            fuel = self.limits.init_fuel if at_start else self.limits.fuel
-            where = "the module's start function" if at_start else "a call"
+            fuel = self.limits.init_fuel if at_start or in_init else self.limits.fuel
+            where = "the module's start function" if at_start else "init" if in_init else "a call"
+            each = "it gets" if at_start or in_init else "each call gets"
             return (f"trap: fuel exhausted: {where} ran more than {fuel:,} instructions "
-                    "(an endless loop?); each call gets that much fuel")
+                    f"(an endless loop?); {each} that much fuel")
         if at_start and ("memory" in message and ("limit" in message or "minimum" in message or "resource" in message)):
             return (f"memory limit: the module needs more than {self.limits.memory_bytes // (1024 * 1024)} MiB "
                     "of linear memory at start")

@@ -395,11 +395,12 @@ class AlgoManager:
         held = await anyio.to_thread.run_sync(lambda: self.store.renew_deployments(
             self.owner, held_ids, self.lease_seconds))
         self.fence_until = began + self.lease_seconds * 2 / 3
+        states = await anyio.to_thread.run_sync(lambda: self.store.deployment_states(list(self.algos)))
         for dep_id in held_ids:
-            if dep_id not in held and dep_id in self.algos:
+            # Not renewed: deleted (no row), or another coordinator took it.
+            if dep_id not in held and dep_id in self.algos and dep_id in states:
                 self._end(self.algos[dep_id], "lease lost (another coordinator took this deployment)",
                           failed=False, release=False)
-        states = await anyio.to_thread.run_sync(lambda: self.store.deployment_states(list(self.algos)))
         for dep_id, algo in list(self.algos.items()):
             st = states.get(dep_id)
             if st is None:

@@ -240,10 +240,11 @@ class AlgosStore(StoreBase):
 
     def read_algo_logs(self, dep_id: str, *, after: int = 0, limit: int = 1000,
                        tail: int | None = None) -> list[dict[str, Any]]:
-        """Lines with ``seq > after``, oldest first (``tail``: only the last *tail* lines)."""
+        """Lines with ``seq > after``, oldest first (``tail``: only the last *tail* lines, whatever
+        *after* says, as the API documents)."""
         L = t.deployment_logs
         q = sa.select(L.c.seq, L.c.epoch, L.c.ts, L.c.stream, L.c.line).where(L.c.deployment_id == dep_id,
-                                                                             L.c.seq > after)
+                                                                             L.c.seq > (0 if tail else after))
         with self.db.read() as c:
             if tail is not None:
                 rows = c.execute(q.order_by(L.c.seq.desc()).limit(tail)).all()[::-1]
