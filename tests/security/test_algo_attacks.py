@@ -358,3 +358,25 @@ def test_cancelling_one_order_in_a_loop_starts_one_cancel(scene: Scene) -> None:
     d = scene.get(dep)
     assert d["status"] == "running" and d["last_reason"] is None
     scene.assert_market_and_canary_unharmed()
+
+
+# On a 10 ms timer, each tick burns nearly a whole call's fuel (2,000,000) in seq.log calls
+# (1,000 fuel each, most dropped by the log rate): 100 calls a second would hold the loop.
+BURNER = wat_module("", imports='(import "seq" "set_timer" (func $set_timer (param i64)))',
+                    extra='(func (export "init") (call $set_timer (i64.const 10)))'
+                          '(func (export "on_timer") (param i64) (local $i i32) '
+                          + repeat(1_900, "(call $log (i32.const 0) (i32.const 4))") + ")")
+
+
+def test_an_algo_over_its_fuel_budget_has_its_ticks_skipped(scene: Scene) -> None:
+    dep = scene.deploy("burner", BURNER, (SYMBOL,))
+    said = wait_for(lambda: [x["line"] for x in scene.lines(dep) if x["stream"] == "system"
+                             and "over its fuel budget" in x["line"]], "the budget line")
+    assert "10,000,000 a second" in said[0], said
+    live = wait_for(lambda: (lambda lv: lv if lv and lv["skipped"] >= 50 else None)(scene.get(dep)["live"]),
+                    "skipped ticks")
+    # Under budget it gets about 5 full calls a second, not 100: far more ticks are skipped than run.
+    assert live["skipped"] > live["timers"], live
+    d = scene.get(dep)
+    assert d["status"] == "running" and d["last_reason"] is None
+    scene.assert_market_and_canary_unharmed()

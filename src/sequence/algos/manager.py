@@ -93,6 +93,31 @@ class Stats:
     refused: int = 0
     fills: int = 0
     timers: int = 0
+    skipped: int = 0  # quotes and timer ticks not delivered: the algo was over its fuel a second
+
+
+#: Fuel an algo may burn a second, in calls' worth (5 × 2,000,000 by default). Fuel is about
+#: CPU time (an import is charged what it costs the host), so this bounds the share of the
+#: market process one algo takes: without it one module on a 10 ms timer, logging in every
+#: call, held the loop for most of each second, and ten of them starved every client.
+BUDGET_CALLS_PER_SECOND = 5
+
+
+class FuelBudget:
+    """Fuel a second, refilled by the market clock (so a replay skips the same events)."""
+
+    __slots__ = ("at", "cap", "left", "out", "rate")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = self.cap = self.left = rate
+        self.at: float | None = None
+        self.out = False  # over budget: said once, until it recovers
+
+    def ok(self, now_s: float) -> bool:
+        if self.at is not None and now_s > self.at:
+            self.left = min(self.cap, self.left + (now_s - self.at) * self.rate)
+        self.at = now_s
+        return self.left > 0
 
 
 class Algo:
@@ -128,6 +153,7 @@ class Algo:
         self._refusals_dropped = 0
         self.log_seq = next_seq
         self.stats = Stats()
+        self.budget = FuelBudget(mgr.limits.fuel * BUDGET_CALLS_PER_SECOND)
 
     # -- host.Actions ---------------------------------------------------------------------------
     def log(self, line: str, stream: str = "algo") -> None:
@@ -372,7 +398,8 @@ class AlgoManager:
             return None
         s = algo.stats
         return {"coordinator": self.owner, "epoch": algo.epoch, "quotes": s.quotes, "orders": s.orders,
-                "orders_refused": s.refused, "fills": s.fills, "timers": s.timers, "open_orders": len(algo.orders),
+                "orders_refused": s.refused, "fills": s.fills, "timers": s.timers, "skipped": s.skipped,
+                "open_orders": len(algo.orders),
                 "calls": algo.instance.calls, "fuel_used": algo.instance.fuel_used,
                 "memory_bytes": algo.instance.memory_bytes, "timer_ms": algo.timer_ms or None}
 
@@ -537,13 +564,34 @@ class AlgoManager:
             self._busy = False
 
     def _guard(self, algo: Algo, call: Callable[[], None]) -> None:
-        if algo.stopping is not None or algo.instance is None:
+        inst = algo.instance
+        if algo.stopping is not None or inst is None:
             return
+        before = inst.fuel_used
         try:
             call()
         except AlgoTrap as exc:
             self._end(algo, exc.reason, failed=True)
             raise _Trapped() from None
+        finally:
+            algo.budget.left -= inst.fuel_used - before
+
+    def _over_budget(self, algo: Algo) -> bool:
+        """Whether *algo* has burnt its fuel for the second (its quotes and timer ticks are then
+        skipped; fills and order ends are always delivered); said in its log once a spell."""
+        budget = algo.budget
+        if budget.ok(self.market.clock.now()):
+            if budget.out:
+                budget.out = False
+                algo.log(f"back under its fuel budget; {algo.stats.skipped} quote(s) or timer tick(s) skipped "
+                         "so far", "system")
+            return False
+        algo.stats.skipped += 1
+        if not budget.out:
+            budget.out = True
+            algo.log(f"over its fuel budget ({budget.rate:,.0f} a second): quotes and timer ticks are skipped "
+                     "until it recovers", "system")
+        return True
 
     # -- market events --------------------------------------------------------------------------------
     def _kept(self) -> set[str]:
@@ -599,7 +647,7 @@ class AlgoManager:
         q = (0, 0) if b is None else (b[0] * pn // pd, b[1] * qn // qd)
         q2 = (0, 0) if a is None else (a[0] * pn // pd, a[1] * qn // qd)
         top = (q[0], q[1], q2[0], q2[1])
-        if top == algo.last[i]:
+        if top == algo.last[i] or self._over_budget(algo):
             return
         algo.last[i] = top
         algo.stats.quotes += 1
@@ -642,6 +690,8 @@ class AlgoManager:
             if due is None or due > now or algo.instance is None:
                 continue
             algo.timer_due = due + algo.timer_ms if due + algo.timer_ms > now else now + algo.timer_ms
+            if self._over_budget(algo):
+                continue
             algo.stats.timers += 1
             inst = algo.instance
             try:
