@@ -215,7 +215,7 @@ def test_every_quickstart_block_runs_in_order(quickstart_run: DocRun) -> None:
         "deleted ",                                   # cleaning up
     ):
         assert expected in out, f"{expected!r} not in the output\n{quickstart_run.explain()}"
-    assert out.rstrip().splitlines()[-1] == "0", f"strategies left after cleaning up\n{quickstart_run.explain()}"
+    assert out.rstrip().splitlines()[-1] == "[]", f"strategies left after cleaning up\n{quickstart_run.explain()}"
     assert "Traceback" not in quickstart_run.up_log, quickstart_run.up_log
 
 
