@@ -540,5 +540,5 @@ def runs_table(runs: list[dict[str, Any]]) -> None:
         dur = f"{r['duration_s']:.1f}" if isinstance(r["duration_s"], (int, float)) else ""
         rows.append((short_id(r["run_id"]), status_text(r["status"]), when(r["started_at"] or r["claimed_at"]),
                      dur, exit_words(ex), rss, cpu, r["log_lines"]))
-    table(["run", "status", "started", "secs", "exit", "peak rss", "cpu s", "lines"], rows, keep=("run",),
+    table(["run", "status", "started", "secs", "exit", "peak rss", "cpu s", "lines"], rows, keep=("run", "started"),
           drop=("lines",))
