@@ -239,3 +239,19 @@ async def test_a_quote_during_a_call_waits_for_it_and_one_with_nothing_waiting_g
         assert seen() == before + 1 and not a._queue
         a.market.apply([LevelUpdate(book.ts_ms + 1, "BTC-USD", Side.BID, bid[0], bid[1] + 2)])
         assert seen() == before + 2 and not a._queue  # straight in
+
+
+@async_test
+async def test_a_deleted_algo_ends_as_deleted_and_flags_3_is_an_argument_error(store: Store) -> None:
+    cid = store.create_client("acme")
+    dep = deploy(store, cid, COUNTER)
+    async with coordinator(store, "A") as mgr:
+        await until(lambda: dep in mgr.algos and mgr.algos[dep].instance is not None, "it runs")
+        algo = mgr.algos[dep]
+        # seq.submit's urgency bits: 0 normal, 1 low, 2 high; 3 is no urgency (it was taken as normal).
+        assert algo.submit(0, 0, 100_000_000, 100_000_000, 3) == abi.E_ARGUMENT
+        assert algo.stats.orders == 0 and algo.stats.refused == 1
+        store.delete_deployment(cid, dep)
+        mgr.poke()
+        await until(lambda: dep not in mgr.algos, "it ends")
+        assert algo.stopping == "deleted"  # not "lease lost": its lease was not renewed because it is gone

@@ -207,14 +207,14 @@ class Algo:
         return 0
 
     def submit(self, sym: int, side: int, px_1e8: int, qty_1e8: int, flags: int) -> int:
-        if not 0 <= sym < len(self.symbols) or side not in (0, 1) or px_1e8 < 0 or qty_1e8 <= 0:
+        urgency = abi.URGENCY.get(flags & 3)  # 3 means nothing: an argument error, not "normal"
+        if not 0 <= sym < len(self.symbols) or side not in (0, 1) or px_1e8 < 0 or qty_1e8 <= 0 or urgency is None:
             self.stats.refused += 1
             return abi.E_ARGUMENT
         err = self._can_order()
         if err:
             return err
         side_word = "buy" if side == 0 else "sell"
-        urgency = abi.URGENCY.get(flags & 3, "normal")
         try:
             inst = self.mgr.market.instrument(self.symbols[sym])  # cached; current tick
         except (MarketError, KeyError):
