@@ -83,3 +83,19 @@ def test_another_client_can_neither_kill_nor_read_the_limits_of_my_strategies(co
         assert s["desired_state"] == "running", s
         r = mine.get("/v1/risk", params={"strategy": "mine"}).json()
         assert r["limits"]["max_order_notional"] == 7 and mine.get("/v1/kill").json()["engaged"] == []
+
+
+def test_a_test_key_cannot_loosen_live_limits_or_release_the_kill_switch(coord: Any) -> None:
+    """A seq_test_ key trades on paper only, yet it could raise the client's live risk limits
+    and release the kill switch a live key had engaged."""
+    with coord.client() as live, coord.client(coord.test_key) as test:
+        for r in (test.put("/v1/risk", json={"max_order_notional": 1e9}), test.delete("/v1/risk")):
+            assert r.status_code == 403 and "paper only" in r.json()["error"]["message"], r.text
+        assert live.get("/v1/risk").json()["limits"]["max_order_notional"] == 100.0  # unchanged
+        assert live.post("/v1/kill").status_code == 200
+        r = test.delete("/v1/kill")
+        assert r.status_code == 403 and "release the kill switch" in r.json()["error"]["message"], r.text
+        assert live.get("/v1/kill").json()["engaged"] != []  # still engaged
+        assert test.get("/v1/risk").status_code == 200  # reading is fine
+        assert test.post("/v1/kill").status_code == 200  # and so is stopping everything
+        assert live.delete("/v1/kill").json()["released"] is True

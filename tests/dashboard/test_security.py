@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.acceptance.harness import Platform
@@ -181,7 +181,8 @@ def test_the_key_never_reaches_a_page_a_cookie_or_the_log(platform: Platform, vi
 
 def test_sign_in_redirects_only_to_the_dashboard(platform: Platform) -> None:
     with httpx.Client(base_url=platform.url, follow_redirects=False) as c:
-        for target in ("https://evil.example/", "//evil.example", "/dashboard\\@evil", "/v1/keys"):
+        for target in ("https://evil.example/", "//evil.example", "/dashboard\\@evil", "/v1/keys",
+                       "/dashboard/../v1/keys", "/dashboard/%2e%2e/v1/keys", "/dashboard/./../x", "/dashboardx"):
             r = c.post("/dashboard/login", data={"api_key": platform.api_key, "next": target})
             assert r.status_code == 303 and r.headers["location"] == "/dashboard", target
         r = c.post("/dashboard/login", data={"api_key": platform.api_key, "next": "/dashboard/venues"})
@@ -229,3 +230,51 @@ def test_markup_in_log_lines_and_env_is_shown_as_text(browser: Any, platform: Pl
     assert MARKUP in page.locator("#inspect-h + dl + h3 + table").inner_text()
     ctx.close()
     platform.cli("strategy", "delete", "markup", "--yes")
+
+
+def test_an_open_stream_ends_when_its_key_is_revoked_or_its_session_ends(platform: Platform,
+                                                                        victim: dict[str, Any]) -> None:
+    """Keys and sessions were checked only when a stream opened: a revoked key's socket kept
+    receiving, could subscribe to more, and a signed-out page kept following the logs."""
+    with httpx.Client(base_url=platform.url, headers={"Authorization": f"Bearer {platform.api_key}"}) as c:
+        made = c.post("/v1/keys", json={"mode": "live", "name": "short-lived"}).json()
+        with connect(_ws_url(platform), additional_headers={"Authorization": f"Bearer {made['key']}"},
+                     open_timeout=10) as ws:
+            ws.send(json.dumps({"op": "subscribe", "channels": ["prices:BTC-USD", "strategies"]}))
+            assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
+            assert c.delete(f"/v1/keys/{made['key_id']}").status_code == 200
+            ended = None
+            deadline = time.monotonic() + 20
+            while ended is None and time.monotonic() < deadline:
+                try:
+                    msg = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+                except ConnectionClosed as exc:  # the server closed it
+                    ended = exc
+                    break
+                except TimeoutError:
+                    break
+                if msg.get("type") == "error":
+                    assert msg["code"] == "unauthorized", msg
+            assert ended is not None, "the revoked key's stream is still open"
+            assert ws.close_code == 4401, ws.close_code
+    # A signed-in page's socket and log feed end with its session.
+    s = session_client(platform)
+    try:
+        token = csrf_of(s.get("/dashboard").text)
+        cookie = f"seq_session={s.cookies['seq_session']}"
+        with connect(_ws_url(platform), additional_headers={"Cookie": cookie, "Origin": platform.url},
+                     open_timeout=10) as ws, \
+                s.stream("GET", f"/dashboard/strategies/{victim['sid']}/logs.ndjson", params={"tail": 0}) as feed:
+            ws.send(json.dumps({"op": "subscribe", "channels": ["strategies"]}))
+            assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
+            assert s.post("/dashboard/logout", data={"csrf_token": token}).status_code == 303
+            deadline = time.monotonic() + 20
+            with pytest.raises(ConnectionClosed):
+                while time.monotonic() < deadline:
+                    ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+            assert ws.close_code == 4401, ws.close_code
+            for _ in feed.iter_bytes():  # the feed ends (the victim runs on: only the session ended it)
+                pass
+        assert platform.inspect("victim")["status"] == "running"
+    finally:
+        s.close()

@@ -62,6 +62,23 @@ def test_a_session_lives_while_its_key_does_and_expires_when_idle() -> None:
     assert sessions.get(token) is None
 
 
+def test_signing_in_again_and_again_pushes_out_only_that_clients_own_sessions() -> None:
+    """Sessions were capped at 10,000 for everyone, oldest out first: one client signing in
+    10,100 times signed every other client out."""
+    auth = FakeAuth()
+    auth.valid["a"] = auth.valid["b"] = P()
+    now = [0.0]
+    sessions = svc.Sessions(auth, clock=lambda: now[0])  # type: ignore[arg-type]
+    victim, _ = sessions.open("b", "other-client")
+    flood = []
+    for _ in range(3 * svc.MAX_SESSIONS_PER_CLIENT):
+        now[0] += 1
+        flood.append(sessions.open("a", "c1")[0])
+    assert sessions.get(victim) is not None  # another client's session is untouched
+    assert len(sessions) == svc.MAX_SESSIONS_PER_CLIENT + 1
+    assert sessions.get(flood[-1]) is not None and sessions.get(flood[0]) is None  # its own oldest went
+
+
 def test_csrf_and_origin_checks() -> None:
     s = svc.Session(key="k", csrf="abc", created=0, seen=0)
     assert svc.csrf_ok(s, "abc")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -161,6 +162,19 @@ def bearer(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+def still_valid(request: Request | WebSocket) -> Callable[[], bool]:
+    """For a long response (a log follow, a stream): whether the key that opened it still
+    authenticates (revoked, or a run key whose run ended: no). Answered from the verified-key
+    cache, which every revocation clears."""
+    token = bearer(request.headers.get("authorization")) or request.query_params.get("token")
+    auth = authenticator(request.app)
+
+    def check() -> bool:
+        return token is not None and (auth.cached(token) or auth.resolve(token)) is not None
+
+    return check
 
 
 async def require_principal(request: Request) -> Principal:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 
 from sequence.api import present
 from sequence.api.auth import require_principal
-from sequence.api.errors import ApiError, bad_request, unavailable
+from sequence.api.errors import ApiError, bad_request, forbidden, unavailable
 from sequence.api.services import deploy
 from sequence.api.services.deploy import forbid_run_key, strategy_or_404
 from sequence.api.state import Core, core_of
@@ -36,6 +36,13 @@ _E: dict[int | str, dict[str, Any]] = {
     503: {"description": "the platform runs without the market (no trading engine)"},
 }
 _STRATEGY = Query(None, max_length=200, description="a strategy's name or id: its own limits (default: the client's)")
+
+
+def _forbid_test_key(p: Principal, what: str) -> None:
+    """Live protections are a live key's to loosen: a ``seq_test_`` key trades on paper only
+    (it may still engage the kill switch: that only stops trading)."""
+    if p.is_paper:
+        raise forbidden(f"a seq_test_ key trades on paper only and cannot {what}: use a seq_live_ key")
 
 
 def _engine(core: Core) -> TradingEngine:
@@ -87,6 +94,7 @@ def put_risk(request: Request, body: Any = Body(None), strategy: str | None = _S
              p: Principal = Depends(require_principal)) -> dict[str, Any]:
     """Change some limits (a number, or null for none); the others stay as they are."""
     forbid_run_key(p, "change risk limits")
+    _forbid_test_key(p, "change risk limits")
     core = core_of(request.app)
     engine = _engine(core)
     try:
@@ -108,6 +116,7 @@ def delete_risk(request: Request, strategy: str | None = _STRATEGY,
                 p: Principal = Depends(require_principal)) -> dict[str, Any]:
     """Forget the scope's changes: a client's limits go back to the defaults, a strategy's go."""
     forbid_run_key(p, "change risk limits")
+    _forbid_test_key(p, "change risk limits")
     core = core_of(request.app)
     engine = _engine(core)
     sid = _scope(core, p, strategy)
@@ -177,6 +186,7 @@ async def release(request: Request, strategy: str | None = _STRATEGY,
     """Release the client's kill switch (or one strategy's). Strategies stay stopped: start
     them again with ``sequence strategy start``."""
     forbid_run_key(p, "use the kill switch")
+    _forbid_test_key(p, "release the kill switch")
     core = core_of(request.app)
     engine = _engine(core)
     sid = None

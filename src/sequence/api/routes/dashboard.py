@@ -179,7 +179,11 @@ def _safe_next(target: str | None) -> str:
     """Only this dashboard's own paths (no open redirect)."""
     if target and target.startswith(PREFIX) and "//" not in target and "\\" not in target \
             and target.isprintable() and len(target) < 500:
-        return target
+        path = target.split("?", 1)[0].split("#", 1)[0]
+        # "/dashboard/../v1/keys" would resolve, in the browser, outside the dashboard.
+        if not any(seg in ("..", ".") or seg.lower().startswith("%2e") for seg in path.split("/")) \
+                and (path == PREFIX or path.startswith(PREFIX + "/")):
+            return target
     return PREFIX
 
 
@@ -210,7 +214,7 @@ async def login(request: Request) -> Response:
     if p.run_id is not None:
         return _render(None, request, "login.html", 403, next=target,
                        error="That is a strategy's run-scoped key: sign in with a client key (seq_live_… or seq_test_…).")
-    token, _session = svc.sessions_of(request.app).open(key)
+    token, _session = svc.sessions_of(request.app).open(key, p.client_id)
     resp = RedirectResponse(target, status_code=303)
     resp.set_cookie(svc.SESSION_COOKIE, token, httponly=True, samesite="strict", path="/",
                     secure=request.url.scheme == "https", max_age=int(svc.IDLE_SECONDS))
@@ -294,7 +298,9 @@ async def strategy_logs_follow(ident: str, request: Request, run_id: str | None 
         run = await anyio.to_thread.run_sync(who.core.store.get_run, rid) if rid else None
         after_seq = max(0, int(run["log_lines"]) - tail) if run else 0
     start = run["run_id"] if run else None
-    return StreamingResponse(logs.follow(who.core, sid, None, after_seq or 0, start_run=start),
+    # Ends once the session does (signed out, or its key revoked), not when the page goes away.
+    return StreamingResponse(logs.follow(who.core, sid, None, after_seq or 0, start_run=start,
+                                         still_allowed=lambda: _signed(request) is not None),
                              media_type="application/x-ndjson",
                              headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 

@@ -22,7 +22,7 @@ from starlette.datastructures import UploadFile
 
 from sequence.api import cursor as cursors
 from sequence.api import present
-from sequence.api.auth import bearer, require_principal
+from sequence.api.auth import bearer, require_principal, still_valid
 from sequence.api.errors import bad_request, invalid_json, too_large, unsupported_media_type
 from sequence.api.openapi import inline_schema
 from sequence.api.query import bool_param, limit_doc, limit_query, param
@@ -311,4 +311,5 @@ async def strategy_logs(
     if not bool_param("follow", follow):
         # JSONResponse: the lines are plain JSON already (FastAPI's encoder walks each one).
         return JSONResponse(await logs.page(core, sid, run, after_seq, limit))
-    return StreamingResponse(logs.follow(core, sid, run_id, after_seq), media_type="application/x-ndjson")
+    return StreamingResponse(logs.follow(core, sid, run_id, after_seq, still_allowed=still_valid(request)),
+                             media_type="application/x-ndjson")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,8 @@ from sequence.stream import Hub, Subscription
 from sequence.stream.protocol import MAX_SUBSCRIPTIONS, error, handle_client_message
 
 WsAuthenticator = Callable[[WebSocket], Any]
+#: How often an open stream's key (or session) is checked again.
+REVALIDATE_S = 1.0
 
 
 def _hub(app: Any) -> Hub:
@@ -58,32 +61,62 @@ async def _deny(websocket: WebSocket) -> None:
         await websocket.close(code=1008)
 
 
+async def _valid(check: Callable[[], Any]) -> bool:
+    result = check()
+    if inspect.isawaitable(result):
+        result = await result
+    return result is not None and result is not False
+
+
+async def _watch(websocket: WebSocket, sub: Subscription, hub: Hub, check: Callable[[], Any]) -> None:
+    """End the connection within a second of its key being revoked or its session ending
+    (they were checked only at connect: a revoked socket kept its data and could subscribe)."""
+    while not sub.closed:
+        await asyncio.sleep(REVALIDATE_S)
+        if not await _valid(check):
+            hub.close(sub)  # no more data, at once
+            with contextlib.suppress(Exception):
+                await websocket.send_text(json.dumps(error("unauthorized", "the key was revoked or the session "
+                                                           "ended: connect again with a valid key")))
+            with contextlib.suppress(Exception):
+                await websocket.close(code=4401)
+            return
+
+
 async def serve_stream(
-    websocket: WebSocket, principal: Any, *, max_subscriptions: int = MAX_SUBSCRIPTIONS
+    websocket: WebSocket, principal: Any, *, max_subscriptions: int = MAX_SUBSCRIPTIONS,
+    still_valid: Callable[[], Any] | None = None,
 ) -> None:
-    """Run one accepted-or-acceptable ``/v1/stream`` connection for ``principal``."""
+    """Run one accepted-or-acceptable ``/v1/stream`` connection for ``principal``; with
+    *still_valid* (the authenticator again: a principal, or None), it ends when that fails."""
     hub = _hub(websocket.app)
     await websocket.accept()
     sub = hub.open(client_id=_client_id(principal), max_channels=max_subscriptions, principal=principal)
     writer = asyncio.create_task(_writer(websocket, sub), name=f"stream-writer-{sub.id}")
+    watcher = (asyncio.create_task(_watch(websocket, sub, hub, still_valid), name=f"stream-auth-{sub.id}")
+               if still_valid is not None else None)
     try:
         while True:
             message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+            if message["type"] == "websocket.disconnect" or sub.closed:
                 break
             text = message.get("text")
             if text is None:
                 sub.notify(error("binary_frame", "binary frames are not supported; send JSON text"))
                 continue
+            if still_valid is not None and not await _valid(still_valid):  # a subscribe, checked now
+                break
             for reply in handle_client_message(hub, sub, text):
                 sub.notify(reply)
             if writer.done():  # the peer stopped accepting data
                 break
     finally:
         hub.close(sub)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await writer
+        for task in (writer, watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
 
 def _register(target: APIRouter, *, ws_authenticator: WsAuthenticator | None, max_subscriptions: int) -> None:
@@ -96,7 +129,8 @@ def _register(target: APIRouter, *, ws_authenticator: WsAuthenticator | None, ma
         if result is None:
             await _deny(websocket)
             return
-        await serve_stream(websocket, result, max_subscriptions=max_subscriptions)
+        await serve_stream(websocket, result, max_subscriptions=max_subscriptions,
+                           still_valid=lambda: resolve(websocket))
 
     target.add_api_websocket_route("/v1/stream", stream)
 

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -148,17 +148,22 @@ async def page(core: Core, sid: str, run: dict[str, Any] | None, after_seq: int,
 
 
 async def follow(core: Core, sid: str, pinned_run: str | None, after_seq: int,
-                 start_run: str | None = None) -> AsyncIterator[bytes]:
+                 start_run: str | None = None, *,
+                 still_allowed: Callable[[], bool] | None = None) -> AsyncIterator[bytes]:
     """Stream a run's lines as NDJSON until it ends for good.
 
     Without a pinned run, follows the latest run (or *start_run*, from
     ``after_seq``) and moves on to the next one when the strategy restarts; it
     ends when the strategy is stopped, or has failed and will not be restarted.
+    With *still_allowed*, it also ends (within a second) once that answers False:
+    the caller's key was revoked or its session ended.
     """
     store = core.store
     run_id = pinned_run or start_run
     cursor = after_seq
     while True:
+        if still_allowed is not None and not still_allowed():
+            return
         topics = [strategy_topic(sid)] + ([logs_topic(run_id)] if run_id else [])
         events = [(tp, core.notifier.waiter(tp)) for tp in topics]
         try:
