@@ -99,3 +99,15 @@ def test_a_test_key_cannot_loosen_live_limits_or_release_the_kill_switch(coord: 
         assert test.get("/v1/risk").status_code == 200  # reading is fine
         assert test.post("/v1/kill").status_code == 200  # and so is stopping everything
         assert live.delete("/v1/kill").json()["released"] is True
+
+
+def test_an_empty_strategy_is_refused_not_taken_for_the_whole_client(coord: Any) -> None:
+    """`DELETE /v1/kill?strategy=$NAME` with NAME unset released the client-wide switch."""
+    with coord.client() as live:
+        assert live.post("/v1/kill").status_code == 200
+        for r in (live.delete("/v1/kill", params={"strategy": ""}), live.put("/v1/risk", params={"strategy": ""},
+                                                                              json={"max_order_notional": 5})):
+            assert r.status_code in (400, 422) and "strategy" in r.text, r.text
+        assert live.get("/v1/kill").json()["engaged"] != []  # still engaged
+        assert live.get("/v1/risk").json()["limits"]["max_order_notional"] == 100.0
+        assert live.delete("/v1/kill").json()["released"] is True

@@ -165,7 +165,8 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
             threading.Thread(target=_stop_runner, daemon=True).start()
 
     server = _Server(core=core, config=uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
-                                    ws_ping_interval=10, ws_ping_timeout=20, timeout_graceful_shutdown=5))
+                                    ws_ping_interval=10, ws_ping_timeout=20, timeout_graceful_shutdown=5,
+                                    ws_max_size=1 << 20))  # a subscribe needs kilobytes; 16 MiB frames held the loop
 
     def _after_start() -> None:
         nonlocal proc

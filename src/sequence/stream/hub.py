@@ -146,7 +146,9 @@ class Subscription:
         """Queue a control message (``subscribed``, ``error``, ...); sent before pending data."""
         if len(self._control) == self._control.maxlen:
             self.control_dropped += 1
-        self._control.append(_dumps(message))
+        # ASCII: a control message may echo what the client sent (a lone surrogate in a channel
+        # name made the frame unencodable and killed the connection's writer).
+        self._control.append(json.dumps(message, separators=(",", ":"), ensure_ascii=True, allow_nan=False))
         self._event.set()
 
     def offer(self, msg: Message, conflate: bool, queue_size: int) -> None:
@@ -236,6 +238,10 @@ class Hub:
         sub = Subscription(next(self._ids), client_id, max_channels, self._control_limit, principal)
         self._open[sub.id] = sub
         return sub
+
+    def open_count(self, client_id: str | None) -> int:
+        """How many connections *client_id* has open."""
+        return sum(1 for sub in self._open.values() if sub.client_id == client_id)
 
     def close(self, sub: Subscription) -> None:
         for channel, key in list(sub.channels.items()):

@@ -35,7 +35,7 @@ _E: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such strategy (or not yours)"},
     503: {"description": "the platform runs without the market (no trading engine)"},
 }
-_STRATEGY = Query(None, max_length=200, description="a strategy's name or id: its own limits (default: the client's)")
+_STRATEGY = Query(None, min_length=1, max_length=200, description="a strategy's name or id: its own limits (default: the client's)")
 
 
 def _forbid_test_key(p: Principal, what: str) -> None:

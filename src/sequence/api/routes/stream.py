@@ -31,6 +31,9 @@ from sequence.stream.protocol import MAX_SUBSCRIPTIONS, error, handle_client_mes
 WsAuthenticator = Callable[[WebSocket], Any]
 #: How often an open stream's key (or session) is checked again.
 REVALIDATE_S = 1.0
+#: Streams one client may have open at once (each holds descriptors and queues: one key
+#: opened 2,000 in 1.7 s). The SDK and the dashboard use one or two.
+MAX_STREAMS_PER_CLIENT = 100
 
 
 def _hub(app: Any) -> Hub:
@@ -51,12 +54,16 @@ async def _writer(websocket: WebSocket, sub: Subscription) -> None:
     while not sub.closed:
         await sub.wait()
         for text in sub.drain():
-            await websocket.send_text(text)
+            try:
+                await websocket.send_text(text)
+            except UnicodeEncodeError:  # a lone surrogate (from a venue's text, say): replaced, not fatal
+                await websocket.send_text(text.encode("utf-8", "replace").decode("utf-8"))
 
 
-async def _deny(websocket: WebSocket) -> None:
+async def _deny(websocket: WebSocket, status: int = 401, code: str = "unauthorized",
+                message: str = "missing or invalid API key") -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(envelope(401, "unauthorized", "missing or invalid API key"))
+        await websocket.send_denial_response(envelope(status, code, message))
     else:  # pragma: no cover - servers without the denial extension answer 403
         await websocket.close(code=1008)
 
@@ -128,6 +135,10 @@ def _register(target: APIRouter, *, ws_authenticator: WsAuthenticator | None, ma
             result = await result
         if result is None:
             await _deny(websocket)
+            return
+        if _hub(websocket.app).open_count(_client_id(result)) >= MAX_STREAMS_PER_CLIENT:
+            await _deny(websocket, 429, "rate_limited", f"at most {MAX_STREAMS_PER_CLIENT} open streams a client: "
+                        "close some (one stream carries every channel you need)")
             return
         await serve_stream(websocket, result, max_subscriptions=max_subscriptions,
                            still_valid=lambda: resolve(websocket))
