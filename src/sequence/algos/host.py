@@ -558,7 +558,7 @@ COMPILE_SLOTS = 2
 #: Compiled modules kept (by SHA-256): a deploy's compile is the start's.
 KEEP_COMPILED = 16
 _compiles = threading.BoundedSemaphore(COMPILE_SLOTS)
-_compiled: OrderedDict[str, tuple[wasmtime.Module, abi.ModuleInfo]] = OrderedDict()
+_compiled: OrderedDict[tuple[str, int], tuple[wasmtime.Module, abi.ModuleInfo]] = OrderedDict()
 _compiled_lock = threading.Lock()
 
 
@@ -568,21 +568,21 @@ def compile_module(wasm: bytes, memory_bytes: int = Limits.memory_bytes, *,
     module compiled before from the same bytes. CPU work: call it off the event loop. With
     every compile slot taken: wait up to *wait* seconds (None: do not wait), then
     :class:`CompilerBusy`."""
-    abi.check_sizes(wasm, memory_bytes)
-    sha = hashlib.sha256(wasm).hexdigest()
+    key = (hashlib.sha256(wasm).hexdigest(), memory_bytes)  # checked against that memory cap
     with _compiled_lock:
-        hit = _compiled.get(sha)
+        hit = _compiled.get(key)
         if hit is not None:
-            _compiled.move_to_end(sha)
+            _compiled.move_to_end(key)
             return hit
-    if not _compiles.acquire(timeout=wait) if wait else not _compiles.acquire(blocking=False):
+    got = _compiles.acquire(timeout=wait) if wait else _compiles.acquire(blocking=False)
+    if not got:
         raise CompilerBusy(f"{COMPILE_SLOTS} modules are being compiled; retry in a moment")
     try:
-        out = abi.check_module(engine(), wasm, memory_bytes)
+        out = abi.check_module(engine(), wasm, memory_bytes)  # its size checks come before compiling
     finally:
         _compiles.release()
     with _compiled_lock:
-        _compiled[sha] = out
+        _compiled[key] = out
         while len(_compiled) > KEEP_COMPILED:
             _compiled.popitem(last=False)
     return out
