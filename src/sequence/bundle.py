@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from sequence import archive
 from sequence.venues import VENUES
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z, not $: "$" also matches before a final newline
@@ -443,23 +444,34 @@ class _CappedGunzip(io.RawIOBase):
 
 def inspect_archive(data: bytes, entrypoint: str, *, max_members: int = 100_000,
                     max_unpacked: int = 512 * 1024 * 1024) -> list[str]:
-    """Check an uploaded artifact is a gzip tarball holding the entrypoint.
+    """Check an uploaded artifact is a gzip tarball holding the entrypoint, whose members keep
+    the runner's rules (:mod:`sequence.archive`: relative paths, no links out, no devices …).
 
     Streams through it once, never inflating more than ``max_unpacked`` bytes
-    (ArchiveTooLarge past that); the runner does the full, safe unpacking.
+    (ArchiveTooLarge past that); the runner checks again while it unpacks.
     """
     if data[:2] != b"\x1f\x8b":
         raise BundleError("artifact is not a gzip-compressed tarball")
     want = PurePosixPath(entrypoint).as_posix()
     names: list[str] = []
     found = False
+    seen = archive.Members()
     stream = io.BufferedReader(_CappedGunzip(data, max_unpacked), buffer_size=_CappedGunzip.CHUNK)
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for i, m in enumerate(tar):
                 if i >= max_members:
                     raise BundleError(f"artifact has more than {max_members} files")
-                name = PurePosixPath(m.name.lstrip("./") if m.name.startswith("./") else m.name).as_posix()
+                try:
+                    rel = archive.member_path(m.name)
+                    if rel is None:
+                        if m.isdir():
+                            continue
+                        raise archive.MemberError(f"archive member {m.name!r}: not a valid path")
+                    seen.admit(rel, m)
+                except archive.MemberError as exc:
+                    raise BundleError(str(exc)) from None
+                name = rel.as_posix()
                 names.append(name)
                 if name == want and m.isfile():
                     found = True

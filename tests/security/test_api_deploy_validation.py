@@ -8,8 +8,13 @@ stored and handed to the runner.
 
 from __future__ import annotations
 
+import base64
+import io
+import tarfile
+
 import pytest
 
+from sequence.bundle import sha256_hex
 from tests.api.fake_runner import FakeRunner
 from tests.helpers import LiveServer, create_body
 
@@ -83,3 +88,59 @@ def test_a_trailing_newline_is_not_a_valid_name(server: LiveServer, extra: dict,
         assert r.status_code in (400, 422), r.text[:300]
         assert field in r.text
         assert c.get("/v1/strategies").json()["strategies"] == []
+
+
+def _tar_with(extra: tarfile.TarInfo, first: tarfile.TarInfo | None = None) -> bytes:
+    """A tar.gz holding main.py, then (optionally) *first* and the hostile member *extra*."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        src = b"print('hi')\n"
+        info = tarfile.TarInfo("main.py")
+        info.size = len(src)
+        tar.addfile(info, io.BytesIO(src))
+        for m in (first, extra):
+            if m is not None:
+                tar.addfile(m, io.BytesIO(b"x" * m.size) if m.isreg() else None)
+    return buf.getvalue()
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", size: int = 0) -> tarfile.TarInfo:
+    m = tarfile.TarInfo(name)
+    m.type, m.linkname, m.size = kind, link, size
+    return m
+
+
+@pytest.mark.parametrize(("extra", "first", "words"), [
+    (_member("/etc/cron.d/x", size=1), None, "absolute paths"),
+    (_member("../../escape.py", size=1), None, "'..' components"),
+    (_member("a/../../b", size=1), None, "'..' components"),
+    (_member("out", tarfile.SYMTYPE, "/etc/shadow"), None, "symlink to absolute path"),
+    (_member("sub/out", tarfile.SYMTYPE, "../../.."), None, "escapes the workspace"),
+    (_member("h", tarfile.LNKTYPE, "main.py"), None, "hard links"),
+    (_member("dev", tarfile.CHRTYPE), None, "device entries"),
+    (_member("fifo", tarfile.FIFOTYPE), None, "FIFO entries"),
+    (_member("lnk/x.py", size=1), _member("lnk", tarfile.SYMTYPE, "."), "writes through symlink"),
+    (_member("main.py", tarfile.SYMTYPE, "x"), None, "symlink over an existing entry"),
+])
+def test_an_artifact_the_runner_would_refuse_is_refused_at_deploy(
+        server: LiveServer, extra: tarfile.TarInfo, first: tarfile.TarInfo | None, words: str) -> None:
+    """These were stored (201) and failed only when a runner unpacked them, at every start;
+    now the coordinator applies the runner's member rules (sequence/archive.py) at deploy."""
+    art = _tar_with(extra, first)
+    body = create_body(name="s", start=True)
+    body.update(artifact_base64=base64.b64encode(art).decode(), artifact_sha256=sha256_hex(art))
+    with server.client() as c:
+        r = c.post("/v1/strategies", json=body)
+        assert r.status_code == 400, r.text[:300]
+        err = r.json()["error"]
+        assert err["details"]["field"] == "artifact" and words in err["message"], err
+        assert repr(extra.name) in err["message"]  # the member is named
+        assert c.get("/v1/strategies").json()["strategies"] == []
+
+
+def test_links_that_stay_inside_and_dot_folders_are_accepted(server: LiveServer) -> None:
+    art = _tar_with(_member("pkg/alias.py", tarfile.SYMTYPE, "../main.py"), _member("./pkg/", tarfile.DIRTYPE))
+    body = create_body(name="s")
+    body.update(artifact_base64=base64.b64encode(art).decode(), artifact_sha256=sha256_hex(art))
+    with server.client() as c:
+        assert c.post("/v1/strategies", json=body).status_code == 201

@@ -2,7 +2,8 @@
 
 The artifact is hostile input.  Every archive member is checked *before*
 anything is written, with explicit rules rather than trusting a library
-filter:
+filter (the member rules are :mod:`sequence.archive`'s, which the coordinator
+also applies at deploy):
 
 - the SHA-256 of the bytes must equal the expected hex digest;
 - gzip-compressed tar only; at most ``max_members`` members and
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from sequence.archive import MemberError, Members, member_path
 from sequence.runner.errors import WorkspaceError
 
 __all__ = [
@@ -131,38 +133,6 @@ def verify_sha256(artifact: bytes, expected: str) -> str:
     return got
 
 
-def _norm_member_name(name: str) -> PurePosixPath | None:
-    """The member's path relative to the root, or None for the root itself."""
-    if "\x00" in name:
-        raise WorkspaceError(f"archive member {name!r}: NUL in name")
-    if name.startswith("/"):
-        raise WorkspaceError(f"archive member {name!r}: absolute paths are not allowed")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise WorkspaceError(f"archive member {name!r}: '..' components are not allowed")
-    if not parts:
-        return None
-    return PurePosixPath(*parts)
-
-
-def _check_symlink_target(rel: PurePosixPath, target: str) -> None:
-    if not target or "\x00" in target:
-        raise WorkspaceError(f"archive member {str(rel)!r}: empty or invalid symlink target")
-    if target.startswith("/"):
-        raise WorkspaceError(
-            f"archive member {str(rel)!r}: symlink to absolute path {target!r} is not allowed"
-        )
-    depth = len(rel.parts) - 1  # directories above the link
-    for part in target.split("/"):
-        if part in ("", "."):
-            continue
-        depth += -1 if part == ".." else 1
-        if depth < 0:
-            raise WorkspaceError(
-                f"archive member {str(rel)!r}: symlink target {target!r} escapes the workspace"
-            )
-
-
 class _CountingReader(io.RawIOBase):
     """Decompressed-stream reader that stops at a byte budget (bomb guard)."""
 
@@ -199,8 +169,7 @@ def unpack_archive(
     stream = io.BufferedReader(counted, buffer_size=_COPY_CHUNK)
     members = 0
     content = 0
-    symlinks: set[PurePosixPath] = set()
-    entries: dict[PurePosixPath, str] = {}  # rel -> "d" | "f" | "l"
+    seen = Members()
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
@@ -209,52 +178,23 @@ def unpack_archive(
                     raise WorkspaceError(
                         f"archive has more than {limits.max_members} members (limit); refusing to unpack"
                     )
-                rel = _norm_member_name(member.name)
-                if rel is None:
-                    if member.isdir():
-                        continue
-                    raise WorkspaceError(f"archive member {member.name!r}: not a valid path")
-                if rel.parts[0] == RESERVED_DIR:
-                    continue  # reserved for the runner; the CLI never ships it
-                for i in range(1, len(rel.parts)):
-                    parent = PurePosixPath(*rel.parts[:i])
-                    if parent in symlinks:
-                        raise WorkspaceError(
-                            f"archive member {member.name!r}: writes through symlink {str(parent)!r}"
-                        )
-                    if entries.get(parent) == "f":
-                        raise WorkspaceError(
-                            f"archive member {member.name!r}: parent {str(parent)!r} is a file"
-                        )
-                prior = entries.get(rel)
-                if prior == "l":
-                    raise WorkspaceError(f"archive member {member.name!r}: would replace a symlink")
-                if member.islnk():
-                    raise WorkspaceError(
-                        f"archive member {member.name!r}: hard links are not allowed"
-                    )
+                try:
+                    rel = member_path(member.name)
+                    if rel is None:
+                        if member.isdir():
+                            continue
+                        raise MemberError(f"archive member {member.name!r}: not a valid path")
+                    if rel.parts[0] == RESERVED_DIR:
+                        continue  # reserved for the runner; the CLI never ships it
+                    prior = seen.admit(rel, member)
+                except MemberError as exc:
+                    raise WorkspaceError(str(exc)) from None
                 if member.isdir():
-                    if prior == "f":
-                        raise WorkspaceError(
-                            f"archive member {member.name!r}: directory over a file"
-                        )
                     _mkdirs(dest, rel)
-                    entries[rel] = "d"
                 elif member.issym():
-                    if prior is not None:
-                        raise WorkspaceError(
-                            f"archive member {member.name!r}: symlink over an existing entry"
-                        )
-                    _check_symlink_target(rel, member.linkname)
                     _mkdirs(dest, rel.parent)
                     os.symlink(member.linkname, dest / rel)
-                    symlinks.add(rel)
-                    entries[rel] = "l"
-                elif member.isreg():
-                    if prior == "d":
-                        raise WorkspaceError(
-                            f"archive member {member.name!r}: file over a directory"
-                        )
+                else:  # a regular file: admit() let nothing else through
                     if member.size > limits.max_bytes - content:
                         raise WorkspaceError(
                             f"archive member {member.name!r}: contents exceed {limits.max_bytes} bytes (limit)"
@@ -264,18 +204,6 @@ def unpack_archive(
                         raise WorkspaceError(f"archive member {member.name!r}: unreadable")
                     _mkdirs(dest, rel.parent)
                     content += _write_file(dest / rel, src, member.mode, replace=prior == "f")
-                    entries[rel] = "f"
-                else:
-                    kind = (
-                        "device"
-                        if member.isdev() and not member.isfifo()
-                        else "FIFO"
-                        if member.isfifo()
-                        else f"type {member.type!r}"
-                    )
-                    raise WorkspaceError(
-                        f"archive member {member.name!r}: {kind} entries are not allowed"
-                    )
     except WorkspaceError:
         raise
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
@@ -314,7 +242,10 @@ def _write_file(path: Path, src: IO[bytes], mode: int, *, replace: bool) -> int:
 
 
 def _check_entrypoint(root: Path, entrypoint: str) -> str:
-    rel = _norm_member_name(entrypoint or "")
+    try:
+        rel = member_path(entrypoint or "")
+    except MemberError as exc:  # the same words as for a member with that name
+        raise WorkspaceError(str(exc)) from None
     if rel is None or rel.parts[0] == RESERVED_DIR:
         raise WorkspaceError(f"entrypoint {entrypoint!r} is not a valid path inside the artifact")
     path = root / rel
