@@ -62,6 +62,20 @@ def test_a_session_lives_while_its_key_does_and_expires_when_idle() -> None:
     assert sessions.get(token) is None
 
 
+def test_a_session_in_constant_use_still_ends_after_its_maximum_age() -> None:
+    """A session used every hour (an open dashboard tab's stream) lived for ever."""
+    now = [0.0]
+    auth = FakeAuth()
+    auth.valid["k"] = P()
+    sessions = svc.Sessions(auth, clock=lambda: now[0])  # type: ignore[arg-type]
+    token, _ = sessions.open("k")
+    while now[0] + 3600 <= svc.MAX_AGE_SECONDS:
+        now[0] += 3600
+        assert sessions.principal(token) is not None
+    now[0] = svc.MAX_AGE_SECONDS + 1
+    assert sessions.principal(token) is None and len(sessions) == 0
+
+
 def test_signing_in_again_and_again_pushes_out_only_that_clients_own_sessions() -> None:
     """Sessions were capped at 10,000 for everyone, oldest out first: one client signing in
     10,100 times signed every other client out."""

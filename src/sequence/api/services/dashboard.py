@@ -48,6 +48,9 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 #: A session unused this long is forgotten.
 IDLE_SECONDS = 12 * 3600.0
+#: And a session this old is forgotten however much it is used: a stolen cookie in a page
+#: left open (its stream keeps it busy) is not good for ever.
+MAX_AGE_SECONDS = 7 * 24 * 3600.0
 #: At most this many sessions are kept (the least recently used go first).
 MAX_SESSIONS = 10_000
 #: At most this many per client: signing in again and again (10,000 sign-ins took 7 s) pushes
@@ -108,7 +111,7 @@ class Sessions:
             session = self._by_digest.get(d)
             if session is None:
                 return None
-            if now - session.seen > IDLE_SECONDS:
+            if now - session.seen > IDLE_SECONDS or now - session.created > MAX_AGE_SECONDS:
                 self._by_digest.pop(d, None)
                 return None
             session.seen = now
