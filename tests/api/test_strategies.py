@@ -244,3 +244,16 @@ def test_list_pages_with_an_opaque_cursor(server: LiveServer) -> None:
         assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "cursor"
         zero = c.get("/v1/strategies", params={"limit": 0})
         assert zero.status_code == 400 and zero.json()["error"]["details"]["field"] == "limit"
+
+
+def test_unusual_methods_are_counted_as_other(server: LiveServer) -> None:
+    """/metrics counted requests by method name. httptools only lets the ~30 methods it knows
+    through, but uvicorn's other parser (h11, when httptools is missing) lets any token
+    through: one series per made-up method, for ever. Only the usual seven keep their name."""
+    unusual = ("PROPFIND", "MKCOL", "LOCK", "PURGE", "SEARCH", "REPORT")
+    with httpx.Client(base_url=server.url) as c:
+        for method in unusual:
+            assert 400 <= c.request(method, "/v1/strategies").status_code < 500
+        text = c.get("/metrics").text
+    assert not [m for m in unusual if f'method="{m}"' in text]
+    assert 'sequence_http_requests_total{method="other",route="/v1/strategies",status="405"} 6.0' in text

@@ -120,6 +120,10 @@ class VenueCollector:
         yield from counters.values()
 
 
+#: The methods /metrics counts by name; the rest are "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestMiddleware:
     """Request ids and Prometheus metrics, as plain ASGI (cheap on hot paths)."""
 
@@ -153,7 +157,10 @@ class RequestMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], path, str(status[0])).inc()
+            method = scope["method"]
+            if method not in _METHODS:  # any token is a method to the server: one label each would grow for ever
+                method = "other"
+            self.metrics.requests.labels(method, path, str(status[0])).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)
 
 
