@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -191,3 +192,26 @@ def test_a_price_or_notional_beyond_what_the_store_keeps_is_a_400(any_server: Li
             assert err["code"] == "notional_out_of_range" and "$1000000000" in err["message"], err
         ok = c.post("/v1/graphs", json=order("0.001", "100000"))  # $100 of notional: fine
         assert ok.status_code == 201, ok.text
+
+
+@pytest.mark.parametrize("shape", ["long url", "long header", "many headers"])
+def test_an_oversized_websocket_upgrade_is_answered_and_closed(server: LiveServer, shape: str) -> None:
+    """uvicorn hands an upgrade to the WebSocket library as text, whose parser refuses a line
+    over 8,190 bytes or over 128 headers; such a connection was never answered nor closed (a
+    client could hold thousands). Now it is a 400, and the connection closes."""
+    host, _, port = server.url.removeprefix("http://").partition(":")
+    path, extra = "/v1/stream", ""
+    if shape == "long url":
+        path += "?x=" + "a" * 9000
+    elif shape == "long header":
+        extra = "X-Big: " + "b" * 9000 + "\r\n"
+    else:
+        extra = "".join(f"X-H{i}: v\r\n" for i in range(150))
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(request.encode())
+        got = b""
+        while chunk := s.recv(4096):  # until the server closes (a timeout fails the test)
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 400 "), got[:100]
