@@ -288,6 +288,10 @@ BAD: list[tuple[str, Any, int, str | None, str | None]] = [
     ("wasm_base64 a number", body(wasm_base64=123), 422, "wasm_base64", None),
     ("sandbox a list", body(sandbox=[1]), 422, "sandbox", None),
     ("start an object", body(start={}), 422, "start", None),
+    # pydantic's lax mode took "no", "off", 0 and "f" for false: one typo from trading live
+    ("sandbox the string 'no'", body(sandbox="no"), 422, "sandbox", None),
+    ("sandbox the number 1", body(sandbox=1), 422, "sandbox", None),
+    ("start the string 'true'", body(start="true"), 422, "start", None),
     ("an unknown field", body(wasm_source="x"), 422, "wasm_source", None),
     ("no name", {k: v for k, v in body().items() if k != "name"}, 422, "name", None),
     ("no module", {k: v for k, v in body().items() if k != "wasm_base64"}, 422, "wasm_base64", None),

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from sequence.algos import abi
 from sequence.algos.host import COMPILE_SLOTS, CompilerBusy, Limits, compile_module
@@ -46,8 +46,9 @@ class DeployAlgo(BaseModel):
                                description="the symbols it trades; the module names them by index")
     params: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="read by the module with seq.param / param_i64 / param_1e8")
-    sandbox: bool = Field(False, description="paper trading (always, for a seq_test_ key)")
-    start: bool = Field(False, description="start it now (a running deployment restarts with the new module)")
+    # Strict: lax booleans took "no", "off", 0 and "f" for false, one typo from trading live.
+    sandbox: StrictBool = Field(False, description="paper trading (always, for a seq_test_ key)")
+    start: StrictBool = Field(False, description="start it now (a running deployment restarts with the new module)")
 
 
 def _check(core: Core, spec: DeployAlgo) -> tuple[bytes, abi.ModuleInfo]:
