@@ -79,6 +79,10 @@ class Settings:
     # URL strategies use to reach the coordinator (SEQUENCE_API_URL inside a run).
     public_url: str | None = None
     max_artifact_mb: int = 50
+    # Per client: strategies and algo deployments it may have (a 409 past it). Each keeps its
+    # artifact or module in the store; without a cap one key could fill the disk.
+    max_strategies: int = 1000
+    max_algos: int = 100
     # Cap on an artifact's inflated size, enforced while inflating at upload (413 above it).
     max_unpacked_mb: int = 512
     # Dependency layers (docs/configuration.md): caps on one wheel and on one layer's wheels,
@@ -170,6 +174,8 @@ class Settings:
             "port": int,
             "public_url": str,
             "max_artifact_mb": int,
+            "max_strategies": int,
+            "max_algos": int,
             "max_unpacked_mb": int,
             "max_wheel_mb": int,
             "max_layer_mb": int,
@@ -228,6 +234,8 @@ class Settings:
                 object.__setattr__(self, name, Path(value).expanduser().absolute())
 
     def validate(self) -> None:
+        if self.max_strategies < 1 or self.max_algos < 1:
+            raise SettingsError("max_strategies and max_algos must be at least 1")
         if not 1 <= self.max_artifact_mb <= 4096:
             raise SettingsError("max_artifact_mb must be between 1 and 4096")
         if not 1 <= self.max_unpacked_mb <= 65536:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import base64
 import io
 import tarfile
+from pathlib import Path
 
+import httpx
 import pytest
 
 from sequence.bundle import sha256_hex
+from tests.algos.test_deployments_api import body as algo_body
 from tests.api.fake_runner import FakeRunner
-from tests.helpers import LiveServer, create_body
+from tests.helpers import LiveServer, create_body, start_server
 
 KIB = 1024
 
@@ -144,3 +147,39 @@ def test_links_that_stay_inside_and_dot_folders_are_accepted(server: LiveServer)
     body.update(artifact_base64=base64.b64encode(art).decode(), artifact_sha256=sha256_hex(art))
     with server.client() as c:
         assert c.post("/v1/strategies", json=body).status_code == 201
+
+
+def test_a_client_has_at_most_its_quota_of_strategies_and_algos(db_url: str, tmp_path: Path) -> None:
+    """Nothing bounded how many strategies (each with its artifact, up to 50 MiB) or algo
+    deployments (each with a module, up to 4 MiB) one key could create: a loop filled the
+    store's disk. Past SEQUENCE_MAX_STRATEGIES / SEQUENCE_MAX_ALGOS a new one is a 409; a
+    redeploy by name, or a new one after a delete, still works."""
+    srv = start_server(tmp_path / "data", database_url=db_url, environ={}, max_strategies=3, max_algos=2)
+    try:
+        with srv.client() as c:
+            for i in range(3):
+                assert c.post("/v1/strategies", json=create_body(name=f"s{i}")).status_code == 201
+            r = c.post("/v1/strategies", json=create_body(name="one-more"))
+            assert r.status_code == 409, r.text
+            err = r.json()["error"]
+            assert err["code"] == "quota_exceeded" and err["details"] == {"field": "name", "limit": 3}
+            assert "SEQUENCE_MAX_STRATEGIES" in err["message"] and "sequence strategy delete" in err["message"]
+            assert c.post("/v1/strategies", json=create_body(name="s1")).status_code == 200  # a redeploy
+            assert c.delete("/v1/strategies/s0").status_code in (200, 202, 204)
+            assert c.post("/v1/strategies", json=create_body(name="one-more")).status_code == 201
+            assert len(c.get("/v1/strategies").json()["strategies"]) == 3
+
+            for name in ("a0", "a1"):
+                assert c.post("/v1/deployments", json=algo_body(name=name)).status_code == 201
+            r = c.post("/v1/deployments", json=algo_body(name="a2"))
+            assert r.status_code == 409 and r.json()["error"]["code"] == "quota_exceeded", r.text
+            assert "SEQUENCE_MAX_ALGOS" in r.json()["error"]["message"]
+            assert c.post("/v1/deployments", json=algo_body(name="a1")).status_code == 200
+            assert len(c.get("/v1/deployments").json()["deployments"]) == 2
+            # the other client's quota is its own
+        other = srv.core.store.create_client("other")
+        _row, key = srv.core.store.create_api_key(other, "live", "k")
+        with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {key}"}) as c:
+            assert c.post("/v1/strategies", json=create_body(name="s0")).status_code == 201
+    finally:
+        srv.stop()

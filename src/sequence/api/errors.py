@@ -79,6 +79,13 @@ def too_large(message: str, **details: Any) -> ApiError:
     return ApiError(413, "payload_too_large", message, details)
 
 
+def quota_exceeded(what: str, limit: int, setting: str, verb: str) -> ApiError:
+    """A client at its most *what* creating one more (409: deleting one resolves it)."""
+    return ApiError(409, "quota_exceeded", f"this client has {limit} {what}, the most it may have "
+                    f"({setting} on the coordinator): `{verb}` one first, or redeploy one by its name",
+                    {"field": "name", "limit": limit})
+
+
 def unsupported_media_type(message: str) -> ApiError:
     """415: a body in a format the route does not read."""
     return ApiError(415, "unsupported_media_type", message)

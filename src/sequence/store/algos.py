@@ -23,7 +23,7 @@ from sequence.lifecycle import restart_after_failure
 from sequence.store import tables as t
 from sequence.store.base import StoreBase
 from sequence.store.base import row as _row
-from sequence.store.errors import Conflict, NotFound
+from sequence.store.errors import Conflict, NotFound, QuotaExceeded
 from sequence.store.ids import short_code
 
 D = t.deployments
@@ -44,9 +44,10 @@ class AlgosStore(StoreBase):
     # -- the user's verbs ------------------------------------------------------------------
     def deploy_algo(self, client_id: str, key_id: str, name: str, wasm: bytes, wasm_sha256: str,
                     symbols: Sequence[str], params: Mapping[str, str], sandbox: bool,
-                    start: bool) -> tuple[dict[str, Any], bool]:
+                    start: bool, max_per_client: int | None = None) -> tuple[dict[str, Any], bool]:
         """Create the deployment *name*, or replace its module, symbols and params (a running
-        one restarts with them). Returns the row and whether it was created."""
+        one restarts with them). Returns the row and whether it was created. A new one past
+        the client's *max_per_client* raises :class:`QuotaExceeded`."""
         now = self.clock()
         values: dict[str, Any] = dict(key_id=key_id, wasm=wasm, wasm_sha256=wasm_sha256, wasm_size=len(wasm),
                                       symbols=list(symbols), params=dict(params), sandbox=sandbox, updated_at=now)
@@ -54,6 +55,10 @@ class AlgosStore(StoreBase):
             existing = c.execute(sa.select(D.c.deployment_id, D.c.desired_state)
                                  .where(D.c.client_id == client_id, D.c.name == name)).first()
             if existing is None:
+                if max_per_client is not None and c.execute(
+                        sa.select(sa.func.count()).select_from(D).where(D.c.client_id == client_id)
+                ).scalar_one() >= max_per_client:
+                    raise QuotaExceeded(max_per_client)
                 dep_id = deployment_id()
                 try:
                     c.execute(D.insert().values(

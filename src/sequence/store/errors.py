@@ -30,4 +30,12 @@ class StaleWrite(StoreError):
     pass
 
 
-__all__ = ["Conflict", "NotFound", "StaleWrite", "StoreError"]
+class QuotaExceeded(StoreError):
+    """A client already has the most objects of a kind it may have."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit}")
+        self.limit = limit
+
+
+__all__ = ["Conflict", "NotFound", "QuotaExceeded", "StaleWrite", "StoreError"]

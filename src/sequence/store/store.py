@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from sequence.store.algos import AlgosStore
 from sequence.store.base import StoreBase
-from sequence.store.errors import Conflict, NotFound, StaleWrite, StoreError
+from sequence.store.errors import Conflict, NotFound, QuotaExceeded, StaleWrite, StoreError
 from sequence.store.keys import KeysStore, Principal
 from sequence.store.layers import LayersStore
 from sequence.store.logs import LOG_LINE_OVERHEAD, LogColumns, LogsStore
@@ -46,6 +46,7 @@ __all__ = [
     "LogColumns",
     "NotFound",
     "Principal",
+    "QuotaExceeded",
     "StaleWrite",
     "Store",
     "StoreError",

@@ -18,7 +18,7 @@ from sequence.secrets import STRATEGY_SEALED_COLUMNS
 from sequence.store import tables as t
 from sequence.store.base import StoreBase
 from sequence.store.base import row as _row
-from sequence.store.errors import Conflict, NotFound
+from sequence.store.errors import Conflict, NotFound, QuotaExceeded
 from sequence.store.ids import short_code
 from sequence.store.runs import request_stop, run_summary, run_summary_of
 
@@ -30,8 +30,10 @@ class StrategiesStore(StoreBase):
                 t.strategies.c.client_id == client_id, t.strategies.c.name == name)).scalar()
 
     def deploy_strategy(self, strategy_id: str, client_id: str, fields: Mapping[str, Any], artifact: bytes,
-                        *, start: bool) -> tuple[dict[str, Any], bool]:
-        """Create, or redeploy (same client + name keeps the id).  Returns (row, created)."""
+                        *, start: bool, max_per_client: int | None = None) -> tuple[dict[str, Any], bool]:
+        """Create, or redeploy (same client + name keeps the id).  Returns (row, created).
+
+        A new strategy past the client's *max_per_client* raises :class:`QuotaExceeded`."""
         now = self.clock()
         art_id = "art_" + short_code(16)
         s = t.strategies
@@ -43,6 +45,10 @@ class StrategiesStore(StoreBase):
                     size=len(artifact), data=artifact, created_at=now)
                 values = {**fields, "artifact_id": art_id, "updated_at": now}
                 if cur is None:
+                    if max_per_client is not None and c.execute(
+                            sa.select(sa.func.count()).select_from(s).where(s.c.client_id == client_id)
+                    ).scalar_one() >= max_per_client:
+                        raise QuotaExceeded(max_per_client)
                     status: str = StrategyStatus.queued if start else StrategyStatus.stopped
                     c.execute(s.insert().values(
                         strategy_id=strategy_id, client_id=client_id, created_at=now, status=str(status),

@@ -19,13 +19,20 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from sequence.algos import abi
 from sequence.algos.host import COMPILE_SLOTS, CompilerBusy, Limits, compile_module
-from sequence.api.errors import bad_request, forbidden, not_found, too_large, unavailable
+from sequence.api.errors import (
+    bad_request,
+    forbidden,
+    not_found,
+    quota_exceeded,
+    too_large,
+    unavailable,
+)
 from sequence.api.services.deploy import forbid_run_key, plausible_id
 from sequence.api.state import Core
 from sequence.bundle import validate_name
 from sequence.market.clock import iso
 from sequence.market.errors import MarketError
-from sequence.store.errors import NotFound
+from sequence.store.errors import NotFound, QuotaExceeded
 from sequence.store.store import Principal
 
 MAX_SYMBOLS = 16
@@ -101,9 +108,12 @@ async def deploy(core: Core, p: Principal, spec: DeployAlgo) -> tuple[dict[str, 
     # Compiling is CPU work (milliseconds; more for a big module): off the event loop.
     wasm, info = await anyio.to_thread.run_sync(_check, core, spec)
     params = {k: _param_text(v) for k, v in spec.params.items()}
-    row, created = await anyio.to_thread.run_sync(lambda: core.store.deploy_algo(
-        p.client_id, p.key_id, spec.name, wasm, hashlib.sha256(wasm).hexdigest(), spec.symbols, params,
-        spec.sandbox or p.is_paper, spec.start))
+    try:
+        row, created = await anyio.to_thread.run_sync(lambda: core.store.deploy_algo(
+            p.client_id, p.key_id, spec.name, wasm, hashlib.sha256(wasm).hexdigest(), spec.symbols, params,
+            spec.sandbox or p.is_paper, spec.start, max_per_client=core.settings.max_algos))
+    except QuotaExceeded as exc:
+        raise quota_exceeded("algo deployments", exc.limit, "SEQUENCE_MAX_ALGOS", "sequence algo delete") from None
     poke(core)
     out = render(core, row)
     out["module"] = {"imports": list(info.imports), "exports": list(info.exports),

@@ -18,13 +18,13 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from sequence import bundle
-from sequence.api.errors import bad_request, forbidden, not_found, too_large
+from sequence.api.errors import bad_request, forbidden, not_found, quota_exceeded, too_large
 from sequence.api.notify import QUEUE, runner_topic, strategy_topic
 from sequence.api.services import layers
 from sequence.api.state import Core
 from sequence.secrets import strategy_api_key_label, strategy_secrets_label
 from sequence.store.ids import new_uuid
-from sequence.store.store import Principal
+from sequence.store.store import Principal, QuotaExceeded
 
 MAX_MANIFEST_DEPTH = 32
 MAX_MANIFEST_BYTES = 1024 * 1024
@@ -213,8 +213,11 @@ async def deploy(core: Core, p: Principal, spec: CreateSpec, artifact: bytes,
     sk = core.keyring.seal(key_text.encode(), strategy_api_key_label(sid))
     fields.update(sequence_api_key_ciphertext=sk.ciphertext, sequence_api_key_nonce=sk.nonce,
                   sequence_api_key_key_id=sk.key_id)
-    row, created = await anyio.to_thread.run_sync(
-        lambda: core.store.deploy_strategy(sid, p.client_id, fields, artifact, start=spec.start))
+    try:
+        row, created = await anyio.to_thread.run_sync(lambda: core.store.deploy_strategy(
+            sid, p.client_id, fields, artifact, start=spec.start, max_per_client=core.settings.max_strategies))
+    except QuotaExceeded as exc:
+        raise quota_exceeded("strategies", exc.limit, "SEQUENCE_MAX_STRATEGIES", "sequence strategy delete") from None
     core.notifier.notify(QUEUE)
     core.notifier.notify(strategy_topic(sid))
     if row.get("current_run_id"):
