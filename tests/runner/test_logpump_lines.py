@@ -80,3 +80,28 @@ def test_invalid_utf8_split_across_reads_never_crashes() -> None:
     chunks = [b"\xff\xfe", b"abc\xe2", b"\x82\xac\n\x80", b"\n\xc3", b"\xa9"]
     records = _run_chunks(chunks, read_chunk=3, max_line=16)
     assert [r["line"] for r in records] == ["\ufffd\ufffdabc€", "\ufffd", "é"]
+
+
+def test_a_secret_is_masked_in_a_last_line_without_a_newline_and_in_the_end_of_a_long_line() -> None:
+    """The stream's last line with no newline, and the rest of a line longer than the line
+    limit after its cut parts, were emitted without masking: a strategy ending with
+    ``sys.stdout.write(token)`` stored its secret in plain text."""
+    secret = "abcdefghij-secret"
+
+    async def main() -> list[LogRecord]:
+        got = Collector()
+        cfg = LogPumpConfig(max_line_bytes=64, linger_s=0.001)
+        pump = LogPump(got, spool_dir=Path("/nonexistent-never-spooled"), config=cfg, mask=[secret])
+        r, w = os.pipe()
+        pump.attach("stdout", r)
+        os.write(w, ("x" * 100 + " " + secret + "\n").encode())  # cut at 64: the rest holds it
+        os.write(w, ("D " + secret).encode())  # no newline, then EOF
+        os.close(w)
+        await pump.wait_eof(idle_timeout=30)
+        assert await pump.drain(30)
+        await pump.aclose()
+        return got.records
+
+    lines = [rec["line"] for rec in asyncio.run(main())]
+    assert lines[-1] == "D ***" and lines[-2].endswith(" ***"), lines
+    assert not [x for x in lines if secret in x]

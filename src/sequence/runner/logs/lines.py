@@ -140,7 +140,8 @@ class Lines:
         """The stream ended: its last line without a newline is a line too."""
         carry = self._carry.pop(name, b"")
         if carry:
-            self._emit(name, [carry.decode("utf-8", "replace")], ts)
+            text = carry.decode("utf-8", "replace")
+            self._emit(name, [self._masked(text) if self._mask else text], ts)
 
     def system(self, text: str, ts: float) -> None:
         """A platform line (stream ``system``), masked like the strategy's own."""
@@ -167,7 +168,8 @@ class Lines:
                 cut = utf8_cut(rest, maxb)
                 self._emit_partial(name, rest[:cut], ts)
                 rest = rest[cut:]
-            self._emit(name, [rest.decode("utf-8", "replace")], ts)
+            text = rest.decode("utf-8", "replace")
+            self._emit(name, [self._masked(text) if self._mask else text], ts)
         if pending:
             self._emit(name, pending, ts)
 
