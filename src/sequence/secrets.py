@@ -119,6 +119,14 @@ class Keyring:
     def has(self, key_id: str) -> bool:
         return key_id in self._keys
 
+    @property
+    def key_ids(self) -> frozenset[str]:
+        return frozenset(self._keys)
+
+    def key_text(self, key_id: str) -> str:
+        """A loaded key, base64 (as key files and the environment hold it)."""
+        return base64.b64encode(self._keys[key_id]).decode()
+
     def reload(self) -> None:
         """Pick up a key file rewritten by ``sequence admin rotate-key``."""
         if self.key_file is not None and self.key_file.exists():

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 from sequence.venues import VENUES
 
@@ -40,6 +41,16 @@ DEFAULT_REGIONS: dict[str, str] = {
     "kalshi": "eu-west-1",
     "polymarket": "eu-west-1",
 }
+
+
+def redacted_url(url: str) -> str:
+    """*url* without its password (``postgresql://user:***@host/db``), for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
 
 
 class SettingsError(ValueError):

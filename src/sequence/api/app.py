@@ -58,7 +58,7 @@ from sequence.api.state import Core
 from sequence.market import setup
 from sequence.market.clock import Clock
 from sequence.market.service import MarketService
-from sequence.secrets import Keyring
+from sequence.secrets import ENV_OLD_KEYS, KEY_FILE_NAME, KeyConfigError, Keyring
 from sequence.settings import Settings
 from sequence.store.db import Database
 from sequence.store.store import Store
@@ -183,7 +183,23 @@ def build_core(settings: Settings, environ: Mapping[str, str] | None = None) -> 
     db = Database(settings.effective_database_url)
     db.migrate()
     store = Store(db, lease_seconds=settings.lease_seconds, log_retention_bytes=settings.log_retention_bytes)
-    keyring = Keyring.load(settings.data_dir, environ)
+    sealed = store.sealed_key_ids()
+    # A store with sealed values and no key configured is a restored backup without its key
+    # file (or a wrong data dir): a new key would be generated and every secret stay sealed.
+    try:
+        keyring = Keyring.load(settings.data_dir, environ, create=not sealed)
+    except KeyConfigError as exc:
+        if not sealed:
+            raise
+        raise KeyConfigError(f"{exc}, and the store holds {sum(sealed.values())} value(s) sealed under credential "
+                             f"key(s) {', '.join(sorted(sealed))}: restore that key file (or set the variable) from "
+                             "your backup; a new key could not open them") from None
+    missing = {k: n for k, n in sealed.items() if not keyring.has(k)}
+    if missing:
+        log.error("%d stored secret(s) are sealed under credential key(s) %s, which are not loaded: the "
+                  "strategies and venue credentials sealed under them cannot be used until the key is given "
+                  "back (as an older line of %s, or in %s)", sum(missing.values()), ", ".join(sorted(missing)),
+                  KEY_FILE_NAME, ENV_OLD_KEYS)
     return Core(settings=settings, store=store, keyring=keyring, auth=Authenticator(store), notifier=Notifier())
 
 

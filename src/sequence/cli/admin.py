@@ -43,6 +43,17 @@ def open_store(data_dir: Path | None) -> tuple[Settings, Store]:
         settings = Settings.from_env(data_dir=data_dir)
     except SettingsError as exc:
         raise CliError(str(exc)) from None
+    if settings.database_url is None and not (settings.data_dir / "sequence.db").exists():
+        # Never a new, empty store: a token or client made there works nowhere, and a key
+        # rotation there re-seals nothing (and said it had succeeded).
+        used = datadir.store_marker(settings.data_dir)
+        if used is not None and not used.startswith("sqlite"):
+            raise CliError(f"the coordinator of {settings.data_dir} keeps its store in {used}",
+                           "set SEQUENCE_DATABASE_URL to it (with its password), as for `sequence up`, "
+                           "and run this again")
+        raise CliError(f"no store in {settings.data_dir} (no sequence.db)",
+                       "run this on the coordinator's host with its data dir (--data-dir or SEQUENCE_DATA_DIR; "
+                       "`sequence up` creates it) and, if it uses PostgreSQL, SEQUENCE_DATABASE_URL")
     db = Database(settings.effective_database_url)
     db.migrate()
     return settings, Store(db)
@@ -129,6 +140,10 @@ def rotate_key(data_dir: DataDir = None, as_json: JsonOpt = False,
                new_key_file: Annotated[Path | None, typer.Option(
                    "--new-key-file", help="Where to write the new key when the current one comes from "
                                           "CREDENTIAL_ENCRYPTION_KEY (default: <data-dir>/credential.key.new).")] = None,
+               reseal: Annotated[bool, typer.Option(
+                   "--reseal", help="Make no new key: re-seal everything under the current one (after every "
+                                    "coordinator restarted with a new CREDENTIAL_ENCRYPTION_KEY, before the old "
+                                    "one is dropped).")] = False,
                ) -> None:
     """Generate a new credential key and re-seal every secret under it."""
     from sequence.api.services.rotation import rotate
@@ -138,6 +153,17 @@ def rotate_key(data_dir: DataDir = None, as_json: JsonOpt = False,
         keyring = Keyring.load(settings.data_dir, create=False)
     except SealingError as exc:
         raise CliError(str(exc)) from None
+    if reseal:
+        try:
+            res = rotate(store, keyring, keyring.key_text(keyring.primary_id))
+        except SealingError as exc:
+            raise CliError(f"re-sealing aborted, nothing changed: {exc}") from None
+        if as_json:
+            emit_json(res)
+        else:
+            console.print(f"re-sealed {res['strategies']} strategies and {res['venue_credentials']} venue "
+                          f"credentials under the current key {res['new_key_id']}; no older key is needed now")
+        return
     new_key = new_key_text()
     try:
         res = rotate(store, keyring, new_key)
@@ -146,8 +172,11 @@ def rotate_key(data_dir: DataDir = None, as_json: JsonOpt = False,
     old_text = base64.b64encode(keyring.primary).decode()
     if keyring.source == "file" and keyring.key_file is not None:
         # Keep the old key as a decrypt-only line: a coordinator still running
-        # with it in memory reloads the file when it meets the new key id.
-        write_key_file(keyring.key_file, new_key, [old_text])
+        # with it in memory reloads the file when it meets the new key id. Older keys go,
+        # unless something is still sealed under one (sealed meanwhile by such a coordinator).
+        in_use = [keyring.key_text(k) for k in sorted(store.sealed_key_ids())
+                  if keyring.has(k) and k != keyring.primary_id]
+        write_key_file(keyring.key_file, new_key, [old_text, *in_use])
         res["key_file"] = str(keyring.key_file)
     else:
         target = new_key_file or settings.data_dir / "credential.key.new"

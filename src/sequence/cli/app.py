@@ -121,12 +121,14 @@ def login(
 def update(
     source: Annotated[str, typer.Option("--source", help="Package spec or path to install from.")] = DISTRIBUTION,
 ) -> None:
-    """Upgrade the installed CLI and platform (pip install --upgrade)."""
+    """Upgrade the installed CLI and platform (pip install --upgrade), from where it was installed."""
     checkout = _source_checkout()
     if checkout is not None and source == DISTRIBUTION:
         console.print(f"this sequence runs from a source checkout ({checkout}): update it there with "
                       f"`git -C {checkout} pull` (then `make venv` if dependencies changed)", markup=False)
         return
+    if source == DISTRIBUTION:
+        source = upgrade_source(_direct_url(), DISTRIBUTION)
     cmd = [sys.executable, "-m", "pip", "install", "--upgrade", source]
     console.print(" ".join(cmd), markup=False)
     rc = subprocess.call(cmd)
@@ -135,16 +137,43 @@ def update(
     subprocess.call([sys.executable, "-m", "sequence.cli.main", "--version"])
 
 
-def _source_checkout() -> Path | None:
-    """The git checkout this package is installed from (editable install), if any."""
+def _direct_url() -> dict[str, Any]:
+    """pip's record of where this package was installed from (PEP 610), if it was not an index."""
     import json
     from importlib import metadata
 
     try:
-        dist = metadata.distribution(DISTRIBUTION)
-        info = json.loads(dist.read_text("direct_url.json") or "{}")
+        info = json.loads(metadata.distribution(DISTRIBUTION).read_text("direct_url.json") or "{}")
     except (metadata.PackageNotFoundError, ValueError):
-        info = {}
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def upgrade_source(direct_url: dict[str, Any], default: str) -> str:
+    """What ``update`` installs: the folder, archive or URL this copy came from, if it came
+    from one. The distribution's name on an index only for a copy installed from an index: a
+    copy installed from a folder would otherwise be "upgraded" to whatever a stranger
+    published under that name."""
+    url = direct_url.get("url")
+    if not isinstance(url, str) or not url:
+        return default
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        path = unquote(urlsplit(url).path)
+        if not Path(path).exists():
+            fail(f"this sequence was installed from {path}, which is gone",
+                 "pass --source with the folder, wheel or package spec to upgrade from")
+        return path
+    vcs = direct_url.get("vcs_info")
+    if isinstance(vcs, dict) and vcs.get("vcs"):
+        return f"{vcs['vcs']}+{url}"
+    return url
+
+
+def _source_checkout() -> Path | None:
+    """The git checkout this package is installed from (editable install), if any."""
+    info = _direct_url()
     here = Path(__file__).resolve()
     if info.get("dir_info", {}).get("editable") or not str(here).count("site-packages"):
         for parent in here.parents:

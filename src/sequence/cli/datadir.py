@@ -15,6 +15,7 @@ stays); symbolic links are neither followed nor changed.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -62,3 +63,24 @@ def prepare(path: Path) -> list[Path]:
     for msg in failed:
         log.warning("cannot make %s private: %s", path, msg)
     return changed
+
+
+#: Which store a data dir's coordinator uses, written by ``sequence up`` (the URL without its
+#: password): ``admin`` commands given only the data dir of a PostgreSQL coordinator would
+#: otherwise open (and create) an empty SQLite store beside it, and report success.
+STORE_MARKER = "store.json"
+
+
+def write_store_marker(data_dir: Path, database: str) -> None:
+    tmp = data_dir / (STORE_MARKER + ".tmp")
+    tmp.write_text(json.dumps({"database": database}) + "\n")
+    os.replace(tmp, data_dir / STORE_MARKER)
+
+
+def store_marker(data_dir: Path) -> str | None:
+    """The store ``sequence up`` last used with *data_dir* (redacted URL), if it said."""
+    try:
+        value = json.loads((data_dir / STORE_MARKER).read_text()).get("database")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None

@@ -26,7 +26,8 @@ from sequence.api.state import Core
 from sequence.cli import config as cfgmod
 from sequence.cli import datadir, lifeline
 from sequence.cli.output import console, fail
-from sequence.settings import Settings, SettingsError, parse_venues
+from sequence.secrets import SealingError
+from sequence.settings import Settings, SettingsError, parse_venues, redacted_url
 
 log = logging.getLogger("sequence.up")
 
@@ -135,8 +136,11 @@ def run_up(data_dir: Path, host: str, port: int, *, runner: bool, runner_region:
         _check_isolation(settings, unsandboxed)
     try:
         core = build_core(settings)
+    except SealingError as exc:  # the credential key: missing, unreadable, or not the store's
+        fail(str(exc), "see docs/operations.md (backups and the credential key)")
     except Exception as exc:
-        fail(f"cannot open the store at {settings.effective_database_url}: {exc}")
+        fail(f"cannot open the store at {redacted_url(settings.effective_database_url)}: {exc}")
+    datadir.write_store_marker(settings.data_dir, redacted_url(settings.effective_database_url))
     info = bootstrap(core)
     try:
         app = create_app(settings, core=core)

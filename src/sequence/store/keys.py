@@ -198,6 +198,19 @@ class KeysStore(StoreBase):
             self._write_sealed(c, strategies, creds)
         return len(strategies), len(creds)
 
+    def sealed_key_ids(self) -> dict[str, int]:
+        """How many stored sealed values each credential key id holds (key rotation keeps the
+        keys still in use; a coordinator warns at start about ids it cannot open)."""
+        counts: dict[str, int] = {}
+        s = t.strategies
+        cols = [s.c[sealed_columns(prefix)[2]] for prefix in STRATEGY_SEALED] + [t.venue_credentials.c.key_id]
+        with self.db.read() as c:
+            for col in cols:
+                q = sa.select(col, sa.func.count()).where(col.is_not(None)).group_by(col)
+                for key_id, n in c.execute(q):
+                    counts[key_id] = counts.get(key_id, 0) + int(n)
+        return counts
+
     @staticmethod
     def _sealed_rows(c: Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         s = t.strategies
