@@ -176,6 +176,27 @@ def test_a_requirement_with_only_an_sdist_is_refused_at_deploy_naming_it(platfor
     assert "sdist-only" not in names, names
 
 
+def test_a_local_package_is_refused_before_pip_runs_its_setup_py(platform: Platform, tmp_path: Path) -> None:
+    """A folder in requirements.txt had its setup.py run on the deploying machine by pip, and
+    then resolved to nothing: the deploy succeeded and the strategy failed at import."""
+    pkg = tmp_path / "evilpkg"
+    pkg.mkdir()
+    marker = tmp_path / "setup-py-ran"
+    (pkg / "setup.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                  "from setuptools import setup\nsetup(name='evilpkg', version='1.0')\n")
+    folder = tmp_path / "local-dep"
+    folder.mkdir()
+    (folder / "main.py").write_text("import evilmod\n")
+    (folder / "Sequence.toml").write_text('[strategy]\nname = "local-dep"\n')
+    (folder / "requirements.txt").write_text(f"six\n{pkg}\n")
+    res = deploy_relative(platform, folder, check=False)
+    assert res.returncode == 1, res.stdout
+    assert f"requirements.txt line 2: {pkg} is a local path" in res.stderr.replace("\n", " "), res.stderr
+    assert not marker.exists()
+    names = [s["name"] for s in platform.cli_json("strategy", "list")["strategies"]]
+    assert "local-dep" not in names, names
+
+
 def _layer_dir(layer_cache: Path, platform: Platform, name: str) -> Path:
     lid = platform.inspect(name)["dependencies"]["layer_id"]
     path = layer_cache / lid

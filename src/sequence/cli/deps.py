@@ -72,11 +72,75 @@ def requirements_path(root: Path, entrypoint: str, configured: str | None) -> Pa
 
 def _has_requirements(path: Path) -> bool:
     """Whether the file asks for anything (not only comments and blank lines)."""
+    return bool(requirement_lines(path))
+
+
+def requirement_lines(path: Path) -> list[tuple[int, str]]:
+    """The file's requirements and options as pip reads them: ``(line number, text)``, comments
+    and blank lines gone, lines ending in a backslash joined to the next."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {path}: {exc}") from None
-    return any(line.split("#", 1)[0].strip() for line in text.splitlines())
+    out: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = _COMMENT.sub("", raw)
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1]
+            continue
+        line, pending = (pending + line).strip(), ""
+        if line:
+            out.append((start, line))
+    if pending.strip():
+        out.append((start, pending.strip()))
+    return out
+
+
+# pip: "#" at the start of a line or after whitespace begins a comment.
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+_NAME_AT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]*\])?\s*@\s*(\S+)")
+
+
+def check_requirements(path: Path, _seen: frozenset[Path] = frozenset()) -> None:
+    """Refuse what pip would build on this machine, or what would ship a secret, before pip runs.
+
+    pip prepares a local folder, an editable (``-e``) or a source archive by running its
+    ``setup.py`` here, whatever ``--only-binary`` says, and a folder then resolved to nothing
+    (the deploy succeeded without the package). A URL with a password in it would be
+    bundled with the strategy, which can read its own files."""
+    hint_build = ("strategies get wheels only: build one (`pip wheel PATH -w wheels/`) and add "
+                  "`--find-links wheels/` and the package's name instead")
+    for number, line in requirement_lines(path):
+        where = f"{path.name} line {number}"
+        if re.search(r"://[^/\s@]*:[^/\s@]*@", line):
+            raise CliError(f"{where}: a URL with a password in it; {path.name} is deployed with the strategy, "
+                           "which can read it",
+                           "give pip the index and its credentials another way: PIP_INDEX_URL / "
+                           "PIP_EXTRA_INDEX_URL, pip.conf or ~/.netrc (pip reads them when it resolves here)")
+        word, _, rest = line.partition(" ")
+        if word in ("-e", "--editable") or word.startswith("--editable="):
+            raise CliError(f"{where}: an editable requirement ({line})", hint_build)
+        if word in ("-r", "--requirement", "-c", "--constraint") or word.startswith(("--requirement=", "-r", "-c")):
+            name = (rest if word in ("-r", "--requirement", "-c", "--constraint")
+                    else word.split("=", 1)[1] if "=" in word else word[2:]).strip()
+            nested = (path.parent / name).resolve()
+            if name and "://" not in name and nested.is_file() and nested not in _seen:
+                check_requirements(nested, _seen | {path.resolve()})  # pip reads these too
+            continue
+        if word.startswith("-"):
+            continue  # an option: --index-url, --find-links …
+        m = _NAME_AT.match(line)
+        target = m.group(2) if m else word
+        if "://" in target:
+            if target.split("#", 1)[0].split("?", 1)[0].endswith(".whl"):
+                continue  # a direct link to a wheel: downloaded, not built
+            raise CliError(f"{where}: {target} is not a wheel", hint_build)
+        if not m and not word.endswith(".whl") and (word.startswith((".", "/", "~")) or os.sep in word
+                                                    or word.endswith((".zip", ".tar.gz"))):
+            raise CliError(f"{where}: {word} is a local path", hint_build)
 
 
 @contextmanager
@@ -126,11 +190,13 @@ def _pip_error(path: Path, target: deps.WheelTarget, output: str) -> CliError:
     if m:
         req = m.group(1)
         return CliError(
-            f"{path.name}: {req} has no wheel for the runners' interpreter, {target.describe()}; strategies get "
-            "binary wheels only (nothing is built at deploy or run time), and pip found none — the package may "
-            "publish only a source distribution (sdist) for it",
-            f"pin a version of {req} that ships a wheel for CPython {target.python} on Linux, or build a wheel "
-            "and serve it from your own index (pip's --find-links / --extra-index-url work in requirements.txt)")
+            f"{path.name}: pip found no wheel of {req} for the runners' interpreter, {target.describe()} "
+            "(it may be needed by another requirement); strategies get binary wheels only (nothing is built "
+            "at deploy or run time) — that package or version may not exist on your index, or it may publish "
+            "only a source distribution (sdist)",
+            f"check the name and version of {req} on your index; pin one that ships a wheel for CPython "
+            f"{target.python} on Linux, or build a wheel and serve it from your own index (pip's --find-links / "
+            "--extra-index-url work in requirements.txt)")
     lines = [ln for ln in output.splitlines() if ln.startswith("ERROR")] or output.strip().splitlines()[-3:]
     return CliError(f"pip could not resolve {path.name}: " + " ".join(lines)[:1500],
                     "run `pip download -r requirements.txt` yourself to see pip's whole answer")
@@ -228,6 +294,7 @@ def prepare_layer(api: Api, path: Path, *, show_progress: bool, refresh: bool = 
     wheel of it): a redeploy neither runs pip nor uploads anything. *refresh* resolves anew."""
     if not _has_requirements(path):
         return None
+    check_requirements(path)
     target = _target(api, show_progress)
     cache = lock_cache_path(path, target)
     cached = None if refresh else _cached_lock(cache, target)
@@ -240,8 +307,9 @@ def prepare_layer(api: Api, path: Path, *, show_progress: bool, refresh: bool = 
                                0, 0, from_cache=True)
     with tempfile.TemporaryDirectory(prefix="sequence-wheels-") as tmp:
         locked = resolve(path, target, Path(tmp), show_progress=show_progress)
-        if not locked:
-            return None
+        if not locked:  # it asks for something: nothing resolved is not "no dependencies"
+            raise CliError(f"pip resolved no wheel from {path.name}, which asks for something",
+                           "run `pip download -r requirements.txt` yourself to see what pip makes of it")
         up = upload(api, target, locked, show_progress=show_progress)
     _save_lock(cache, [w for w, _ in locked])
     return up

@@ -63,6 +63,10 @@ class Api:
         elif r.status_code == 404:
             what = "algo" if r.request.url.path.startswith("/v1/deployments") else "strategy"
             hint = f"check the name or id with `sequence {what} list`"
+        elif r.status_code == 413 and r.request.url.path.startswith("/v1/layers"):  # a wheel or a layer
+            hint = "depend on fewer or smaller packages, or raise the setting named above on the coordinator"
+        elif r.status_code == 413 and r.request.url.path.startswith("/v1/deployments"):
+            hint = "a module is at most 4 MiB: build it smaller (e.g. an optimised release build)"
         elif r.status_code == 413:
             hint = "make the folder smaller (large data files belong elsewhere) or raise SEQUENCE_MAX_ARTIFACT_MB"
         raise CliError(msg, hint)
