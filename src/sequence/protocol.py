@@ -98,6 +98,8 @@ class ExitReport(TypedDict):
     reason: str | None
     peak_rss_bytes: NotRequired[int | None]
     cpu_seconds: NotRequired[float | None]
+    # The runner itself was shutting down (not the strategy's doing): re-queued at once.
+    runner_shutdown: NotRequired[bool]
 
 
 @dataclass(slots=True)

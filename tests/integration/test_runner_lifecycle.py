@@ -180,6 +180,33 @@ def test_runner_sigkill_moves_the_run_to_the_other_runner_without_overlap(platfo
     assert r2.stop() == 0
 
 
+def test_a_runner_stopped_by_its_operator_hands_its_runs_to_another_at_once(platform: Any) -> None:
+    """`SIGTERM` to a runner (an upgrade) ended its strategies with the crash backoff and a
+    reason ("exited with code 0 after SIGTERM") that its own fields (code null, signal 15)
+    contradicted. Not the strategy's fault: re-queued at once, no failure counted."""
+    srv = platform()
+    r1 = platform.runner(srv, "r1")
+    main = "import time\nprint('up', flush=True)\nwhile True:\n    time.sleep(0.1)\n"
+    with srv.client() as c:
+        sid = deploy(c, "kept", main)["strategy_id"]
+        wait_for(lambda: strategy(c, sid)["status"] == "running" and all_lines(c, sid), what="running")
+        first = strategy(c, sid)["current_run"]
+        assert r1.stop() == 0
+        st = wait_for(lambda: (s := strategy(c, sid))["status"] != "running" and s, what="run ended")
+        row = srv.core.store.get_strategy(None, sid)
+        assert row["next_restart_at"] <= row["updated_at"] + 0.001, st  # due at once: no backoff
+        assert row["consecutive_failures"] == 0, st  # and no failure counted
+        assert st["last_exit"]["reason"] == "runner shut down: the run was stopped, and restarts on another runner", r1.log()
+        assert st["last_exit"]["code"] is None and st["last_exit"]["signal"] == signal.SIGTERM
+        r2 = platform.runner(srv, "r2")
+        st = wait_for(lambda: (s := strategy(c, sid))["status"] == "running" and s["current_run"]["run_id"] != first[
+            "run_id"] and s, what="running on the second runner")
+        assert st["restart_count"] <= 1
+        c.post(f"/v1/strategies/{sid}/stop")
+        _ended(c, sid)
+    assert r2.stop() == 0
+
+
 def test_coordinator_restart_mid_run_loses_no_log_lines(platform: Any, tmp_path: Any) -> None:
     from tests.helpers import start_server
 

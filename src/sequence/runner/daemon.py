@@ -545,7 +545,8 @@ def _exit_report(info: ExitInfo, *, shutdown: bool) -> ExitReport:
         # another runner (a user stop that raced this still ends `stopped`).
         out["code"] = None
         out["signal"] = info.signal or signal.SIGTERM
-        out["reason"] = f"runner shut down: {info.reason}"[:1900]
+        out["reason"] = "runner shut down: the run was stopped, and restarts on another runner"
+        out["runner_shutdown"] = True
     return out
 
 

@@ -40,6 +40,7 @@ class ExitReport:
     reason: str | None = None
     peak_rss_bytes: int | None = None
     cpu_seconds: float | None = None
+    runner_shutdown: bool = False  # not the strategy's doing: re-queued at once, like a lost runner
 
 
 def run_summary_of(r: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,8 +190,9 @@ class RunsStore(StoreBase):
         with self.db.write() as c:
             active = c.execute(sa.select(sa.func.count()).select_from(t.runs).where(
                 t.runs.c.runner_id == runner_id, t.runs.c.active_guard.is_not(None))).scalar_one()
-            cap = c.execute(sa.select(t.runners.c.capacity).where(t.runners.c.runner_id == runner_id)).scalar()
-            if cap is None or active >= cap:
+            runner = c.execute(sa.select(t.runners.c.capacity, t.runners.c.draining_at)
+                               .where(t.runners.c.runner_id == runner_id)).first()
+            if runner is None or runner.draining_at is not None or active >= runner.capacity:
                 return None
             st = c.execute(q).first()
             if st is None:
@@ -298,7 +300,10 @@ class RunsStore(StoreBase):
                 exit_signal=report.signal, oom=report.oom, reason=reason, peak_rss_bytes=report.peak_rss_bytes,
                 cpu_seconds=report.cpu_seconds, lease_expires_at=None))
             self._end_run_for_strategy(c, r, ok, {"code": report.code, "signal": report.signal, "oom": report.oom,
-                                                  "reason": reason}, now)
+                                                  "reason": reason}, now, runner_lost=report.runner_shutdown)
+            if report.runner_shutdown:
+                c.execute(t.runners.update().where(t.runners.c.runner_id == runner_id, t.runners.c.draining_at.is_(None))
+                          .values(draining_at=now))
             c.execute(t.api_keys.update().where(t.api_keys.c.run_id == run_id).values(revoked_at=now))
         return {"run_id": run_id, "status": str(run_status)}
 

@@ -147,6 +147,9 @@ runners = sa.Table(
     # Bumped each time the runner opens its watch connection: a close only shortens
     # the leases if no newer watch was opened since (RunsStore.watch_closed).
     sa.Column("watch_epoch", sa.Integer, nullable=False, server_default="0"),
+    # Set by its first exit report that says it is shutting down: a poll it still has open is
+    # given no new run (it would never start it, and the run would wait out a lease).
+    sa.Column("draining_at", Ts, nullable=True),
 )
 
 runner_tokens = sa.Table(

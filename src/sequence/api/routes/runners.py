@@ -80,6 +80,7 @@ class Exit(BaseModel):
     reason: str | None = Field(None, max_length=2000)
     peak_rss_bytes: int | None = Field(None, ge=0, le=INT64_MAX)
     cpu_seconds: float | None = Field(None, ge=0, le=1e12)
+    runner_shutdown: bool = False
 
 
 class LogBatch(BaseModel):
@@ -197,5 +198,6 @@ async def store_logs(runner_id: str, run_id: str, request: Request,
 def exit_report(runner_id: str, run_id: str, body: Exit, request: Request,
                 token_id: str = Depends(require_runner_of)) -> dict[str, Any]:
     report: ExitReport = {"code": body.code, "signal": body.signal, "oom": body.oom, "reason": body.reason,
-                          "peak_rss_bytes": body.peak_rss_bytes, "cpu_seconds": body.cpu_seconds}
+                          "peak_rss_bytes": body.peak_rss_bytes, "cpu_seconds": body.cpu_seconds,
+                          "runner_shutdown": body.runner_shutdown}
     return claims.exited(core_of(request.app), runner_id, run_id, body.epoch, report)

@@ -243,7 +243,8 @@ def exited(core: Core, runner_id: str, run_id: str, epoch: int, report: protocol
         code=report["code"], signal=report["signal"], oom=report["oom"],
         # The reason may quote the strategy's output: NUL cannot be stored (pydantic refuses lone surrogates).
         reason=reason.replace("\0", "\ufffd") if reason else reason,
-        peak_rss_bytes=report.get("peak_rss_bytes"), cpu_seconds=report.get("cpu_seconds")))
+        peak_rss_bytes=report.get("peak_rss_bytes"), cpu_seconds=report.get("cpu_seconds"),
+        runner_shutdown=bool(report.get("runner_shutdown"))))
     core.auth.invalidate()
     core.run_usage.pop(run_id, None)
     core.notifier.notify(QUEUE)
