@@ -87,6 +87,10 @@ class PollAnswer(TypedDict):
 
     claims: list[ClaimSpec]
     stop: list[str]
+    # Seconds from the poll's arrival to the claims (a long poll waits): the runner dates the
+    # claims' leases from its request's sending plus this, so a claim delivered late (a
+    # partition that healed) is known stale, not taken as freshly renewed.
+    waited_s: NotRequired[float]
 
 
 class ExitReport(TypedDict):

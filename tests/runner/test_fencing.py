@@ -142,3 +142,15 @@ def test_if_lease_renewal_ends_unexpectedly_every_run_is_killed() -> None:
     except RuntimeError:
         pass
     assert handle.killed_at is not None and run.stale  # nothing renews any more: fenced at once
+
+
+def test_a_claim_delivered_late_is_not_started() -> None:
+    """A poll left open across a partition was answered with a claim the coordinator then
+    gave another runner when its lease lapsed; when the partition healed the claim arrived,
+    was dated "renewed now" and started: a second copy until the next heartbeat said kill.
+    Claims are dated from the poll's sending plus the coordinator's wait (``waited_s``)."""
+    daemon = RunnerDaemon(HangingClient(), sandbox=object(), name="t", region="r", capacity=1)  # type: ignore[arg-type]
+    daemon.lease_s = 12.0
+    spec: Any = {"run_id": "late", "epoch": 1, "strategy_id": "s", "name": "n"}
+    daemon._start(spec, time.monotonic() - 12.0 * FENCE_FRACTION - 1)  # granted long ago, delivered now
+    assert "late" not in daemon.runs and daemon.starting == 0

@@ -254,3 +254,26 @@ def test_the_epoch_counter_counts_up_with_or_without_returning(store: Store, ret
         with store.db.write() as c:
             got.append(store._bump(c, "test_counter"))
     assert got == [1, 2, 3]
+
+
+def test_a_runner_whose_heartbeats_stopped_or_that_is_shutting_down_is_given_no_run(
+        store: Store, clock: Clock, client_id: str) -> None:
+    """A poll left open by a frozen or cut-off runner took the run a lapsed lease re-queued:
+    failover waited out a second lease, and the claim could start late as a second copy."""
+    tid, _tok = store.create_runner_token("r")
+    frozen = store.register_runner(tid, "frozen", "us-east-1", 10, {})
+    deploy(store, client_id)
+    clock.now += store.lease_seconds / 2 + 1  # no heartbeat since it registered
+    assert store.claim(frozen, ["us-east-1"], 5, beats=True) is None
+    assert store.claim(frozen, ["us-east-1"], 5) is not None  # a runner that does not beat when idle (older)
+    deploy(store, client_id, "sid-2", name="two")
+    store.heartbeat(frozen, [])  # an idle heartbeat
+    assert store.claim(frozen, ["us-east-1"], 5, beats=True) is not None
+    # A runner that said it is shutting down (an exit with runner_shutdown) gets nothing more.
+    deploy(store, client_id, "sid-3", name="three")
+    run = store.get_strategy(client_id, "sid-1")["current_run"]  # type: ignore[index]
+    store.report_exit(run["run_id"], run["epoch"], frozen, ExitReport(code=None, signal=15, runner_shutdown=True))
+    assert store.claim(frozen, ["us-east-1"], 5, beats=True) is None
+    fresh = store.register_runner(tid, "next", "us-east-1", 10, {})
+    taken = {store.claim(fresh, ["us-east-1"], 5, beats=True)["strategy_id"] for _ in range(2)}  # type: ignore[index]
+    assert taken == {"sid-1", "sid-3"}  # the shut-down runner's run, at once, and the new one

@@ -93,7 +93,8 @@ class CoordinatorClient:
 
     async def poll(self, free_slots: int, stopping: Sequence[str], wait_s: float) -> PollAnswer:
         r = await self._call("POST", f"/v1/runners/{self.runner_id}/poll",
-                             json={"free_slots": free_slots, "stopping": list(stopping), "wait_s": wait_s},
+                             json={"free_slots": free_slots, "stopping": list(stopping), "wait_s": wait_s,
+                                   "beats": True},
                              timeout=wait_s + 15.0)
         out: PollAnswer = r.json()
         return out

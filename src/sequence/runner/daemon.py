@@ -206,6 +206,7 @@ class RunnerDaemon:
                 continue
             free = min(self.capacity - len(self.runs), self.max_starting - self.starting)
             stopping = [r.run_id for r in self.runs.values() if r.stopping]
+            sent_at = time.monotonic()
             try:
                 resp = await self.client.poll(max(free, 0), stopping, POLL_WAIT_S)
                 delay = 0.2
@@ -218,8 +219,11 @@ class RunnerDaemon:
                 await asyncio.sleep(delay + random.uniform(0, delay / 2))
                 delay = min(delay * 2, 5.0)
                 continue
+            # The claims' leases began no earlier than this (our clock): a poll answered late
+            # (a partition that healed) carries claims the coordinator may have given away since.
+            granted_at = sent_at + float(resp.get("waited_s") or 0.0)
             for spec in resp["claims"]:
-                self._start(spec)
+                self._start(spec, granted_at)
             for run_id in resp["stop"]:
                 r = self.runs.get(run_id)
                 if r is not None:
@@ -316,8 +320,8 @@ class RunnerDaemon:
         """One renewal (on the heartbeat thread): only thread-safe moves here — attribute
         writes, signals to kill, and the main loop called for anything else."""
         runs = list(self.runs.values())
-        if not runs:
-            return
+        # An idle runner beats too: the coordinator gives runs only to runners whose
+        # heartbeats arrive (a poll left open by a frozen runner must not take one).
         sent_at = time.monotonic()
         try:
             # A busy coordinator that answers late still renews (from sent_at); only what
@@ -385,14 +389,21 @@ class RunnerDaemon:
                 r.handle.kill()
 
     # ------------------------------------------------------------------ runs
-    def _start(self, spec: ClaimSpec) -> None:
+    def _start(self, spec: ClaimSpec, granted_at: float) -> None:
+        late = time.monotonic() - granted_at
+        if late > self.lease_s * FENCE_FRACTION:
+            # Its lease may have lapsed and the strategy run elsewhere already: starting it
+            # would be a second copy until our next heartbeat said "kill". Its lease lapses.
+            log.warning("the claim of run %s (%s) arrived %.1fs after it was made: not starting it (its lease "
+                        "may have moved on)", spec.get("run_id"), spec.get("name"), late)
+            return
         report = self.sandbox.report
         if report is not None and report.level != "full":
             log.warning("claimed run %s (%s) with %s isolation; missing: %s", spec.get("run_id"), spec.get("name"),
                         report.level.upper(), ", ".join(p.name for p in report.missing) or "-")
         r = ActiveRun(run_id=spec["run_id"], epoch=int(spec["epoch"]), strategy_id=spec["strategy_id"],
                       name=spec.get("name", ""), stop_timeout_s=float(spec.get("stop_timeout_s", 10.0)),
-                      renewed_at=time.monotonic())
+                      renewed_at=granted_at)
         self.runs[r.run_id] = r
         self.starting += 1
         r.task = asyncio.create_task(self._drive(r, spec), name=f"run-{r.run_id}")

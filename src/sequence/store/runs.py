@@ -73,7 +73,7 @@ class RunsStore(StoreBase):
         with self.db.write() as c:
             c.execute(t.runners.insert().values(runner_id=rid, token_id=token_id, name=name, region=region,
                                                 capacity=capacity, isolation=dict(isolation), registered_at=now,
-                                                last_seen_at=now))
+                                                last_seen_at=now, beat_at=now))
         return rid
 
     def get_runner(self, runner_id: str) -> dict[str, Any] | None:
@@ -163,8 +163,12 @@ class RunsStore(StoreBase):
 
     # -- claims, heartbeats, starts --------------------------------------------------------------
     def claim(self, runner_id: str, regions: Sequence[str], free_slots: int, *,
-              mint_key: Callable[[Connection, Mapping[str, Any], str], str] | None = None) -> dict[str, Any] | None:
+              mint_key: Callable[[Connection, Mapping[str, Any], str], str] | None = None,
+              beats: bool = False) -> dict[str, Any] | None:
         """Atomically take the oldest runnable strategy this runner may run.
+
+        *beats*: the runner heartbeats when idle, so none for half a lease means it is frozen
+        or cut off, and its poll is given nothing.
 
         Returns the new run row joined with its strategy (sealed columns
         included, for the caller to unseal), or None.
@@ -190,9 +194,13 @@ class RunsStore(StoreBase):
         with self.db.write() as c:
             active = c.execute(sa.select(sa.func.count()).select_from(t.runs).where(
                 t.runs.c.runner_id == runner_id, t.runs.c.active_guard.is_not(None))).scalar_one()
-            runner = c.execute(sa.select(t.runners.c.capacity, t.runners.c.draining_at)
+            runner = c.execute(sa.select(t.runners.c.capacity, t.runners.c.draining_at, t.runners.c.beat_at)
                                .where(t.runners.c.runner_id == runner_id)).first()
             if runner is None or runner.draining_at is not None or active >= runner.capacity:
+                return None
+            if beats and runner.beat_at is not None and runner.beat_at < now - self.lease_seconds / 2:
+                # Its heartbeats stopped (frozen, cut off): this poll may be a connection
+                # nobody reads any more; the run would wait out a whole lease there.
                 return None
             st = c.execute(q).first()
             if st is None:
@@ -250,7 +258,7 @@ class RunsStore(StoreBase):
         out: dict[str, str] = {}
         r_ = t.runs
         with self.db.write() as c:
-            c.execute(t.runners.update().where(t.runners.c.runner_id == runner_id).values(last_seen_at=now))
+            c.execute(t.runners.update().where(t.runners.c.runner_id == runner_id).values(last_seen_at=now, beat_at=now))
             for i in range(0, len(runs), 500):
                 part = runs[i:i + 500]
                 q = sa.select(r_.c.run_id, r_.c.epoch, r_.c.active_guard, r_.c.runner_id, r_.c.lease_expires_at,

@@ -150,6 +150,9 @@ runners = sa.Table(
     # Set by its first exit report that says it is shutting down: a poll it still has open is
     # given no new run (it would never start it, and the run would wait out a lease).
     sa.Column("draining_at", Ts, nullable=True),
+    # Its last heartbeat (a poll does not count: a poll left open by a frozen or cut-off
+    # runner must not be given runs). None: registered before migration 0009.
+    sa.Column("beat_at", Ts, nullable=True),
 )
 
 runner_tokens = sa.Table(

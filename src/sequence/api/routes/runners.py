@@ -50,6 +50,9 @@ class Poll(BaseModel):
     free_slots: int = Field(ge=0, le=10_000)
     stopping: list[str] = Field(default_factory=list)
     wait_s: float = Field(20.0, ge=0, le=60)
+    # The runner heartbeats when idle too (runners before 0.4.1 did not): claims then require
+    # a recent heartbeat.
+    beats: bool = False
 
 
 class RunRef(BaseModel):
@@ -104,7 +107,7 @@ def register(body: Register, request: Request, token_id: str = Depends(require_r
 async def poll(runner_id: str, body: Poll, request: Request, token_id: str = Depends(require_runner)) -> dict[str, Any]:
     """Long-poll: returns as soon as there is a run to start or a run to stop."""
     answer = await claims.poll(core_of(request.app), runner_id, token_id, body.free_slots, body.stopping,
-                               body.wait_s, request.is_disconnected)
+                               body.wait_s, request.is_disconnected, beats=body.beats)
     return cast(dict[str, Any], answer)
 
 

@@ -90,7 +90,7 @@ def _inline_artifact(core: Core, row: dict[str, Any]) -> str | None:
     return base64.b64encode(got[1]).decode("ascii") if got is not None else None
 
 
-def claim_once(core: Core, runner: dict[str, Any], free: int) -> protocol.ClaimSpec | None:
+def claim_once(core: Core, runner: dict[str, Any], free: int, *, beats: bool = False) -> protocol.ClaimSpec | None:
     """The claim decision: one runnable strategy for this runner, or None."""
     store = core.store
 
@@ -99,7 +99,7 @@ def claim_once(core: Core, runner: dict[str, Any], free: int) -> protocol.ClaimS
         _row, plaintext = store.create_api_key(st["client_id"], mode, f"run {run_id}", run_id=run_id, conn=conn)
         return plaintext
 
-    row = store.claim(runner["runner_id"], runner["region"].split(","), free, mint_key=mint)
+    row = store.claim(runner["runner_id"], runner["region"].split(","), free, mint_key=mint, beats=beats)
     if row is None:
         return None
     reason = None
@@ -116,12 +116,12 @@ def claim_once(core: Core, runner: dict[str, Any], free: int) -> protocol.ClaimS
     return None
 
 
-def _claims_and_stops(core: Core, runner: dict[str, Any], free: int,
-                      stopping: list[str]) -> tuple[list[protocol.ClaimSpec], list[str]]:
+def _claims_and_stops(core: Core, runner: dict[str, Any], free: int, stopping: list[str],
+                      beats: bool = False) -> tuple[list[protocol.ClaimSpec], list[str]]:
     """Up to *free* claims, then the runner's runs to stop."""
     claims: list[protocol.ClaimSpec] = []
     while free > 0:
-        spec = claim_once(core, runner, free)
+        spec = claim_once(core, runner, free, beats=beats)
         if spec is None:
             break
         claims.append(spec)
@@ -130,9 +130,11 @@ def _claims_and_stops(core: Core, runner: dict[str, Any], free: int,
 
 
 async def poll(core: Core, runner_id: str, token_id: str, free_slots: int, stopping: list[str], wait_s: float,
-               disconnected: Callable[[], Awaitable[bool]]) -> protocol.PollAnswer:
+               disconnected: Callable[[], Awaitable[bool]], *, beats: bool = False) -> protocol.PollAnswer:
     """Long-poll: ``{"claims": [...], "stop": [...]}`` as soon as there is a run to start
-    or to stop, or empty after ``wait_s``. ``disconnected``: whether the runner went away."""
+    or to stop, or empty after ``wait_s``. ``disconnected``: whether the runner went away.
+    *beats*: the runner heartbeats when idle too, so one whose heartbeats stopped is given no run."""
+    arrived = time.monotonic()
     runner = await anyio.to_thread.run_sync(runner_or_404, core, runner_id, token_id)
     deadline = time.monotonic() + wait_s
     while True:
@@ -140,13 +142,14 @@ async def poll(core: Core, runner_id: str, token_id: str, free_slots: int, stopp
         r_ev = core.notifier.waiter(runner_topic(runner_id))
         try:
             # One thread hop for the whole decision: each hop is a turn of a busy loop on the deploy path.
-            claims, stops = await anyio.to_thread.run_sync(_claims_and_stops, core, runner, free_slots, stopping)
+            claims, stops = await anyio.to_thread.run_sync(_claims_and_stops, core, runner, free_slots, stopping,
+                                                           beats)
             for spec in claims:
                 core.notifier.notify(strategy_topic(spec["strategy_id"]))
             if not claims and not stops:
                 await anyio.to_thread.run_sync(core.store.touch_runner, runner_id)
             if claims or stops or time.monotonic() >= deadline:
-                return {"claims": claims, "stop": stops}
+                return {"claims": claims, "stop": stops, "waited_s": round(time.monotonic() - arrived, 3)}
             timeout = deadline - time.monotonic()
             due = await anyio.to_thread.run_sync(core.store.next_due_restart)
             if due is not None:
