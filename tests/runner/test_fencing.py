@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from sequence.runner.client import CoordinatorUnavailable
+from sequence.runner.client import CoordinatorDown, CoordinatorUnavailable
 from sequence.runner.daemon import FENCE_FRACTION, ActiveRun, RunnerDaemon
 
 
@@ -154,3 +154,62 @@ def test_a_claim_delivered_late_is_not_started() -> None:
     spec: Any = {"run_id": "late", "epoch": 1, "strategy_id": "s", "name": "n"}
     daemon._start(spec, time.monotonic() - 12.0 * FENCE_FRACTION - 1)  # granted long ago, delivered now
     assert "late" not in daemon.runs and daemon.starting == 0
+
+
+class DownThenBack:
+    """Refused (nothing listens) for *down* calls, then answering."""
+
+    runner_id = "runner_test"
+
+    def __init__(self, down: int) -> None:
+        self.down, self.calls, self.reported = down, 0, None
+
+    async def exit(self, run_id: str, epoch: int, report: Any) -> None:
+        self.calls += 1
+        if self.calls <= self.down:
+            raise CoordinatorDown("connection refused")
+        self.reported = (run_id, epoch, report)
+
+
+def test_an_exit_is_reported_however_long_the_coordinator_is_down() -> None:
+    """The runner gave up reporting an exit after four leases; the coordinator, back after a
+    long outage, found the run's lease lapsed, called it lost and ran the strategy again
+    (a one-shot strategy that had exited 0 acted twice)."""
+    client = DownThenBack(down=6)
+    daemon = RunnerDaemon(client, sandbox=object(), name="t", region="r", capacity=1)  # type: ignore[arg-type]
+    daemon.lease_s = 0.5  # the old deadline (4 leases) passes after a few retries
+    r = ActiveRun(run_id="one-shot", epoch=3, strategy_id="s", name="n", stop_timeout_s=1, renewed_at=0.0)
+    started = time.monotonic()
+    asyncio.run(daemon._report(r, {"code": 0, "signal": None, "oom": False, "reason": "exited"}))
+    assert time.monotonic() - started > 4 * daemon.lease_s  # it kept trying past the old deadline
+    assert client.reported is not None and client.reported[0] == "one-shot" and client.reported[2]["code"] == 0
+
+
+def test_spooled_lines_of_ended_runs_are_delivered_without_a_runner_restart(monkeypatch: Any) -> None:
+    """A run that ended while the coordinator was away left its last lines in a spool that
+    only the next runner process delivered: a long-lived runner never did."""
+    import sequence.runner.daemon as daemon_mod
+
+    delivered: list[set[str]] = []
+
+    async def fake_deliver(client: Any, spools: Any, closing: Any) -> None:
+        delivered.append(set(spools))
+
+    class Sandbox:
+        def pending_spools(self) -> dict[str, Any]:
+            return {"ended": ("dir-a", {}), "still-running": ("dir-b", {})}
+
+    monkeypatch.setattr(daemon_mod, "deliver_spools", fake_deliver)
+    daemon = RunnerDaemon(HangingClient(), sandbox=Sandbox(), name="t", region="r", capacity=2)  # type: ignore[arg-type]
+    daemon.runs["still-running"] = ActiveRun(run_id="still-running", epoch=1, strategy_id="s", name="n",
+                                             stop_timeout_s=1, renewed_at=0.0)
+
+    async def main() -> None:
+        loop = asyncio.create_task(daemon._spool_loop(every=0.05))
+        await asyncio.sleep(0.3)
+        daemon._closing.set()
+        await loop
+        await asyncio.gather(*daemon._bg)
+
+    asyncio.run(main())
+    assert delivered and all(d == {"ended"} for d in delivered)

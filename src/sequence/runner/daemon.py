@@ -78,6 +78,8 @@ POLL_WAIT_S = 20.0
 # the dashboard's figures need not be fresher than every few beats on such a runner.
 USAGE_PER_BEAT = 100
 LOG_FLUSH_TIMEOUT_S = 30.0
+# How often the lines of ended runs left in a spool (the coordinator was away) are looked for.
+SPOOL_SCAN_S = 15.0
 
 
 @dataclass
@@ -137,6 +139,7 @@ class RunnerDaemon:
         # opened, or the coordinator is down). See _watch_loop.
         self._watch_down_since: float | None = None
         self._usage_cursor = 0  # the next run whose usage a heartbeat reports (see USAGE_PER_BEAT)
+        self._delivering: set[str] = set()  # runs whose spooled lines a task is delivering
 
     # ------------------------------------------------------------------ main
     async def run(self, stop: asyncio.Event) -> None:
@@ -151,11 +154,12 @@ class RunnerDaemon:
         if stop.is_set():
             return
         if spools:
-            self._spawn(deliver_spools(self.client, spools, self._closing))
+            self._deliver_spools(spools)
         self._loop = asyncio.get_running_loop()
         poll = asyncio.create_task(self._poll_loop(), name="runner-poll")
         beat = asyncio.create_task(asyncio.to_thread(self._heartbeat_thread), name="runner-heartbeat")
         self._spawn(self._collect_layers_loop())
+        self._spawn(self._spool_loop())
         await stop.wait()
         log.info("runner %s shutting down: stopping %d run(s)", self.client.runner_id, len(self.runs))
         self._closing.set()
@@ -228,6 +232,34 @@ class RunnerDaemon:
                 r = self.runs.get(run_id)
                 if r is not None:
                     self._request_stop(r)
+
+    def _deliver_spools(self, spools: dict[str, tuple[Path, dict[str, Any]]]) -> None:
+        todo = {k: v for k, v in spools.items() if k not in self._delivering}
+        if not todo:
+            return
+        self._delivering.update(todo)
+
+        async def deliver() -> None:
+            try:
+                await deliver_spools(self.client, todo, self._closing)
+            finally:
+                self._delivering.difference_update(todo)
+
+        self._spawn(deliver())
+
+    async def _spool_loop(self, every: float = SPOOL_SCAN_S) -> None:
+        """Deliver the lines of ended runs that were spooled because the coordinator was away
+        when they ended (they waited for the next runner process, however long this one lived)."""
+        while not self._closing.is_set():
+            await _sleep_or(self._closing, every)
+            if self._closing.is_set():
+                return
+            try:
+                spools = await asyncio.to_thread(self.sandbox.pending_spools)
+            except Exception:
+                log.exception("could not look for spooled log lines")
+                continue
+            self._deliver_spools({k: v for k, v in spools.items() if k not in self.runs})
 
     async def _collect_layers_loop(self, every: float = 600.0) -> None:
         """Remove cached dependency layers no run used for the retention period (at start, then every 10 min)."""
@@ -517,7 +549,8 @@ class RunnerDaemon:
             return
         delay = 0.1
         deadline = time.monotonic() + (5.0 if quick else self.lease_s * 4)
-        while time.monotonic() < deadline:
+        said = False
+        while not r.stale:
             try:
                 await self.client.exit(r.run_id, r.epoch, report)
                 log.info("run %s (%s) ended: %s", r.run_id, r.name, report.get("reason"))
@@ -525,9 +558,22 @@ class RunnerDaemon:
             except (StaleRun, Rejected) as exc:
                 log.warning("exit report for run %s refused: %s", r.run_id, exc)
                 return
+            except CoordinatorDown:
+                # Nothing serves the coordinator, so nothing can expire the lease: keep the run
+                # (its heartbeats renew it when the coordinator is back) and say how it ended
+                # then. Giving up let the lease lapse after a long outage, and a strategy that
+                # had exited 0 ran again from the start.
+                if quick and time.monotonic() >= deadline:
+                    break
+                if not said and time.monotonic() >= deadline:
+                    log.warning("run %s ended; the coordinator is down: its exit is reported when it is back",
+                                r.run_id)
+                    said = True
             except CoordinatorUnavailable:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                if time.monotonic() >= deadline:  # no answer (a partition?): fencing decides
+                    break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
         log.error("could not report the exit of run %s; its lease will expire", r.run_id)
 
     def _sink(self, r: ActiveRun) -> LogUploader:
