@@ -207,6 +207,44 @@ def test_a_runner_stopped_by_its_operator_hands_its_runs_to_another_at_once(plat
     assert r2.stop() == 0
 
 
+def _pids_of_run(run_id: str) -> list[int]:
+    """Host pids of the processes whose environment names *run_id* (the strategy's)."""
+    out = []
+    needle = f"SEQUENCE_RUN_ID={run_id}".encode()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/environ", "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+def test_a_frozen_runners_strategies_die_before_their_lease_can_move(platform: Any) -> None:
+    """SIGSTOP on a runner (a debugger, a freezer, a stalled machine) froze its fencing but
+    not its strategies: they ran on beside the copies another runner started once their
+    leases lapsed. Their supervisors now kill them at the fencing deadline on their own."""
+    srv = platform(lease_seconds=3.0, heartbeat_seconds=0.5)
+    r1 = platform.runner(srv, "r1")
+    main = "import time\nprint('up', flush=True)\nwhile True:\n    time.sleep(0.05)\n"
+    with srv.client() as c:
+        sid = deploy(c, "frozen", main)["strategy_id"]
+        wait_for(lambda: strategy(c, sid)["status"] == "running" and all_lines(c, sid), what="running")
+        run_id = strategy(c, sid)["current_run"]["run_id"]
+        assert _pids_of_run(run_id)
+        r1.kill(signal.SIGSTOP)
+        try:
+            stopped = time.monotonic()
+            wait_for(lambda: not _pids_of_run(run_id), timeout=10, interval=0.05, what="the strategy to die")
+            assert time.monotonic() - stopped < 3.0  # within the lease: nobody could have started it yet
+        finally:
+            r1.kill(signal.SIGCONT)
+        c.post(f"/v1/strategies/{sid}/stop")
+    assert r1.stop() == 0
+
+
 def test_coordinator_restart_mid_run_loses_no_log_lines(platform: Any, tmp_path: Any) -> None:
     from tests.helpers import start_server
 

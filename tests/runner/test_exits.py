@@ -355,3 +355,40 @@ async def test_another_runners_stale_cleanup_never_touches_our_runs(
         info = await handle.stop(10.0)
         await handle.close()
     assert info.kind == ExitKind.STOPPED and info.code == 0
+
+
+LOOPER = """
+    import time
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("kind", ["sandboxed", "unsandboxed"])
+async def test_the_supervisor_kills_the_strategy_when_its_lease_is_not_renewed(
+        kind: str, request: pytest.FixtureRequest) -> None:
+    """A frozen runner (SIGSTOP, a debugger, a stalled machine) cannot fence its runs: the
+    strategy kept running past its lease while another runner started it again. Its
+    supervisor now holds the deadline too and kills it there unless told a later one."""
+    sandbox: Sandbox = request.getfixturevalue("sandbox" if kind == "sandboxed" else "no_bwrap_sandbox")
+    started = time.monotonic()
+    r = await run_code(sandbox, LOOPER, lease_deadline=started + 1.5, timeout=30)
+    took = time.monotonic() - started
+    assert r.info.kind == ExitKind.SIGNALED and r.info.signal == signal.SIGKILL
+    assert "the run's lease was not renewed in time" in r.info.reason
+    assert 1.4 < took < 10, took
+
+
+async def test_a_renewed_lease_keeps_the_strategy_running(sandbox: Sandbox) -> None:
+    async def renew_then_stop(handle: RunHandle, logs: Collector) -> None:
+        await wait_for_line(logs, "ready")
+        until = time.monotonic() + 3.0  # twice the deadline's distance
+        while time.monotonic() < until:
+            handle.renew(time.monotonic() + 1.0)
+            await asyncio.sleep(0.2)
+        assert handle.running
+        await handle.stop(1.0)
+
+    r = await run_code(sandbox, LOOPER, lease_deadline=time.monotonic() + 1.0, during=renew_then_stop, timeout=30)
+    assert r.info.kind == ExitKind.STOPPED, r.info.reason

@@ -72,6 +72,10 @@ DEFAULT_MAX_STARTING = 8
 # Kill a run whose lease we failed to renew for this fraction of the lease:
 # well before the coordinator expires it and lets another runner claim it.
 FENCE_FRACTION = 0.6
+# The supervisor's own deadline (a watchdog for when this process cannot fence: frozen,
+# stalled): later than ours, so the runner fences first and says why, and still well
+# before the coordinator's lease (1.0) lets another runner start the strategy.
+SUPERVISOR_FENCE_FRACTION = 0.8
 POLL_WAIT_S = 20.0
 # Each heartbeat carries the memory and CPU of at most this many runs, in turn: three
 # cgroup files per run every beat cost a 1,000-strategy runner several % of a core, and
@@ -366,6 +370,7 @@ class RunnerDaemon:
             log.warning("heartbeat: the coordinator is down (%s); runs keep going", exc)
             for r in runs:
                 r.renewed_at = max(r.renewed_at, sent_at)
+                self._tell_supervisor(r)
             self._fence(time.monotonic())
             return
         except CoordinatorError as exc:
@@ -376,6 +381,7 @@ class RunnerDaemon:
             act = actions.get(r.run_id)
             if act in ("continue", "stop"):
                 r.renewed_at = max(r.renewed_at, sent_at)
+                self._tell_supervisor(r)
             if act == "stop":
                 self._on_main(self._request_stop, r)
             elif act == "kill":
@@ -384,6 +390,15 @@ class RunnerDaemon:
                 if r.handle is not None:
                     r.handle.kill()
         self._fence(time.monotonic())
+
+    def _supervisor_deadline(self, r: ActiveRun) -> float:
+        return r.renewed_at + self.lease_s * SUPERVISOR_FENCE_FRACTION
+
+    def _tell_supervisor(self, r: ActiveRun) -> None:
+        """The run's supervisor kills the strategy at this deadline unless told a later one."""
+        handle = r.handle
+        if handle is not None and not r.stale:
+            handle.renew(self._supervisor_deadline(r))
 
     def _usage_turn(self, runs: list[ActiveRun]) -> list[ActiveRun]:
         """The runs whose usage this beat reports: all of them up to USAGE_PER_BEAT, else the next slice."""
@@ -489,9 +504,11 @@ class RunnerDaemon:
                          egress=str(spec.get("egress") or "public"),
                          log_rate_lines=int(spec.get("log_rate_lines") or 0),
                          log_burst_lines=int(spec.get("log_burst_lines") or 0),
-                         record={"epoch": r.epoch, "runner_id": self.client.runner_id})
+                         record={"epoch": r.epoch, "runner_id": self.client.runner_id},
+                         lease_deadline=self._supervisor_deadline(r))
             handle = await self.sandbox.start(rs, self._sink(r))
             r.handle = handle
+            self._tell_supervisor(r)  # renewals made while it started
             self._started(r)
             if r.stopping:
                 self._spawn(handle.stop(r.stop_timeout_s))

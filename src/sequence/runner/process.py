@@ -177,8 +177,10 @@ class RunHandle:
         on_exit: Sequence[Callable[[], None]] = (),
         cleanup: Callable[[bool], None] | None = None,
         network: tuple[RunNetwork, socket.socket] | None = None,
+        lease_fd: int | None = None,
     ) -> None:
         self.run_id = run_id
+        self._lease_fd = lease_fd  # the supervisor's --lease: see renew()
         self.pid = popen.pid
         self.sandboxed = sandboxed
         self.memory_mb = memory_mb
@@ -477,7 +479,23 @@ class RunHandle:
         finally:
             with contextlib.suppress(OSError):
                 os.close(self._status_fd)
+            self._close_lease()
         return b"".join(chunks).decode(errors="replace")
+
+    def renew(self, deadline: float) -> None:
+        """Tell the supervisor the run's new fencing deadline (CLOCK_MONOTONIC seconds): it
+        kills the strategy past the last one it was told, should this runner stop telling it
+        (frozen, stalled). Thread-safe; never blocks (a full pipe drops the line)."""
+        fd = self._lease_fd
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(fd, f"{deadline:.3f}\n".encode())
+
+    def _close_lease(self) -> None:
+        fd, self._lease_fd = self._lease_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def _compose(
         self,
@@ -511,6 +529,7 @@ class RunHandle:
         oom = bool(oom_kills) or (oom_kills is None and limit_hits > 0 and sig == signal.SIGKILL)
         quota = _status_numbers(status_text, "quota")
         ws = _status_numbers(status_text, "workspace")
+        fenced = any(line.startswith("fenced ") for line in status_text.splitlines())
         ws_note = ""
         if ws is not None and ws[0] >= 1 << 20:
             ws_note = f" (/workspace held {_mib(ws[0])}; files there count toward memory_mb)"
@@ -527,6 +546,10 @@ class RunHandle:
                 reason = f"stopped: terminated by {_signame(sig)}"
             else:
                 reason = f"stopped: exited with code {code} after SIGTERM"
+        elif fenced:
+            kind = ExitKind.SIGNALED
+            reason = ("killed by its supervisor: the run's lease was not renewed in time (the runner was frozen "
+                      "or cut off), so it may be running elsewhere")
         elif quota is not None:
             kind = ExitKind.QUOTA
             reason = (
@@ -613,6 +636,7 @@ async def launch(
     user: int | None = None,
     network: tuple[RunNetwork, socket.socket] | None = None,
     confine: tuple[int, int] | None = None,
+    lease_fd: int | None = None,
 ) -> RunHandle:
     """Spawn ``build_argv(status_fd)`` behind the gate and return its handle.
 
@@ -710,4 +734,5 @@ async def launch(
         on_exit=on_exit,
         cleanup=cleanup,
         network=network,
+        lease_fd=lease_fd,
     )

@@ -114,6 +114,9 @@ class RunSpec:
     # Written beside the log spool (run.json): what a later runner process needs
     # to deliver spooled logs (the daemon puts run_id, epoch, runner_id there).
     record: Mapping[str, Any] = field(default_factory=dict)
+    # The run's first fencing deadline (CLOCK_MONOTONIC): the supervisor kills the strategy
+    # past it unless told a later one (RunHandle.renew). None: no such watchdog.
+    lease_deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -498,6 +501,14 @@ class Sandbox:
             )
         child_fds: list[int] = []
         confine: tuple[int, int] | None = None  # our ends: bwrap's info, the supervisor's go
+        lease_w: int | None = None  # our end of the supervisor's --lease
+        lease_opts: list[str] = []
+        if spec.lease_deadline is not None:
+            lease_r, lease_w = os.pipe()
+            os.set_blocking(lease_w, False)
+            os.write(lease_w, f"{spec.lease_deadline:.3f}\n".encode())  # there before it starts
+            child_fds.append(lease_r)
+            lease_opts = ["--lease", str(lease_r)]
         limits = self._rlimits(spec.memory_mb)
         uid: int | None = None
         network: tuple[RunNetwork, socket.socket] | None = None
@@ -557,7 +568,7 @@ class Sandbox:
                     opts += ["--info-fd", str(info_w)]
                 exe = str(rt.executable)
                 sup_opts = [
-                    *(["--go", str(go_r)] if confine is not None else []),
+                    *(["--go", str(go_r)] if confine is not None else []), *lease_opts,
                     "--artifact", str(artifact_fd), "--manifest", str(manifest_fd),
                     "--workspace", WORKSPACE, "--entrypoint", ws.entrypoint,
                     "--max-members", str(cfg.archive.max_members),
@@ -594,13 +605,13 @@ class Sandbox:
                 def argv(status_fd: int) -> list[str]:
                     return [
                         str(rt.executable), "-I", "-S", "-c", SUPERVISOR_SOURCE,
-                        "--status", str(status_fd), "--parent", str(runner_pid), *limits,
+                        "--status", str(status_fd), "--parent", str(runner_pid), *lease_opts, *limits,
                         "--", str(venv), "-u", "-s", ws.entrypoint,
                     ]  # fmt: skip
 
                 cwd = ws.path
         except BaseException:
-            for fd in [*child_fds, *(confine or ())]:
+            for fd in [*child_fds, *(confine or ()), *([lease_w] if lease_w is not None else [])]:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             if network is not None:
@@ -638,8 +649,12 @@ class Sandbox:
                 user=uid,
                 network=network,
                 confine=confine,
+                lease_fd=lease_w,
             )
         except BaseException:
+            if lease_w is not None:
+                with contextlib.suppress(OSError):
+                    os.close(lease_w)
             self._release_uid(uid)
             with contextlib.suppress(Exception):
                 await pump.aclose()

@@ -24,6 +24,11 @@ latency path — and run on old Pythons).  Usage::
                        the strategy
     --rlimit NAME=N    lower a resource limit (soft and hard) to N: core,
                        nofile, data (repeatable)
+    --lease FD         the run's fencing deadline, from the runner: lines of a
+                       CLOCK_MONOTONIC time (seconds), each later than the last;
+                       past the last one (or at EOF) the strategy is killed —
+                       a runner that is frozen (SIGSTOP, a debugger, a stalled
+                       machine) cannot fence its runs itself
     --go FD            wait for the byte ``g`` here before doing anything else:
                        the runner sends it once the run's processes are in its
                        cgroup (it moves them while this interpreter starts);
@@ -41,6 +46,7 @@ Status lines (the runner reads them after the exit)::
     exit <code> | signal <num>       the strategy's exact wait status
     error <message>                  it could not be started (the reason)
     quota <used> <limit>             the workspace quota was exceeded
+    fenced <seconds>                 killed: no lease renewal came in time (late by seconds)
     workspace <used> <size>          bytes in use on /workspace at the end
 
 Why a supervisor at all: bubblewrap reports a child killed by signal N as
@@ -425,8 +431,14 @@ def main(argv: list[str]) -> None:
         os.write(2, f"sequence: {msg}\n".encode())
         report(f"error {msg}")
         os._exit(127)
-    _close_fds({status_fd})
+    lease_fd = int(opts.get("lease", "-1"))
+    _close_fds({status_fd, lease_fd} if lease_fd >= 0 else {status_fd})
     os.set_inheritable(status_fd, False)
+    deadline: float | None = None
+    lease_buf = b""
+    if lease_fd >= 0:
+        os.set_inheritable(lease_fd, False)
+        os.set_blocking(lease_fd, False)
 
     chld = _signal.SIGCHLD
     _signal.pthread_sigmask(_signal.SIG_BLOCK, {chld})
@@ -448,8 +460,11 @@ def main(argv: list[str]) -> None:
             report(f"error cannot start {cmd[0]}: {exc}")
         os._exit(127)
 
+    import time as _time
+
     status: int | None = None
     over = False
+    fenced = False
     while status is None:
         while True:  # reap everything: as pid 1 we inherit every orphan
             try:
@@ -473,7 +488,37 @@ def main(argv: list[str]) -> None:
                     os.kill(pid, _signal.SIGKILL)
                 except OSError:
                     pass
-        _signal.sigtimedwait({chld}, 2.0)
+        wait = 2.0
+        if lease_fd >= 0 and not fenced:
+            eof = False
+            while True:  # the newest deadline the runner wrote
+                try:
+                    got_bytes = os.read(lease_fd, 4096)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    got_bytes = b""
+                if not got_bytes:
+                    eof = True
+                    break
+                lease_buf += got_bytes
+            *done, lease_buf = lease_buf.split(b"\n")
+            for line in done:
+                try:
+                    deadline = float(line)
+                except ValueError:
+                    pass
+            now = _time.monotonic()
+            if eof or (deadline is not None and now > deadline):
+                fenced = True
+                report(f"fenced {now - deadline if deadline is not None else 0.0:.3f}")
+                try:
+                    os.kill(pid, _signal.SIGKILL)
+                except OSError:
+                    pass
+            elif deadline is not None:
+                wait = max(0.01, min(wait, deadline - now + 0.005))
+        _signal.sigtimedwait({chld}, wait)
     if quota:
         use = _usage(workspace)
         if use is not None:
