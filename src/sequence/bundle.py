@@ -24,6 +24,8 @@ from sequence import archive
 from sequence.venues import VENUES
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z, not $: "$" also matches before a final newline
+ID_SHAPED_RE = re.compile(r"^(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+                          r"|dep_[a-z0-9]{20})\Z")  # a strategy's id; an algo deployment's id
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 RESERVED_PREFIX = "SEQUENCE_"
 SKIP_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", ".sequence", ".mypy_cache", ".ruff_cache",
@@ -199,6 +201,10 @@ def validate_name(name: str) -> str | None:
     if not NAME_RE.match(name):
         return ("name must be 1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or "
                 "digit")
+    if ID_SHAPED_RE.match(name):
+        # Names and ids address the same routes: a strategy named as another's id was
+        # unreachable by its name, and deleting "it" deleted the other one.
+        return "name must not look like an id (a UUID, or dep_ and 20 letters or digits): it would be taken for one"
     return None
 
 

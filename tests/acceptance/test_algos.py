@@ -151,6 +151,37 @@ def test_a_replay_gives_the_same_orders_every_time(platform: Platform, tmp_path:
     assert first["failed"] is False and first["steps"] > 10, first
 
 
+TIMED_REFUSER = """(module
+  (import "seq" "set_timer" (func $timer (param i64)))
+  (import "seq" "submit" (func $submit (param i32 i32 i64 i64 i32) (result i64)))
+  (import "seq" "log" (func $log (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "tick")
+  (func (export "init") (call $timer (i64.const 250)))
+  (func (export "on_timer") (param i64)
+    (call $log (i32.const 0) (i32.const 4))
+    ;; a buy of 1 BTC at $90,000,000,000: over the notional cap, refused (and said) every time
+    (drop (call $submit (i32.const 0) (i32.const 0) (i64.const 9000000000000000000) (i64.const 100000000) (i32.const 0))))
+  (func (export "on_quote") (param i32 i64 i64 i64 i64)
+    (drop (call $submit (i32.const 0) (i32.const 0) (i64.const 9000000000000000000) (i64.const 100000000) (i32.const 0)))))
+"""
+
+
+def test_a_replay_with_a_timer_ends_with_the_recording_and_says_the_same_every_time(
+        platform: Platform, tmp_path: Path) -> None:
+    """A module that left a timer on never let `algo replay` end (100 % CPU, no output); the
+    lines saying refused orders were limited by the wall clock, so replays differed."""
+    rec = tmp_path / "day.jsonl"
+    platform.cli("market", "record", "--out", str(rec), "--duration", "2", "--symbol", "BTC-USD", cwd=tmp_path)
+    (tmp_path / "timed.wat").write_text(TIMED_REFUSER)
+    args = ("algo", "replay", "timed.wat", "--recording", "day.jsonl", "--symbol", "BTC-USD")
+    runs = [platform.cli_json(*args, cwd=tmp_path, timeout=120) for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2]
+    lines = [x["line"] for x in runs[0]["log"]]
+    assert "tick" in lines and any(x.startswith("order refused") for x in lines), lines[:20]
+    assert runs[0]["failed"] is False
+
+
 def test_the_api_serves_what_the_cli_shows(platform: Platform) -> None:
     with httpx.Client(base_url=platform.url, headers={"Authorization": f"Bearer {platform.api_key}"}) as c:
         listed = c.get("/v1/deployments").json()["deployments"]

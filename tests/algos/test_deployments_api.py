@@ -275,6 +275,9 @@ BAD: list[tuple[str, Any, int, str | None, str | None]] = [
     ("an empty name", body(name=""), 422, "name", None),
     ("a 65-character name", body(name="a" * 65), 422, "name", None),
     ("a name ending in a newline", body(name="nl\n"), 400, "name", None),  # "$" matched before it
+    # named as another's id, it was unreachable by name, and deleting "it" deleted the other
+    ("a name shaped like a deployment id", body(name="dep_nojt71knitrm2z4npn9k"), 400, "name", None),
+    ("a name shaped like a strategy id", body(name="3f1c6a2e-0000-4000-8000-000000000001"), 400, "name", None),
     ("a param key ending in a newline", body(params={"qty\n": 1}), 400, "params.qty\n", None),
     ("a memory over the cap", body(wasm=BIG_MEMORY), 400, "wasm_base64", "memory"),
     ("a shared memory", body(wasm=SHARED_MEMORY), 400, "wasm_base64", "memory"),

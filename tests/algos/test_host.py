@@ -1010,3 +1010,33 @@ def test_calls_and_fuel_are_counted() -> None:
     inst.on_quote(0, 10, 0, 0, 0)
     inst.on_quote(0, 10, 0, 0, 0)
     assert inst.calls == 2 and inst.fuel_used > 20
+
+
+def test_a_start_function_may_call_the_imports_that_read_or_write_memory() -> None:
+    """AssemblyScript runs top-level code in the start function: seq.log or seq.param there
+    failed with "AttributeError: 'AlgoInstance' object has no attribute '_mem_ref'"."""
+    wat = f"""(module
+      (import "seq" "log" (func $log (param i32 i32)))
+      (import "seq" "param" (func $param (param i32 i32 i32 i32) (result i32)))
+      {MEM}
+      (data (i32.const 1024) "hello from start")
+      (data (i32.const 2048) "qty")
+      (global (export "qty_len") (mut i32) (i32.const -9))
+      (func $start
+        (call $log (i32.const 1024) (i32.const 16))
+        (global.set 0 (call $param (i32.const 2048) (i32.const 3) (i32.const 3072) (i32.const 64))))
+      (start $start)
+      {ON_QUOTE_NOP})"""
+    inst, acts = instance(wat, FakeActions(params={"qty": "0.01"}), Limits(fuel=100_000, init_fuel=1_000_000))
+    assert acts.algo_lines() == ["hello from start"]
+    assert peek(inst, 3072, 4) == b"0.01"
+
+
+def test_book_levels_past_an_i64_are_clamped_not_a_host_error() -> None:
+    """Another client's order priced past 2^63 / 1e8 rested in the shared book, and every algo
+    reading that book failed with "OverflowError: int too big to convert"."""
+    huge = 92233720368_55 * 10**6  # $92,233,720,368.55 in 1e8 units: past an i64
+    inst, _acts = instance(BOOK, FakeActions(levels=[(huge, 2**70), (-(2**70), 5)]))
+    inst.on_quote(0, 1, 512, 10, 0)
+    got = peek(inst, 512, 32)
+    assert [struct.unpack_from("<qq", got, 16 * i) for i in range(2)] == [(2**63 - 1, 2**63 - 1), (-(2**63), 5)]

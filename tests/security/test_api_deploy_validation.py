@@ -81,7 +81,10 @@ def test_quota_and_egress_are_stored_returned_and_handed_to_the_runner(any_serve
         runner.close()
 
 
-@pytest.mark.parametrize(("extra", "field"), [({"name": "nl\n"}, "name"), ({"env": {"FOO\n": "x"}}, "env")])
+@pytest.mark.parametrize(("extra", "field"), [({"name": "nl\n"}, "name"), ({"env": {"FOO\n": "x"}}, "env"),
+                                              # an id as a name: reached the other strategy
+                                              ({"name": "3f1c6a2e-0000-4000-8000-000000000001"}, "name"),
+                                              ({"name": "dep_nojt71knitrm2z4npn9k"}, "name")])
 def test_a_trailing_newline_is_not_a_valid_name(server: LiveServer, extra: dict, field: str) -> None:
     """``^…$`` also matched before a final newline: a strategy named "nl\\n" was created and
     could then not be reached by its name."""

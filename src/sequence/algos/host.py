@@ -82,6 +82,7 @@ _ERROR_PTR = ctypes.POINTER(ffi.wasmtime_error_t)
 # an i32 then four i64). Wasmtime keeps raw values little-endian on every host.
 _PACK_QUOTE = struct.Struct("<i12xq8xq8xq8xq").pack_into
 _I64 = 2**63
+_PAIR = struct.Struct("<qq").pack  # a book level: price and quantity, little-endian i64s
 _caller_context = _nogil("wasmtime_caller_context")
 _memory_data = _nogil("wasmtime_memory_data")
 _memory_data_size = _nogil("wasmtime_memory_data_size")
@@ -225,6 +226,7 @@ class AlgoInstance:
         self._debt = 0  # import fuel not yet taken from the module's (SETTLE_FUEL)
         self._settle_at = max(1, min(SETTLE_FUEL, self.limits.fuel // 20))
         self._keep: list[Any] = []  # ctypes callbacks must outlive the instance
+        self._mem_ref: Any = None  # set once instantiated; the start function finds it itself (_mem)
         self._logs = TokenBucket(self.limits.log_rate, self.limits.log_burst)
         self._host_error: str | None = None
         self._warned: set[str] = set()
@@ -337,8 +339,8 @@ class AlgoInstance:
         a[0].i64 = handle
         a[1].i32 = sym
         a[2].i32 = side
-        a[3].i64 = px_1e8
-        a[4].i64 = qty_1e8
+        a[3].i64 = max(-_I64, min(_I64 - 1, px_1e8))  # ctypes would wrap it silently
+        a[4].i64 = max(-_I64, min(_I64 - 1, qty_1e8))
         self._call(ex, self._fuel)
 
     def on_order(self, handle: int, status: int) -> None:
@@ -407,23 +409,37 @@ class AlgoInstance:
         _set_fuel(ctx, left - debt)
         self._debt = 0
 
+    def _mem(self, caller: Any, what: str) -> Any:
+        """The module's memory: known once instantiated; during the start function (which runs
+        inside instantiation: AssemblyScript's top-level code) looked up through the caller."""
+        ref = self._mem_ref
+        if ref is None:
+            mem = wasmtime.Caller(caller).get("memory")
+            if not isinstance(mem, wasmtime.Memory):  # abi.check_module requires it: not reached
+                raise AlgoTrap(f"trap: seq.{what} needs the module's exported memory")
+            self._keep.append(mem)
+            ref = ctypes.byref(mem._memory)
+        return ref
+
     def _bytes(self, caller: Any, ptr: int, length: int, what: str) -> bytes:
         ctx = _caller_context(caller)
-        size = _memory_data_size(ctx, self._mem_ref)
+        mem_ref = self._mem(caller, what)
+        size = _memory_data_size(ctx, mem_ref)
         ptr &= 0xFFFFFFFF
         length &= 0xFFFFFFFF
         if ptr + length > size:
             raise AlgoTrap(f"trap: seq.{what} was given memory out of bounds ({ptr}+{length} > {size} bytes)")
-        base = _memory_data(ctx, self._mem_ref)
+        base = _memory_data(ctx, mem_ref)
         return ctypes.string_at(ctypes.addressof(base.contents) + ptr, length)
 
     def _write(self, caller: Any, ptr: int, data: bytes, what: str) -> None:
         ctx = _caller_context(caller)
-        size = _memory_data_size(ctx, self._mem_ref)
+        mem_ref = self._mem(caller, what)
+        size = _memory_data_size(ctx, mem_ref)
         ptr &= 0xFFFFFFFF
         if ptr + len(data) > size:
             raise AlgoTrap(f"trap: seq.{what} was given memory out of bounds ({ptr}+{len(data)} > {size} bytes)")
-        base = _memory_data(ctx, self._mem_ref)
+        base = _memory_data(ctx, mem_ref)
         ctypes.memmove(ctypes.addressof(base.contents) + ptr, data, len(data))
 
     def _abort(self, caller: Any, a: Any) -> None:
@@ -517,8 +533,9 @@ class AlgoInstance:
             a[0].i32 = 0
             return
         levels = self.actions.book(sym, side, min(n, 1000))
-        buf = b"".join(px.to_bytes(8, "little", signed=True) + qty.to_bytes(8, "little", signed=True)
-                       for px, qty in levels)
+        # Clamped into an i64 as on_quote's are: another client's order at a price past 2^63/1e8
+        # raised OverflowError here and failed every algo that read that book.
+        buf = b"".join(_PAIR(min(max(px, -_I64), _I64 - 1), min(max(qty, -_I64), _I64 - 1)) for px, qty in levels)
         self._write(caller, out, buf, "book")
         a[0].i32 = len(levels)
 

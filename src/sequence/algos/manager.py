@@ -187,7 +187,7 @@ class Algo:
     def refused(self, why: str) -> None:
         """An order the engine refused: counted, and said in the log (at most 10 lines a second)."""
         self.stats.refused += 1
-        if not self._refusals.take(time.monotonic()):
+        if not self._refusals.take(self.now_ms() / 1000):  # the market clock: a replay says the same
             self._refusals_dropped += 1
             return
         more = f" ({self._refusals_dropped} more refusal(s) not logged)" if self._refusals_dropped else ""
@@ -201,7 +201,7 @@ class Algo:
         if len(self.orders) >= MAX_OPEN_ORDERS:
             self.refused(f"{MAX_OPEN_ORDERS} orders are open")
             return abi.E_OPEN
-        if not self.order_rate.take(now):
+        if not self.order_rate.take(self.now_ms() / 1000):  # the market clock, as the fuel budget
             self.stats.refused += 1
             return abi.E_RATE
         return 0
@@ -486,7 +486,8 @@ class AlgoManager:
         algo.log(f"started (epoch {epoch}) on {self.owner}: symbols {', '.join(algo.symbols)}; "
                  f"params {json.dumps(algo.params, sort_keys=True)}; {mode}", "system")
         try:
-            algo.instance = AlgoInstance(module, algo, self.limits)
+            # Its log rate by the market clock too: a replay drops the same lines every time.
+            algo.instance = AlgoInstance(module, algo, self.limits, clock=lambda: algo.now_ms() / 1000)
         except AlgoTrap as exc:
             self._end(algo, exc.reason, failed=True)
             return

@@ -56,8 +56,9 @@ async def replay(wasm: bytes, recording: Path, symbols: Sequence[str], params: M
         store = Store(db)
         store.create_client(CLIENT, client_id=CLIENT)
         engine = TradingEngine(TradingStore(db), market)
-        mgr = AlgoManager(store, market, engine, lease_seconds=3600, fuel=fuel, memory_mb=memory_mb,
-                          log_rate=1_000_000, order_rate=1_000_000, owner="replay")
+        # The coordinator's own limits (rates by the market clock): a backtest meets E_RATE and
+        # dropped log lines where a live run would.
+        mgr = AlgoManager(store, market, engine, lease_seconds=3600, fuel=fuel, memory_mb=memory_mb, owner="replay")
         market.pump()  # the books as the recording begins
         await engine.start()
         await mgr.start(supervise=False)
@@ -79,10 +80,10 @@ async def replay(wasm: bytes, recording: Path, symbols: Sequence[str], params: M
         steps = 0
         while True:
             algo = mgr.algos.get("dep_replay")
-            due = [t for t in (market.next_event_ms(), algo.timer_due if algo else None) if t is not None]
-            if not due or algo is None:
+            nxt = market.next_event_ms()
+            if nxt is None or algo is None:  # the replay ends with the recording: a timer would tick for ever
                 break
-            at = min(due)
+            at = min(t for t in (nxt, algo.timer_due) if t is not None)
             if until_ms is not None and at > until_ms:
                 break
             clock.set(max(at, now_ms(clock)) / 1000)
