@@ -245,6 +245,27 @@ def test_a_frozen_runners_strategies_die_before_their_lease_can_move(platform: A
     assert r1.stop() == 0
 
 
+def test_deleting_a_running_strategy_stops_it_first(platform: Any) -> None:
+    """DELETE removed a running strategy at once: its process got SIGKILL (no SIGTERM, no
+    stop timeout) at the runner's next heartbeat, and a strategy deployed again under the
+    same name ran beside it meanwhile. Now the answer comes once the run ended, stopped."""
+    srv = platform()
+    r1 = platform.runner(srv, "r1")
+    main = ("import signal, sys, time\n"
+            "def bye(*_):\n    print('got SIGTERM', flush=True)\n    sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, bye)\nprint('ready', flush=True)\nwhile True:\n    time.sleep(0.05)\n")
+    with srv.client() as c:
+        sid = deploy(c, "doomed", main)["strategy_id"]
+        wait_for(lambda: any(x["line"] == "ready" for x in all_lines(c, sid)), what="ready")
+        run_id = strategy(c, sid)["current_run"]["run_id"]
+        r = c.delete(f"/v1/strategies/{sid}")
+        assert r.status_code == 200 and r.json() == {"strategy_id": sid, "deleted": True}, r.text
+        assert not _pids_of_run(run_id)  # gone before the answer: a new "doomed" cannot overlap it
+        assert c.get(f"/v1/strategies/{sid}").status_code == 404
+    assert f"run {run_id} (doomed) ended: stopped: exited with code 0 after SIGTERM" in r1.log()
+    assert r1.stop() == 0
+
+
 def test_coordinator_restart_mid_run_loses_no_log_lines(platform: Any, tmp_path: Any) -> None:
     from tests.helpers import start_server
 

@@ -307,10 +307,11 @@ async def strategy_logs_follow(ident: str, request: Request, run_id: str | None 
 
 async def _lifecycle(request: Request, ident: str, verb: str) -> Response:
     who = (await _acting_user(request))[0]
-    fn = {"start": deploy.start, "stop": deploy.stop, "delete": deploy.delete}[verb]
-    row = await anyio.to_thread.run_sync(fn, who.core, who.p, ident)
     if verb == "delete":
+        await deploy.delete(who.core, who.p, ident)
         return _hx_redirect(request, PREFIX)
+    fn = {"start": deploy.start, "stop": deploy.stop}[verb]
+    row = await anyio.to_thread.run_sync(fn, who.core, who.p, ident)
     word = {"start": "queued to start", "stop": "stopping"}[verb]
     return _after_action(request, who, f"{row['name']}: {word}", f"{PREFIX}/strategies/{quote(row['strategy_id'])}")
 

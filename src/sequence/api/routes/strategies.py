@@ -267,8 +267,11 @@ def stop_strategy(strategy_id: str, request: Request, p: Principal = Depends(req
 
 
 @router.delete("/v1/strategies/{strategy_id}", responses=error_responses(401, 403, 404, 409))
-def delete_strategy(strategy_id: str, request: Request, p: Principal = Depends(require_principal)) -> dict[str, Any]:
-    row = deploy.delete(core_of(request.app), p, strategy_id)
+async def delete_strategy(strategy_id: str, request: Request,
+                          p: Principal = Depends(require_principal)) -> dict[str, Any]:
+    """A running strategy is stopped first (SIGTERM, its stop timeout): the answer comes once
+    its run ended."""
+    row = await deploy.delete(core_of(request.app), p, strategy_id)
     return {"strategy_id": row["strategy_id"], "deleted": True}
 
 

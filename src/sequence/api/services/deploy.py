@@ -11,7 +11,9 @@ runners that must act on them.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from typing import Any, Literal
 
 import anyio
@@ -22,9 +24,10 @@ from sequence.api.errors import bad_request, forbidden, not_found, quota_exceede
 from sequence.api.notify import QUEUE, runner_topic, strategy_topic
 from sequence.api.services import layers
 from sequence.api.state import Core
+from sequence.lifecycle import IllegalTransition
 from sequence.secrets import strategy_api_key_label, strategy_secrets_label
 from sequence.store.ids import new_uuid
-from sequence.store.store import Principal, QuotaExceeded
+from sequence.store.store import NotFound, Principal, QuotaExceeded
 
 MAX_MANIFEST_DEPTH = 32
 MAX_MANIFEST_BYTES = 1024 * 1024
@@ -253,11 +256,46 @@ def stop(core: Core, p: Principal, ident: str) -> dict[str, Any]:
     return row
 
 
-def delete(core: Core, p: Principal, ident: str) -> dict[str, Any]:
-    """Delete the strategy (its run keys stop working at once); the deleted row."""
+#: The longest a delete waits for a running strategy to stop (clients time out at 30 s).
+DELETE_WAIT_S = 25.0
+#: Run statuses whose process may be alive.
+_LIVE_RUN = frozenset({"starting", "running", "stopping"})
+
+
+async def delete(core: Core, p: Principal, ident: str) -> dict[str, Any]:
+    """Delete the strategy (its run keys stop working at once); the deleted row.
+
+    A running strategy is stopped first, as ``stop`` does (SIGTERM, its stop timeout), and
+    deleted once its run ended: deleted at once, it was SIGKILLed at its runner's next
+    heartbeat, and a strategy created again under its name ran beside it meanwhile. Past
+    its stop timeout (and at most :data:`DELETE_WAIT_S`) it is deleted anyway: its runner
+    kills what is left at its next heartbeat."""
     forbid_run_key(p, "delete strategies")
-    row = strategy_or_404(core, p, ident)
-    core.store.delete_strategy(p.client_id, row["strategy_id"])
+    row = await anyio.to_thread.run_sync(strategy_or_404, core, p, ident)
+    sid = row["strategy_id"]
+    cur = row.get("current_run")
+    if cur is not None and cur.get("status") in _LIVE_RUN:
+        if row["status"] not in ("stopping", "stopped"):
+            with contextlib.suppress(IllegalTransition):
+                row = await anyio.to_thread.run_sync(core.store.stop_strategy, p.client_id, sid)
+            _wake_runner(core, row)
+        # Its stop timeout, and a little for the runner to hear of it: at most DELETE_WAIT_S (a
+        # client waits for the answer; past it the runner's heartbeat kills what is left).
+        deadline = time.monotonic() + min(float(row["stop_timeout_s"]) + 3.0, DELETE_WAIT_S)
+        while time.monotonic() < deadline:
+            ended = core.notifier.waiter(strategy_topic(sid))
+            now_row = await anyio.to_thread.run_sync(core.store.get_strategy, p.client_id, sid)
+            if now_row is None:
+                raise not_found("strategy")
+            run = now_row.get("current_run")
+            if run is None or run.get("status") not in _LIVE_RUN:
+                break
+            with anyio.move_on_after(0.5):
+                await ended.wait()
+    try:
+        await anyio.to_thread.run_sync(core.store.delete_strategy, p.client_id, sid)
+    except NotFound:
+        raise not_found("strategy") from None
     core.auth.invalidate()
     _wake_runner(core, row)
     return row
