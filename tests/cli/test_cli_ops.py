@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -200,6 +201,10 @@ def test_admin_commands_find_the_coordinators_store_or_say_where_it_is(
         assert set(Store(db).sealed_key_ids()) == {keyring.primary_id}
     finally:
         db.dispose()
+
+    # Times read as times (the tables showed raw epoch floats).
+    listed = run(["admin", "client", "list", "--data-dir", str(data)], with_pg).stdout
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", listed) and not re.search(r"\d{10}\.\d", listed), listed
 
     # The key file lost (a restore without it): `up` refuses to start with a new key.
     (data / "credential.key").unlink()

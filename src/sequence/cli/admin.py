@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -31,6 +32,13 @@ app.add_typer(client, name="client")
 DataDir = Annotated[Path | None, typer.Option("--data-dir", envvar="SEQUENCE_DATA_DIR",
                                               help="Coordinator data directory.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _when(ts: float | None) -> str:
+    """A stored epoch time as ``2026-12-01 18:05:29`` UTC (the tables showed raw floats)."""
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def open_store(data_dir: Path | None) -> tuple[Settings, Store]:
@@ -78,8 +86,8 @@ def runner_token_list(data_dir: DataDir = None, as_json: JsonOpt = False) -> Non
     if as_json:
         emit_json(rows)
     else:
-        table(["token id", "name", "created", "revoked"], [(r["token_id"], r["name"], r["created_at"], r["revoked_at"])
-                                                             for r in rows])
+        table(["token id", "name", "created", "revoked"],
+              [(r["token_id"], r["name"], _when(r["created_at"]), _when(r["revoked_at"])) for r in rows])
 
 
 @runner_token.command("revoke")
@@ -115,7 +123,7 @@ def client_list(data_dir: DataDir = None, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(rows)
     else:
-        table(["client id", "name", "created"], [(r["client_id"], r["name"], r["created_at"]) for r in rows])
+        table(["client id", "name", "created"], [(r["client_id"], r["name"], _when(r["created_at"])) for r in rows])
 
 
 @client.command("key")
