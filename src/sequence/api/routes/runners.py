@@ -50,7 +50,7 @@ class Poll(BaseModel):
     free_slots: int = Field(ge=0, le=10_000)
     stopping: list[str] = Field(default_factory=list)
     wait_s: float = Field(20.0, ge=0, le=60)
-    # The runner heartbeats when idle too (runners before 0.4.1 did not): claims then require
+    # The runner heartbeats when idle too (older runners did not, and send no "beats"): claims then require
     # a recent heartbeat.
     beats: bool = False
 
