@@ -338,6 +338,13 @@ def _lower_limits(specs: list[str]) -> None:
         resource.setrlimit(res, (want, want))
 
 
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, 9)  # SIGKILL (the _signal module is imported late: the deploy path)
+    except OSError:
+        pass
+
+
 def _close_fds(keep: set[int]) -> None:
     try:
         names = os.listdir("/proc/self/fd")
@@ -484,10 +491,7 @@ def main(argv: list[str]) -> None:
             if use is not None and use[0] > quota:
                 over = True
                 report(f"quota {use[0]} {quota}")
-                try:
-                    os.kill(pid, _signal.SIGKILL)
-                except OSError:
-                    pass
+                _kill(pid)
         wait = 2.0
         if lease_fd >= 0 and not fenced:
             eof = False
@@ -512,10 +516,7 @@ def main(argv: list[str]) -> None:
             if eof or (deadline is not None and now > deadline):
                 fenced = True
                 report(f"fenced {now - deadline if deadline is not None else 0.0:.3f}")
-                try:
-                    os.kill(pid, _signal.SIGKILL)
-                except OSError:
-                    pass
+                _kill(pid)
             elif deadline is not None:
                 wait = max(0.01, min(wait, deadline - now + 0.005))
         _signal.sigtimedwait({chld}, wait)
