@@ -181,6 +181,9 @@ class RunHandle:
     ) -> None:
         self.run_id = run_id
         self._lease_fd = lease_fd  # the supervisor's --lease: see renew()
+        # renew() runs on the heartbeat thread: closing the fd under it would let its number be
+        # reused (a socket) and the deadline written into that.
+        self._lease_lock = threading.Lock()
         self.pid = popen.pid
         self.sandboxed = sandboxed
         self.memory_mb = memory_mb
@@ -371,6 +374,7 @@ class RunHandle:
             self.kill()
         with contextlib.suppress(Exception):
             await self.wait()
+        self._close_lease()
         if log_timeout is None or log_timeout > 0:
             with contextlib.suppress(Exception):
                 await self.pump.drain(log_timeout)
@@ -486,16 +490,18 @@ class RunHandle:
         """Tell the supervisor the run's new fencing deadline (CLOCK_MONOTONIC seconds): it
         kills the strategy past the last one it was told, should this runner stop telling it
         (frozen, stalled). Thread-safe; never blocks (a full pipe drops the line)."""
-        fd = self._lease_fd
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(fd, f"{deadline:.3f}\n".encode())
+        with self._lease_lock:
+            fd = self._lease_fd
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.write(fd, f"{deadline:.3f}\n".encode())
 
     def _close_lease(self) -> None:
-        fd, self._lease_fd = self._lease_fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._lease_lock:
+            fd, self._lease_fd = self._lease_fd, None
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def _compose(
         self,
