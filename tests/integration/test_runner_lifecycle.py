@@ -202,6 +202,9 @@ def test_a_runner_stopped_by_its_operator_hands_its_runs_to_another_at_once(plat
         st = wait_for(lambda: (s := strategy(c, sid))["status"] == "running" and s["current_run"]["run_id"] != first[
             "run_id"] and s, what="running on the second runner")
         assert st["restart_count"] <= 1
+        # Stopped once it printed: a SIGTERM that lands while the supervisor still unpacks
+        # reaches no strategy, and the stop waits out its 10 s timeout.
+        wait_for(lambda: all_lines(c, sid, st["current_run"]["run_id"]), what="the new run's first line")
         c.post(f"/v1/strategies/{sid}/stop")
         _ended(c, sid)
     assert r2.stop() == 0

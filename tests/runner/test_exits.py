@@ -392,3 +392,16 @@ async def test_a_renewed_lease_keeps_the_strategy_running(sandbox: Sandbox) -> N
 
     r = await run_code(sandbox, LOOPER, lease_deadline=time.monotonic() + 1.0, during=renew_then_stop, timeout=30)
     assert r.info.kind == ExitKind.STOPPED, r.info.reason
+
+
+async def test_a_stop_while_the_run_starts_is_not_lost(sandbox: Sandbox) -> None:
+    """A stop that came while the supervisor still prepared the workspace hit no strategy
+    (the supervisor ignored SIGTERM) and waited out the whole stop timeout; the strategy then
+    ran until SIGKILL. Now the supervisor remembers it and does not start the strategy."""
+    async def stop_at_once(handle: RunHandle, logs: Collector) -> None:
+        await handle.stop(10.0)
+
+    started = time.monotonic()
+    r = await run_code(sandbox, SIGTERM_HANDLER, during=stop_at_once, timeout=30)
+    assert time.monotonic() - started < 5.0, r.info.reason
+    assert r.info.kind == ExitKind.STOPPED and not r.info.killed_after_grace, r.info.reason

@@ -277,13 +277,14 @@ class RunHandle:
             pids |= _descendants(self.pid)
         return pids
 
-    def _signal_strategy(self, sig: int) -> int:
-        """Send *sig* to every process of the run except the outer bwrap / gate."""
-        sent = 0
-        for pid in self._run_pids() - {self.pid}:
+    def _signal_strategy(self, sig: int, skip: set[int] | frozenset[int] = frozenset()) -> set[int]:
+        """Send *sig* to every process of the run except the outer bwrap / gate (and *skip*);
+        the pids it was sent to."""
+        sent: set[int] = set()
+        for pid in self._run_pids() - {self.pid} - skip:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
-                sent += 1
+                sent.add(pid)
         return sent
 
     def _kill_all(self) -> None:
@@ -312,8 +313,16 @@ class RunHandle:
             self._stop_requested = True
             self._grace = grace_s
             if grace_s > 0:
-                self._signal_strategy(signal.SIGTERM)
-                done, _ = await asyncio.wait({self._zombie}, timeout=grace_s)
+                # A stop while the run starts: the strategy may not exist yet (its supervisor,
+                # pid 1 of the sandbox, drops a SIGTERM that comes before its handler). Each
+                # process that appears during the grace gets the SIGTERM once, too.
+                signalled = self._signal_strategy(signal.SIGTERM)
+                deadline = self._loop.time() + grace_s
+                done: set[Any] = set()
+                while not done and self._loop.time() < deadline:
+                    done, _ = await asyncio.wait({self._zombie}, timeout=min(0.2, deadline - self._loop.time()))
+                    if not done:
+                        signalled |= self._signal_strategy(signal.SIGTERM, signalled)
                 if not done:
                     self._killed_after_grace = True
                     self._kill_all()

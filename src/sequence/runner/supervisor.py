@@ -379,6 +379,11 @@ def main(argv: list[str]) -> None:
 
     for name in _SIGNALS_IGNORED:
         _signal.signal(getattr(_signal, name), _signal.SIG_IGN)
+    # A stop (the runner's SIGTERM) that comes while the workspace is prepared found no strategy
+    # to signal, and the stop waited out its whole timeout: it is remembered, and the strategy
+    # is then not started (or, in the instant around the fork, passed the SIGTERM).
+    stop_asked: list[bool] = []
+    _signal.signal(_signal.SIGTERM, lambda _n, _f: stop_asked.append(True))
     parent = opts.get("parent", "-")
     if parent != "-":
         _prctl(_PR_SET_PDEATHSIG, _signal.SIGKILL)
@@ -447,6 +452,9 @@ def main(argv: list[str]) -> None:
         os.set_inheritable(lease_fd, False)
         os.set_blocking(lease_fd, False)
 
+    if stop_asked:
+        report("exit 0")  # stopped before it started: nothing of the strategy ran
+        os._exit(0)
     chld = _signal.SIGCHLD
     _signal.pthread_sigmask(_signal.SIG_BLOCK, {chld})
     pid = os.fork()
@@ -467,6 +475,11 @@ def main(argv: list[str]) -> None:
             report(f"error cannot start {cmd[0]}: {exc}")
         os._exit(127)
 
+    if stop_asked:  # it came in the instant between the check above and the fork
+        try:
+            os.kill(pid, _signal.SIGTERM)
+        except OSError:
+            pass
     import time as _time
 
     status: int | None = None
