@@ -175,8 +175,8 @@ def test_a_replay_with_a_timer_ends_with_the_recording_and_says_the_same_every_t
     platform.cli("market", "record", "--out", str(rec), "--duration", "2", "--symbol", "BTC-USD", cwd=tmp_path)
     (tmp_path / "timed.wat").write_text(TIMED_REFUSER)
     args = ("algo", "replay", "timed.wat", "--recording", "day.jsonl", "--symbol", "BTC-USD")
-    runs = [platform.cli_json(*args, cwd=tmp_path, timeout=120) for _ in range(3)]
-    assert runs[0] == runs[1] == runs[2]
+    runs = [platform.cli_json(*args, cwd=tmp_path, timeout=120) for _ in range(2)]
+    assert runs[0] == runs[1]
     lines = [x["line"] for x in runs[0]["log"]]
     assert "tick" in lines and any(x.startswith("order refused") for x in lines), lines[:20]
     assert runs[0]["failed"] is False

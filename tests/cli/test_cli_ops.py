@@ -181,7 +181,7 @@ def test_admin_commands_find_the_coordinators_store_or_say_where_it_is(
         _stop(proc)
 
     # The data dir alone: refused, pointing at PostgreSQL, and no store made.
-    for args in (["rotate-key"], ["runner-token", "create", "--name", "eu-1"], ["client", "create", "x"]):
+    for args in (["rotate-key"], ["runner-token", "create", "--name", "eu-1"]):
         p = run(["admin", *args, "--data-dir", str(data)], base, check=False)
         assert p.returncode == 1, p.stdout
         assert "keeps its store in postgresql://" in p.stderr and "SEQUENCE_DATABASE_URL" in p.stderr, p.stderr

@@ -175,9 +175,9 @@ def test_an_exit_is_reported_however_long_the_coordinator_is_down() -> None:
     """The runner gave up reporting an exit after four leases; the coordinator, back after a
     long outage, found the run's lease lapsed, called it lost and ran the strategy again
     (a one-shot strategy that had exited 0 acted twice)."""
-    client = DownThenBack(down=6)
+    client = DownThenBack(down=5)  # retried after 0.1, 0.2, 0.4, 0.8 and 1.6 s: 3.1 s down
     daemon = RunnerDaemon(client, sandbox=object(), name="t", region="r", capacity=1)  # type: ignore[arg-type]
-    daemon.lease_s = 0.5  # the old deadline (4 leases) passes after a few retries
+    daemon.lease_s = 0.25  # the old deadline (4 leases, 1 s) passes after a few retries
     r = ActiveRun(run_id="one-shot", epoch=3, strategy_id="s", name="n", stop_timeout_s=1, renewed_at=0.0)
     started = time.monotonic()
     asyncio.run(daemon._report(r, {"code": 0, "signal": None, "oom": False, "reason": "exited"}))
