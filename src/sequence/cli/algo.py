@@ -67,6 +67,8 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise CliError(f"--param {pair!r} is not KEY=VALUE", "e.g. --param buy_below=0.45")
+        if key in out:  # the last one silently won: a typo'd second value traded
+            raise CliError(f"--param {key} is given twice ({out[key]!r} and {value!r})", "give each param once")
         out[key] = value
     return out
 
@@ -210,13 +212,14 @@ def _print_line(rec: dict[str, Any], as_json: bool) -> None:
 def logs(
     ident: Ident,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C ends).")] = False,
-    tail: Annotated[int | None, typer.Option("--tail", "-n", help="Only the last N lines.")] = None,
+    tail: Annotated[int | None, typer.Option("--tail", "-n", min=1, max=10_000,
+                                             help="Only the last N lines (1 to 10,000).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Print the algo's log lines: its own (stdout) and the platform's (starts, stops, traps,
     refused orders; on stderr, prefixed \\[sequence])."""
     with _api() as api:
-        params: dict[str, Any] = {"tail": tail} if tail else {"after_seq": 0}
+        params: dict[str, Any] = {"tail": tail} if tail is not None else {"after_seq": 0}
         after = 0
         try:
             while True:
@@ -226,7 +229,7 @@ def logs(
                 sys.stdout.flush()
                 sys.stderr.flush()
                 after = res["next_after_seq"]
-                if res["lines"] and len(res["lines"]) >= 1000 and not tail:
+                if res["lines"] and len(res["lines"]) >= 1000 and tail is None:
                     params = {"after_seq": after}
                     continue  # more pages
                 if not follow:
