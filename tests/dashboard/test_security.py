@@ -210,14 +210,18 @@ def test_bad_input_is_a_4xx_naming_the_field(platform: Platform, victim: dict[st
 
 
 MARKUP = "<img src=x onerror=window.__pwned=1><script>window.__pwned=2</script><b id=bold>bold</b>"
+#: "Trojan Source": U+202E makes the rest read backwards ("pay 100 to mallory" shown as
+#: "yrollam ot 001 yap"); the dashboard showed such lines and env values as the strategy chose.
+BIDI = "balance ok \u202eyrollam ot 001 yap\u202c \x1b[2Jdone"
+BIDI_SHOWN = "balance ok \\u202eyrollam ot 001 yap\\u202c \\x1b[2Jdone"
 
 
 def test_markup_in_log_lines_and_env_is_shown_as_text(browser: Any, platform: Platform, tmp_path: Path) -> None:
     from tests.dashboard.conftest import VIEWPORT, sign_in
 
-    code = f"import time\nprint({MARKUP!r}, flush=True)\ntime.sleep(60)\n"
+    code = f"import time\nprint({MARKUP!r}, flush=True)\nprint({BIDI!r}, flush=True)\ntime.sleep(60)\n"
     folder = strategy_folder(tmp_path, "markup", code)
-    platform.deploy(folder, "--env", f"MARKUP={MARKUP}")
+    platform.deploy(folder, "--env", f"MARKUP={MARKUP}", "--env", f"BIDI={BIDI}")
     ctx = browser.new_context(viewport=VIEWPORT)
     page = ctx.new_page()
     dialogs: list[str] = []
@@ -227,7 +231,14 @@ def test_markup_in_log_lines_and_env_is_shown_as_text(browser: Any, platform: Pl
                            arg=MARKUP, timeout=60_000)
     assert page.locator("#bold").count() == 0  # neither the log line nor the env value became markup
     assert page.evaluate("() => window.__pwned") is None and not dialogs
-    assert MARKUP in page.locator("#inspect-h + dl + h3 + table").inner_text()
+    env_table = page.locator("#inspect-h + dl + h3 + table").inner_text()
+    assert MARKUP in env_table
+    # Bidi overrides and terminal controls are shown as escapes, in the live log view and the page.
+    page.wait_for_function("(m) => document.querySelector('#log-view .log-rows').textContent.includes(m)",
+                           arg=BIDI_SHOWN, timeout=60_000)
+    shown = page.locator("#log-view .log-rows").inner_text()
+    assert "\u202e" not in shown and "\x1b" not in shown
+    assert BIDI_SHOWN in env_table and "\u202e" not in env_table
     ctx.close()
     platform.cli("strategy", "delete", "markup", "--yes")
 

@@ -20,29 +20,12 @@ not for parsing: ``--raw`` (or a pipe) gives the exact text.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
-_ESCAPED = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_NAMED = {"\n": "\\n", "\r": "\\r"}
+from sequence.shown import escape_controls
 
-
-def _escape_one(m: re.Match[str]) -> str:
-    ch = m.group()
-    if ch in _NAMED:
-        return _NAMED[ch]
-    cp = ord(ch)
-    return f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}"
-
-
-def escape_controls(text: str) -> str:
-    """*text* with every character that could control a terminal (or reorder
-    what it shows) written as a visible escape; tab is kept."""
-    if text.isprintable():  # the common case, in C: every escaped character is non-printable
-        return text
-    return _ESCAPED.sub(_escape_one, text)
-
+__all__ = ["DIM", "SYSTEM_PREFIX", "UNDIM", "LogWriter", "escape_controls"]
 
 # SGR "faint" and its reset ("normal intensity"): the only escapes the CLI itself adds to log output.
 DIM, UNDIM = "\x1b[2m", "\x1b[22m"

@@ -35,11 +35,14 @@ from sequence.api.services import deploy, logs
 from sequence.api.state import Core, core_of
 from sequence.lifecycle import IllegalTransition
 from sequence.market.errors import MarketError
+from sequence.shown import escape_controls
 from sequence.store.store import NotFound, Principal
 from sequence.trading.risk import LIMIT_FIELDS
 
 HERE = Path(__file__).resolve().parent.parent / "dashboard"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+# Strategy-decided text (exit reasons, env values) with bidi and control characters escaped.
+templates.env.filters["shown"] = escape_controls
 
 
 class PageRoute(APIRoute):

@@ -87,6 +87,20 @@
     span.textContent = status;
   }
 
+  // Strategy-decided text (log lines, exit reasons) as sequence/shown.py shows it: controls
+  // and the bidi overrides, embeddings, isolates and marks written as visible escapes, so
+  // "\u202e" cannot make a line read backwards. Lone surrogates are left (shown as U+FFFD).
+  var CONTROLS = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  function shown(text) {
+    text = String(text);
+    return text.replace(CONTROLS, function (ch) {
+      if (ch === "\n") return "\\n";
+      if (ch === "\r") return "\\r";
+      var cp = ch.charCodeAt(0);
+      return cp < 0x100 ? "\\x" + ("0" + cp.toString(16)).slice(-2) : "\\u" + ("000" + cp.toString(16)).slice(-4);
+    });
+  }
+
   function setText(node, text) {
     text = String(text);
     if (node.textContent !== text) node.textContent = text;  // untouched cells cost no layout
@@ -126,7 +140,7 @@
     if (span.className !== "status status-" + s.status) statusSpan(span, s.status);
     setUptimeCell(cells[2], s);
     setText(cells[3], s.restart_count);
-    setText(cells[4], s.last_exit ? s.last_exit.reason || "—" : "—");
+    setText(cells[4], s.last_exit ? shown(s.last_exit.reason || "—") : "—");
     setText(cells[5], fmtUsage(s.usage));
     setText(cells[6], s.is_sandbox ? "paper" : "live");
   }
@@ -257,7 +271,7 @@
       this.lastSeq = 0;
     }
     if (x.seq <= this.lastSeq) return;
-    this.append({ r: x.run_id, s: x.seq, k: x.stream, t: x.line, ts: x.ts, live: x.ts >= this.openedAt });
+    this.append({ r: x.run_id, s: x.seq, k: x.stream, t: shown(x.line), ts: x.ts, live: x.ts >= this.openedAt });
     this.lastSeq = x.seq;
     this.stats.received++;
   };
@@ -408,7 +422,7 @@
       statusSpan(status, s.status);
       view.setStatus(s.status);
       document.getElementById("restarts").textContent = s.restart_count;
-      document.getElementById("last-exit").textContent = s.last_exit ? s.last_exit.reason || "—" : "—";
+      document.getElementById("last-exit").textContent = s.last_exit ? shown(s.last_exit.reason || "—") : "—";
       var cur = s.current_run;
       var runKey = cur ? cur.run_id + ":" + cur.status : "";
       if (runKey !== lastRunKey) {  // a run started or ended: htmx reloads the runs table
