@@ -4,6 +4,11 @@
 VENV   ?= .venv
 PYTHON ?= python3
 PY      = $(VENV)/bin/python
+# Test processes: most tests wait on real servers, sandboxes and leases, so two workers on
+# two cores take a third less time than one (2026-12-01: 1,272 s in one process, 812-823 s
+# on two). Whole files go to one worker (--dist loadfile): a file's module fixtures
+# (coordinators, platforms) start once, and its tests keep their order.
+TEST_WORKERS ?= 2
 
 .PHONY: run test venv lint typecheck unit bench docs clean
 
@@ -29,10 +34,10 @@ test: venv
 	bash scripts/test-deps.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 unit: venv
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 docs: venv
 	$(PY) scripts/gen_cli_docs.py
