@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import socket
 import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -85,6 +87,40 @@ MIN_DISK_MB = 16
 _DISK_SLACK = 1.0625
 _HASH_INLINE_BYTES = 256 << 10  # hashed on the loop below this (a thread hop costs more)
 DEFAULT_RUNTIME_CACHE = Path("/var/lib/sequence/runtimes")
+#: Root runners' sandbox uids come in blocks of UID_BLOCK, one block a runner, UID_BLOCKS in all.
+UID_BLOCK = 4096
+UID_BLOCKS = 4096
+#: Where root runners on one host claim their uid blocks (an flock each; tmpfs, gone at boot).
+UID_LOCK_DIR = Path("/run/sequence/uid-blocks")
+
+
+def claim_uid_block(preferred: int, lock_dir: Path = UID_LOCK_DIR) -> tuple[int, int | None]:
+    """The first uid block from *preferred* on that no other live runner on this host holds,
+    and the descriptor whose lock holds it (closed, or its process gone, it is free again).
+
+    Two runners whose data dirs hash to one block gave their strategies the same host uids
+    (1 pair in 4,096): one's processes counted against the other's limits per uid. Where
+    the lock dir cannot be used, the preferred block and ``None``, as before."""
+    try:
+        lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("sandbox: cannot claim a uid block in %s (%s): using block %d unclaimed", lock_dir, exc, preferred)
+        return preferred, None
+    for i in range(UID_BLOCKS):
+        block = (preferred + i) % UID_BLOCKS
+        try:
+            fd = os.open(lock_dir / f"{block}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            log.warning("sandbox: cannot claim a uid block in %s (%s): using block %d unclaimed", lock_dir, exc,
+                        preferred)
+            return preferred, None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by another runner (or this process's other sandbox)
+            os.close(fd)
+            continue
+        return block, fd
+    raise SandboxError(f"no free sandbox uid block: {UID_BLOCKS} root runners hold one each on this host")
 
 
 @dataclass(frozen=True)
@@ -142,7 +178,8 @@ class SandboxConfig:
     # runners (a neutral, world-readable path), <data_dir>/layers otherwise.
     layer_cache: Path | None = None
     # Root runners drop each run to its own host uid: uid_base + a per-runner
-    # block of 4096 (from the data dir) + the slot.
+    # block of 4096 (from the data dir; the next free one if another runner on this host
+    # holds it, see claim_uid_block) + the slot.
     uid_base: int = 1_200_000_000
     seccomp: bool | None = None  # None: use if libseccomp works; True: required; False: never
     egress: bool = True  # False: no strategy gets egress, whatever it asks for
@@ -184,8 +221,13 @@ class Sandbox:
         self.cgroup_owner = hashlib.sha256(str(config.data_dir.resolve()).encode()).hexdigest()[:12]
         self._lock = threading.Lock()
         self._root = os.geteuid() == 0
-        block = int(self.cgroup_owner, 16) % 4096
-        self._uid_first = config.uid_base + block * 4096
+        block = int(self.cgroup_owner, 16) % UID_BLOCKS
+        if self._root:  # a block of its own among the runners of this host
+            block, fd = claim_uid_block(block, UID_LOCK_DIR)
+            if fd is not None:
+                weakref.finalize(self, os.close, fd)
+        self.uid_block = block
+        self._uid_first = config.uid_base + block * UID_BLOCK
         self._uids: set[int] = set()
         self._egress_policy = EgressPolicy.parse(config.egress_allow)
         #: Dependency layers (runner/layers.py); built by check() once the runtime is known.
@@ -469,7 +511,7 @@ class Sandbox:
         if not self._root:
             return None
         with self._lock:
-            for uid in range(self._uid_first, self._uid_first + 4096):
+            for uid in range(self._uid_first, self._uid_first + UID_BLOCK):
                 if uid not in self._uids:
                     self._uids.add(uid)
                     return uid
