@@ -90,6 +90,9 @@ def test_bad_messages_get_errors_and_the_socket_stays_open(live_server: MarketSe
     with connect(live_server.ws) as ws:
         ws.send('{"op": "subscribe", "channels": [')
         assert recv_json(ws)["code"] == "bad_json"
+        ws.send("[" * 200_000 + "]" * 200_000)  # under the frame limit; a RecursionError dropped the socket
+        err = recv_json(ws)
+        assert err["code"] == "bad_json" and "nested too deeply" in err["message"], err
         ws.send(b"\x00\x01binary")
         err = recv_json(ws)
         assert err["type"] == "error" and err["code"] == "binary_frame"

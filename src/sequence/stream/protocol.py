@@ -37,6 +37,8 @@ def handle_client_message(hub: Hub, sub: Subscription, text: str) -> list[dict[s
         msg = json.loads(text)
     except ValueError as exc:
         return [error("bad_json", f"malformed JSON: {exc}")]
+    except RecursionError:  # "[" * 200,000 fits in a frame: it escaped as a traceback, the socket dropped
+        return [error("bad_json", "malformed JSON: nested too deeply")]
     if not isinstance(msg, dict):
         return [
             error("bad_message", 'expected a JSON object like {"op": "subscribe", "channels": [...]}')
