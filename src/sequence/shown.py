@@ -29,3 +29,9 @@ def escape_controls(text: str) -> str:
     if text.isprintable():  # the common case, in C: every escaped character is non-printable
         return text
     return _ESCAPED.sub(_escape_one, text)
+
+
+def escape_controls_keep_lines(text: str) -> str:
+    """:func:`escape_controls` on each line of *text*; its newlines stay newlines (a message of
+    several lines, pretty-printed JSON)."""
+    return "\n".join(escape_controls(part) for part in text.split("\n"))

@@ -221,6 +221,8 @@ def test_markup_in_log_lines_and_env_is_shown_as_text(browser: Any, platform: Pl
 
     code = f"import time\nprint({MARKUP!r}, flush=True)\nprint({BIDI!r}, flush=True)\ntime.sleep(60)\n"
     folder = strategy_folder(tmp_path, "markup", code)
+    with (folder / "Sequence.toml").open("a") as f:  # TOML's own escapes: the file stays plain text
+        f.write('\n[hosted.manifest]\nnote = "manifest \\u202e gnp.exe \\u2066 iso"\n')
     platform.deploy(folder, "--env", f"MARKUP={MARKUP}", "--env", f"BIDI={BIDI}")
     ctx = browser.new_context(viewport=VIEWPORT)
     page = ctx.new_page()
@@ -239,6 +241,8 @@ def test_markup_in_log_lines_and_env_is_shown_as_text(browser: Any, platform: Pl
     shown = page.locator("#log-view .log-rows").inner_text()
     assert "\u202e" not in shown and "\x1b" not in shown
     assert BIDI_SHOWN in env_table and "\u202e" not in env_table
+    html = page.content()  # the manifest too (its JSON was shown raw), and nothing else anywhere
+    assert "manifest \\u202e gnp.exe \\u2066 iso" in html and "\u202e" not in html and "\u2066" not in html
     ctx.close()
     platform.cli("strategy", "delete", "markup", "--yes")
 

@@ -188,3 +188,39 @@ def test_json_output_is_unchanged(server: LiveServer, tmp_path: Path, hostile: d
     env = _cli_env(server, tmp_path)
     s = json.loads(run(["strategy", "inspect", "hostile", "--json"], env).stdout)
     assert s["env"]["TITLE"] == "\x1b]0;pwned\x07" and s["last_exit"]["reason"] == HOSTILE_REASON
+
+
+#: A WASM algo's init logs one line with controls, a bidi override and a newline (seq.log takes any
+#: bytes): `sequence algo logs` wrote it to the terminal as it was.
+ALGO_LINE = b"\x1b[2J\xe2\x80\xaeevil\x07\n[sequence] forged"
+ALGO_WAT = """(module
+  (import "seq" "log" (func $log (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "%s")
+  (func (export "init") (call $log (i32.const 0) (i32.const %d)))
+  (func (export "on_quote") (param i32 i64 i64 i64 i64)))""" % ("".join(f"\\{b:02x}" for b in ALGO_LINE), len(ALGO_LINE))
+
+
+def test_algo_logs_on_a_terminal_show_the_modules_controls_escaped(server: LiveServer, tmp_path: Path) -> None:
+    import base64
+
+    import wasmtime
+
+    wasm = base64.b64encode(wasmtime.wat2wasm(ALGO_WAT)).decode()
+    with server.client() as c:
+        r = c.post("/v1/deployments", json={"name": "loud", "wasm_base64": wasm, "symbols": ["BTC-USD"],
+                                            "sandbox": True, "start": True})
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 30
+        while not any(x["stream"] == "algo" for x in c.get("/v1/deployments/loud/logs").json()["lines"]):
+            assert time.monotonic() < deadline, "the algo's init line"
+            time.sleep(0.1)
+    env = _cli_env(server, tmp_path, NO_COLOR="1")
+    out, err, rc = on_pty(["algo", "logs", "loud"], env)
+    assert rc == 0, err
+    assert _controls_of_the_strategy(out) == [], out
+    assert b"\\x1b[2J\\u202eevil\\x07\\n[sequence] forged\n" in out, out
+    raw, _err, rc = on_pty(["algo", "logs", "loud", "--raw"], env)  # as stored, when asked
+    assert rc == 0 and ALGO_LINE + b"\n" in raw, raw
+    piped = run(["algo", "logs", "loud"], env)  # a pipe: exactly what the module wrote
+    assert ALGO_LINE.decode() + "\n" in piped.stdout

@@ -17,6 +17,7 @@ from sequence.cli import config as cfgmod
 from sequence.cli.errors import CliError
 from sequence.cli.http import Api
 from sequence.cli.output import console, emit_json, literal, short_id, status_text, table, when
+from sequence.cli.terminal import LogWriter
 
 app = typer.Typer(help="Deploy and manage WASM algos: small modules that react to every quote in the market "
                   "process (docs/algos.md).", no_args_is_help=True)
@@ -199,13 +200,12 @@ def delete(ident: Ident, yes: Annotated[bool, typer.Option("--yes", "-y", help="
         console.print(Text.assemble("deleted ", literal(res["deployment_id"])))
 
 
-def _print_line(rec: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(rec) + "\n")
-    elif rec["stream"] == "system":
-        sys.stderr.write(f"[sequence] {rec['line']}\n")
-    else:
-        sys.stdout.write(rec["line"] + "\n")
+def _log_writer(as_json: bool, raw: bool = False) -> LogWriter:
+    """Log lines as `sequence strategy logs` writes them: on a terminal, the module's bytes
+    (and a trap's message, which the module may write) escaped, never obeyed; piped, exact."""
+    return LogWriter(sys.stdout.buffer, escape=not raw and sys.stdout.isatty(), as_json=as_json,
+                     dim=console.color_system is not None and not console.no_color,
+                     notes=sys.stderr.buffer, notes_escape=sys.stderr.isatty())
 
 
 @app.command()
@@ -215,9 +215,12 @@ def logs(
     tail: Annotated[int | None, typer.Option("--tail", "-n", min=1, max=10_000,
                                              help="Only the last N lines (1 to 10,000).")] = None,
     as_json: JsonOpt = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Write lines exactly as stored, even to a terminal.")] = False,
 ) -> None:
     """Print the algo's log lines: its own (stdout) and the platform's (starts, stops, traps,
-    refused orders; on stderr, prefixed \\[sequence])."""
+    refused orders; on stderr, prefixed \\[sequence]). On a terminal, control and bidi
+    characters are shown escaped (--raw: as stored)."""
+    out = _log_writer(as_json, raw)
     with _api() as api:
         params: dict[str, Any] = {"tail": tail} if tail is not None else {"after_seq": 0}
         after = 0
@@ -225,8 +228,8 @@ def logs(
             while True:
                 res = api.request("GET", _path(ident, "/logs"), params=params)
                 for rec in res["lines"]:
-                    _print_line(rec, as_json)
-                sys.stdout.flush()
+                    out.write(rec)
+                out.flush()
                 sys.stderr.flush()
                 after = res["next_after_seq"]
                 if res["lines"] and len(res["lines"]) >= 1000 and tail is None:
@@ -278,13 +281,16 @@ def replay(
     if as_json:
         emit_json(res)
         return
+    out = _log_writer(False)
     for rec in res["log"]:
-        _print_line(rec, False)
+        out.write(rec)
+    out.flush()
     table(["#", "at", "symbol", "side", "qty", "limit", "status"],
           [(o["order"], when(o["at"]), o["symbol"], o["side"], o["qty_1e8"] / 1e8, o["limit_price"], o["status"])
            for o in res["orders"]], title="orders")
     table(["at", "symbol", "side", "price", "qty", "liquidity"],
           [(when(f["at"]), f["symbol"], f["side"], f["price"], f["qty_1e8"] / 1e8, f["liquidity"]) for f in res["fills"]],
           title="fills")
-    end = f"failed: {res['reason']}" if res["failed"] else "ran to the end of the recording"
-    console.print(f"{res['steps']} market steps replayed; {len(res['orders'])} orders, {len(res['fills'])} fills; {end}")
+    end = f"failed: {res['reason']}" if res["failed"] else "ran to the end of the recording"  # the module's words
+    console.print(literal(f"{res['steps']} market steps replayed; {len(res['orders'])} orders, "
+                          f"{len(res['fills'])} fills; {end}"))

@@ -23,6 +23,7 @@ from rich.text import Text
 
 from sequence.cli.errors import CliError
 from sequence.cli.terminal import escape_controls
+from sequence.shown import escape_controls_keep_lines
 
 # emoji=False: ":name:" in a value is text, not an emoji code.
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
@@ -34,7 +35,7 @@ def literal(value: Any, style: str = "", *, lines: bool = False) -> Text:
     With *lines*, its newlines stay newlines (messages of several lines)."""
     text = str(value)
     if lines:
-        return Text("\n".join(escape_controls(part) for part in text.split("\n")), style=style)
+        return Text(escape_controls_keep_lines(text), style=style)
     return Text(escape_controls(text), style=style)
 
 

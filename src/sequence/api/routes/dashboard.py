@@ -35,7 +35,7 @@ from sequence.api.services import deploy, logs
 from sequence.api.state import Core, core_of
 from sequence.lifecycle import IllegalTransition
 from sequence.market.errors import MarketError
-from sequence.shown import escape_controls
+from sequence.shown import escape_controls, escape_controls_keep_lines
 from sequence.store.store import NotFound, Principal
 from sequence.trading.risk import LIMIT_FIELDS
 
@@ -255,7 +255,7 @@ def strategy_page(ident: str, request: Request) -> Response:
     return _render(who, request, "strategy.html", page="strategy", s=s,
                    summary=svc.summary(row, svc.usage_of(who.core)),
                    runs=[present.run(r) for r in runs],
-                   manifest_json=json.dumps(s["manifest"], indent=2, ensure_ascii=False)[:20000])
+                   manifest_json=escape_controls_keep_lines(json.dumps(s["manifest"], indent=2, ensure_ascii=False)[:20000]))
 
 
 @router.get(PREFIX + "/strategies/{ident}/runs")
