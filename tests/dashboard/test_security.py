@@ -182,7 +182,10 @@ def test_the_key_never_reaches_a_page_a_cookie_or_the_log(platform: Platform, vi
 def test_sign_in_redirects_only_to_the_dashboard(platform: Platform) -> None:
     with httpx.Client(base_url=platform.url, follow_redirects=False) as c:
         for target in ("https://evil.example/", "//evil.example", "/dashboard\\@evil", "/v1/keys",
-                       "/dashboard/../v1/keys", "/dashboard/%2e%2e/v1/keys", "/dashboard/./../x", "/dashboardx"):
+                       "/dashboard/../v1/keys", "/dashboard/%2e%2e/v1/keys", "/dashboard/./../x", "/dashboardx",
+                       # browsers read %2e as a dot: each of these is /v1/keys to them
+                       "/dashboard/.%2e/v1/keys", "/dashboard/%2e./v1/keys", "/dashboard/%252e%252e/v1/keys",
+                       "/dashboard/%2E%2e/v1/keys", "/dashboard/x/%2e%2e%2f%2e%2e/v1/keys", "/dashboard/%5c%5cevil"):
             r = c.post("/dashboard/login", data={"api_key": platform.api_key, "next": target})
             assert r.status_code == 303 and r.headers["location"] == "/dashboard", target
         r = c.post("/dashboard/login", data={"api_key": platform.api_key, "next": "/dashboard/venues"})

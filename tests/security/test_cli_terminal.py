@@ -193,12 +193,13 @@ def test_json_output_is_unchanged(server: LiveServer, tmp_path: Path, hostile: d
 #: A WASM algo's init logs one line with controls, a bidi override and a newline (seq.log takes any
 #: bytes): `sequence algo logs` wrote it to the terminal as it was.
 ALGO_LINE = b"\x1b[2J\xe2\x80\xaeevil\x07\n[sequence] forged"
-ALGO_WAT = """(module
+_ALGO_DATA = "".join(f"\\{b:02x}" for b in ALGO_LINE)  # WAT's string escapes
+ALGO_WAT = f"""(module
   (import "seq" "log" (func $log (param i32 i32)))
   (memory (export "memory") 1)
-  (data (i32.const 0) "%s")
-  (func (export "init") (call $log (i32.const 0) (i32.const %d)))
-  (func (export "on_quote") (param i32 i64 i64 i64 i64)))""" % ("".join(f"\\{b:02x}" for b in ALGO_LINE), len(ALGO_LINE))
+  (data (i32.const 0) "{_ALGO_DATA}")
+  (func (export "init") (call $log (i32.const 0) (i32.const {len(ALGO_LINE)})))
+  (func (export "on_quote") (param i32 i64 i64 i64 i64)))"""
 
 
 def test_algo_logs_on_a_terminal_show_the_modules_controls_escaped(server: LiveServer, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import anyio
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -183,9 +183,13 @@ def _safe_next(target: str | None) -> str:
     if target and target.startswith(PREFIX) and "//" not in target and "\\" not in target \
             and target.isprintable() and len(target) < 500:
         path = target.split("?", 1)[0].split("#", 1)[0]
-        # "/dashboard/../v1/keys" would resolve, in the browser, outside the dashboard.
-        if not any(seg in ("..", ".") or seg.lower().startswith("%2e") for seg in path.split("/")) \
-                and (path == PREFIX or path.startswith(PREFIX + "/")):
+        # "/dashboard/../v1/keys" would resolve, in the browser, outside the dashboard; so would
+        # "/dashboard/.%2e/v1/keys" (browsers read %2e as a dot): segments are read decoded.
+        decoded = path
+        for _ in range(3):
+            decoded = unquote(decoded)
+        if not any(seg in ("..", ".") for seg in decoded.split("/")) and "\\" not in decoded \
+                and "//" not in decoded and (path == PREFIX or path.startswith(PREFIX + "/")):
             return target
     return PREFIX
 
