@@ -253,6 +253,8 @@ BIG_MEMORY = bytes(wasmtime.wat2wasm(f'(module (memory (export "memory") 257) (f
 SHARED_MEMORY = bytes(wasmtime.wat2wasm(f'(module (memory (export "memory") 1 1 shared) (func (export "on_quote") {Q}))'))
 MANY_FUNCTIONS = bytes(wasmtime.wat2wasm(f'(module (memory (export "memory") 1) {"(func)" * 20_001} '
                                          f'(func (export "on_quote") {Q}))'))
+BIG_FUNCTION = bytes(wasmtime.wat2wasm(f'(module (memory (export "memory") 1) (func (export "on_quote") {Q} '
+                                       f'(local i32) {"(local.set 5 (i32.const 1))" * 17_000}))'))
 
 # (what, the body (or raw bytes), status, the field named, details.item)
 BAD: list[tuple[str, Any, int, str | None, str | None]] = [
@@ -282,6 +284,7 @@ BAD: list[tuple[str, Any, int, str | None, str | None]] = [
     ("a memory over the cap", body(wasm=BIG_MEMORY), 400, "wasm_base64", "memory"),
     ("a shared memory", body(wasm=SHARED_MEMORY), 400, "wasm_base64", "memory"),
     ("too many functions", body(wasm=MANY_FUNCTIONS), 400, "wasm_base64", "functions"),
+    ("one function too big to compile cheaply", body(wasm=BIG_FUNCTION), 400, "wasm_base64", "functions"),
     ("a bad param key", body(params={"bad key": 1}), 400, "params.bad key", None),
     ("a param key starting with a digit", body(params={"1x": 1}), 400, "params.1x", None),
     ("too many params", body(params={f"k{i}": i for i in range(MAX_PARAMS + 1)}), 400, "params", None),

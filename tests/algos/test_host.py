@@ -184,6 +184,10 @@ MEM = '(memory (export "memory") 1)'
 @pytest.mark.parametrize(("body", "item", "words"), [
     pytest.param("(func)" * (abi.MAX_FUNCTIONS + 1), "functions", ["20,002 functions", "at most 20,000"],
                  id="too-many-functions"),
+    # 17,000 four-byte instructions: 68,000 bytes in one body (compiling one large body costs more
+    # than linearly: 150,000 nested ifs in one function took 33 s and 1.2 GB)
+    pytest.param("(func (local i32) " + "(local.set 0 (i32.const 1))" * 17_000 + ")", "functions",
+                 ["function 0", "68,00", "at most 65,536", "split it"], id="one-function-too-big"),
     pytest.param('(memory (export "memory") 257)', "memory", ["257 pages", "16 MiB"], id="memory-over-the-cap"),
     pytest.param('(memory (export "memory") 1 1 shared)', "memory", ["shared memory"], id="shared-memory"),
     pytest.param("(table 1 funcref)" * 5, "tables", ["5 tables", "at most 4"], id="too-many-tables"),

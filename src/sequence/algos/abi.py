@@ -25,6 +25,10 @@ MAX_MODULE_BYTES = 4 * 1024 * 1024
 #: Functions a module may define. Compiling costs memory by the function: 195,000 tiny ones
 #: (4 MB) took 1.3 GB and 18 s. An AssemblyScript or Rust algo has hundreds to a few thousand.
 MAX_FUNCTIONS = 20_000
+#: Bytes one function's body may have. Compiling a function costs more than linearly in its
+#: size: 150,000 nested ifs in one 2 MB function took 33 s and 1.2 GB; 384 KB of them 3.3 s,
+#: 96 KB 0.3 s. The examples' largest is 308 bytes.
+MAX_FUNCTION_BYTES = 64 * 1024
 #: Tables a module may define, and elements in all (the store's limits at instantiation).
 MAX_TABLES = 4
 MAX_TABLE_ELEMENTS = 100_000
@@ -134,6 +138,7 @@ def check_sizes(wasm: bytes, memory_bytes: int) -> None:
     memories: list[tuple[int, bool]] = []
     try:
         i, functions, tables, elements = 8, 0, 0, 0
+        largest = (0, -1)  # (a body's size, its index among the module's own functions)
         while i < len(wasm):
             sid, i = _leb(wasm, i)
             size, i = _leb(wasm, i)
@@ -150,6 +155,14 @@ def check_sizes(wasm: bytes, memory_bytes: int) -> None:
                 for _ in range(min(n, 100)):
                     low, shared, j = _limits(wasm, j)
                     memories.append((low, shared))
+            elif sid == 10:  # code section: (size, body)*
+                n, j = _leb(wasm, body)
+                for k in range(min(n, MAX_FUNCTIONS + 1)):
+                    length, j = _leb(wasm, j)
+                    largest = max(largest, (length, k))
+                    j += length
+                    if j > end:
+                        break
             i = end
     except (IndexError, ValueError):  # malformed: the compile says how
         return
@@ -161,6 +174,10 @@ def check_sizes(wasm: bytes, memory_bytes: int) -> None:
                            f"KiB), over the {memory_bytes // (1024 * 1024)} MiB an algo may use")
     if functions > MAX_FUNCTIONS:
         raise AbiError("functions", f"the module defines {functions:,} functions; at most {MAX_FUNCTIONS:,}")
+    if largest[0] > MAX_FUNCTION_BYTES:
+        raise AbiError("functions", f"function {largest[1]} (of the module's own) is {largest[0]:,} bytes of code; "
+                       f"at most {MAX_FUNCTION_BYTES:,} (compiling one large function costs far more than "
+                       "several small ones: split it)")
     if tables > MAX_TABLES:
         raise AbiError("tables", f"the module defines {tables} tables; at most {MAX_TABLES}")
     if elements > MAX_TABLE_ELEMENTS:
