@@ -610,6 +610,22 @@ def test_a_log_flood_stores_only_the_burst_and_a_100k_line_call_runs_out_of_fuel
 
 
 
+def test_a_start_function_calling_imports_in_a_loop_is_told_its_own_fuel() -> None:
+    """The reason quoted the per-call fuel (100,000 here) for a start function, which gets init's."""
+    wat = f"""(module
+      (import "seq" "log" (func $log (param i32 i32)))
+      {MEM}
+      (func $start (loop $l (call $log (i32.const 0) (i32.const 1)) (br $l)))
+      (start $start)
+      {ON_QUOTE_NOP})"""
+    mod, _info = abi.check_module(engine(), wasm(wat))
+    with pytest.raises(AlgoTrap) as info:
+        AlgoInstance(mod, FakeActions(), Limits(fuel=100_000, init_fuel=1_000_000))
+    reason = info.value.reason
+    assert "fuel exhausted" in reason and "1,000,000" in reason and "100,000 " not in reason, reason
+    assert "init and the start function get that much fuel" in reason, reason
+
+
 def test_import_fuel_kept_as_a_debt_still_counts_and_still_runs_out_at_the_call_limit() -> None:
     """Imports are charged in batches (host.SETTLE_FUEL): a call's few imports are in its
     fuel_used all the same, and a loop of them traps within one batch of the limit."""

@@ -224,6 +224,7 @@ class AlgoInstance:
         self._left = ctypes.c_uint64()  # fuel left, read after each call
         self._left_ref = ctypes.byref(self._left)
         self._debt = 0  # import fuel not yet taken from the module's (SETTLE_FUEL)
+        self._budget = self.limits.init_fuel  # the running call's fuel: the start function's first
         self._settle_at = max(1, min(SETTLE_FUEL, self.limits.fuel // 20))
         self._keep: list[Any] = []  # ctypes callbacks must outlive the instance
         self._mem_ref: Any = None  # set once instantiated; the start function finds it itself (_mem)
@@ -270,6 +271,7 @@ class AlgoInstance:
         if err:
             raise AlgoTrap(f"host error: {_error(err)}")
         self._debt = 0
+        self._budget = fuel.value
         err = _call_bare(ctx, ex.func, ex.args, ex.cap, self._trap_ref)
         self.calls += 1
         if err or self._trap:
@@ -404,8 +406,9 @@ class AlgoInstance:
             return
         left, debt = self._left.value, self._debt
         if left < debt:
-            raise AlgoTrap(f"trap: fuel exhausted: a call ran more than {self.limits.fuel:,} units of fuel "
-                           "(host calls count: see docs/algos.md); each call gets that much fuel")
+            each = "each call gets" if self._budget == self.limits.fuel else "init and the start function get"
+            raise AlgoTrap(f"trap: fuel exhausted: a call ran more than {self._budget:,} units of fuel "
+                           f"(host calls count: see docs/algos.md); {each} that much fuel")
         _set_fuel(ctx, left - debt)
         self._debt = 0
 
