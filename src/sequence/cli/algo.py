@@ -16,7 +16,16 @@ from rich.text import Text
 from sequence.cli import config as cfgmod
 from sequence.cli.errors import CliError
 from sequence.cli.http import Api
-from sequence.cli.output import console, emit_json, literal, short_id, status_text, table, when
+from sequence.cli.output import (
+    confirm_or_refuse,
+    console,
+    emit_json,
+    literal,
+    short_id,
+    status_text,
+    table,
+    when,
+)
 from sequence.cli.terminal import LogWriter
 
 app = typer.Typer(help="Deploy and manage WASM algos: small modules that react to every quote in the market "
@@ -93,7 +102,7 @@ def deploy(
         sequence algo deploy examples/algos/threshold_taker.wasm --symbol BTC-USD --param buy_below=60000 --start
     """
     if not symbol:
-        raise CliError("give at least one --symbol", "e.g. --symbol BTC-USD (find symbols with `sequence market search`)")
+        raise CliError("give at least one --symbol", "e.g. --symbol BTC-USD (find symbols with `sequence market search WORDS`)")
     wasm = read_module(file)
     body = {"name": name or file.stem.replace("_", "-"), "wasm_base64": base64.b64encode(wasm).decode(),
             "symbols": symbol, "params": parse_params(param), "sandbox": sandbox, "start": start}
@@ -190,8 +199,7 @@ def stop(ident: Ident, as_json: JsonOpt = False) -> None:
 def delete(ident: Ident, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
            as_json: JsonOpt = False) -> None:
     """Delete it with its logs (a running one is stopped first)."""
-    if not yes and sys.stdin.isatty() and not typer.confirm(f"delete the algo {ident} and its logs?"):
-        raise typer.Exit(1)
+    confirm_or_refuse(f"delete the algo {ident} and its logs?", yes)
     with _api() as api:
         res = api.request("DELETE", _path(ident))
     if as_json:

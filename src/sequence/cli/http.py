@@ -61,8 +61,10 @@ class Api:
                     "(`sequence login --api-url URL --api-key KEY`, or SEQUENCE_API_KEY); on a local platform, "
                     "restarting `sequence up` writes a working key to the CLI config")
         elif r.status_code == 404:
-            what = "algo" if r.request.url.path.startswith("/v1/deployments") else "strategy"
-            hint = f"check the name or id with `sequence {what} list`"
+            path = r.request.url.path  # the list that names what was not found (revoke said "strategy list")
+            for prefix, what in (("/v1/deployments", "algo"), ("/v1/keys", "keys"), ("/v1/strategies", "strategy")):
+                if path.startswith(prefix):
+                    hint = f"check the name or id with `sequence {what} list`"
         elif r.status_code == 413 and r.request.url.path.startswith("/v1/layers"):  # a wheel or a layer
             hint = "depend on fewer or smaller packages, or raise the setting named above on the coordinator"
         elif r.status_code == 413 and r.request.url.path.startswith("/v1/deployments"):

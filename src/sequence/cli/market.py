@@ -14,11 +14,47 @@ from sequence.cli.http import Api
 from sequence.cli.output import console, emit_json, err_console, fail, table
 from sequence.venues import CREDENTIAL_FIELDS, credential_problem
 
-app = typer.Typer(help="Market data: record the simulated or live venues for replay.", no_args_is_help=True)
+app = typer.Typer(help="Market data: find markets and their symbols; record the venues for replay.",
+                  no_args_is_help=True)
 
 # How long `record` waits for a live venue's first listing, and for each chosen book.
 CATALOGUE_WAIT_S = 60.0
 BOOK_WAIT_S = 15.0
+
+
+@app.command()
+def search(
+    query: Annotated[str | None, typer.Argument(help="Words in the market's title, slug or symbol.",
+                                                show_default=False)] = None,
+    venue: Annotated[str | None, typer.Option("--venue", help="Only this venue: kalshi, polymarket or coinbase.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=500, help="At most this many markets.")] = 20,
+    order: Annotated[str, typer.Option("--order", help="volume, liquidity or close_time.")] = "volume",
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (every field).")] = False,
+) -> None:
+    """Find markets and the symbols to trade them by (GET /v1/markets), most traded first.
+
+    SYMBOL is what `--symbol`, `seq.quote()` and graph nodes take: a Coinbase product, or a
+    Kalshi or Polymarket market's YES token (its NO token is in --json). Only open markets.
+    """
+    params: dict[str, Any] = {"limit": limit, "order": order, "active": "true", "expand": "outcomes"}
+    if query:
+        params["q"] = query
+    if venue:
+        params["venue"] = venue
+    with Api(cfgmod.load()) as api:
+        res = api.request("GET", "/v1/markets", params=params)
+    if as_json:
+        emit_json(res)
+        return
+    rows = res["markets"]
+    if not rows:
+        err_console.print("no open market matches" + (f" {query!r}" if query else "") +
+                          (f" on {venue}" if venue else "") + "; try fewer words or another --venue")
+        raise typer.Exit(1)
+    table(["symbol", "venue", "bid", "ask", "title"],
+          [(m.get("symbol") or m.get("yes_token_id") or m.get("slug"), m["venue"], m.get("best_bid"),
+            m.get("best_ask"), (m.get("outcome_name") and f"{m.get('title')} — {m['outcome_name']}") or m.get("title"))
+           for m in rows], keep=["symbol"])
 
 
 @app.command()

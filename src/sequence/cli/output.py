@@ -129,3 +129,16 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     for r in grid:
         t.add_row(*[v if isinstance(v, Text) else literal("" if v is None else v) for v in r])
     console.print(t)
+
+
+def confirm_or_refuse(question: str, yes: bool) -> None:
+    """Ask *question* on a terminal (no: "nothing changed", exit 1). Without a terminal to ask
+    on, refuse unless *yes*: a script or a pipe deleted at once, never asked."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise CliError(f"{question.rstrip('?')}: not without --yes (there is no terminal to ask on)",
+                       "add --yes (-y) to do it without asking")
+    if not typer.confirm(question):
+        err_console.print("nothing changed")
+        raise typer.Exit(1)

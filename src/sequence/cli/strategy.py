@@ -22,6 +22,7 @@ from sequence.cli.deps import prepare_layer, requirements_path
 from sequence.cli.errors import CliError
 from sequence.cli.http import Api
 from sequence.cli.output import (
+    confirm_or_refuse,
     console,
     emit_json,
     err_console,
@@ -435,8 +436,7 @@ def stop(ident: Ident, as_json: JsonOpt = False) -> None:
 def delete(ident: Ident, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
            as_json: JsonOpt = False) -> None:
     """Delete it: artifact, row, runs and logs (a running one is stopped)."""
-    if not yes and sys.stdin.isatty() and not typer.confirm(f"delete {ident} with all its runs and logs?"):
-        raise typer.Exit(1)
+    confirm_or_refuse(f"delete {ident} with all its runs and logs?", yes)
     with _api() as api:
         res = delete_strategy(api, ident)
     if as_json:

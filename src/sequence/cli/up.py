@@ -102,7 +102,7 @@ def _listen(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             fail(f"port {port} on {host} is already in use",
                  "is Sequence already running? (`sequence strategy list` talks to it) — or start this one "
-                 "with --port N")
+                 "on another port: --port N, or SEQUENCE_PORT=N (e.g. `SEQUENCE_PORT=8701 make run`)")
         fail(f"cannot listen on {host}:{port}: {exc.strerror}", "pick another address with --host / --port")
     sock.listen(2048)
     return sock

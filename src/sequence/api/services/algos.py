@@ -78,7 +78,7 @@ def _check(core: Core, spec: DeployAlgo) -> tuple[bytes, abi.ModuleInfo]:
             market.instrument(sym)
         except (MarketError, KeyError, TypeError):
             raise bad_request(f"symbols[{i}]: no market has the symbol {sym[:80]!r} "
-                              "(find one with `sequence market search`)", f"symbols[{i}]") from None
+                              "(find one with `sequence market search WORDS`)", f"symbols[{i}]") from None
     if len(spec.params) > MAX_PARAMS:
         raise bad_request(f"at most {MAX_PARAMS} params", "params")
     for k, v in spec.params.items():
