@@ -48,12 +48,19 @@ def bootstrap(core: Core, environ: dict[str, str] | None = None, *, write_config
         api_url = core.settings.api_url
         existing = cfgmod.read_file(cfgmod.config_path(environ))
         ok = existing.get("api_key") and store.authenticate(existing["api_key"]) is not None
+        # The test key too: after `up` in another folder (another store), the live key was renewed
+        # here but the test key stayed the other platform's, and was refused (401).
+        test_ok = existing.get("test_api_key") and store.authenticate(existing["test_api_key"]) is not None
         if info["created"]:
             cfgmod.save({"api_url": api_url, "api_key": info["live_key"], "test_api_key": info["test_key"]}, environ)
             info["config_written"] = True
-        elif not ok:
-            _r, live = store.create_api_key(LOCAL_CLIENT, "live", "sequence up (config refresh)")
-            cfgmod.save({"api_url": api_url, "api_key": live}, environ)
+        elif not ok or not test_ok:
+            fresh: dict[str, Any] = {"api_url": api_url}
+            if not ok:
+                _r, fresh["api_key"] = store.create_api_key(LOCAL_CLIENT, "live", "sequence up (config refresh)")
+            if not test_ok:
+                _r, fresh["test_api_key"] = store.create_api_key(LOCAL_CLIENT, "test", "sequence up (config refresh)")
+            cfgmod.save(fresh, environ)
             info["config_written"] = True
         elif existing.get("api_url") != api_url:
             cfgmod.save({"api_url": api_url}, environ)

@@ -1,4 +1,5 @@
-"""``sequence algo`` flags refused before any request: what a user mistypes."""
+"""What users hit at the CLI's edges: flags mistyped, deletes from scripts, hints that name
+commands, the config after `sequence up` in another folder."""
 
 from __future__ import annotations
 
@@ -85,3 +86,30 @@ def test_market_search_lists_symbols_an_algo_or_strategy_can_trade(env: dict[str
     bad = subprocess.run([SEQ, "market", "search", "--venue", "nyse"], env=env, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode != 0 and "venue" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_up_in_another_folder_and_back_leaves_both_configured_keys_working(tmp_path: Path) -> None:
+    """`sequence up` elsewhere (a new store) rewrote the CLI config; back here, `up` renewed the live
+    key but left the other platform's test key, which was then refused (401)."""
+    from types import SimpleNamespace
+
+    from sequence.cli import config as cfgmod
+    from sequence.cli.up import bootstrap
+    from sequence.store.db import Database
+    from sequence.store.store import Store
+
+    environ = {"XDG_CONFIG_HOME": str(tmp_path / "cfg"), "HOME": str(tmp_path)}
+    stores = []
+    for name in ("here", "elsewhere"):
+        db = Database(f"sqlite:///{tmp_path / name}.db")
+        db.migrate()
+        stores.append(Store(db))
+    here, elsewhere = (SimpleNamespace(store=s, settings=SimpleNamespace(api_url="http://127.0.0.1:8700")) for s in stores)
+    bootstrap(here, environ)  # type: ignore[arg-type]
+    bootstrap(elsewhere, environ)  # type: ignore[arg-type]
+    bootstrap(here, environ)  # type: ignore[arg-type]
+    cfg = cfgmod.read_file(cfgmod.config_path(environ))
+    assert stores[0].authenticate(cfg["api_key"]) is not None
+    assert stores[0].authenticate(cfg["test_api_key"]) is not None, "the other platform's test key was kept"
+    for s in stores:
+        s.db.dispose()
