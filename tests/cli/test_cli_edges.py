@@ -113,3 +113,13 @@ def test_up_in_another_folder_and_back_leaves_both_configured_keys_working(tmp_p
     assert stores[0].authenticate(cfg["test_api_key"]) is not None, "the other platform's test key was kept"
     for s in stores:
         s.db.dispose()
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8700", "localhost:8700/", "ftp://127.0.0.1:8700"])
+def test_an_api_url_without_http_says_how_to_write_it(url: str, tmp_path: Path) -> None:
+    """It failed as "request to 127.0.0.1:8700 failed: UnsupportedProtocol"."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SEQUENCE_API_URL": url, "SEQUENCE_API_KEY": "seq_live_x"}
+    p = subprocess.run([SEQ, "strategy", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+    assert "does not start with http:// or https://" in p.stderr and "SEQUENCE_API_URL=http://" in p.stderr, p.stderr
+    assert "UnsupportedProtocol" not in p.stderr

@@ -19,6 +19,10 @@ class Api:
             raise CliError("no API key configured",
                            "run `sequence up` (local platform), `sequence login --api-url URL --api-key KEY`, "
                            "or set SEQUENCE_API_KEY")
+        if not cfg.api_url.lower().startswith(("http://", "https://")):  # httpx: "UnsupportedProtocol"
+            raise CliError(f"the API URL {cfg.api_url!r} does not start with http:// or https://",
+                           f"e.g. SEQUENCE_API_URL=http://{cfg.api_url.split('://')[-1]} (or log in again with "
+                           "`sequence login --api-url http://HOST:PORT --api-key KEY`)")
         self.cfg = cfg
         headers = {"User-Agent": "sequence-cli"}
         if cfg.api_key:
