@@ -2,8 +2,8 @@
 
 Each root runner's strategies run as host uids from a block of 4,096 picked by
 hashing its data dir: two runners whose dirs hashed to one block (1 pair in
-4,096) gave their strategies the same uids, so one's processes counted against
-the other's per-uid limits. Each runner now holds its block with an flock in
+4,096) gave their strategies the same uids, so the kernel's per-user counts
+(inotify, keys, message queues, user namespaces) were shared. Each runner now holds its block with an flock in
 /run/sequence/uid-blocks and takes the next free one if another holds it.
 """
 

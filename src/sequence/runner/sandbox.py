@@ -99,27 +99,23 @@ def claim_uid_block(preferred: int, lock_dir: Path = UID_LOCK_DIR) -> tuple[int,
     and the descriptor whose lock holds it (closed, or its process gone, it is free again).
 
     Two runners whose data dirs hash to one block gave their strategies the same host uids
-    (1 pair in 4,096): one's processes counted against the other's limits per uid. Where
-    the lock dir cannot be used, the preferred block and ``None``, as before."""
+    (1 pair in 4,096), so the kernel's per-user counts (inotify instances and watches, key
+    quotas, message-queue bytes, user namespaces) were shared between them. Where the lock
+    dir cannot be used, the preferred block and ``None``, as before."""
     try:
         lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for i in range(UID_BLOCKS):
+            block = (preferred + i) % UID_BLOCKS
+            fd = os.open(lock_dir / f"{block}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # held by another runner (or this process's other sandbox)
+                os.close(fd)
+                continue
+            return block, fd
     except OSError as exc:
         log.warning("sandbox: cannot claim a uid block in %s (%s): using block %d unclaimed", lock_dir, exc, preferred)
         return preferred, None
-    for i in range(UID_BLOCKS):
-        block = (preferred + i) % UID_BLOCKS
-        try:
-            fd = os.open(lock_dir / f"{block}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            log.warning("sandbox: cannot claim a uid block in %s (%s): using block %d unclaimed", lock_dir, exc,
-                        preferred)
-            return preferred, None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # held by another runner (or this process's other sandbox)
-            os.close(fd)
-            continue
-        return block, fd
     raise SandboxError(f"no free sandbox uid block: {UID_BLOCKS} root runners hold one each on this host")
 
 
