@@ -53,7 +53,7 @@ def search(
         raise typer.Exit(1)
     table(["symbol", "venue", "bid", "ask", "title"],
           [(m.get("symbol") or m.get("yes_token_id") or m.get("slug"), m["venue"], m.get("best_bid"),
-            m.get("best_ask"), (m.get("outcome_name") and f"{m.get('title')} — {m['outcome_name']}") or m.get("title"))
+            m.get("best_ask"), m.get("title"))
            for m in rows], keep=["symbol"])
 
 
